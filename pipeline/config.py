@@ -1,0 +1,265 @@
+"""One settings object for the whole pipeline, read from the environment and `.env`.
+
+Connection settings and secrets come from `BI_*` environment variables (or a `.env`
+file); table definitions, thresholds, keymap and theme come from a TOML config file
+(`bi-console.toml`), whose defaults ship in `pipeline/default_config.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "BI_"
+DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
+# Identifiers that come from configuration end up in SQL and object names; refuse
+# anything that is not a plain name rather than trying to escape it everywhere.
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong. The message is one line naming the variable."""
+
+
+def xdg_data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+
+
+def safe_identifier(value: str, what: str) -> str:
+    if not _SAFE_NAME.match(value or ""):
+        raise ConfigError(f"{what}={value!r} is not a plain SQL identifier (letters, digits, underscore)")
+    return value
+
+
+class TableConfig(BaseModel):
+    """A source table flowing through the pipeline. Everything table-specific lives here."""
+
+    name: str
+    source_schema: str = "dbo"
+    source_table: str
+    key_column: str = "ID"
+    topic: str
+    raw_prefix: str
+    bronze_table: str
+    dbt_selector: str
+    staging_relation: str
+    marts_relation: str
+    suites: list[str] = Field(default_factory=list)
+
+    @field_validator("name", "bronze_table")
+    @classmethod
+    def _plain(cls, v: str, info) -> str:
+        return safe_identifier(v, f"tables.{info.field_name}")
+
+    @property
+    def raw_objects_prefix(self) -> str:
+        return f"{self.raw_prefix.rstrip('/')}/batch="
+
+    @property
+    def quarantine_prefix(self) -> str:
+        return f"{self.raw_prefix.rstrip('/').rsplit('/', 1)[0]}/quarantine/"
+
+
+class Thresholds(BaseModel):
+    freshness_max_age_minutes: float = 60.0
+    min_active_products: int = 1
+    min_multilingual_coverage: float = 1.0
+    is_for_sale_share_min: float = 0.0
+    is_for_sale_share_max: float = 1.0
+    is_for_web_share_min: float = 0.5
+    is_for_web_share_max: float = 1.0
+
+
+class FileConfig(BaseModel):
+    """The TOML config file: tables and behaviour, never secrets."""
+
+    tables: list[TableConfig]
+    thresholds: Thresholds = Thresholds()
+    keymap: dict[str, str] = Field(default_factory=dict)
+    theme: str = "textual-dark"
+    staging_schema: str = "staging_staging"
+    marts_schema: str = "marts"
+    bronze_schema: str = "bronze"
+    meta_schema: str = "bi_console"
+
+    @field_validator("staging_schema", "marts_schema", "bronze_schema", "meta_schema")
+    @classmethod
+    def _plain_schema(cls, v: str, info) -> str:
+        return safe_identifier(v, info.field_name)
+
+
+class Settings(BaseSettings):
+    """Connection settings. Secrets have no default: `bi-console init` generates them."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    runtime: Literal["auto", "embedded", "compose"] = "auto"
+    data_dir: Path = Field(default_factory=lambda: xdg_data_home() / "bi-console")
+    config_file: Path | None = None
+
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5433
+    pg_database: str = "analytics"
+    pg_user: str = "analytics"
+    pg_password: str
+    pg_reader_user: str = "bi_reader"
+    pg_reader_password: str
+    pg_binaries: Literal["embedded", "system"] = "embedded"
+    pg_system_bindir: Path = Path("/usr/lib/postgresql/15/bin")
+
+    source_host: str = "127.0.0.1"
+    source_port: int = 5433
+    source_database: str = "concord"
+    source_user: str = "concord"
+    source_password: str
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_consumer_group: str = "bi-console-ingest"
+    cdc_schemas_enable: bool = True
+    cdc_topic_prefix: str = "cord"
+    cdc_database_name: str = "ConcordDb"
+
+    s3_endpoint: str = "http://127.0.0.1:9000"
+    s3_access_key: str
+    s3_secret_key: str
+    s3_bucket: str = "cord-raw"
+    s3_region: str = "us-east-1"
+
+    kafka_connect_url: str = "http://127.0.0.1:8083"
+    connector_name: str = "sqlserver-product-v2"
+
+    superset_url: str = "http://127.0.0.1:8088"
+    superset_user: str = "bi_admin"
+    superset_password: str | None = None
+    superset_secret_key: str | None = None
+
+    compose_project_name: str | None = None
+    compose_files: str | None = None
+
+    alert_webhook_url: str | None = None
+    ingest_batch_size: int = 5000
+
+    @field_validator("pg_database", "pg_user", "pg_reader_user", "source_database", "source_user")
+    @classmethod
+    def _plain_names(cls, v: str, info) -> str:
+        return safe_identifier(v, ENV_PREFIX + info.field_name.upper())
+
+    @cached_property
+    def file(self) -> FileConfig:
+        return load_file_config(self.config_file)
+
+    @property
+    def tables(self) -> list[TableConfig]:
+        return self.file.tables
+
+    def table(self, name: str) -> TableConfig:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        known = ", ".join(t.name for t in self.tables)
+        raise ConfigError(f"table {name!r} is not configured (known: {known})")
+
+    def pg_dsn(self, database: str | None = None, *, user: str | None = None, password: str | None = None) -> dict:
+        return {
+            "host": self.pg_host,
+            "port": self.pg_port,
+            "dbname": database or self.pg_database,
+            "user": user or self.pg_user,
+            "password": password if password is not None else self.pg_password,
+            "connect_timeout": 5,
+            "application_name": "bi-console",
+        }
+
+    def source_dsn(self) -> dict:
+        return {
+            "host": self.source_host,
+            "port": self.source_port,
+            "dbname": self.source_database,
+            "user": self.source_user,
+            "password": self.source_password,
+            "connect_timeout": 5,
+            "application_name": "bi-console",
+        }
+
+    def secret_values(self) -> list[str]:
+        """Every secret in force, for redaction of logs and outputs."""
+        values = [self.pg_password, self.pg_reader_password, self.source_password, self.s3_secret_key,
+                  self.s3_access_key, self.superset_password, self.superset_secret_key]
+        return [v for v in values if v and len(v) >= 6]
+
+
+SECRET_VARIABLES = (
+    "PG_PASSWORD",
+    "PG_READER_PASSWORD",
+    "SOURCE_PASSWORD",
+    "S3_ACCESS_KEY",
+    "S3_SECRET_KEY",
+    "SUPERSET_PASSWORD",
+    "SUPERSET_SECRET_KEY",
+)
+
+
+def load_file_config(path: Path | None) -> FileConfig:
+    candidates = [path] if path else [Path("bi-console.toml"), xdg_config_file()]
+    data = tomllib.loads(DEFAULT_CONFIG.read_text())
+    for candidate in candidates:
+        if candidate and candidate.is_file():
+            try:
+                override = tomllib.loads(candidate.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{candidate}: not valid TOML ({exc})") from None
+            data.update(override)
+            break
+        if path is not None:
+            raise ConfigError(f"{ENV_PREFIX}CONFIG_FILE={path} does not exist")
+    try:
+        return FileConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"config file: {where}: {first['msg']}") from None
+
+
+def xdg_config_file() -> Path:
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "bi-console" / "bi-console.toml"
+
+
+def load_settings(env_file: Path | str | None = ".env", **overrides) -> Settings:
+    """Build the settings, turning pydantic's report into one line naming the variable."""
+    try:
+        return Settings(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        variable = ENV_PREFIX + field.upper()
+        where = f"environment and {Path(env_file).resolve()}" if env_file else "environment"
+        if first["type"] == "missing":
+            raise ConfigError(f"{variable} is not set (looked in {where}); run `bi-console init` to create a .env") from None
+        raise ConfigError(f"{variable}={first.get('input')!r}: {first['msg']}") from None
+
+
+def generate_env(compose: bool = False) -> str:
+    """The text of a new `.env`: every secret random, services on 127.0.0.1."""
+    lines = [
+        "# Written by `bi-console init`. Secrets are random; keep this file private.",
+        f"{ENV_PREFIX}RUNTIME={'compose' if compose else 'auto'}",
+    ]
+    for name in SECRET_VARIABLES:
+        length = 48 if name == "SUPERSET_SECRET_KEY" else 24
+        lines.append(f"{ENV_PREFIX}{name}={secrets.token_urlsafe(length)}")
+    if compose:
+        lines += [
+            f"{ENV_PREFIX}PG_PORT=5433",
+            f"{ENV_PREFIX}S3_ENDPOINT=http://127.0.0.1:9000",
+            f"{ENV_PREFIX}KAFKA_BOOTSTRAP=127.0.0.1:9092",
+        ]
+    return "\n".join(lines) + "\n"
