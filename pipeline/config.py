@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import string
 import tomllib
 from functools import cached_property
 from pathlib import Path
@@ -204,7 +205,24 @@ SECRET_VARIABLES = (
     "S3_SECRET_KEY",
     "SUPERSET_PASSWORD",
     "SUPERSET_SECRET_KEY",
+    "SOURCE_SA_PASSWORD",
 )
+
+# Secrets that SQL Server checks against its password policy: at least 8 characters from
+# three of upper case, lower case, digits and symbols. The symbols are safe in `.env`,
+# in compose interpolation and in a shell (no $, #, quotes, spaces or backslashes).
+_POLICY_SECRETS = {"SOURCE_SA_PASSWORD"}
+_POLICY_SYMBOLS = "-_.+"
+
+
+def _policy_password(length: int = 32) -> str:
+    rng = secrets.SystemRandom()
+    alphabet = string.ascii_letters + string.digits + _POLICY_SYMBOLS
+    chars = [secrets.choice(string.ascii_uppercase), secrets.choice(string.ascii_lowercase),
+             secrets.choice(string.digits), secrets.choice(_POLICY_SYMBOLS)]
+    chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
+    rng.shuffle(chars)
+    return "".join(chars)
 
 
 def load_file_config(path: Path | None) -> FileConfig:
@@ -254,6 +272,9 @@ def generate_env(compose: bool = False) -> str:
         f"{ENV_PREFIX}RUNTIME={'compose' if compose else 'auto'}",
     ]
     for name in SECRET_VARIABLES:
+        if name in _POLICY_SECRETS:
+            lines.append(f"{ENV_PREFIX}{name}={_policy_password()}")
+            continue
         length = 48 if name == "SUPERSET_SECRET_KEY" else 24
         lines.append(f"{ENV_PREFIX}{name}={secrets.token_urlsafe(length)}")
     if compose:
