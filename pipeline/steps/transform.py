@@ -1,0 +1,332 @@
+"""The transform step: run the dbt project (`dbt/`) in-process with dbtRunner.
+
+No profiles.yml is committed. The profile is written from `Settings` into
+`<data_dir>/dbt/profiles/profiles.yml`; the password is not written to disk but
+read by dbt from the environment variable `BI_CONSOLE_DBT_PASSWORD`, set only for
+the duration of an invocation. dbt's target and log directories also live under
+`<data_dir>/dbt/`, so the repository (or an installed package) stays read-only.
+
+Schema names reach the project as vars (`bronze_schema`, `staging_schema`,
+`marts_schema` from the config file); the project's `generate_schema_name`
+uses them verbatim (`staging_staging`, `marts`).
+
+    project = DbtProject(settings, log=print)
+    result = project.run("stg_product dim_product", full_refresh=False)
+    result.success, result.counts, [(n.name, n.status, n.execution_time) for n in result.nodes]
+    project.test("dim_product")
+    project.debug().output
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.config import Settings
+
+Log = Callable[[str], None]
+
+DEFAULT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt"
+PROFILE_NAME = "bi_console"
+TARGET_NAME = "bi_console"
+PASSWORD_ENV = "BI_CONSOLE_DBT_PASSWORD"
+
+# dbt keeps process-global state (flags, adapters, event manager): one invocation at a time.
+_DBT_LOCK = threading.Lock()
+
+
+@dataclass
+class NodeResult:
+    """One model or test of a dbt invocation."""
+
+    unique_id: str
+    name: str
+    resource_type: str  # model | test | seed | snapshot ...
+    status: str  # success | error | skipped | pass | fail | warn | ...
+    execution_time: float  # seconds
+    message: str | None = None
+    relation: str | None = None
+    rows_affected: int | None = None
+    failures: int | None = None  # tests: number of failing rows
+    timing: dict[str, float] = field(default_factory=dict)  # phase ('compile', 'execute') -> seconds
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("success", "pass", "warn", "skipped") and not (
+            self.status == "skipped" and self.resource_type == "model" and self.message
+        )
+
+
+@dataclass
+class DbtResult:
+    """The outcome of one dbt invocation."""
+
+    command: str
+    args: list[str]
+    success: bool
+    elapsed: float  # seconds, wall clock of the whole invocation
+    nodes: list[NodeResult] = field(default_factory=list)
+    error: str | None = None  # exception text when dbt itself failed (parse, connection, ...)
+    output: str = ""  # every logged line, joined (for `debug` this is its report)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Nodes per status, e.g. {'success': 2} or {'pass': 30, 'fail': 1}, plus 'total'."""
+        out: dict[str, int] = {}
+        for node in self.nodes:
+            out[node.status] = out.get(node.status, 0) + 1
+        out["total"] = len(self.nodes)
+        return out
+
+    @property
+    def failed(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.status in ("error", "fail", "runtime error")]
+
+    def node(self, name: str) -> NodeResult | None:
+        for n in self.nodes:
+            if n.name == name or n.unique_id == name:
+                return n
+        return None
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["counts"] = self.counts
+        return data
+
+
+def dbt_vars(settings: Settings) -> dict[str, str]:
+    f = settings.file
+    return {"bronze_schema": f.bronze_schema, "staging_schema": f.staging_schema, "marts_schema": f.marts_schema}
+
+
+def work_dir(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "dbt"
+
+
+def write_profile(settings: Settings, threads: int = 4) -> Path:
+    """Write profiles.yml for `settings` and return its directory (no secret in the file)."""
+    directory = work_dir(settings) / "profiles"
+    directory.mkdir(parents=True, exist_ok=True)
+    output = {
+        "type": "postgres",
+        "host": settings.pg_host,
+        "port": int(settings.pg_port),
+        "user": settings.pg_user,
+        "password": "{{ env_var('%s') }}" % PASSWORD_ENV,
+        "dbname": settings.pg_database,
+        "schema": settings.file.staging_schema,
+        "threads": threads,
+        "connect_timeout": 10,
+        "keepalives_idle": 0,
+        "application_name": "bi-console-dbt",
+    }
+    profile = {PROFILE_NAME: {"target": TARGET_NAME, "outputs": {TARGET_NAME: output}}}
+    # JSON is valid YAML: no YAML library needed, and every value is quoted safely.
+    path = directory / "profiles.yml"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(profile, indent=2) + "\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+    return directory
+
+
+def _selection(selector: str | Iterable[str] | None) -> list[str]:
+    if selector is None:
+        return []
+    parts = selector.split() if isinstance(selector, str) else [p for s in selector for p in str(s).split()]
+    return ["--select", *parts] if parts else []
+
+
+class DbtProject:
+    """The bi-console dbt project bound to one Settings.
+
+    log: called with each dbt log line as it happens (info and above; also debug
+    lines when debug=True). Secrets are redacted from the lines.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        log: Log | None = None,
+        *,
+        debug: bool = False,
+        project_dir: Path | str | None = None,
+        threads: int = 4,
+    ) -> None:
+        self.settings = settings
+        self.log = log or (lambda line: None)
+        self.debug_logging = debug
+        self.project_dir = Path(project_dir) if project_dir else DEFAULT_PROJECT_DIR
+        self.threads = threads
+
+    # -- public commands -------------------------------------------------
+
+    def run(self, selector: str | Iterable[str] | None = None, full_refresh: bool = False) -> DbtResult:
+        """`dbt run [--select ...] [--full-refresh]`."""
+        args = _selection(selector) + (["--full-refresh"] if full_refresh else [])
+        return self.invoke("run", args)
+
+    def test(self, selector: str | Iterable[str] | None = None) -> DbtResult:
+        """`dbt test [--select ...]`: data tests of the selected models."""
+        return self.invoke("test", _selection(selector))
+
+    def build(self, selector: str | Iterable[str] | None = None, full_refresh: bool = False) -> DbtResult:
+        args = _selection(selector) + (["--full-refresh"] if full_refresh else [])
+        return self.invoke("build", args)
+
+    def debug(self) -> DbtResult:
+        """`dbt debug`: connection and project check; its report is in `.output`."""
+        return self.invoke("debug", [])
+
+    def parse(self) -> DbtResult:
+        return self.invoke("parse", [])
+
+    # -- machinery -------------------------------------------------------
+
+    def project_args(self) -> list[str]:
+        return [
+            "--project-dir", str(self.project_dir),
+            "--profiles-dir", str(write_profile(self.settings, self.threads)),
+            "--profile", PROFILE_NAME,
+            "--target", TARGET_NAME,
+            "--vars", json.dumps(dbt_vars(self.settings)),
+        ]
+
+    def invoke(self, command: str, extra: list[str]) -> DbtResult:
+        from dbt.cli.main import dbtRunner  # heavy import: only when dbt actually runs
+
+        project_args = self.project_args()
+        work = work_dir(self.settings)
+        (work / "logs").mkdir(parents=True, exist_ok=True)
+        # Global flags go before the sub-command.
+        global_args = [
+            "--no-use-colors",
+            "--no-send-anonymous-usage-stats",
+            "--no-version-check",
+            "--log-path", str(work / "logs"),
+            "--log-level", "none",  # nothing on stdout: every line goes through the callback
+            "--log-level-file", "debug" if self.debug_logging else "info",
+        ]
+        if self.debug_logging:
+            global_args.append("--debug")
+        cmd_args = [command, *project_args]
+        if command != "debug":
+            cmd_args += ["--target-path", str(work / "target")]
+        argv = global_args + cmd_args + extra
+
+        lines: list[str] = []
+        secrets = [s for s in self.settings.secret_values() if s]
+        want_debug = self.debug_logging
+
+        def on_event(event) -> None:
+            try:
+                info = event.info
+                level = getattr(info, "level", "info")
+                if level == "debug" and not want_debug:
+                    return
+                text = getattr(info, "msg", "") or ""
+                if not text:
+                    return
+                for secret in secrets:
+                    text = text.replace(secret, "***")
+                for line in str(text).splitlines() or [""]:
+                    lines.append(line)
+                    self.log(line)
+            except Exception:  # a broken log sink must never break the dbt run
+                pass
+
+        started = time.monotonic()
+        with _DBT_LOCK:
+            previous = os.environ.get(PASSWORD_ENV)
+            os.environ[PASSWORD_ENV] = self.settings.pg_password
+            try:
+                res = dbtRunner(callbacks=[on_event]).invoke(argv)
+            finally:
+                if previous is None:
+                    os.environ.pop(PASSWORD_ENV, None)
+                else:
+                    os.environ[PASSWORD_ENV] = previous
+        elapsed = time.monotonic() - started
+
+        error = None
+        if res.exception is not None:
+            error = str(res.exception)
+            for secret in secrets:
+                error = error.replace(secret, "***")
+            self.log(f"dbt {command} failed: {error}")
+        nodes = _node_results(res.result)
+        success = bool(res.success) and error is None
+        return DbtResult(
+            command=command,
+            args=argv,
+            success=success,
+            elapsed=elapsed,
+            nodes=nodes,
+            error=error,
+            output="\n".join(lines),
+        )
+
+
+def _node_results(result) -> list[NodeResult]:
+    out: list[NodeResult] = []
+    for r in getattr(result, "results", None) or []:
+        node = getattr(r, "node", None)
+        if node is None:
+            continue
+        timing = {}
+        for t in getattr(r, "timing", None) or []:
+            if t.started_at and t.completed_at:
+                timing[t.name] = (t.completed_at - t.started_at).total_seconds()
+        adapter_response = getattr(r, "adapter_response", None) or {}
+        rows = adapter_response.get("rows_affected") if isinstance(adapter_response, dict) else None
+        status = getattr(r.status, "value", r.status)
+        out.append(
+            NodeResult(
+                unique_id=node.unique_id,
+                name=node.name,
+                resource_type=str(getattr(node.resource_type, "value", node.resource_type)),
+                status=str(status),
+                execution_time=float(getattr(r, "execution_time", 0.0) or 0.0),
+                message=getattr(r, "message", None),
+                relation=getattr(node, "relation_name", None),
+                rows_affected=rows,
+                failures=getattr(r, "failures", None),
+                timing=timing,
+            )
+        )
+    return out
+
+
+# -- convenience functions ------------------------------------------------
+
+
+def run_models(
+    settings: Settings,
+    selector: str | Iterable[str] | None = None,
+    full_refresh: bool = False,
+    log: Log | None = None,
+    debug: bool = False,
+) -> DbtResult:
+    return DbtProject(settings, log, debug=debug).run(selector, full_refresh=full_refresh)
+
+
+def test_models(
+    settings: Settings,
+    selector: str | Iterable[str] | None = None,
+    log: Log | None = None,
+    debug: bool = False,
+) -> DbtResult:
+    return DbtProject(settings, log, debug=debug).test(selector)
+
+
+# Not collected by pytest as a test function.
+test_models.__test__ = False  # type: ignore[attr-defined]
+
+
+def debug_connection(settings: Settings, log: Log | None = None) -> DbtResult:
+    return DbtProject(settings, log).debug()
