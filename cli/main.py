@@ -1,0 +1,335 @@
+"""`bi-console`: the TUI by default; `--check`, `stack`, `demo`, `refresh`, `init` headless.
+
+Data goes to stdout, diagnostics to stderr. Exit codes:
+  0 success, 1 a step or check failed, 2 usage or configuration error,
+  3 a service is unreachable, 4 another refresh is already running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from pipeline.config import ConfigError, Settings, generate_env, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+
+def err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def settings_or_exit(ctx: click.Context) -> Settings:
+    try:
+        settings = load_settings(env_file=ctx.obj.get("env_file") if ctx.obj else ".env")
+        settings.file  # noqa: B018 - validate the config file now, not halfway through a step
+        return settings
+    except ConfigError as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_USAGE)
+
+
+def runtime_for(settings: Settings):
+    from pipeline.runtime.select import select_runtime
+
+    return select_runtime(settings)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--env-file", default=".env", show_default=True, help="Settings file (BI_* variables).")
+@click.option("--check", "check", is_flag=True, help="Run every check headless and exit (see `bi-console check --help`).")
+@click.option("--json", "as_json", is_flag=True, help="With --check: JSON on stdout.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="With --check: write a JUnit XML file.")
+@click.option("--refresh", type=click.Choice(["none", "incremental", "full"]), default="none",
+              help="With --check: refresh before checking.")
+@click.option("--strict", is_flag=True, help="With --check: warnings fail too.")
+@click.pass_context
+def main(ctx: click.Context, env_file: str, check: bool, as_json: bool, junit: str | None, refresh: str,
+         strict: bool) -> None:
+    """bi-console: control the ConcordDb -> BI pipeline. With no command, opens the TUI."""
+    ctx.ensure_object(dict)
+    ctx.obj["env_file"] = env_file
+    if check:
+        ctx.invoke(check_command, as_json=as_json, junit=junit, refresh=refresh, strict=strict)
+        return
+    if ctx.invoked_subcommand is None:
+        settings = settings_or_exit(ctx)
+        from tui.app import BiConsoleApp
+
+        BiConsoleApp(settings).run()
+
+
+@main.command("init")
+@click.option("--compose", is_flag=True, help="Write settings for the Docker Compose runtime.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.pass_context
+def init_command(ctx: click.Context, compose: bool, force: bool) -> None:
+    """Write a .env with random secrets."""
+    path = Path(ctx.obj["env_file"])
+    if path.exists() and not force:
+        err(f"bi-console: {path} exists; keep it, or pass --force to replace its secrets")
+        sys.exit(EXIT_USAGE)
+    path.write_text(generate_env(compose=compose))
+    path.chmod(0o600)
+    click.echo(f"wrote {path} with generated secrets")
+
+
+# -- stack ---------------------------------------------------------------------
+@main.group("stack")
+def stack() -> None:
+    """Start, stop and inspect the services."""
+
+
+@stack.command("up")
+@click.option("--with", "extras", multiple=True, type=click.Choice(["superset"]), help="Optional services.")
+@click.pass_context
+def stack_up(ctx: click.Context, extras: tuple[str, ...]) -> None:
+    settings = settings_or_exit(ctx)
+    runtime = embedded_or_exit(settings)
+    started = time.monotonic()
+    try:
+        runtime.up(log=err, with_superset="superset" in extras)
+    except RuntimeError as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_FAILED)
+    err(f"stack up: all services healthy in {time.monotonic() - started:.1f}s")
+
+
+@stack.command("down")
+@click.pass_context
+def stack_down(ctx: click.Context) -> None:
+    settings = settings_or_exit(ctx)
+    runtime = embedded_or_exit(settings)
+    stopped = runtime.down(log=err)
+    err(f"stack down: stopped {', '.join(stopped) if stopped else 'nothing (no service of ours was running)'}")
+
+
+@stack.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def stack_status(ctx: click.Context, as_json: bool) -> None:
+    """Each service's state and health; exits 3 if one is down."""
+    settings = settings_or_exit(ctx)
+    runtime = runtime_or_exit(settings)
+    statuses = runtime.status_all()
+    if as_json:
+        click.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
+    else:
+        click.echo(f"{'SERVICE':10} {'STATE':9} {'HEALTH':9} {'PID':>7} {'UPTIME':>8}  PORTS  DETAIL")
+        for s in statuses:
+            uptime = f"{s.uptime_seconds:.0f}s" if s.uptime_seconds is not None else "-"
+            ports = ",".join(map(str, s.ports)) or "-"
+            click.echo(f"{s.name:10} {s.state:9} {'healthy' if s.healthy else 'DOWN':9} {s.pid or '-':>7} "
+                       f"{uptime:>8}  {ports:5}  {s.health_detail}")
+    sys.exit(EXIT_OK if all(s.healthy for s in statuses) else EXIT_UNREACHABLE)
+
+
+@stack.command("logs")
+@click.argument("service")
+@click.option("-f", "--follow", is_flag=True)
+@click.option("-n", "--tail", default=200, show_default=True)
+@click.pass_context
+def stack_logs(ctx: click.Context, service: str, follow: bool, tail: int) -> None:
+    settings = settings_or_exit(ctx)
+    runtime = runtime_or_exit(settings)
+    if service not in runtime.service_names():
+        err(f"bi-console: unknown service {service!r} (known: {', '.join(runtime.service_names())})")
+        sys.exit(EXIT_USAGE)
+    from pipeline.security import redact
+
+    secrets = settings.secret_values()
+    try:
+        for line in runtime.logs(service, follow=follow, tail=tail):
+            click.echo(redact(line, secrets))
+    except KeyboardInterrupt:
+        pass
+
+
+def embedded_or_exit(settings: Settings):
+    from pipeline.runtime.embedded import EmbeddedRuntime
+
+    if settings.runtime == "compose":
+        err("bi-console: BI_RUNTIME=compose: the stack is managed by `docker compose`; see compose/README.md")
+        sys.exit(EXIT_USAGE)
+    return EmbeddedRuntime(settings)
+
+
+def runtime_or_exit(settings: Settings):
+    from pipeline.runtime.model import RuntimeUnavailable
+
+    try:
+        return runtime_for(settings)
+    except RuntimeUnavailable as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_UNREACHABLE)
+
+
+# -- connector -----------------------------------------------------------------
+@main.command("connector")
+@click.argument("action", type=click.Choice(["status", "restart", "pause", "resume"]))
+@click.option("--only-failed", is_flag=True)
+@click.pass_context
+def connector_command(ctx: click.Context, action: str, only_failed: bool) -> None:
+    """The CDC connector: status, restart, pause, resume."""
+    settings = settings_or_exit(ctx)
+    from pipeline.runtime.select import connector_for
+
+    control = connector_for(settings)
+    if action == "restart":
+        control.restart(include_tasks=True, only_failed=only_failed)
+    elif action == "pause":
+        control.pause()
+    elif action == "resume":
+        control.resume()
+    status = control.status()
+    click.echo(json.dumps({
+        "name": status.name, "state": status.effective_state,
+        "tasks": [{"id": t.id, "state": t.state} for t in status.tasks],
+        "events_captured": status.events_captured,
+        "last_event_at": status.last_event_at.isoformat() if status.last_event_at else None,
+        "trace": status.error_trace,
+    }, indent=2))
+    sys.exit(EXIT_OK if status.effective_state in ("RUNNING", "PAUSED") else EXIT_FAILED)
+
+
+# -- demo ----------------------------------------------------------------------
+@main.group("demo")
+def demo() -> None:
+    """The embedded demo source (ConcordDb's Product on PostgreSQL)."""
+
+
+@demo.command("seed")
+@click.option("--seed", "seed_value", default=42, show_default=True)
+@click.option("--no-wait", is_flag=True, help="Do not wait for the events to reach Kafka.")
+@click.pass_context
+def demo_seed(ctx: click.Context, seed_value: int, no_wait: bool) -> None:
+    settings = settings_or_exit(ctx)
+    from pipeline import demo as demo_source
+    from pipeline.kafka import topic_event_count
+
+    table = settings.tables[0]
+    before = _safe_count(settings, table.topic)
+    try:
+        result = demo_source.seed(settings, seed_value, log=err)
+    except RuntimeError as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_FAILED)
+    if not no_wait:
+        _wait_for_events(settings, table.topic, before + result["product_events"])
+    click.echo(json.dumps({**result, "topic_events": topic_event_count(settings, table.topic)}))
+
+
+@demo.command("changes")
+@click.argument("count", type=click.IntRange(1))
+@click.option("--seed", "seed_value", default=7, show_default=True)
+@click.option("--no-wait", is_flag=True)
+@click.pass_context
+def demo_changes(ctx: click.Context, count: int, seed_value: int, no_wait: bool) -> None:
+    settings = settings_or_exit(ctx)
+    from pipeline import demo as demo_source
+
+    table = settings.tables[0]
+    before = _safe_count(settings, table.topic)
+    result = demo_source.changes(settings, count, seed_value, log=err)
+    if not no_wait:
+        _wait_for_events(settings, table.topic, before + result["events"])
+    click.echo(json.dumps(result))
+
+
+def _safe_count(settings: Settings, topic: str) -> int:
+    from pipeline.kafka import topic_event_count
+
+    try:
+        return topic_event_count(settings, topic)
+    except Exception:
+        return 0
+
+
+def _wait_for_events(settings: Settings, topic: str, expected: int, timeout: float = 300) -> None:
+    from pipeline.kafka import topic_event_count
+
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        count = topic_event_count(settings, topic)
+        if count != last:
+            err(f"demo: {count}/{expected} events on {topic}")
+            last = count
+        if count >= expected:
+            return
+        time.sleep(1)
+    err(f"bi-console: only {last} of {expected} events reached {topic} in {timeout:.0f}s; is the cdc service RUNNING?")
+    sys.exit(EXIT_FAILED)
+
+
+# -- refresh -------------------------------------------------------------------
+@main.command("refresh")
+@click.option("--full", "mode", flag_value="full", help="Re-read everything from the earliest offset.")
+@click.option("--incremental", "mode", flag_value="incremental", default=True, help="Only what is new (default).")
+@click.option("--steps", default=None, help="Comma-separated subset: ingest,load,transform,test,validate,bi")
+@click.option("--json", "as_json", is_flag=True, help="The run's summary as JSON on stdout.")
+@click.option("--table", "tables", multiple=True, help="Only these configured tables (default: all).")
+@click.pass_context
+def refresh_command(ctx: click.Context, mode: str, steps: str | None, as_json: bool, tables: tuple[str, ...]) -> None:
+    """Run the pipeline steps in order; stop at the first failure."""
+    settings = settings_or_exit(ctx)
+    from pipeline.refresh import RefreshLocked, StepNames, run_refresh
+
+    step_list = [s.strip() for s in steps.split(",")] if steps else None
+    if step_list:
+        unknown = [s for s in step_list if s not in StepNames]
+        if unknown:
+            err(f"bi-console: unknown step(s) {', '.join(unknown)} (known: {', '.join(StepNames)})")
+            sys.exit(EXIT_USAGE)
+    try:
+        run = run_refresh(settings, mode=mode, steps=step_list, tables=list(tables) or None,
+                          on_event=_print_progress)
+    except RefreshLocked as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_LOCKED)
+    except ConfigError as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_USAGE)
+    if as_json:
+        click.echo(json.dumps(run.as_dict(), indent=2, default=str))
+    if run.outcome != "ok":
+        err(f"refresh failed at {run.failed_step}: {run.error}")
+        sys.exit(EXIT_UNREACHABLE if run.unreachable else EXIT_FAILED)
+    err(f"refresh {mode}: ok in {run.duration:.1f}s")
+
+
+def _print_progress(event) -> None:
+    from pipeline.refresh import StepFinished, StepLog, StepStarted
+
+    if isinstance(event, StepStarted):
+        err(f"▶ {event.table}:{event.step} ...")
+    elif isinstance(event, StepFinished):
+        counts = ", ".join(f"{k}={v}" for k, v in event.counts.items())
+        err(f"{'✓' if event.state == 'ok' else '✗'} {event.table}:{event.step} {event.state} "
+            f"in {event.duration:.2f}s {counts}")
+    elif isinstance(event, StepLog) and os.environ.get("BI_VERBOSE"):
+        err(f"    {event.line}")
+
+
+# -- check ---------------------------------------------------------------------
+@main.command("check")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--junit", type=click.Path(dir_okay=False))
+@click.option("--refresh", type=click.Choice(["none", "incremental", "full"]), default="none")
+@click.option("--strict", is_flag=True)
+@click.pass_context
+def check_command(ctx: click.Context, as_json: bool, junit: str | None, refresh: str, strict: bool) -> None:
+    """Headless checks for CI and cron (same as `bi-console --check`)."""
+    settings = settings_or_exit(ctx)
+    from cli.check import run_check_command
+
+    sys.exit(run_check_command(settings, as_json=as_json, junit=junit, refresh=refresh, strict=strict))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Kafka helpers: broker probe, topic creation, end offsets. confluent-kafka only."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pipeline.config import Settings
+
+
+def admin(settings: Settings, timeout: float = 5.0) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": int(timeout * 1000)})
+
+
+def probe_broker(settings: Settings, timeout: float = 1.0) -> tuple[bool, str]:
+    try:
+        metadata = admin(settings, timeout).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        return False, f"broker {settings.kafka_bootstrap} unreachable: {exc.args[0].str() if exc.args else exc}"
+    return True, f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s) at {settings.kafka_bootstrap}"
+
+
+def ensure_topic(settings: Settings, topic: str, partitions: int = 1) -> None:
+    client = admin(settings)
+    if topic in client.list_topics(timeout=10).topics:
+        return
+    futures = client.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    for future in futures.values():
+        try:
+            future.result(timeout=10)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
+@dataclass
+class PartitionOffsets:
+    partition: int
+    low: int
+    high: int
+
+
+def topic_offsets(settings: Settings, topic: str, timeout: float = 5.0) -> list[PartitionOffsets] | None:
+    """Low and high watermarks of every partition, or None if the topic does not exist."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": "bi-console-offsets",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 50,
+        "socket.timeout.ms": int(timeout * 1000),
+    })
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            return None
+        result = []
+        for partition in sorted(info.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
+            result.append(PartitionOffsets(partition, low, _true_high(consumer, topic, partition, low, high, timeout)))
+        return result
+    finally:
+        consumer.close()
+
+
+def _true_high(consumer: Consumer, topic: str, partition: int, low: int, high: int, timeout: float) -> int:
+    """The end offset, read from the log itself.
+
+    tansu answers ListOffsets(latest) with the base offset of the last record batch
+    plus one, not the offset after its last record. Reading from there to the
+    partition's end gives the true value on tansu and costs one fetch on Kafka.
+    """
+    if high <= low:
+        return high
+    consumer.assign([TopicPartition(topic, partition, high - 1)])
+    end = high
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in consumer.consume(500, timeout=0.1):
+            error = message.error()
+            if error is None:
+                end = max(end, message.offset() + 1)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                consumer.unassign()
+                return max(end, message.offset())
+    consumer.unassign()
+    return end
+
+
+def topic_event_count(settings: Settings, topic: str) -> int:
+    offsets = topic_offsets(settings, topic) or []
+    return sum(p.high - p.low for p in offsets)
