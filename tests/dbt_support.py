@@ -198,3 +198,13 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def event_factory():
+    """tests/fixtures/events/make_events.py as a module (builders for Debezium records)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bi_make_events", FIXTURES / "make_events.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
