@@ -7,6 +7,7 @@ Every message is one line naming the variable, service or image at fault.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -42,8 +43,11 @@ def _is_known_default(value: str) -> bool:
     return v in KNOWN_DEFAULT_VALUES or v.startswith("change_me") or v.startswith("changeme")
 
 
-def default_credential_problems(settings: Any) -> list[str]:
-    """Every default or weak credential in `settings`, one line each, naming the variable."""
+def default_credential_problems(settings: Any, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every default or weak credential in `settings`, one line each, naming the variable.
+
+    Secrets that only compose uses (BI_SOURCE_SA_PASSWORD) are not Settings fields: they
+    are read from `env`, by default the process environment over `./.env`."""
     problems: list[str] = []
     fix = "run `bi-console init --compose` to generate a random one"
 
@@ -79,7 +83,7 @@ def default_credential_problems(settings: Any) -> list[str]:
     elif len(key) < MIN_SECRET_KEY_LENGTH:
         problems.append(f"{var('superset_secret_key')} is shorter than {MIN_SECRET_KEY_LENGTH} characters; {fix}")
 
-    sa_password = _extra(settings, "source_sa_password")
+    sa_password = _extra(settings, "source_sa_password", env)
     if sa_password is not None:
         if _is_known_default(sa_password):
             problems.append(f"{var('source_sa_password')} is a known default credential; {fix}")
@@ -89,9 +93,9 @@ def default_credential_problems(settings: Any) -> list[str]:
     return problems
 
 
-def check_default_credentials(settings: Any) -> None:
+def check_default_credentials(settings: Any, env: Mapping[str, str] | None = None) -> None:
     """Raise DefaultCredentialError (one line) if compose mode would start with a default credential."""
-    problems = default_credential_problems(settings)
+    problems = default_credential_problems(settings, env)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DefaultCredentialError(problems[0] + more)
@@ -103,13 +107,24 @@ def sql_server_password_ok(value: str) -> bool:
     return len(value) >= 8 and sum(classes) >= 3
 
 
-def _extra(settings: Any, field: str) -> str | None:
-    """A setting that Settings may not declare (it ignores unknown variables): look in extras."""
+def _extra(settings: Any, field: str, env: Mapping[str, str] | None) -> str | None:
+    """A secret that Settings does not declare (it ignores unknown variables)."""
     value = getattr(settings, field, None)
     if value is None:
-        extra = getattr(settings, "model_extra", None) or {}
-        value = extra.get(field)
+        value = (getattr(settings, "model_extra", None) or {}).get(field)
+    if value is None:
+        if env is None:
+            env = {**_dotenv(Path(".env")), **os.environ}
+        value = env.get(ENV_PREFIX + field.upper())
     return value
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values  # a dependency of pydantic-settings
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:

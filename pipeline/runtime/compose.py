@@ -254,7 +254,9 @@ class ComposeRuntime:
                     self._client = docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
                 else:
                     self._client = docker.from_env(timeout=self.timeout)
-            except DockerException as exc:
+                self._client.ping()
+            except (DockerException, requests.exceptions.RequestException) as exc:
+                self._client = None
                 raise RuntimeUnavailable(
                     f"Docker engine not reachable at {self.engine_url}: {_short_error(exc)}") from None
         return self._client
@@ -353,7 +355,8 @@ class ComposeRuntime:
         if since is not None:
             if since.tzinfo is None:
                 since = since.replace(tzinfo=timezone.utc)
-            kwargs["since"] = since.timestamp()
+            stamp = since.timestamp()
+            kwargs["since"] = int(stamp) if stamp.is_integer() else stamp
         chunks = self._call(f"logs of {service}", container.logs, **kwargs)
         return self._lines(service, chunks)
 
