@@ -61,17 +61,6 @@ _META_TABLES = [
         PRIMARY KEY (topic, kafka_partition)
     )
     """,
-    # Every refresh run and its steps, kept across restarts for the TUI's history.
-    """
-    CREATE TABLE IF NOT EXISTS {meta}.run_history (
-        run_id       text        PRIMARY KEY,
-        mode         text        NOT NULL,
-        started_at   timestamptz NOT NULL,
-        finished_at  timestamptz,
-        outcome      text,
-        steps        jsonb       NOT NULL DEFAULT '[]'::jsonb
-    )
-    """,
 ]
 
 

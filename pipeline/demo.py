@@ -125,8 +125,7 @@ PRODUCT_COLUMNS = [
 BASE_TIME = datetime(2025, 10, 1, 8, 0, 0)
 
 
-def connect_source(settings: Settings):
-    return psycopg2.connect(**settings.source_dsn())
+from pipeline.db import connect_source  # noqa: E402
 
 
 def ensure_source_tables(settings: Settings) -> None:

@@ -1,0 +1,38 @@
+"""Connections to the analytics database, with failures that name the setting to fix."""
+
+from __future__ import annotations
+
+import psycopg2
+
+from pipeline.config import Settings
+
+
+class ServiceUnreachable(Exception):
+    """A service cannot be reached or refuses us. The message names the setting."""
+
+
+def explain_pg_error(exc: psycopg2.OperationalError, host: str, port: int, user: str, prefix: str = "PG") -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "password authentication failed" in text or "no password supplied" in text:
+        return f"BI_{prefix}_PASSWORD: PostgreSQL at {host}:{port} refused the password of user {user!r}"
+    if "does not exist" in text and "database" in text:
+        return f"BI_{prefix}_DATABASE: {text}"
+    if "role" in text and "does not exist" in text:
+        return f"BI_{prefix}_USER: {text}"
+    return f"BI_{prefix}_PORT={port} (BI_{prefix}_HOST={host}): cannot connect to PostgreSQL: {text}"
+
+
+def connect(settings: Settings, **overrides):
+    dsn = {**settings.pg_dsn(), **overrides}
+    try:
+        return psycopg2.connect(**dsn)
+    except psycopg2.OperationalError as exc:
+        raise ServiceUnreachable(explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"])) from None
+
+
+def connect_source(settings: Settings):
+    dsn = settings.source_dsn()
+    try:
+        return psycopg2.connect(**dsn)
+    except psycopg2.OperationalError as exc:
+        raise ServiceUnreachable(explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"], "SOURCE")) from None

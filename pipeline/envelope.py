@@ -1,0 +1,67 @@
+"""What a Kafka message must be to enter the raw zone: a Debezium change event (schema
+-wrapped or bare) or a tombstone, with a JSON key that names the same row as its value.
+
+Anything else is a poison message; its reason is kept with it in the quarantine.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+OPERATIONS = {"c", "u", "d", "r", "t"}
+
+
+class PoisonMessage(Exception):
+    """A message that cannot be a change event. The text is the reason."""
+
+
+def _parse(raw: bytes, what: str):
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as utf:
+            raise PoisonMessage(f"{what} is not valid UTF-8 (byte {utf.start})") from None
+        raise PoisonMessage(f"{what} is not JSON: {exc}") from None
+
+
+def unwrap(document):
+    """The payload of a JSON-converter message with schemas enabled, else the document itself."""
+    if isinstance(document, dict) and "payload" in document and "schema" in document:
+        return document["payload"]
+    return document
+
+
+def _compact(raw: bytes, parsed) -> bytes:
+    # Debezium's JSON is compact; anything with a raw newline would break the JSONL line.
+    return raw if b"\n" not in raw and b"\r" not in raw else orjson.dumps(parsed)
+
+
+def check_event(key: bytes | None, value: bytes | None, key_column: str,
+                max_value_bytes: int) -> tuple[bytes, bytes, bool]:
+    """(key JSON, value JSON, is_tombstone) for a good message; raises PoisonMessage otherwise."""
+    if key is None:
+        raise PoisonMessage("message has no key")
+    key_doc = _parse(key, "key")
+    key_fields = unwrap(key_doc)
+    if not isinstance(key_fields, dict) or key_column not in key_fields:
+        raise PoisonMessage(f"key has no {key_column!r} field")
+    key_json = _compact(key, key_doc)
+    if value is None:
+        return key_json, b"null", True
+    if len(value) > max_value_bytes:
+        raise PoisonMessage(f"value is {len(value):,} bytes, above the {max_value_bytes:,}-byte limit")
+    value_doc = _parse(value, "value")
+    envelope = unwrap(value_doc)
+    if not isinstance(envelope, dict) or envelope.get("op") not in OPERATIONS:
+        raise PoisonMessage("value is not a Debezium change event (no 'op' in c/u/d/r/t)")
+    row = envelope.get("before") if envelope["op"] == "d" else envelope.get("after")
+    if envelope["op"] != "t":
+        if not isinstance(row, dict):
+            side = "before" if envelope["op"] == "d" else "after"
+            raise PoisonMessage(f"value has op {envelope['op']!r} but no '{side}' row")
+        if key_column in row and row[key_column] != key_fields[key_column]:
+            raise PoisonMessage(f"key {key_column}={key_fields[key_column]!r} does not match the value's "
+                                f"{key_column}={row[key_column]!r}")
+    return key_json, _compact(value, value_doc), False

@@ -1,0 +1,297 @@
+"""ingest: Kafka -> raw zone (S3 JSONL), exactly once per object.
+
+Objects are named from topic, partition and first/last offset, so a rerun from the
+same position rewrites the same object and never adds a second copy (the rule of
+Confluent's S3 sink). The position advances only after an object is written. Memory
+is bounded by the batch size. A message that is not a Debezium change event goes to
+the quarantine prefix with its reason, and ingestion goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from psycopg2 import sql
+
+from pipeline.bronze import ensure_meta
+from pipeline.db import connect
+from pipeline.config import Settings, TableConfig
+from pipeline.envelope import PoisonMessage, check_event
+from pipeline.kafka import topic_offsets
+from pipeline.storage import RawStore
+
+Log = Callable[[str], None]
+MAX_VALUE_BYTES = 4 * 1024 * 1024
+
+
+class TopicReset(Exception):
+    """The topic no longer holds what was ingested from it (the broker lost its data)."""
+
+
+class StepCancelled(Exception):
+    """The operator cancelled the step; nothing half-written was left behind."""
+
+
+@dataclass
+class IngestResult:
+    events: int = 0
+    objects: int = 0
+    quarantined: int = 0
+    tombstones: int = 0
+    partitions: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def counts(self) -> dict:
+        return {"events": self.events, "objects": self.objects, "quarantined": self.quarantined,
+                "tombstones": self.tombstones}
+
+
+def object_key(table: TableConfig, topic: str, partition: int, first: int, last: int) -> str:
+    return f"{table.raw_objects_prefix}{topic}+{partition}+{first:020d}+{last:020d}.jsonl"
+
+
+def quarantine_key(table: TableConfig, topic: str, partition: int, first: int, last: int) -> str:
+    return f"{table.quarantine_prefix}batch={topic}+{partition}+{first:020d}+{last:020d}.jsonl"
+
+
+class Checkpoints:
+    """The ingest position per partition, kept in the analytics database."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.conn = connect(settings)
+        self.conn.autocommit = True
+        self.table = sql.SQL("{}.ingest_checkpoint").format(sql.Identifier(settings.file.meta_schema))
+        with self.conn.cursor() as cur:
+            ensure_meta(cur, settings.file)
+
+    def get(self, topic: str, partition: int) -> tuple[int, str | None] | None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT next_offset, topic_epoch FROM {} WHERE topic = %s AND kafka_partition = %s")
+                        .format(self.table), (topic, partition))
+            row = cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set(self, topic: str, partition: int, next_offset: int, epoch: str | None) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL(
+                "INSERT INTO {} (topic, kafka_partition, next_offset, topic_epoch, updated_at) "
+                "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (topic, kafka_partition) "
+                "DO UPDATE SET next_offset = EXCLUDED.next_offset, topic_epoch = EXCLUDED.topic_epoch, "
+                "updated_at = now()").format(self.table), (topic, partition, next_offset, epoch))
+
+    def clear(self, topic: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE topic = %s").format(self.table), (topic,))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _consumer(settings: Settings, table: TableConfig) -> Consumer:
+    return Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": f"{settings.kafka_consumer_group}-{table.name}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 100,
+        "queued.max.messages.kbytes": 65536,
+        "fetch.max.bytes": 16 * 1024 * 1024,
+    })
+
+
+def topic_epoch(consumer: Consumer, topic: str, partition: int, low: int) -> str | None:
+    """An identity for the topic's log: its first offset and that message's timestamp.
+    A broker that lost its data and was refilled gives a different epoch."""
+    consumer.assign([TopicPartition(topic, partition, low)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is None:
+            continue
+        if message.error() is None:
+            consumer.unassign()
+            return f"{message.offset()}@{message.timestamp()[1]}"
+        if message.error().code() == KafkaError._PARTITION_EOF:
+            break
+    consumer.unassign()
+    return None
+
+
+def _line(topic: str, partition: int, offset: int, timestamp: int | None, key: bytes, value: bytes) -> bytes:
+    # Key and value are spliced in as the JSON text they arrived as (already checked to be
+    # compact JSON): re-serialising a 10 kB Debezium value per event would double the cost.
+    head = orjson.dumps({"topic": topic, "partition": partition, "offset": offset, "timestamp": timestamp})
+    return head[:-1] + b',"key":' + key + b',"value":' + value + b"}\n"
+
+
+def _quarantine_line(message, reason: str) -> bytes:
+    def text_or_b64(raw: bytes | None) -> dict:
+        if raw is None:
+            return {"text": None}
+        try:
+            text = raw.decode("utf-8")
+            return {"text": text if len(text) <= 65536 else text[:65536], "truncated": len(text) > 65536}
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(raw[:65536]).decode(), "truncated": len(raw) > 65536}
+
+    return orjson.dumps({
+        "topic": message.topic(), "partition": message.partition(), "offset": message.offset(),
+        "timestamp": message.timestamp()[1], "reason": reason,
+        "key": text_or_b64(message.key()), "value": text_or_b64(message.value()),
+        "value_bytes": len(message.value() or b""),
+    }) + b"\n"
+
+
+class _Batch:
+    def __init__(self):
+        self.lines: list[bytes] = []
+        self.quarantine: list[bytes] = []
+        self.first: int | None = None
+        self.last: int | None = None
+        self.tombstones = 0
+
+    def add_offset(self, offset: int) -> None:
+        if self.first is None:
+            self.first = offset
+        self.last = offset
+
+    @property
+    def size(self) -> int:
+        return len(self.lines) + len(self.quarantine)
+
+
+def put_with_retry(store: RawStore, key: str, body: bytes, log: Log, cancel: threading.Event | None,
+                   max_wait: float = 300.0) -> None:
+    """S3 may be down for a while: back off and retry; the position is not advanced meanwhile."""
+    delay, waited = 0.5, 0.0
+    while True:
+        try:
+            store.put(key, body)
+            return
+        except Exception as exc:  # botocore raises many unrelated types for an unreachable endpoint
+            if waited >= max_wait or (cancel is not None and cancel.is_set()):
+                raise RuntimeError(f"S3 {store.settings.s3_endpoint}: could not write {key} after "
+                                   f"{waited:.0f}s of retries: {exc}") from exc
+            log(f"ingest: S3 write of {key} failed ({type(exc).__name__}: {str(exc)[:120]}); retrying in {delay:.1f}s")
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 10.0)
+
+
+def ingest(settings: Settings, table: TableConfig, *, full: bool, log: Log = print,
+           cancel: threading.Event | None = None, batch_size: int | None = None,
+           store: RawStore | None = None) -> IngestResult:
+    batch_size = batch_size or settings.ingest_batch_size
+    store = store or RawStore(settings)
+    result = IngestResult()
+    topic = table.topic
+    offsets = topic_offsets(settings, topic)
+    if offsets is None:
+        raise RuntimeError(f"topic {topic} does not exist on {settings.kafka_bootstrap}: no CDC events yet "
+                           "(is the connector running?)")
+    checkpoints = Checkpoints(settings)
+    consumer = _consumer(settings, table)
+    try:
+        if full:
+            removed = store.delete_prefix(table.raw_objects_prefix) + store.delete_prefix(table.quarantine_prefix)
+            checkpoints.clear(topic)
+            if removed:
+                log(f"ingest: full refresh, removed {removed} previous raw objects under {table.raw_prefix}")
+        for part in offsets:
+            epoch = topic_epoch(consumer, topic, part.partition, part.low) if part.high > part.low else None
+            start = part.low
+            saved = None if full else checkpoints.get(topic, part.partition)
+            if saved is not None:
+                saved_offset, saved_epoch = saved
+                if saved_offset > part.high or (saved_epoch and epoch and saved_epoch != epoch):
+                    raise TopicReset(
+                        f"topic {topic} partition {part.partition} went back: it now ends at offset {part.high} "
+                        f"(epoch {epoch}) but {saved_offset} events were ingested before (epoch {saved_epoch}); "
+                        "the broker lost its data, a full refresh will recover the state from the new snapshot")
+                start = max(saved_offset, part.low)
+            if start >= part.high:
+                log(f"ingest: {topic}[{part.partition}] up to date at offset {part.high}")
+                checkpoints.set(topic, part.partition, part.high, epoch)
+                continue
+            log(f"ingest: {topic}[{part.partition}] offsets {start}..{part.high - 1} ({part.high - start} events)")
+            _ingest_partition(consumer, store, checkpoints, table, topic, part.partition, start, part.high, epoch,
+                              batch_size, result, log, cancel)
+            result.partitions[part.partition] = (start, part.high)
+    finally:
+        consumer.close()
+        checkpoints.close()
+    return result
+
+
+def _ingest_partition(consumer, store, checkpoints, table, topic, partition, start, end, epoch, batch_size,
+                      result, log, cancel) -> None:
+    consumer.assign([TopicPartition(topic, partition, start)])
+    batch = _Batch()
+    position = start
+    started = time.monotonic()
+
+    def flush() -> None:
+        nonlocal batch
+        if batch.first is None:
+            return
+        if batch.lines:
+            put_with_retry(store, object_key(table, topic, partition, batch.first, batch.last),
+                           b"".join(batch.lines), log, cancel)
+            result.objects += 1
+        if batch.quarantine:
+            put_with_retry(store, quarantine_key(table, topic, partition, batch.first, batch.last),
+                           b"".join(batch.quarantine), log, cancel)
+        # The position moves only once the objects are safely written.
+        checkpoints.set(topic, partition, batch.last + 1, epoch)
+        try:
+            consumer.commit(offsets=[TopicPartition(topic, partition, batch.last + 1)], asynchronous=True)
+        except Exception:
+            pass  # the analytics database holds the authoritative position; the group commit is for tooling
+        result.events += len(batch.lines)
+        result.quarantined += len(batch.quarantine)
+        result.tombstones += batch.tombstones
+        rate = (position - start) / max(time.monotonic() - started, 1e-6)
+        log(f"ingest: {topic}[{partition}] {position - start}/{end - start} events, "
+            f"{result.objects} objects, {result.quarantined} quarantined ({rate:,.0f} events/s)")
+        batch = _Batch()
+
+    while position < end:
+        if cancel is not None and cancel.is_set():
+            raise StepCancelled(f"ingest cancelled at offset {position}; the last complete object is kept")
+        messages = consumer.consume(min(batch_size, 10000), timeout=1.0)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    if message.offset() < end:
+                        log(f"ingest: {topic}[{partition}] ended at {message.offset()} before the expected {end}")
+                        end = message.offset()
+                    continue
+                raise RuntimeError(f"Kafka error on {topic}[{partition}]: {error.str()}")
+            offset = message.offset()
+            if offset >= end:
+                continue
+            position = offset + 1
+            batch.add_offset(offset)
+            key, value = message.key(), message.value()
+            try:
+                key_json, value_json, tombstone = check_event(key, value, table.key_column, MAX_VALUE_BYTES)
+            except PoisonMessage as poison:
+                batch.quarantine.append(_quarantine_line(message, str(poison)))
+            else:
+                batch.tombstones += tombstone
+                batch.lines.append(_line(topic, partition, offset, message.timestamp()[1], key_json, value_json))
+            if batch.size >= batch_size:
+                flush()
+        if not messages and position < end:
+            continue
+    flush()

@@ -1,0 +1,192 @@
+"""load: raw zone -> bronze, one transaction per object.
+
+Each object is COPYed into a temporary table, inserted with
+`ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING`, and recorded in
+the manifest in the same transaction: a crash leaves an object either wholly loaded
+and recorded, or not at all. A malformed line goes to the rejects table with its
+object, line number and reason; the rest of the object still loads.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from psycopg2 import sql
+
+from pipeline.bronze import bronze_relation, ensure_bronze
+from pipeline.db import connect
+from pipeline.config import Settings, TableConfig
+from pipeline.envelope import unwrap
+from pipeline.steps.ingest import StepCancelled
+from pipeline.storage import RawStore
+
+Log = Callable[[str], None]
+
+_INSERT = """
+INSERT INTO {bronze} (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, cdc_payload, batch_file)
+SELECT kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, cdc_payload, %s
+FROM load_lines
+ORDER BY line_number
+ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
+"""
+
+
+@dataclass
+class LoadResult:
+    objects: int = 0
+    skipped: int = 0
+    lines: int = 0
+    inserted: int = 0
+    rejected: int = 0
+
+    def counts(self) -> dict:
+        return {"objects": self.objects, "skipped_objects": self.skipped, "lines": self.lines,
+                "inserted": self.inserted, "rejected": self.rejected}
+
+
+class BadLine(Exception):
+    """A raw line that cannot be loaded; the text is the reason."""
+
+
+def parse_line(raw: bytes) -> tuple[str, int, int, int | None, object, object]:
+    """(topic, partition, offset, timestamp, key, envelope) of a raw line; raises BadLine."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadLine(f"not JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise BadLine("not a JSON object")
+    for name in ("topic", "partition", "offset", "value"):
+        if name not in record:
+            raise BadLine(f"missing {name!r}")
+    if not isinstance(record["topic"], str):
+        raise BadLine("'topic' is not a string")
+    for name in ("partition", "offset"):
+        if not isinstance(record[name], int) or isinstance(record[name], bool):
+            raise BadLine(f"{name!r} is not an integer")
+    timestamp = record.get("timestamp")
+    if timestamp is not None and (not isinstance(timestamp, int) or isinstance(timestamp, bool)):
+        raise BadLine("'timestamp' is not an integer")
+    value = unwrap(record["value"])
+    if value is not None and not isinstance(value, dict):
+        raise BadLine("'value' is neither a change event nor null")
+    return record["topic"], record["partition"], record["offset"], timestamp, record.get("key"), value
+
+
+def _copy_text(value) -> bytes:
+    # COPY's text format: backslash escapes, \N for NULL; compact JSON has no raw tabs or newlines.
+    if value is None:
+        return b"\\N"
+    return orjson.dumps(value).replace(b"\\", b"\\\\")
+
+
+def _copy_row(number: int, parsed: tuple) -> bytes:
+    topic, partition, offset, timestamp, key, value = parsed
+    return b"\t".join((
+        b"%d" % number, topic.encode().replace(b"\\", b"\\\\"), b"%d" % partition, b"%d" % offset,
+        b"\\N" if timestamp is None else b"%d" % timestamp, _copy_text(key), _copy_text(value),
+    )) + b"\n"
+
+
+class Loader:
+    def __init__(self, settings: Settings, table: TableConfig, log: Log):
+        self.settings = settings
+        self.table = table
+        self.log = log
+        self.conn = connect(settings)
+        self.bronze = bronze_relation(settings.file, table)
+        self.meta = sql.Identifier(settings.file.meta_schema)
+        with self.conn, self.conn.cursor() as cur:
+            ensure_bronze(cur, settings.file, table)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def truncate(self) -> None:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(sql.SQL("TRUNCATE {}").format(self.bronze))
+            for name in ("load_manifest", "load_rejects"):
+                cur.execute(sql.SQL("DELETE FROM {}.{} WHERE bronze_table = %s").format(self.meta, sql.Identifier(name)),
+                            (self.table.bronze_table,))
+
+    def loaded(self) -> dict[str, str]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT object_key, etag FROM {}.load_manifest WHERE bronze_table = %s")
+                        .format(self.meta), (self.table.bronze_table,))
+            rows = dict(cur.fetchall())
+        self.conn.commit()
+        return rows
+
+    def load_object(self, key: str, etag: str, body: bytes) -> tuple[int, int, int]:
+        """(lines, inserted, rejected) for one object, all in one transaction."""
+        good = io.BytesIO()
+        rejects = []
+        lines = 0
+        for number, raw in enumerate(body.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            lines += 1
+            try:
+                # Schema-wrapped values are stored as their bare envelope: the schema block is
+                # two thirds of every message and the same for all of them.
+                good.write(_copy_row(number, parse_line(raw)))
+            except BadLine as bad:
+                rejects.append((self.table.bronze_table, key, number, str(bad), raw.decode("utf-8", "replace")[:10000]))
+        good.seek(0)
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS load_lines (line_number integer, kafka_topic text, "
+                        "kafka_partition integer, kafka_offset bigint, kafka_timestamp bigint, kafka_key jsonb, "
+                        "cdc_payload jsonb) ON COMMIT DELETE ROWS")
+            cur.copy_expert("COPY load_lines FROM STDIN", good)
+            cur.execute(sql.SQL(_INSERT).format(bronze=self.bronze), (key,))
+            inserted = cur.rowcount
+            if rejects:
+                cur.executemany(sql.SQL(
+                    "INSERT INTO {}.load_rejects (bronze_table, object_key, line_number, reason, line) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (bronze_table, object_key, line_number) "
+                    "DO UPDATE SET reason = EXCLUDED.reason, line = EXCLUDED.line, rejected_at = now()")
+                    .format(self.meta), rejects)
+            cur.execute(sql.SQL(
+                "INSERT INTO {}.load_manifest (bronze_table, object_key, etag, lines, inserted, rejected) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (bronze_table, object_key) DO UPDATE SET "
+                "etag = EXCLUDED.etag, lines = EXCLUDED.lines, inserted = EXCLUDED.inserted, "
+                "rejected = EXCLUDED.rejected, loaded_at = now()").format(self.meta),
+                (self.table.bronze_table, key, etag, lines, inserted, len(rejects)))
+        return lines, inserted, len(rejects)
+
+
+def load(settings: Settings, table: TableConfig, *, full: bool, log: Log = print,
+         cancel: threading.Event | None = None, store: RawStore | None = None) -> LoadResult:
+    store = store or RawStore(settings)
+    result = LoadResult()
+    loader = Loader(settings, table, log)
+    try:
+        if full:
+            loader.truncate()
+            log(f"load: full refresh, truncated {settings.file.bronze_schema}.{table.bronze_table}")
+        done = loader.loaded()
+        objects = list(store.list(table.raw_objects_prefix))
+        pending = [o for o in objects if done.get(o["Key"]) != o["ETag"]]
+        result.skipped = len(objects) - len(pending)
+        log(f"load: {len(pending)} new objects under {table.raw_prefix} ({result.skipped} already loaded)")
+        for index, obj in enumerate(pending, start=1):
+            if cancel is not None and cancel.is_set():
+                raise StepCancelled(f"load cancelled after {index - 1} of {len(pending)} objects; "
+                                    "every loaded object is complete and recorded")
+            lines, inserted, rejected = loader.load_object(obj["Key"], obj["ETag"], store.get(obj["Key"]))
+            result.objects += 1
+            result.lines += lines
+            result.inserted += inserted
+            result.rejected += rejected
+            if rejected:
+                log(f"load: {obj['Key']}: {rejected} line(s) rejected, see {settings.file.meta_schema}.load_rejects")
+            if index % 10 == 0 or index == len(pending):
+                log(f"load: {index}/{len(pending)} objects, {result.inserted} rows inserted")
+    finally:
+        loader.close()
+    return result
