@@ -1,0 +1,319 @@
+"""Fixtures for the Superset tests: a real PostgreSQL 15 and a real Superset 6.1.
+
+- PostgreSQL: Debian's binaries, run as the `postgres` system user in a temp dir on a
+  free port, 127.0.0.1 only, scram-sha-256 passwords. It holds an `analytics` database
+  with `bronze.product_cdc`, the view `staging_staging.stg_product` over it and the
+  table `marts.dim_product`, and the read-only `bi_reader` role.
+- Superset: installed once into `$BI_TEST_SUPERSET_HOME/venv` (default
+  /tmp/bi-console-superset-cache) and reused by later runs; each session gets a fresh
+  metadata database under its own data dir (the venv is symlinked in), served by the
+  command `pipeline.superset.install.run_command` returns.
+
+Import the fixtures into a test module with `from superset_support import ...`.
+Timings (install, init, start until /health OK) are appended to
+`$BI_TEST_SUPERSET_HOME/timings.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from pipeline.config import DEFAULT_CONFIG, Settings
+
+PG_BIN = Path(os.environ.get("BI_TEST_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
+SUPERSET_CACHE = Path(os.environ.get("BI_TEST_SUPERSET_HOME", "/tmp/bi-console-superset-cache"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+SCHEMA_SQL = """
+CREATE SCHEMA bronze;
+CREATE SCHEMA staging_staging;
+CREATE SCHEMA marts;
+
+CREATE TABLE bronze.product_cdc (
+    kafka_topic      text        NOT NULL,
+    kafka_partition  integer     NOT NULL,
+    kafka_offset     bigint      NOT NULL,
+    kafka_timestamp  bigint,
+    kafka_key        jsonb,
+    cdc_payload      jsonb,
+    batch_file       text,
+    ingested_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (kafka_topic, kafka_partition, kafka_offset)
+);
+
+-- Like dbt's stg_product: typed columns out of the JSON payload, latest event per product.
+CREATE VIEW staging_staging.stg_product AS
+SELECT DISTINCT ON ((cdc_payload->'after'->>'ID')::bigint)
+    (cdc_payload->'after'->>'ID')::bigint          AS product_id,
+    cdc_payload->'after'->>'NetUID'                 AS net_uid,
+    cdc_payload->'after'->>'Name'                   AS name,
+    cdc_payload->'after'->>'VendorCode'             AS vendor_code,
+    cdc_payload->'after'->>'NamePL'                 AS name_pl,
+    cdc_payload->'after'->>'NameUA'                 AS name_ua,
+    (cdc_payload->'after'->>'Weight')::float8       AS weight,
+    (cdc_payload->'after'->>'IsForSale')::boolean   AS is_for_sale,
+    (cdc_payload->'after'->>'IsForWeb')::boolean    AS is_for_web,
+    (cdc_payload->'after'->>'Deleted')::boolean     AS deleted,
+    cdc_payload->>'op'                              AS cdc_operation,
+    kafka_offset,
+    ingested_at
+FROM bronze.product_cdc
+ORDER BY (cdc_payload->'after'->>'ID')::bigint, kafka_offset DESC;
+
+CREATE TABLE marts.dim_product (
+    product_id               bigint PRIMARY KEY,
+    net_uid                  text NOT NULL UNIQUE,
+    name                     text,
+    supplier_name            text NOT NULL,
+    multilingual_status      text NOT NULL,
+    weight_category          text NOT NULL,
+    is_for_sale              boolean NOT NULL,
+    is_for_web               boolean NOT NULL,
+    is_for_zero_sale         boolean NOT NULL,
+    has_analogue             boolean NOT NULL,
+    has_image                boolean NOT NULL,
+    has_component            boolean NOT NULL,
+    last_modified_in_source  timestamp,
+    ingested_timestamp       timestamptz NOT NULL
+);
+"""
+
+# What the pipeline's migrations must grant the reader (kept here for the tests):
+# schema usage + SELECT on existing and FUTURE relations (dbt drops and re-creates
+# its tables and views on every run), nothing on bronze, no TEMP, read-only sessions.
+READER_SQL = """
+REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+GRANT CONNECT ON DATABASE {db} TO {reader};
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA staging_staging, marts TO {reader};
+GRANT SELECT ON ALL TABLES IN SCHEMA staging_staging, marts TO {reader};
+ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA staging_staging, marts GRANT SELECT ON TABLES TO {reader};
+ALTER ROLE {reader} SET default_transaction_read_only = on;
+"""
+
+
+@dataclass
+class PgServer:
+    port: int
+    superuser_password: str
+    owner: str
+    owner_password: str
+    reader: str
+    reader_password: str
+    database: str = "analytics"
+    host: str = "127.0.0.1"
+
+    def connect(self, user: str | None = None, password: str | None = None, database: str | None = None):
+        user = user or self.owner
+        if password is None:
+            password = {self.owner: self.owner_password, self.reader: self.reader_password,
+                        "postgres": self.superuser_password}[user]
+        conn = psycopg2.connect(host=self.host, port=self.port, dbname=database or self.database, user=user,
+                                password=password, connect_timeout=5)
+        conn.autocommit = True
+        return conn
+
+    def execute(self, sql: str, params=None, *, user: str | None = None) -> list[tuple]:
+        with self.connect(user) as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+
+def _product_row(product_id: int, supplier: str, status: str = "Complete") -> dict:
+    return {"product_id": product_id, "net_uid": f"00000000-0000-4000-8000-{product_id:012d}",
+            "name": f"Пневмоподушка {product_id}", "supplier_name": supplier, "multilingual_status": status,
+            "weight_category": "Light (<1kg)", "is_for_sale": False, "is_for_web": True, "is_for_zero_sale": False,
+            "has_analogue": product_id % 3 != 0, "has_image": False, "has_component": False}
+
+
+def insert_products(pg: PgServer, ids: range | list[int], supplier: str = "SEM1", status: str = "Complete") -> None:
+    """Rows into bronze (as CDC events) and into marts (as a dbt run would), ingested now."""
+    with pg.connect() as conn, conn.cursor() as cur:
+        for pid in ids:
+            row = _product_row(pid, supplier, status)
+            after = {"ID": pid, "NetUID": row["net_uid"], "Name": row["name"], "VendorCode": supplier + "-X",
+                     "NamePL": "Resor pneumatyczny", "NameUA": "Пневмоподушка", "Weight": 0.35,
+                     "IsForSale": False, "IsForWeb": True, "Deleted": False}
+            cur.execute("INSERT INTO bronze.product_cdc (kafka_topic, kafka_partition, kafka_offset, kafka_key,"
+                        " cdc_payload, batch_file) VALUES (%s, 0, %s, %s, %s, %s)",
+                        ("cord.ConcordDb.dbo.Product", pid, json.dumps({"ID": pid}),
+                         json.dumps({"op": "r", "after": after}), "product/raw/batch=test.jsonl"))
+            cur.execute("INSERT INTO marts.dim_product (product_id, net_uid, name, supplier_name, multilingual_status,"
+                        " weight_category, is_for_sale, is_for_web, is_for_zero_sale, has_analogue, has_image,"
+                        " has_component, last_modified_in_source, ingested_timestamp) VALUES (%(product_id)s,"
+                        " %(net_uid)s, %(name)s, %(supplier_name)s, %(multilingual_status)s, %(weight_category)s,"
+                        " %(is_for_sale)s, %(is_for_web)s, %(is_for_zero_sale)s, %(has_analogue)s, %(has_image)s,"
+                        " %(has_component)s, now() - interval '1 day', clock_timestamp())", row)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail(f"PostgreSQL binaries not found in {PG_BIN} (set BI_TEST_PG_BINDIR)")
+    base = Path(tempfile.mkdtemp(prefix="bi-superset-pg-"))
+    shutil.chown(base, "postgres", "postgres")
+    os.chmod(base, 0o700)
+    data = base / "data"
+    server = PgServer(port=free_port(), superuser_password=secrets.token_urlsafe(18), owner="analytics",
+                      owner_password=secrets.token_urlsafe(18), reader="bi_reader",
+                      reader_password=secrets.token_urlsafe(18))
+    pwfile = base / "pw"
+    pwfile.write_text(server.superuser_password + "\n")
+    shutil.chown(pwfile, "postgres", "postgres")
+    os.chmod(pwfile, 0o600)
+    out = _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256",
+                       f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-sync")
+    pwfile.unlink()
+    if out.returncode:
+        pytest.fail(f"initdb failed: {out.stderr.strip()[-500:]}")
+    options = (f"-p {server.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+               "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB -c max_connections=50")
+    out = _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w", "-t", "60",
+                       "-o", options, "start")
+    if out.returncode:
+        log = (base / "server.log").read_text()[-800:] if (base / "server.log").exists() else ""
+        pytest.fail(f"pg_ctl start failed: {out.stderr.strip()[-300:]} {log}")
+    try:
+        su = server.connect("postgres", database="postgres")
+        with su.cursor() as cur:
+            cur.execute(f"CREATE ROLE {server.owner} LOGIN PASSWORD %s", (server.owner_password,))
+            cur.execute(f"CREATE ROLE {server.reader} LOGIN PASSWORD %s", (server.reader_password,))
+            cur.execute(f"CREATE DATABASE {server.database} OWNER {server.owner}")
+        su.close()
+        server.execute(SCHEMA_SQL)
+        with server.connect("postgres") as conn, conn.cursor() as cur:
+            cur.execute(READER_SQL.format(db=server.database, reader=server.reader, owner=server.owner))
+        insert_products(server, range(7807552, 7807552 + 5), "SEM1")
+        insert_products(server, range(7807600, 7807600 + 3), "SABO")
+        yield server
+    finally:
+        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Superset
+
+@dataclass
+class SupersetServer:
+    settings: Settings
+    process: subprocess.Popen
+    log_path: Path
+    timings: dict = field(default_factory=dict)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def make_settings(pg: PgServer, data_dir: Path, **overrides) -> Settings:
+    values = dict(
+        data_dir=data_dir,
+        config_file=DEFAULT_CONFIG,
+        pg_host=pg.host,
+        pg_port=pg.port,
+        pg_database=pg.database,
+        pg_user=pg.owner,
+        pg_password=pg.owner_password,
+        pg_reader_user=pg.reader,
+        pg_reader_password=pg.reader_password,
+        source_password=secrets.token_urlsafe(12),
+        s3_access_key=secrets.token_urlsafe(12),
+        s3_secret_key=secrets.token_urlsafe(12),
+        superset_url=f"http://127.0.0.1:{free_port()}",
+        superset_user="bi_admin",
+        superset_password=secrets.token_urlsafe(18),
+        superset_secret_key=secrets.token_urlsafe(48),
+    )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+def _record(timings: dict) -> None:
+    SUPERSET_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(SUPERSET_CACHE / "timings.jsonl", "a") as handle:
+        handle.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **timings}) + "\n")
+
+
+@pytest.fixture(scope="session")
+def superset(pg: PgServer, tmp_path_factory) -> Iterator[SupersetServer]:
+    from pipeline.superset import install
+
+    data_dir = tmp_path_factory.mktemp("bi-data")
+    settings = make_settings(pg, data_dir)
+    log_path = data_dir / "superset-setup.log"
+    setup_log = open(log_path, "a")
+
+    def log(line: str) -> None:
+        setup_log.write(line + "\n")
+        setup_log.flush()
+
+    timings: dict = {}
+    cached_venv = SUPERSET_CACHE / "venv"
+    reused = install.installed_version(cached_venv) is not None
+    started = time.monotonic()
+    install.install_venv(cached_venv, log)
+    timings["install_seconds"] = round(time.monotonic() - started, 1)
+    timings["install_reused"] = reused
+    install.superset_home(settings).mkdir(parents=True, exist_ok=True)
+    install.venv_dir(settings).symlink_to(cached_venv, target_is_directory=True)
+
+    started = time.monotonic()
+    install.ensure_installed(settings, log)
+    timings["init_seconds"] = round(time.monotonic() - started, 1)
+
+    argv, env = install.run_command(settings)
+    server_log = data_dir / "superset-server.log"
+    handle = open(server_log, "ab")
+    started = time.monotonic()
+    process = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               cwd=install.superset_home(settings), start_new_session=True)
+    server = SupersetServer(settings=settings, process=process, log_path=server_log, timings=timings)
+    try:
+        try:
+            install.wait_until_healthy(settings, timeout=240, alive=lambda: process.poll() is None)
+        except install.SupersetInstallError as exc:
+            pytest.fail(f"{exc}\n{server.log_tail()}")
+        timings["start_seconds"] = round(time.monotonic() - started, 1)
+        timings["server"] = Path(argv[0]).name
+        _record(timings)
+        print(f"\nsuperset timings: {timings}")
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        handle.close()
+        setup_log.close()
