@@ -1,0 +1,158 @@
+"""GX suites on real PostgreSQL: pass on good data, fail (or warn) on broken data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests.dbt_support import execute, fresh_settings, load_events, read_events
+except ImportError:
+    from dbt_support import execute, fresh_settings, load_events, read_events
+
+from pipeline.steps.transform import DbtProject
+from pipeline.steps.validate import SuiteConfigError, run_validation
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    settings = fresh_settings("bi_validate", tmp_path_factory.mktemp("data"))
+    load_events(settings, "product", read_events("product_sqlserver.jsonl"))
+    load_events(settings, "product", read_events("product_postgres.jsonl"))
+    assert DbtProject(settings).run("stg_product dim_product", full_refresh=True).success
+    t = settings.file.thresholds
+    t.min_active_products = 1
+    t.min_multilingual_coverage = 0.5  # fixtures: 3 of 6 active products are 'Complete'
+    t.is_for_sale_share_min, t.is_for_sale_share_max = 0.0, 0.5
+    return settings
+
+
+def rebuild(settings):
+    assert DbtProject(settings).run("stg_product dim_product", full_refresh=True).success
+
+
+def find(result, suite, check=None, type_=None, column=None):
+    found = [e for e in result.suite(suite).expectations
+             if (check is None or e.check == check) and (type_ is None or e.type == type_)
+             and (column is None or e.column == column)]
+    assert found, (suite, check, type_, column)
+    return found
+
+
+def test_all_suites_pass_on_good_data(good):
+    lines: list[str] = []
+    result = run_validation(good, "product", log=lines.append)
+    assert [s.name for s in result.suites] == ["product_bronze", "product_staging", "product_marts"]
+    assert result.success, [(s.name, [(e.type, e.column, e.observed_value, e.exception) for e in s.failed], s.error)
+                            for s in result.suites]
+    assert all(s.success and s.gx_success for s in result.suites)
+    assert result.counts["failed"] == 0 and result.counts["warnings"] == 0 and result.counts["expectations"] >= 25
+    rows = find(result, "product_marts", type_="expect_table_row_count_to_be_between")[0]
+    assert rows.observed_value == 6 and rows.severity == "error"
+    coverage = find(result, "product_marts", check="multilingual_coverage")[0]
+    assert coverage.observed_value["unexpected_percent"] == 50.0
+    recon = find(result, "product_staging", check="reconciliation")[0]
+    assert recon.success and recon.observed_value == 0
+    assert {e.severity for e in find(result, "product_marts", check="business_flags")} == {"warning"}
+    # Results JSON and Data Docs under data_dir/validation, without the password.
+    latest = Path(good.data_dir) / "validation" / "product-latest.json"
+    data = json.loads(latest.read_text())
+    assert data["success"] is True and data["counts"]["expectations"] == result.counts["expectations"]
+    assert Path(result.results_path).is_file()
+    docs = Path(result.data_docs_path)
+    assert docs.name == "index.html" and docs.is_file() and docs.parent.parent == latest.parent
+    for path in latest.parent.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".html"):
+            assert good.pg_password not in path.read_text(errors="ignore"), path
+    assert any("product_marts: passed" in line for line in lines)
+
+
+def test_deleted_marts_row_fails_reconciliation(good):
+    execute(good, "delete from marts.dim_product where product_id = 1001")
+    try:
+        result = run_validation(good, "product", build_docs=False)
+        assert not result.success
+        marts = result.suite("product_marts")
+        assert not marts.success
+        recon = find(result, "product_marts", check="reconciliation")[0]
+        assert not recon.success and recon.observed_value == 1 and recon.severity == "error"
+        assert result.suite("product_staging").success and result.suite("product_bronze").success
+    finally:
+        rebuild(good)
+
+
+def test_broken_staging_fails_reconciliation_with_bronze(good):
+    # A transform that silently drops a product.
+    execute(good, "alter view staging_staging.stg_product rename to stg_product_good")
+    execute(good, "create view staging_staging.stg_product as "
+                  "select * from staging_staging.stg_product_good where product_id <> 2002")
+    try:
+        result = run_validation(good, "product", suites=["product_staging"], build_docs=False)
+        recon = find(result, "product_staging", check="reconciliation")[0]
+        assert not recon.success and recon.observed_value == 1
+        assert not result.success
+    finally:
+        execute(good, "drop view staging_staging.stg_product")
+        execute(good, "alter view staging_staging.stg_product_good rename to stg_product")
+
+
+def test_duplicate_key_and_bad_category_fail(good):
+    execute(good, "update marts.dim_product set net_uid = 'dup' where product_id in (1001, 1003)")
+    execute(good, "update marts.dim_product set weight_category = 'Huge' where product_id = 1004")
+    try:
+        result = run_validation(good, "product", suites=["product_marts"], build_docs=False)
+        failed = {(e.type, e.column) for e in result.suite("product_marts").failed}
+        assert ("expect_column_values_to_be_unique", "net_uid") in failed
+        assert ("expect_column_values_to_be_in_set", "weight_category") in failed
+    finally:
+        rebuild(good)
+
+
+def test_thresholds_coverage_error_share_warning_freshness(good):
+    t = good.file.thresholds
+    saved = (t.min_multilingual_coverage, t.is_for_sale_share_max)
+    t.min_multilingual_coverage, t.is_for_sale_share_max = 1.0, 0.1
+    execute(good, "update marts.dim_product set ingested_timestamp = now() - interval '3 hours'")
+    try:
+        result = run_validation(good, "product", suites=["product_marts"], build_docs=False)
+        marts = result.suite("product_marts")
+        assert not marts.success
+        failed_checks = {e.check for e in marts.failed}
+        assert failed_checks == {"multilingual_coverage", "freshness"}
+        share = [e for e in marts.warnings if e.check == "business_flags"]
+        assert len(share) == 1 and share[0].column == "is_for_sale" and share[0].severity == "warning"
+        assert share[0].observed_value["unexpected_percent"] == pytest.approx(100 * 2 / 6)
+        assert result.counts["warnings"] == 1
+    finally:
+        t.min_multilingual_coverage, t.is_for_sale_share_max = saved
+        rebuild(good)
+
+
+def test_share_warning_alone_does_not_fail_the_suite(good):
+    t = good.file.thresholds
+    saved = t.is_for_sale_share_max
+    t.is_for_sale_share_max = 0.1
+    try:
+        result = run_validation(good, "product", suites=["product_marts"], build_docs=False)
+        marts = result.suite("product_marts")
+        assert marts.success and marts.gx_success is False and len(marts.warnings) == 1
+        assert result.success
+    finally:
+        t.is_for_sale_share_max = saved
+
+
+def test_missing_relation_and_missing_suite(good, tmp_path):
+    execute(good, "alter table marts.dim_product rename to dim_product_away")
+    try:
+        result = run_validation(good, "product", suites=["product_marts"], build_docs=False)
+        assert not result.success and "does not exist" in result.suite("product_marts").error
+    finally:
+        execute(good, "alter table marts.dim_product_away rename to dim_product")
+    with pytest.raises(SuiteConfigError):
+        run_validation(good, "product", suites=["no_such_suite"])
+    # A table without suites validates trivially.
+    assert run_validation(good, "measure_unit").success
