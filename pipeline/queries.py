@@ -1,0 +1,202 @@
+"""The runbook's Validation Queries as library functions.
+
+Each function takes an open psycopg2 connection (or cursor), the FileConfig (schema
+names) and the TableConfig (relation names), and returns a list of dicts, one per row.
+Identifiers are composed with psycopg2.sql. `RUNBOOK_VALIDATION_SQL` holds the
+runbook's SQL verbatim (default schema names), for comparison and for operators.
+
+    with psycopg2.connect(**settings.pg_dsn()) as conn:
+        layer_counts(conn, settings.file, settings.table("product"))
+        # [{'layer': 'Bronze CDC', 'records': 31970}, {'layer': 'Bronze (distinct keys)', ...}, ...]
+
+A relation that does not exist yet (before the first transform) counts as None
+instead of raising. The supplier, multilingual and freshness queries read the
+product mart's contract columns (supplier_name, multilingual_status,
+last_modified_in_source, ingested_timestamp).
+"""
+
+from __future__ import annotations
+
+from psycopg2 import sql
+
+from pipeline.config import FileConfig, TableConfig
+
+# The runbook's "Validation Queries" section, verbatim.
+RUNBOOK_VALIDATION_SQL: dict[str, str] = {
+    "layer_counts": """-- Compare record counts
+SELECT
+    'Bronze CDC' as layer,
+    COUNT(*) as total_records
+FROM bronze.product_cdc
+
+UNION ALL
+
+SELECT
+    'Staging (Active)',
+    COUNT(*)
+FROM staging_staging.stg_product
+WHERE deleted = false
+
+UNION ALL
+
+SELECT
+    'Staging (All)',
+    COUNT(*)
+FROM staging_staging.stg_product
+
+UNION ALL
+
+SELECT
+    'Marts',
+    COUNT(*)
+FROM marts.dim_product;""",
+    "supplier_distribution": """SELECT
+    supplier_name,
+    COUNT(*) as product_count,
+    ROUND(100.0 * COUNT(*) / SUM(COUNT(*)) OVER (), 2) as percentage
+FROM marts.dim_product
+GROUP BY supplier_name
+ORDER BY product_count DESC;""",
+    "multilingual_coverage": """SELECT
+    multilingual_status,
+    COUNT(*) as product_count
+FROM marts.dim_product
+GROUP BY multilingual_status;""",
+    "data_freshness": """SELECT
+    MAX(last_modified_in_source) as latest_source_update,
+    MAX(ingested_timestamp) as latest_ingest,
+    CURRENT_TIMESTAMP - MAX(ingested_timestamp) as data_age
+FROM marts.dim_product;""",
+}
+
+LAYER_BRONZE = "Bronze CDC"
+LAYER_BRONZE_KEYS = "Bronze (distinct keys)"
+LAYER_STAGING_ALL = "Staging (All)"
+LAYER_STAGING_ACTIVE = "Staging (Active)"
+LAYER_MARTS = "Marts"
+
+# Distinct keys of the state-carrying events of a bronze table: the same rule as the
+# dbt macros (schema-wrapped or bare value, op c/u/d/r, key from the row or the Kafka key).
+_BRONZE_DISTINCT_KEYS = """
+SELECT count(DISTINCT coalesce(
+           (CASE WHEN e.env ->> 'op' = 'd' THEN e.env -> 'before' ELSE e.env -> 'after' END) ->> {key},
+           (CASE WHEN jsonb_typeof(e.kafka_key) = 'object' AND e.kafka_key -> 'payload' IS NOT NULL
+                 THEN e.kafka_key -> 'payload' ELSE e.kafka_key END) ->> {key}))
+FROM (
+    SELECT kafka_key,
+           CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload -> 'schema' IS NOT NULL
+                     AND cdc_payload -> 'payload' IS NOT NULL
+                THEN cdc_payload -> 'payload' ELSE cdc_payload END AS env
+    FROM {bronze}
+) AS e
+WHERE jsonb_typeof(e.env) = 'object'
+  AND e.env ->> 'op' IN ('c', 'u', 'd', 'r')
+  AND jsonb_typeof(CASE WHEN e.env ->> 'op' = 'd' THEN e.env -> 'before' ELSE e.env -> 'after' END) = 'object'
+"""
+
+
+def _rel(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def relations(file_config: FileConfig, table: TableConfig) -> dict[str, tuple[str, str]]:
+    return {
+        "bronze": (file_config.bronze_schema, table.bronze_table),
+        "staging": (file_config.staging_schema, table.staging_relation),
+        "marts": (file_config.marts_schema, table.marts_relation),
+    }
+
+
+class _Cursor:
+    """Accept a connection or a cursor; close only what we opened."""
+
+    def __init__(self, conn_or_cursor):
+        self.own = hasattr(conn_or_cursor, "cursor")
+        self.cur = conn_or_cursor.cursor() if self.own else conn_or_cursor
+
+    def __enter__(self):
+        return self.cur
+
+    def __exit__(self, *exc):
+        if self.own:
+            self.cur.close()
+
+
+def _rows(cur) -> list[dict]:
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
+def _exists(cur, schema: str, name: str) -> bool:
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (_rel(schema, name).as_string(cur),))
+    return bool(cur.fetchone()[0])
+
+
+def fetch(conn, statement, params=None) -> list[dict]:
+    """Run any statement (e.g. one of RUNBOOK_VALIDATION_SQL) and return its rows as dicts."""
+    with _Cursor(conn) as cur:
+        cur.execute(statement, params)
+        return _rows(cur) if cur.description else []
+
+
+def layer_counts(conn, file_config: FileConfig, table: TableConfig) -> list[dict]:
+    """Rows {'layer', 'records'}: bronze total, bronze distinct keys, staging all, staging active,
+    marts. `records` is None for a relation that does not exist yet."""
+    rel = relations(file_config, table)
+    key = sql.Literal(table.key_column)
+    out: list[dict] = []
+    with _Cursor(conn) as cur:
+        bronze_ok = _exists(cur, *rel["bronze"])
+        staging_ok = _exists(cur, *rel["staging"])
+        marts_ok = _exists(cur, *rel["marts"])
+
+        def count(ok: bool, statement) -> int | None:
+            if not ok:
+                return None
+            cur.execute(statement)
+            return int(cur.fetchone()[0])
+
+        bronze = _rel(*rel["bronze"])
+        staging = _rel(*rel["staging"])
+        out.append({"layer": LAYER_BRONZE, "records": count(bronze_ok, sql.SQL("SELECT count(*) FROM {}").format(bronze))})
+        out.append({"layer": LAYER_BRONZE_KEYS,
+                    "records": count(bronze_ok, sql.SQL(_BRONZE_DISTINCT_KEYS).format(key=key, bronze=bronze))})
+        out.append({"layer": LAYER_STAGING_ALL,
+                    "records": count(staging_ok, sql.SQL("SELECT count(*) FROM {}").format(staging))})
+        out.append({"layer": LAYER_STAGING_ACTIVE,
+                    "records": count(staging_ok, sql.SQL("SELECT count(*) FROM {} WHERE deleted = false").format(staging))})
+        out.append({"layer": LAYER_MARTS,
+                    "records": count(marts_ok, sql.SQL("SELECT count(*) FROM {}").format(_rel(*rel["marts"])))})
+    return out
+
+
+def supplier_distribution(conn, file_config: FileConfig, table: TableConfig) -> list[dict]:
+    """Rows {'supplier_name', 'product_count', 'percentage'} (percentage: Decimal, 2 places), largest first."""
+    marts = _rel(*relations(file_config, table)["marts"])
+    statement = sql.SQL(
+        "SELECT supplier_name, COUNT(*) AS product_count,"
+        " ROUND(100.0 * COUNT(*) / SUM(COUNT(*)) OVER (), 2) AS percentage"
+        " FROM {} GROUP BY supplier_name ORDER BY product_count DESC, supplier_name"
+    ).format(marts)
+    return fetch(conn, statement)
+
+
+def multilingual_coverage(conn, file_config: FileConfig, table: TableConfig) -> list[dict]:
+    """Rows {'multilingual_status', 'product_count'}, largest first."""
+    marts = _rel(*relations(file_config, table)["marts"])
+    statement = sql.SQL(
+        "SELECT multilingual_status, COUNT(*) AS product_count FROM {}"
+        " GROUP BY multilingual_status ORDER BY product_count DESC, multilingual_status"
+    ).format(marts)
+    return fetch(conn, statement)
+
+
+def data_freshness(conn, file_config: FileConfig, table: TableConfig) -> list[dict]:
+    """One row {'latest_source_update', 'latest_ingest', 'data_age'} (data_age: timedelta or None)."""
+    marts = _rel(*relations(file_config, table)["marts"])
+    statement = sql.SQL(
+        "SELECT MAX(last_modified_in_source) AS latest_source_update,"
+        " MAX(ingested_timestamp) AS latest_ingest,"
+        " CURRENT_TIMESTAMP - MAX(ingested_timestamp) AS data_age FROM {}"
+    ).format(marts)
+    return fetch(conn, statement)
