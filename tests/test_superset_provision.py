@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.superset import api, install
-from superset_support import pg, superset  # noqa: F401  (fixtures)
 
+pytest_plugins = ["tests.superset_support"]  # the pg and superset fixtures, once per session
 pytestmark = [pytest.mark.superset, pytest.mark.timeout(2400)]
 
 

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from pipeline.config import Settings, TableConfig
+from pipeline.db import ServiceUnreachable
 
 Log = Callable[[str], None]
 
@@ -47,6 +48,10 @@ class SupersetApiError(Exception):
         super().__init__(message)
         self.status = status
         self.url = url
+
+
+class SupersetUnreachable(SupersetApiError, ServiceUnreachable):
+    """Superset did not answer at all (refused, timed out): the refresh marks it unreachable."""
 
 
 # --------------------------------------------------------------------------- rison
@@ -124,9 +129,10 @@ class SupersetClient:
         try:
             response = self._http.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
         except httpx.TimeoutException:
-            raise SupersetApiError(f"{method} {url}: timed out", url=url) from None
+            raise SupersetUnreachable(f"{method} {url}: timed out", url=url) from None
         except httpx.HTTPError as exc:
-            raise SupersetApiError(f"{method} {url}: {type(exc).__name__}: {exc}".splitlines()[0], url=url) from None
+            raise SupersetUnreachable(f"{method} {url}: {type(exc).__name__}: {exc}".splitlines()[0],
+                                      url=url) from None
         if response.status_code >= 400:
             raise SupersetApiError(f"{method} {url} -> {response.status_code}: {_reason(response)}",
                                    status=response.status_code, url=url)
