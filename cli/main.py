@@ -79,6 +79,34 @@ def init_command(ctx: click.Context, compose: bool, force: bool) -> None:
     click.echo(f"wrote {path} with generated secrets")
 
 
+@main.command("quickstart")
+@click.option("--no-tui", is_flag=True, help="Stop after the refresh instead of opening the TUI.")
+@click.pass_context
+def quickstart_command(ctx: click.Context, no_tui: bool) -> None:
+    """Everything from nothing: a .env, the embedded stack, the demo data, a full refresh, the TUI."""
+    path = Path(ctx.obj["env_file"])
+    if not path.exists():
+        path.write_text(generate_env())
+        path.chmod(0o600)
+        err(f"quickstart: wrote {path} with generated secrets")
+    settings = settings_or_exit(ctx)
+    runtime = embedded_or_exit(settings)
+    try:
+        runtime.up(log=err)
+    except RuntimeError as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_FAILED)
+    from pipeline import demo as demo_source
+
+    if not demo_source.has_rows(settings):
+        ctx.invoke(demo_seed, seed_value=42, no_wait=False)
+        ctx.invoke(refresh_command, mode="full", steps=None, as_json=False, tables=())
+    if not no_tui:
+        from tui.app import BiConsoleApp
+
+        BiConsoleApp(settings).run()
+
+
 # -- stack ---------------------------------------------------------------------
 @main.group("stack")
 def stack() -> None:

@@ -137,6 +137,15 @@ def ensure_source_tables(settings: Settings) -> None:
     conn.close()
 
 
+def has_rows(settings: Settings) -> bool:
+    ensure_source_tables(settings)
+    with connect_source(settings) as conn, conn.cursor() as cur:
+        cur.execute('SELECT EXISTS (SELECT 1 FROM dbo."Product")')
+        found = cur.fetchone()[0]
+    conn.close()
+    return found
+
+
 def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 

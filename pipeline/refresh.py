@@ -267,9 +267,14 @@ class _Runner:
 
         result = run_validation(self.settings, table, log)
         self.run.details.setdefault("validation", {})[table.name] = result.as_dict()
+        for suite in result.suites:
+            for warning in suite.warnings:
+                log(f"validate: WARNING {suite.name}: {warning.type} {warning.column or ''} observed {warning.observed_value}")
         if not result.success:
-            raise RuntimeError(f"Great Expectations: {', '.join(result.failed_descriptions())}")
-        return result.counts()
+            failed = [f"{s.name}: {s.error or ', '.join(f'{e.type}({e.column or e.check}) observed {e.observed_value}' for e in s.failed)}"
+                      for s in result.suites if not s.success]
+            raise RuntimeError(f"Great Expectations suites failed: {'; '.join(failed)}")
+        return result.counts
 
     def _bi(self, log) -> dict:
         from pipeline.steps.bi import run_bi_refresh

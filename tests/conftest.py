@@ -4,6 +4,8 @@ ports in a temporary data directory, with generated secrets."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import secrets
 import socket
 import subprocess
@@ -96,11 +98,14 @@ class StackHandle:
             conn.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> StackHandle:
+    """A stack per test module, so that one module's changes never shift another's figures."""
     from pipeline.runtime.embedded import EmbeddedRuntime
 
-    root = tmp_path_factory.mktemp("stack")
+    # Not under pytest's own temp dir: every new pytest session resets that tree to 0700,
+    # which would cut PostgreSQL (running as its own system user) off from its data.
+    root = Path(tempfile.mkdtemp(prefix="bi-console-stack-"))
     settings = stack_settings(root / "data")
     runtime = EmbeddedRuntime(settings)
     started = time.monotonic()
@@ -113,3 +118,4 @@ def stack(tmp_path_factory) -> StackHandle:
     handle = StackHandle(settings=settings, runtime=runtime, env_file=write_env(settings, root / ".env"))
     yield handle
     runtime.down(log=lambda line: None)
+    shutil.rmtree(root, ignore_errors=True)

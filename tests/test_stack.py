@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import re
 import socket
 import sys
@@ -184,8 +186,8 @@ def test_wrong_settings_fail_with_one_line_naming_the_setting(stack, tmp_path):
     assert bad_number.stderr.strip().count("\n") == 0 and "BI_PG_PORT" in bad_number.stderr
 
 
-def test_up_is_idempotent_and_down_leaves_nothing(tmp_path):
-    settings = stack_settings(tmp_path / "data")
+def test_up_is_idempotent_and_down_leaves_nothing():
+    settings = stack_settings(Path(tempfile.mkdtemp(prefix="bi-console-updown-")) / "data")
     runtime = EmbeddedRuntime(settings)
     try:
         runtime.up(log=lambda _: None)
@@ -204,6 +206,7 @@ def test_up_is_idempotent_and_down_leaves_nothing(tmp_path):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
     assert runtime.status_all() and not any(s.healthy for s in runtime.status_all())
+    shutil.rmtree(Path(settings.data_dir).parent, ignore_errors=True)
 
 
 def test_no_secret_literals_in_code():

@@ -1,0 +1,15 @@
+"""pipeline/ is a library: it never imports Textual, Rich, tui or cli (import-linter)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_import_linter_contract_is_kept():
+    lint = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+    result = subprocess.run([lint], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "1 kept, 0 broken" in result.stdout
