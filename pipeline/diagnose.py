@@ -1,0 +1,556 @@
+"""Diagnosis of the runbook's troubleshooting problems, and their fixes, as plain data.
+
+One function per problem of the runbook's Troubleshooting section, each returning a
+list of `Check` (name, ok, evidence): the TUI's troubleshooting panels show them live
+and the headless `--check` reports them. Every probe answers within about 2 s
+(`dbt debug` excepted: it is dbt's own report). Fixes are functions too; they take a
+`log` callable and raise on failure.
+
+Also here: the snapshots behind the TUI's Connector and Quality views
+(`connector_snapshot`, `quality_snapshot`), plain dataclasses with no UI in them.
+
+No UI import here (an import-linter contract forbids pipeline -> textual/rich/tui/cli).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Settings, TableConfig
+
+Log = Callable[[str], None]
+PROBE_TIMEOUT = 2.0
+
+PROBLEMS = {
+    "no_cdc_events": "No CDC events in Kafka",
+    "bronze_load": "Bronze load fails",
+    "dbt": "dbt run fails",
+    "stale_bi": "BI shows stale data",
+}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    evidence: str
+    severity: str = "error"  # error | warning | info | skipped (could not run: an earlier check failed)
+    fix: str = ""  # what to do about it, when not ok
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first_line(exc: BaseException | str) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+# -- probes ---------------------------------------------------------------------
+
+
+def _pg_connect(settings: Settings, timeout: float = PROBE_TIMEOUT):
+    import psycopg2
+
+    return psycopg2.connect(**{**settings.pg_dsn(), "connect_timeout": max(1, int(timeout))})
+
+
+def check_postgres(settings: Settings) -> tuple[Check, Any]:
+    """The PostgreSQL check and an open connection (None when unreachable)."""
+    import psycopg2
+
+    started = time.monotonic()
+    try:
+        conn = _pg_connect(settings)
+    except psycopg2.Error as exc:
+        from pipeline.db import explain_pg_error
+
+        text = explain_pg_error(exc, settings.pg_host, settings.pg_port, settings.pg_user) \
+            if isinstance(exc, psycopg2.OperationalError) else _first_line(exc)
+        return Check("PostgreSQL reachable", False, text,
+                     fix="start the postgres service (Services view) or check BI_PG_HOST/BI_PG_PORT"), None
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SET statement_timeout = %s", (int(PROBE_TIMEOUT * 1000),))
+        cur.execute("SELECT 1, current_setting('server_version')")
+        version = cur.fetchone()[1]
+    ms = (time.monotonic() - started) * 1000
+    return Check("PostgreSQL reachable", True,
+                 f"SELECT 1 ok on {settings.pg_host}:{settings.pg_port}/{settings.pg_database} "
+                 f"(PostgreSQL {version}, {ms:.0f} ms)"), conn
+
+
+def _relation_exists(conn, schema: str, name: str) -> bool:
+    from psycopg2 import sql
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (sql.SQL("{}.{}").format(sql.Identifier(schema),
+                                                                       sql.Identifier(name)).as_string(conn),))
+        return cur.fetchone()[0] is not None
+
+
+def _schema_exists(conn, schema: str) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        return cur.fetchone() is not None
+
+
+def _count(conn, schema: str, name: str, where: str = "") -> int:
+    from psycopg2 import sql
+
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}.{} " + where).format(sql.Identifier(schema), sql.Identifier(name)))
+        return int(cur.fetchone()[0])
+
+
+def _checkpoints(conn, settings: Settings) -> dict[tuple[str, int], int]:
+    from psycopg2 import sql
+
+    meta = settings.file.meta_schema
+    if not _relation_exists(conn, meta, "ingest_checkpoint"):
+        return {}
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT topic, kafka_partition, next_offset FROM {}.ingest_checkpoint")
+                    .format(sql.Identifier(meta)))
+        return {(t, int(p)): int(o) for t, p, o in cur.fetchall()}
+
+
+def connector_control(settings: Settings, runtime=None):
+    if runtime is not None:
+        if getattr(runtime, "name", "") == "compose":
+            from pipeline.connect_client import KafkaConnectClient
+
+            return KafkaConnectClient(settings.kafka_connect_url, settings.connector_name, timeout=PROBE_TIMEOUT)
+        return runtime.connector()
+    from pipeline.runtime.select import connector_for
+
+    return connector_for(settings)
+
+
+def connector_check(settings: Settings, runtime=None) -> tuple[Check, Any]:
+    """The connector's state check and its ConnectorStatus (None when it cannot be read)."""
+    try:
+        status = connector_control(settings, runtime).status()
+    except Exception as exc:  # a probe reports, it never raises
+        return Check("Connector state", False, f"{settings.connector_name}: status unavailable: {_first_line(exc)}",
+                     fix="start the cdc service / Kafka Connect"), None
+    state = status.effective_state
+    evidence = f"{status.name}: {state}"
+    if status.tasks:
+        evidence += " (tasks: " + ", ".join(f"{t.id} {t.state}" for t in status.tasks) + ")"
+    if status.events_captured is not None:
+        evidence += f", {status.events_captured} events captured"
+    if state == "FAILED" and status.error_trace:
+        evidence += f"; {_first_line(status.error_trace.strip().splitlines()[-1])}"
+    fix = {"FAILED": "restart the connector", "PAUSED": "resume the connector"}.get(
+        state, "restart the connector (start the cdc service)")
+    return Check("Connector state", state == "RUNNING", evidence, fix=fix if state != "RUNNING" else ""), status
+
+
+# -- the four runbook problems ----------------------------------------------------
+
+
+def diagnose_no_cdc_events(settings: Settings, runtime=None) -> list[Check]:
+    """Runbook issue 1: 'No CDC events in Kafka' (consumer fetches 0 records)."""
+    from pipeline.kafka import probe_broker, topic_offsets
+
+    checks: list[Check] = []
+    broker_ok, evidence = probe_broker(settings, timeout=PROBE_TIMEOUT)
+    checks.append(Check("Kafka broker reachable", broker_ok, evidence,
+                        fix="" if broker_ok else "start the kafka service or check BI_KAFKA_BOOTSTRAP"))
+    connector, _ = connector_check(settings, runtime)
+    checks.append(connector)
+    positions: dict = {}
+    try:
+        conn = _pg_connect(settings)
+        try:
+            positions = _checkpoints(conn, settings)
+        finally:
+            conn.close()
+    except Exception:
+        positions = {}
+    for table in settings.tables:
+        if not broker_ok:
+            checks.append(Check(f"Topic {table.topic}", False, "not checked: the broker is unreachable",
+                                severity="skipped"))
+            continue
+        try:
+            offsets = topic_offsets(settings, table.topic, timeout=PROBE_TIMEOUT)
+        except Exception as exc:
+            checks.append(Check(f"Topic {table.topic}", False, f"cannot read offsets: {_first_line(exc)}"))
+            continue
+        if offsets is None:
+            checks.append(Check(f"Topic {table.topic}", False, "topic does not exist (no event was ever captured)",
+                                fix="check the connector captures the source table; restart the connector"))
+            continue
+        end = sum(p.high for p in offsets)
+        events = sum(p.high - p.low for p in offsets)
+        checks.append(Check(f"Topic {table.topic}", events > 0,
+                            f"exists, {len(offsets)} partition(s), end offset {end}, {events} event(s)",
+                            fix="" if events else "the topic is empty: is the connector RUNNING?"))
+        lag = [p.high - positions[(table.topic, p.partition)] for p in offsets
+               if (table.topic, p.partition) in positions]
+        if lag:
+            checks.append(Check(f"Ingest lag {table.name}", True,
+                                f"ingest position {sum(positions[(table.topic, p.partition)] for p in offsets if (table.topic, p.partition) in positions)}"
+                                f", lag {sum(lag)} event(s)", severity="info"))
+    return checks
+
+
+def diagnose_bronze_load(settings: Settings) -> list[Check]:
+    """Runbook issue 2: 'Bronze load fails' (psycopg2 errors, connection refused)."""
+    checks: list[Check] = []
+    pg, conn = check_postgres(settings)
+    checks.append(pg)
+    try:
+        from pipeline.storage import RawStore
+
+        s3_ok, s3_evidence = RawStore(settings, timeout=1.0).probe()
+    except Exception as exc:
+        s3_ok, s3_evidence = False, _first_line(exc)
+    checks.append(Check("Object store reachable", s3_ok, s3_evidence,
+                        fix="" if s3_ok else "start the s3 service or check BI_S3_ENDPOINT"))
+    names = [f"Schema {settings.file.bronze_schema}"] + [
+        f"Table {settings.file.bronze_schema}.{t.bronze_table}" for t in settings.tables] + [
+        f"Table {settings.file.meta_schema}.ingest_checkpoint"]
+    if conn is None:
+        return checks + [Check(n, False, "not checked: PostgreSQL is unreachable", severity="skipped") for n in names]
+    try:
+        f = settings.file
+        ok = _schema_exists(conn, f.bronze_schema)
+        checks.append(Check(names[0], ok, "exists" if ok else "schema does not exist",
+                            fix="" if ok else "create the bronze schema and tables"))
+        for table in settings.tables:
+            if _relation_exists(conn, f.bronze_schema, table.bronze_table):
+                checks.append(Check(f"Table {f.bronze_schema}.{table.bronze_table}", True,
+                                    f"exists, {_count(conn, f.bronze_schema, table.bronze_table)} row(s)"))
+            else:
+                checks.append(Check(f"Table {f.bronze_schema}.{table.bronze_table}", False, "table does not exist",
+                                    fix="create the bronze schema and tables"))
+        ok = _relation_exists(conn, f.meta_schema, "ingest_checkpoint")
+        checks.append(Check(names[-1], ok, "exists" if ok else "table does not exist",
+                            fix="" if ok else "create the bronze schema and tables"))
+    finally:
+        conn.close()
+    return checks
+
+
+def diagnose_dbt(settings: Settings, *, run_debug: bool = True) -> list[Check]:
+    """Runbook issue 3: 'dbt run fails'. Runs `dbt debug` (a few seconds) unless run_debug=False."""
+    checks: list[Check] = []
+    pg, conn = check_postgres(settings)
+    checks.append(pg)
+    f = settings.file
+    relations = []
+    for table in settings.tables:
+        relations += [(f"Source {f.bronze_schema}.{table.bronze_table}", f.bronze_schema, table.bronze_table),
+                      (f"View {f.staging_schema}.{table.staging_relation}", f.staging_schema, table.staging_relation),
+                      (f"Table {f.marts_schema}.{table.marts_relation}", f.marts_schema, table.marts_relation)]
+    if conn is None:
+        checks += [Check(name, False, "not checked: PostgreSQL is unreachable", severity="skipped")
+                   for name, _, _ in relations]
+    else:
+        try:
+            for name, schema, relation in relations:
+                ok = _relation_exists(conn, schema, relation)
+                fix = ("create the bronze schema and tables" if schema == f.bronze_schema
+                       else "rerun dbt with debug logging")
+                checks.append(Check(name, ok, "exists" if ok else "does not exist",
+                                    fix="" if ok else fix, severity="error" if ok or schema == f.bronze_schema
+                                    else "warning"))
+        finally:
+            conn.close()
+    if run_debug:
+        try:
+            from pipeline.steps.transform import DbtProject
+
+            result = DbtProject(settings).debug()
+            lines = [ln for ln in (result.output or "").splitlines() if ln.strip()]
+            wanted = [ln.strip() for ln in lines if "OK" in ln or "ERROR" in ln or "All checks" in ln]
+            evidence = "; ".join(wanted[-6:]) or (result.error or "no output")
+            checks.append(Check("dbt debug", result.success, evidence,
+                                fix="" if result.success else "read the dbt debug output; check BI_PG_* settings"))
+        except Exception as exc:
+            checks.append(Check("dbt debug", False, f"dbt debug could not run: {_first_line(exc)}"))
+    return checks
+
+
+def superset_configured(settings: Settings) -> tuple[bool, str]:
+    try:
+        import pipeline.steps.bi  # noqa: F401
+    except Exception as exc:  # absent or broken optional part
+        return False, f"Superset not configured ({_first_line(exc)})"
+    from pipeline.refresh import superset_enabled
+
+    if not superset_enabled(settings):
+        return False, "Superset not configured (start the stack with `stack up --with superset`)"
+    return True, f"Superset at {settings.superset_url}"
+
+
+def diagnose_stale_bi(settings: Settings) -> list[Check]:
+    """Runbook issue 4: 'Superset shows stale data'. Delegates to pipeline.steps.bi.diagnose_stale."""
+    configured, evidence = superset_configured(settings)
+    if not configured:
+        return [Check("Superset configured", False, evidence, severity="warning",
+                      fix="`bi-console stack up --with superset`")]
+    from pipeline.steps.bi import diagnose_stale
+
+    checks = []
+    for item in diagnose_stale(settings):
+        ok = item.get("ok")
+        checks.append(Check(item.get("name", "?"), ok is True, str(item.get("evidence", "")),
+                            severity="skipped" if ok is None else "error", fix=item.get("fix") or ""))
+    return checks
+
+
+DIAGNOSES: dict[str, Callable[..., list[Check]]] = {
+    "no_cdc_events": lambda settings, runtime=None: diagnose_no_cdc_events(settings, runtime),
+    "bronze_load": lambda settings, runtime=None: diagnose_bronze_load(settings),
+    "dbt": lambda settings, runtime=None: diagnose_dbt(settings),
+    "stale_bi": lambda settings, runtime=None: diagnose_stale_bi(settings),
+}
+
+
+# -- fixes ------------------------------------------------------------------------
+
+
+def fix_restart_connector(settings: Settings, runtime=None, log: Log = _noop, *, only_failed: bool = False) -> str:
+    control = connector_control(settings, runtime)
+    log(f"restarting connector {settings.connector_name}{' (failed tasks only)' if only_failed else ''}")
+    try:
+        control.restart(include_tasks=True, only_failed=only_failed, log=log)
+    except TypeError:  # Kafka Connect's client takes no log
+        control.restart(include_tasks=True, only_failed=only_failed)
+    status = control.status()
+    log(f"connector {status.name}: {status.effective_state}")
+    return status.effective_state
+
+
+def fix_create_bronze(settings: Settings, log: Log = _noop) -> list[str]:
+    from pipeline.bronze import ensure_bronze
+    from pipeline.db import connect
+
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            for table in settings.tables:
+                ensure_bronze(cur, settings.file, table)
+                log(f"ensured {settings.file.bronze_schema}.{table.bronze_table} and the bookkeeping tables")
+        conn.commit()
+    finally:
+        conn.close()
+    return [t.bronze_table for t in settings.tables]
+
+
+def fix_rerun_dbt_debug(settings: Settings, log: Log = _noop):
+    from pipeline.steps.transform import DbtProject
+
+    selector = " ".join(t.dbt_selector for t in settings.tables)
+    log(f"dbt run --debug --select {selector}")
+    result = DbtProject(settings, log, debug=True).run(selector)
+    log(f"dbt run {'succeeded' if result.success else 'FAILED'} in {result.elapsed:.1f}s {result.counts}")
+    if not result.success:
+        raise RuntimeError(f"dbt run failed: {result.error or ', '.join(n.name for n in result.failed)}")
+    return result
+
+
+def fix_refresh_bi(settings: Settings, log: Log = _noop) -> dict:
+    configured, evidence = superset_configured(settings)
+    if not configured:
+        raise RuntimeError(evidence)
+    from pipeline.steps.bi import run_bi_refresh
+
+    return run_bi_refresh(settings, log)
+
+
+# -- snapshots for the views ------------------------------------------------------
+
+
+@dataclass
+class PartitionLag:
+    topic: str
+    partition: int
+    low: int
+    end: int
+    position: int | None  # the ingest position (next offset to read), None if never ingested
+
+    @property
+    def lag(self) -> int | None:
+        return None if self.position is None else max(0, self.end - self.position)
+
+
+@dataclass
+class ConnectorSnapshot:
+    status: Any  # ConnectorStatus | None
+    error: str | None = None
+    partitions: list[PartitionLag] = field(default_factory=list)
+    missing_topics: list[str] = field(default_factory=list)
+    offsets_error: str | None = None
+
+
+def connector_snapshot(settings: Settings, runtime=None) -> ConnectorSnapshot:
+    from pipeline.kafka import probe_broker, topic_offsets
+
+    snap = ConnectorSnapshot(status=None)
+    try:
+        snap.status = connector_control(settings, runtime).status()
+    except Exception as exc:
+        snap.error = _first_line(exc)
+    try:
+        conn = _pg_connect(settings)
+        try:
+            positions = _checkpoints(conn, settings)
+        finally:
+            conn.close()
+    except Exception:
+        positions = {}
+    broker_ok, evidence = probe_broker(settings, timeout=1.0)
+    if not broker_ok:
+        snap.offsets_error = evidence
+        return snap
+    try:
+        for table in settings.tables:
+            offsets = topic_offsets(settings, table.topic, timeout=PROBE_TIMEOUT)
+            if offsets is None:
+                snap.missing_topics.append(table.topic)
+                continue
+            for p in offsets:
+                snap.partitions.append(PartitionLag(table.topic, p.partition, p.low, p.high,
+                                                    positions.get((table.topic, p.partition))))
+    except Exception as exc:
+        snap.offsets_error = _first_line(exc)
+    return snap
+
+
+@dataclass
+class LayerCounts:
+    table: str
+    bronze_total: int | None = None
+    bronze_distinct: int | None = None
+    staging_all: int | None = None
+    staging_active: int | None = None
+    marts: int | None = None
+
+    def mismatches(self) -> set[str]:
+        """Columns that disagree: distinct keys in bronze vs staging, active staging vs marts."""
+        bad = set()
+        if None not in (self.bronze_distinct, self.staging_all) and self.bronze_distinct != self.staging_all:
+            bad |= {"bronze_distinct", "staging_all"}
+        if None not in (self.staging_active, self.marts) and self.staging_active != self.marts:
+            bad |= {"staging_active", "marts"}
+        return bad
+
+
+@dataclass
+class QualitySnapshot:
+    counts: list[LayerCounts] = field(default_factory=list)
+    latest_ingest: datetime | None = None
+    freshness_max_minutes: float = 60.0
+    suppliers: list[tuple[str, int]] = field(default_factory=list)
+    multilingual: list[tuple[str, int]] = field(default_factory=list)
+    validation: dict[str, dict] = field(default_factory=dict)  # table -> ValidationResult.as_dict()
+    error: str | None = None
+
+    def freshness_age(self, now: datetime | None = None) -> float | None:
+        if self.latest_ingest is None:
+            return None
+        return ((now or datetime.now(timezone.utc)) - self.latest_ingest).total_seconds()
+
+    @property
+    def multilingual_coverage(self) -> float | None:
+        total = sum(n for _, n in self.multilingual)
+        if not total:
+            return None
+        return sum(n for s, n in self.multilingual if s == "Complete") / total
+
+
+def read_validation_results(settings: Settings) -> dict[str, dict]:
+    out = {}
+    directory = Path(settings.data_dir) / "validation"
+    for table in settings.tables:
+        path = directory / f"{table.name}-latest.json"
+        try:
+            out[table.name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _has_column(conn, schema: str, relation: str, column: str) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                    "AND column_name = %s", (schema, relation, column))
+        return cur.fetchone() is not None
+
+
+def _layer_counts(conn, settings: Settings, table: TableConfig) -> LayerCounts:
+    from psycopg2 import sql
+
+    f = settings.file
+    counts = LayerCounts(table.name)
+    if _relation_exists(conn, f.bronze_schema, table.bronze_table):
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT count(*), count(DISTINCT coalesce(kafka_key -> 'payload', kafka_key)) "
+                                "FROM {}.{}").format(sql.Identifier(f.bronze_schema),
+                                                      sql.Identifier(table.bronze_table)))
+            counts.bronze_total, counts.bronze_distinct = (int(v) for v in cur.fetchone())
+    if _relation_exists(conn, f.staging_schema, table.staging_relation):
+        counts.staging_all = _count(conn, f.staging_schema, table.staging_relation)
+        if _has_column(conn, f.staging_schema, table.staging_relation, "deleted"):
+            counts.staging_active = _count(conn, f.staging_schema, table.staging_relation, "WHERE NOT deleted")
+        else:
+            counts.staging_active = counts.staging_all
+    if _relation_exists(conn, f.marts_schema, table.marts_relation):
+        counts.marts = _count(conn, f.marts_schema, table.marts_relation)
+    return counts
+
+
+def quality_snapshot(settings: Settings) -> QualitySnapshot:
+    """Layer row counts, freshness, supplier distribution, multilingual coverage and the
+    latest Great Expectations results (read from `<data_dir>/validation/`)."""
+    from psycopg2 import sql
+
+    snap = QualitySnapshot(freshness_max_minutes=settings.file.thresholds.freshness_max_age_minutes)
+    snap.validation = read_validation_results(settings)
+    try:
+        conn = _pg_connect(settings)
+    except Exception as exc:
+        snap.error = f"PostgreSQL unreachable: {_first_line(exc)}"
+        return snap
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET statement_timeout = 5000")
+        for table in settings.tables:
+            snap.counts.append(_layer_counts(conn, settings, table))
+        f = settings.file
+        product = settings.tables[0] if settings.tables else None
+        if product and _relation_exists(conn, f.marts_schema, product.marts_relation):
+            rel = sql.SQL("{}.{}").format(sql.Identifier(f.marts_schema), sql.Identifier(product.marts_relation))
+            with conn.cursor() as cur:
+                if _has_column(conn, f.marts_schema, product.marts_relation, "ingested_timestamp"):
+                    cur.execute(sql.SQL("SELECT max(ingested_timestamp) FROM {}").format(rel))
+                    snap.latest_ingest = cur.fetchone()[0]
+                if _has_column(conn, f.marts_schema, product.marts_relation, "supplier_name"):
+                    cur.execute(sql.SQL("SELECT supplier_name, count(*) FROM {} GROUP BY 1 ORDER BY 2 DESC, 1")
+                                .format(rel))
+                    snap.suppliers = [(str(s), int(n)) for s, n in cur.fetchall()]
+                if _has_column(conn, f.marts_schema, product.marts_relation, "multilingual_status"):
+                    cur.execute(sql.SQL("SELECT multilingual_status, count(*) FROM {} GROUP BY 1 ORDER BY 1")
+                                .format(rel))
+                    snap.multilingual = [(str(s), int(n)) for s, n in cur.fetchall()]
+    except Exception as exc:
+        snap.error = _first_line(exc)
+    finally:
+        conn.close()
+    return snap

@@ -1,0 +1,177 @@
+"""Connector: the CDC connector's state (a failed task is never shown as RUNNING), its
+tasks, the topics' end offsets and the ingest position's lag; restart, pause, resume."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from pipeline.diagnose import ConnectorSnapshot
+from tui.base import View
+
+STATE_STYLE = {"RUNNING": "bold green", "PAUSED": "bold yellow", "FAILED": "bold white on red"}
+
+
+class ConnectorLoaded(Message):
+    def __init__(self, snapshot: ConnectorSnapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class ConnectorActionDone(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class ConnectorView(View):
+    BINDINGS = [
+        Binding("r", "restart(False)", "Restart all", id="connector_restart"),
+        Binding("R", "restart(True)", "Restart failed", id="connector_restart_failed"),
+        Binding("p", "pause", "Pause", id="connector_pause"),
+        Binding("u", "resume", "Resume", id="connector_resume"),
+        Binding("g", "reload", "Reload", id="connector_reload"),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.snapshot: ConnectorSnapshot | None = None
+        self._loading = False
+        self._busy = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("connector: loading…", id="connector-state")
+        with VerticalScroll(id="connector-body"):
+            yield Static("", id="connector-trace")
+            tasks = DataTable(id="connector-tasks", cursor_type="row")
+            tasks.border_title = "tasks"
+            yield tasks
+            offsets = DataTable(id="connector-offsets", cursor_type="row")
+            offsets.border_title = "topics · end offsets · ingest lag"
+            yield offsets
+
+    def on_mount(self) -> None:
+        tasks = self.query_one("#connector-tasks", DataTable)
+        for label in ("task", "state", "worker", "error"):
+            tasks.add_column(label, key=label)
+        offsets = self.query_one("#connector-offsets", DataTable)
+        for label in ("topic", "part", "low", "end", "position", "lag"):
+            offsets.add_column(label, key=label)
+
+    def refresh_data(self) -> None:
+        runtime = getattr(self.app, "runtime", None)
+        if runtime is None or self._loading:
+            return
+        self._loading = True
+        self._load_worker(runtime)
+
+    def worker_failed(self, worker) -> None:
+        self._loading = self._busy = False
+
+    @work(thread=True, exit_on_error=False, group="connector", name="connector-status")
+    def _load_worker(self, runtime) -> None:
+        from pipeline.diagnose import connector_snapshot
+
+        try:
+            snapshot = connector_snapshot(self.app.settings, runtime)
+        finally:
+            self._loading = False
+        self.post_message(ConnectorLoaded(snapshot))
+
+    @on(ConnectorLoaded)
+    def _loaded(self, message: ConnectorLoaded) -> None:
+        self.show_snapshot(message.snapshot)
+
+    def show_snapshot(self, snap: ConnectorSnapshot) -> None:
+        self.snapshot = snap
+        state_widget = self.query_one("#connector-state", Static)
+        trace_widget = self.query_one("#connector-trace", Static)
+        status = snap.status
+        if status is None:
+            state_widget.update(Text.assemble(("connector ", "bold"), ("UNKNOWN", "bold red"),
+                                              f"  status unavailable: {snap.error or '?'}"))
+            trace_widget.display = False
+        else:
+            state = status.effective_state
+            line = Text.assemble(("connector ", "bold"), (status.name, "bold"), "  ",
+                                 (f" {state} ", STATE_STYLE.get(state, "bold red")))
+            if status.events_captured is not None:
+                line.append(f"  {status.events_captured} events captured")
+            if status.last_event_at is not None:
+                line.append(f", last {status.last_event_at.strftime('%Y-%m-%d %H:%M:%S')}")
+            state_widget.update(line)
+            trace = status.error_trace if state == "FAILED" else None
+            trace_widget.display = bool(trace)
+            if trace:
+                trace_widget.update(Text(trace.strip(), style="red"))
+                trace_widget.border_title = "error trace"
+        self.set_class(status is not None and status.effective_state == "FAILED", "failed")
+
+        tasks = self.query_one("#connector-tasks", DataTable)
+        tasks.clear()
+        for task in (status.tasks if status else []):
+            first = (task.trace or "").strip().splitlines()
+            tasks.add_row(str(task.id), Text(task.state, style=STATE_STYLE.get(task.state, "red")), task.worker_id,
+                          first[-1][:80] if first else "")
+        offsets = self.query_one("#connector-offsets", DataTable)
+        offsets.clear()
+        for p in snap.partitions:
+            lag = p.lag
+            offsets.add_row(p.topic, str(p.partition), str(p.low), str(p.end),
+                            "-" if p.position is None else str(p.position),
+                            Text("-" if lag is None else str(lag), style="bold yellow" if lag else "green"))
+        for topic in snap.missing_topics:
+            offsets.add_row(topic, "-", "-", Text("no topic", style="bold red"), "-", "-")
+        if snap.offsets_error:
+            offsets.add_row(Text(f"offsets unavailable: {snap.offsets_error}", style="red"), "", "", "", "", "")
+
+    # -- actions ------------------------------------------------------------------------
+    def action_reload(self) -> None:
+        self.refresh_data()
+
+    def action_restart(self, only_failed: bool) -> None:
+        self._act("restart failed tasks" if only_failed else "restart", only_failed=only_failed)
+
+    def action_pause(self) -> None:
+        self._act("pause")
+
+    def action_resume(self) -> None:
+        self._act("resume")
+
+    def _act(self, verb: str, only_failed: bool = False) -> None:
+        runtime = getattr(self.app, "runtime", None)
+        if runtime is None:
+            self.notify("no runtime (recorded data)", severity="warning")
+            return
+        if self._busy:
+            self.notify("a connector action is already running", severity="warning")
+            return
+        self._busy = True
+        self.notify(f"connector: {verb}…")
+        self._act_worker(runtime, verb, only_failed)
+
+    @work(thread=True, exit_on_error=False, group="connector-action", name="connector-action")
+    def _act_worker(self, runtime, verb: str, only_failed: bool) -> None:
+        from pipeline import diagnose
+
+        try:
+            if verb.startswith("restart"):
+                state = diagnose.fix_restart_connector(self.app.settings, runtime, only_failed=only_failed)
+                text = f"connector restarted: {state}"
+            else:
+                control = diagnose.connector_control(self.app.settings, runtime)
+                getattr(control, verb)()
+                text = f"connector: {verb} requested"
+        finally:
+            self._busy = False
+        self.post_message(ConnectorActionDone(text))
+
+    @on(ConnectorActionDone)
+    def _done(self, message: ConnectorActionDone) -> None:
+        self.notify(message.text)
+        self.refresh_data()

@@ -1,0 +1,288 @@
+"""Pipeline: the refresh steps with state, duration and counts; the live log of the
+running step; full / incremental refresh, one selected step, cancel; the run history."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from tui.base import View, error_text, human_duration
+from tui.log_pane import LogPane
+
+STATE_STYLE = {"pending": "dim", "running": "bold cyan", "ok": "green", "failed": "bold red",
+               "cancelled": "bold yellow", "skipped": "dim yellow"}
+PER_TABLE_STEPS = ("ingest", "load", "validate")
+
+
+class RefreshEvent(Message):
+    """One StepStarted / StepFinished / RunFinished event of pipeline.refresh."""
+
+    def __init__(self, event: object) -> None:
+        super().__init__()
+        self.event = event
+
+
+class StepLogReady(Message):
+    pass
+
+
+class RefreshFailed(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class HistoryLoaded(Message):
+    def __init__(self, runs: list[dict]) -> None:
+        super().__init__()
+        self.runs = runs
+
+
+def _counts_text(counts: dict) -> str:
+    parts = []
+    for key, value in counts.items():
+        if isinstance(value, (dict, list)):
+            continue
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def planned_steps(settings, steps: list[str] | None = None, tables: list[str] | None = None) -> list[tuple[str, str]]:
+    """(table, step) rows of a run, in the order run_refresh executes them."""
+    from pipeline.refresh import DEFAULT_STEPS, StepNames, superset_enabled
+
+    wanted = list(steps) if steps else [*DEFAULT_STEPS, *(["bi"] if superset_enabled(settings) else [])]
+    names = tables or [t.name for t in settings.tables]
+    rows = []
+    for step in StepNames:
+        if step not in wanted:
+            continue
+        if step in PER_TABLE_STEPS:
+            rows += [(name, step) for name in names]
+        else:
+            rows.append(("all", step))
+    return rows
+
+
+class PipelineView(View):
+    BINDINGS = [
+        Binding("s", "run_step", "Run step", id="run_step"),
+        Binding("x", "cancel", "Cancel", id="cancel_refresh"),
+        Binding("h", "focus_history", "History", id="pipeline_history"),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.running = False
+        self.cancel_event = threading.Event()
+        self.rows: dict[tuple[str, str], dict] = {}
+        self.last_run: object | None = None
+        self._log_lock = threading.Lock()
+        self._log_queue: deque[str] = deque()
+        self._log_posted = False
+        self.run_count = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static("idle · f full refresh · i incremental · s run selected step", id="pipeline-status")
+        with Horizontal(id="pipeline-top"):
+            steps = DataTable(id="steps-table", cursor_type="row")
+            steps.border_title = "steps"
+            yield steps
+            history = DataTable(id="history-table", cursor_type="row")
+            history.border_title = "history"
+            yield history
+        yield LogPane("step log", id="step-log")
+
+    def on_mount(self) -> None:
+        steps = self.query_one("#steps-table", DataTable)
+        steps.add_column("table", key="table", width=12)
+        steps.add_column("step", key="step", width=9)
+        steps.add_column("state", key="state", width=9)
+        steps.add_column("time", key="time", width=7)
+        steps.add_column("counts", key="counts")
+        history = self.query_one("#history-table", DataTable)
+        for label in ("started", "mode", "outcome", "time", "failed"):
+            history.add_column(label, key=label)
+        self.show_plan(planned_steps(self.app.settings))
+
+    # -- the step table -------------------------------------------------------------
+    def show_plan(self, plan: list[tuple[str, str]]) -> None:
+        table = self.query_one("#steps-table", DataTable)
+        table.clear()
+        self.rows = {}
+        for name, step in plan:
+            self.rows[(name, step)] = {"state": "pending", "duration": None, "counts": {}, "error": None}
+            table.add_row(name, step, Text("pending", style=STATE_STYLE["pending"]), "-", "",
+                          key=f"{name}:{step}")
+
+    def set_step(self, name: str, step: str, state: str, duration: float | None = None,
+                 counts: dict | None = None, error: str | None = None) -> None:
+        table = self.query_one("#steps-table", DataTable)
+        key = f"{name}:{step}"
+        if (name, step) not in self.rows:
+            self.rows[(name, step)] = {}
+            table.add_row(name, step, "", "", "", key=key)
+        self.rows[(name, step)].update(state=state, duration=duration, counts=counts or {}, error=error)
+        table.update_cell(key, "state", Text(state, style=STATE_STYLE.get(state, "")))
+        table.update_cell(key, "time", human_duration(duration) if duration is not None else "-", update_width=True)
+        detail = error if error else _counts_text(counts or {})
+        table.update_cell(key, "counts", Text(detail or "", style="red" if error else ""), update_width=True)
+
+    def step_states(self) -> dict[str, str]:
+        return {f"{name}:{step}": row.get("state", "?") for (name, step), row in self.rows.items()}
+
+    # -- history ----------------------------------------------------------------------
+    def refresh_data(self) -> None:
+        if self.live:
+            self._history_worker()
+
+    @work(thread=True, exit_on_error=False, group="history", name="history")
+    def _history_worker(self) -> None:
+        from pipeline.refresh import read_history
+
+        self.post_message(HistoryLoaded(read_history(self.app.settings, limit=50)))
+
+    @on(HistoryLoaded)
+    def _history_loaded(self, message: HistoryLoaded) -> None:
+        self.show_history(message.runs)
+
+    def show_history(self, runs: list[dict]) -> None:
+        table = self.query_one("#history-table", DataTable)
+        table.clear()
+        for run in runs:
+            started = str(run.get("started_at") or "")[:19].replace("T", " ")
+            outcome = run.get("outcome", "?")
+            table.add_row(started[5:16] if len(started) >= 16 else started, run.get("mode", "?"),
+                          Text(outcome, style=STATE_STYLE.get(outcome, "")),
+                          human_duration(run.get("duration")), run.get("failed_step") or "")
+
+    # -- running ------------------------------------------------------------------------
+    def start_refresh(self, mode: str, steps: list[str] | None = None, tables: list[str] | None = None) -> bool:
+        if self.running:
+            self.notify("a refresh is already running (x cancels it)", severity="warning")
+            return False
+        self.running = True
+        self.run_count += 1
+        self.cancel_event = threading.Event()
+        self.show_plan(planned_steps(self.app.settings, steps, tables))
+        pane = self.query_one("#step-log", LogPane)
+        pane.clear()
+        what = f"step {', '.join(steps)}" + (f" of {', '.join(tables)}" if tables else "") if steps else f"{mode} refresh"
+        self._set_status(Text.assemble(("running ", "bold cyan"), what, " · x cancels"))
+        self._refresh_worker(mode, steps, tables, self.cancel_event)
+        return True
+
+    @work(thread=True, exit_on_error=False, group="refresh", name="refresh")
+    def _refresh_worker(self, mode: str, steps, tables, cancel: threading.Event) -> None:
+        from pipeline.refresh import StepLog, run_refresh
+
+        def on_event(event: object) -> None:
+            if isinstance(event, StepLog):
+                with self._log_lock:
+                    self._log_queue.append(f"[{event.table}:{event.step}] {event.line}")
+                    post = not self._log_posted
+                    self._log_posted = True
+                if post:
+                    self.post_message(StepLogReady())
+            else:
+                self.post_message(RefreshEvent(event))
+
+        try:
+            run_refresh(self.app.settings, mode=mode, steps=steps, tables=tables, on_event=on_event, cancel=cancel)
+        except Exception as exc:  # lock held elsewhere, bad config: shown, never a crash
+            self.post_message(RefreshFailed(error_text(exc)))
+
+    def worker_failed(self, worker) -> None:
+        if worker.group == "refresh":
+            self.running = False
+            self._set_status(Text(f"refresh worker failed: {error_text(worker.error)}", style="bold red"))
+
+    @on(StepLogReady)
+    def _drain_log(self) -> None:
+        with self._log_lock:
+            lines = list(self._log_queue)
+            self._log_queue.clear()
+            self._log_posted = False
+        self.query_one("#step-log", LogPane).write_lines(lines)
+
+    @on(RefreshFailed)
+    def _failed(self, message: RefreshFailed) -> None:
+        self.running = False
+        self._set_status(Text(f"refresh not run: {message.text}", style="bold red"))
+        self.notify(message.text, severity="error", title="refresh")
+
+    @on(RefreshEvent)
+    def _event(self, message: RefreshEvent) -> None:
+        self.apply_event(message.event)
+
+    def apply_event(self, event: object, announce: bool = True) -> None:
+        from pipeline.refresh import RunFinished, StepFinished, StepStarted
+
+        if isinstance(event, StepStarted):
+            self.set_step(event.table, event.step, "running")
+            pane = self.query_one("#step-log", LogPane)
+            pane.set_title(f"{event.table}:{event.step} log")
+        elif isinstance(event, StepFinished):
+            self.set_step(event.table, event.step, event.state, event.duration, event.counts, event.error)
+        elif isinstance(event, RunFinished):
+            self._drain_log()
+            self.running = False
+            run = event.run
+            self.last_run = run
+            for (name, step), row in self.rows.items():
+                if row.get("state") in ("pending", "running"):
+                    self.set_step(name, step, "skipped")
+            style = {"ok": "bold green", "failed": "bold red", "cancelled": "bold yellow"}.get(run.outcome, "")
+            text = Text.assemble(("run ", "bold"), run.run_id, " ", (run.outcome, style),
+                                 f" in {human_duration(run.duration)}")
+            if run.error:
+                text.append(f" · {run.failed_step}: {run.error}", style="red")
+            self._set_status(text)
+            if not announce:
+                return
+            self.notify(f"refresh {run.outcome} in {human_duration(run.duration)}",
+                        severity="information" if run.outcome == "ok" else "error")
+            self.refresh_data()
+            refreshed = getattr(self.app, "on_refresh_finished", None)
+            if callable(refreshed):
+                refreshed(run)
+
+    def _set_status(self, text) -> None:
+        self.query_one("#pipeline-status", Static).update(text)
+
+    # -- actions ------------------------------------------------------------------------
+    def action_cancel(self) -> None:
+        if not self.running:
+            self.notify("no refresh is running", severity="warning")
+            return
+        self.cancel_event.set()
+        self._set_status(Text("cancelling: the running step stops at its next safe point…", style="bold yellow"))
+
+    def action_run_step(self) -> None:
+        table = self.query_one("#steps-table", DataTable)
+        if table.row_count == 0:
+            return
+        row_key, _ = table.coordinate_to_cell_key((table.cursor_row, 0))
+        name, _, step = str(row_key.value).partition(":")
+        self.start_refresh("incremental", steps=[step], tables=None if name == "all" else [name])
+
+    def action_focus_history(self) -> None:
+        if self.has_class("narrow"):
+            self.toggle_class("show-history")
+            target = "#history-table" if self.has_class("show-history") else "#steps-table"
+            self.query_one(target).focus()
+        else:
+            self.query_one("#history-table").focus()
+
+    def on_resize(self, event) -> None:
+        self.set_class(event.size.width < 120, "narrow")
