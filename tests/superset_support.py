@@ -5,11 +5,13 @@
   with `bronze.product_cdc`, the view `staging_staging.stg_product` over it and the
   table `marts.dim_product`, and the read-only `bi_reader` role.
 - Superset: installed once into `$BI_TEST_SUPERSET_HOME/venv` (default
-  /tmp/bi-console-superset-cache) and reused by later runs; each session gets a fresh
-  metadata database under its own data dir (the venv is symlinked in), served by the
-  command `pipeline.superset.install.run_command` returns.
+  /tmp/bi-console-superset-cache) and reused by later runs; each session gets its own
+  data dir (the venv is symlinked in) and metadata database: a copy of the one the
+  first session initialised (`BI_TEST_SUPERSET_FRESH_METADATA=1` runs db upgrade and
+  init again), served by the command `pipeline.superset.install.run_command` returns.
 
-Import the fixtures into a test module with `from superset_support import ...`.
+Test modules load the fixtures with `pytest_plugins = ["tests.superset_support"]`, so
+that the session-scoped servers start once for all of them.
 Timings (install, init, start until /health OK) are appended to
 `$BI_TEST_SUPERSET_HOME/timings.jsonl`.
 """
@@ -286,9 +288,22 @@ def superset(pg: PgServer, tmp_path_factory) -> Iterator[SupersetServer]:
     install.superset_home(settings).mkdir(parents=True, exist_ok=True)
     install.venv_dir(settings).symlink_to(cached_venv, target_is_directory=True)
 
+    # `superset db upgrade` + `superset init` take 35 s on an idle machine and minutes on a
+    # busy one; their result does not depend on the secret key or admin, so later sessions
+    # start from a copy (ensure_installed then only sets up the admin user).
+    version = install.installed_version(cached_venv)
+    template = SUPERSET_CACHE / f"metadata-template-{version}.db"
+    fresh = os.environ.get("BI_TEST_SUPERSET_FRESH_METADATA") == "1" or not template.exists()
+    if not fresh:
+        shutil.copyfile(template, install.metadata_path(settings))
+        (install.superset_home(settings) / install.INIT_MARKER).write_text(json.dumps({"version": version}))
     started = time.monotonic()
     install.ensure_installed(settings, log)
     timings["init_seconds"] = round(time.monotonic() - started, 1)
+    timings["init_from_template"] = not fresh
+    if fresh:
+        shutil.copyfile(install.metadata_path(settings), template.with_suffix(".tmp"))
+        os.replace(template.with_suffix(".tmp"), template)
 
     argv, env = install.run_command(settings)
     server_log = data_dir / "superset-server.log"

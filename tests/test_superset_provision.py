@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pipeline.superset import api, install
@@ -102,3 +104,26 @@ def test_secret_key_is_required(superset, tmp_path):
             install.ensure_installed(settings)
         with pytest.raises(ConfigError, match="BI_SUPERSET_SECRET_KEY"):
             install.run_command(settings)
+
+
+def test_ensure_installed_is_idempotent_and_follows_a_new_password(superset):
+    settings = superset.settings
+    lines: list[str] = []
+    started = time.monotonic()
+    assert install.ensure_installed(settings, lines.append) == install.installed_version(install.venv_dir(settings))
+    assert time.monotonic() - started < 5 and lines == []  # nothing re-run
+
+    rotated = settings.model_copy(update={"superset_password": settings.superset_password + "-rotated"})
+    try:
+        install.ensure_installed(rotated, lines.append)
+        assert any("admin user" in line for line in lines)
+        assert not any(rotated.superset_password in line for line in lines)
+        with api.SupersetClient.from_settings(rotated):
+            pass
+        with pytest.raises(api.SupersetApiError, match="401"):
+            with api.SupersetClient.from_settings(settings):
+                pass
+    finally:
+        install.ensure_installed(settings)
+    with api.SupersetClient.from_settings(settings):
+        pass

@@ -405,6 +405,9 @@ def run_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     port = listen_port(settings)
     env = superset_env(settings)
     venv = venv_dir(settings)
+    if installed_version(venv) is None or not config_path(settings).exists():
+        raise SupersetInstallError(f"Superset is not installed in {superset_home(settings)}; "
+                                   "run ensure_installed (the Superset install step) first")
     gunicorn = _bin(venv, "gunicorn")
     if gunicorn.exists():
         argv = [str(gunicorn), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread",
