@@ -4,8 +4,8 @@
   re-run (warm) every chart built on them, then report the dashboard's cache age.
 - `diagnose_stale`: the checks behind the "BI shows stale data" troubleshooting panel
   (the runbook's "Superset Shows Stale Data"), as plain dicts
-  {"name", "ok", "evidence", "fix"}; ok is True, False, or None when the check could
-  not run because an earlier one failed.
+  {"name", "ok", "status", "evidence", "fix"}; ok is True, False, or None when the
+  check could not run because an earlier one failed (status pass / fail / skip).
 """
 
 from __future__ import annotations
@@ -155,7 +155,8 @@ def _marts_state(settings: Settings, table: TableConfig) -> tuple[datetime | Non
 
 
 def _check(name: str, ok: bool | None, evidence: str, fix: str = "") -> dict:
-    return {"name": name, "ok": ok, "evidence": evidence, "fix": fix if ok is not True else ""}
+    status = "pass" if ok is True else "fail" if ok is False else "skip"
+    return {"name": name, "ok": ok, "status": status, "evidence": evidence, "fix": fix if ok is not True else ""}
 
 
 def diagnose_stale(settings: Settings) -> list[dict]:
