@@ -45,8 +45,12 @@ async def test_full_refresh_on_f_then_quality_shows_115(stack):
 
         await pilot.press("4")
         quality = app.view("quality")
-        counts = await wait_for(pilot, lambda: quality.layer_counts("product").get("marts") == 115
-                                and quality.layer_counts("product"), 30, what="quality counts")
+        try:
+            counts = await wait_for(pilot, lambda: quality.layer_counts("product").get("marts") == 115
+                                    and quality.layer_counts("product"), 120, what="quality counts")
+        except AssertionError:
+            snap = quality.snapshot
+            raise AssertionError(f"quality: {snap and snap.error}, {snap and snap.counts}, errors {app.errors}")
         assert counts["staging_active"] == 115 and counts["marts"] == 115, counts
         await pilot.pause(0.2)
         row = next(line for line in screen_text(app).splitlines() if "product" in line and "115" in line)
