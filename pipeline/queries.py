@@ -79,19 +79,26 @@ LAYER_MARTS = "Marts"
 # dbt macros (schema-wrapped or bare value, op c/u/d/r, key from the row or the Kafka key).
 _BRONZE_DISTINCT_KEYS = """
 SELECT count(DISTINCT coalesce(
-           (CASE WHEN e.env ->> 'op' = 'd' THEN e.env -> 'before' ELSE e.env -> 'after' END) ->> {key},
-           (CASE WHEN jsonb_typeof(e.kafka_key) = 'object' AND e.kafka_key -> 'payload' IS NOT NULL
-                 THEN e.kafka_key -> 'payload' ELSE e.kafka_key END) ->> {key}))
-FROM (
-    SELECT kafka_key,
-           CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload -> 'schema' IS NOT NULL
-                     AND cdc_payload -> 'payload' IS NOT NULL
-                THEN cdc_payload -> 'payload' ELSE cdc_payload END AS env
-    FROM {bronze}
+           x.row_data ->> {key},
+           (CASE WHEN jsonb_typeof(b.kafka_key) = 'object' AND b.kafka_key -> 'payload' IS NOT NULL
+                 THEN b.kafka_key -> 'payload' ELSE b.kafka_key END) ->> {key}))
+FROM {bronze} AS b
+-- OFFSET 0 fences: unwrap each (TOASTed) payload once, not once per reference.
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN jsonb_typeof(b.cdc_payload) = 'object' AND b.cdc_payload -> 'schema' IS NOT NULL
+                     AND b.cdc_payload -> 'payload' IS NOT NULL
+                THEN b.cdc_payload -> 'payload' ELSE b.cdc_payload END AS env
+    OFFSET 0
 ) AS e
-WHERE jsonb_typeof(e.env) = 'object'
-  AND e.env ->> 'op' IN ('c', 'u', 'd', 'r')
-  AND jsonb_typeof(CASE WHEN e.env ->> 'op' = 'd' THEN e.env -> 'before' ELSE e.env -> 'after' END) = 'object'
+CROSS JOIN LATERAL (
+    SELECT e.env ->> 'op' AS op,
+           CASE WHEN e.env ->> 'op' = 'd' THEN e.env -> 'before' ELSE e.env -> 'after' END AS row_data
+    OFFSET 0
+) AS x
+WHERE b.cdc_payload IS NOT NULL
+  AND jsonb_typeof(e.env) = 'object'
+  AND x.op IN ('c', 'u', 'd', 'r')
+  AND jsonb_typeof(x.row_data) = 'object'
 """
 
 

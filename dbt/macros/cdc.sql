@@ -137,57 +137,68 @@ decode({{ x }} #>> '{}', 'base64')
 -#}
 {% macro cdc_events(relation, key_column) -%}
 select
-    coalesce({{ decode_text(cdc_col(key_column, 'ev.row_data')) }},
-             {{ decode_text(cdc_col(key_column, cdc_envelope('ev.kafka_key'))) }}) as record_key,
-    ev.cdc_operation,
-    ev.row_data,
-    {{ cdc_source_position('ev.cdc_source') }} as source_position,
-    (ev.cdc_operation = 'r'
-        or coalesce(ev.cdc_source ->> 'snapshot', 'false') not in ('false', '')) as is_snapshot,
-    coalesce({{ decode_instant("(ev.cdc_source -> 'ts_ms')") }},
-             {{ decode_instant("(ev.envelope -> 'ts_ms')") }}) as source_timestamp,
-    ev.kafka_topic,
-    ev.kafka_partition,
-    ev.kafka_offset,
-    ev.kafka_timestamp,
-    ev.batch_file,
-    ev.ingested_at
-from (
+    coalesce({{ decode_text(cdc_col(key_column, 'x.row_data')) }},
+             {{ decode_text(cdc_col(key_column, cdc_envelope('b.kafka_key'))) }}) as record_key,
+    x.cdc_operation,
+    x.row_data,
+    {{ cdc_source_position('x.cdc_source') }} as source_position,
+    (x.cdc_operation = 'r'
+        or coalesce(x.cdc_source ->> 'snapshot', 'false') not in ('false', '')) as is_snapshot,
+    coalesce({{ decode_instant("(x.cdc_source -> 'ts_ms')") }},
+             {{ decode_instant("(e.envelope -> 'ts_ms')") }}) as source_timestamp,
+    b.kafka_topic,
+    b.kafka_partition,
+    b.kafka_offset,
+    b.kafka_timestamp,
+    b.batch_file,
+    b.ingested_at
+from {{ relation }} as b
+{#- OFFSET 0 keeps each lateral subquery from being inlined, so the (large, TOASTed)
+    payload is detoasted and unwrapped once per row instead of once per reference. #}
+cross join lateral (
+    select {{ cdc_envelope('b.cdc_payload') }} as envelope offset 0
+) as e
+cross join lateral (
     select
-        env.*,
-        env.envelope ->> 'op' as cdc_operation,
-        case when env.envelope ->> 'op' = 'd' then env.envelope -> 'before'
-             else env.envelope -> 'after' end as row_data,
-        env.envelope -> 'source' as cdc_source
-    from (
-        select b.*, {{ cdc_envelope('b.cdc_payload') }} as envelope
-        from {{ relation }} as b
-        where b.cdc_payload is not null
-    ) as env
-    where jsonb_typeof(env.envelope) = 'object'
-      and env.envelope ->> 'op' in ('c', 'u', 'd', 'r')
-) as ev
-where jsonb_typeof(ev.row_data) = 'object'
+        e.envelope ->> 'op' as cdc_operation,
+        e.envelope -> 'source' as cdc_source,
+        case when e.envelope ->> 'op' = 'd' then e.envelope -> 'before'
+             else e.envelope -> 'after' end as row_data
+    offset 0
+) as x
+where b.cdc_payload is not null
+  and jsonb_typeof(e.envelope) = 'object'
+  and x.cdc_operation in ('c', 'u', 'd', 'r')
+  and jsonb_typeof(x.row_data) = 'object'
 {%- endmacro %}
 
 {#-
-  The latest event per key of a cdc_events() relation: by source position, a
-  streamed change after a snapshot record of the same position, then by Kafka offset.
+  The latest event per key of `events_sql` (the SQL of a cdc_events() select): by
+  source position, a streamed change after a snapshot record of the same position,
+  then by Kafka offset. Only the small ranking columns go through the sort; the
+  winning events are then fetched by their Kafka position (the bronze unique key),
+  so the row payloads of superseded events are never carried around.
 -#}
-{% macro latest_event_per_key(relation, key='record_key') -%}
-select ranked.*
-from (
-    select
-        e.*,
-        row_number() over (
-            partition by e.{{ key }}
-            order by coalesce(e.source_position, '') desc,
-                     case when e.is_snapshot then 0 else 1 end desc,
-                     e.kafka_offset desc,
-                     e.kafka_partition desc
-        ) as cdc_rank
-    from {{ relation }} as e
-    where e.{{ key }} is not null
-) as ranked
-where ranked.cdc_rank = 1
+{% macro latest_event_per_key(events_sql, key='record_key') -%}
+select latest.*
+from ({{ events_sql }}) as latest
+where (latest.kafka_topic, latest.kafka_partition, latest.kafka_offset) in (
+    select ranked.kafka_topic, ranked.kafka_partition, ranked.kafka_offset
+    from (
+        select
+            ev.kafka_topic,
+            ev.kafka_partition,
+            ev.kafka_offset,
+            row_number() over (
+                partition by ev.{{ key }}
+                order by coalesce(ev.source_position, '') desc,
+                         case when ev.is_snapshot then 0 else 1 end desc,
+                         ev.kafka_offset desc,
+                         ev.kafka_partition desc
+            ) as cdc_rank
+        from ({{ events_sql }}) as ev
+        where ev.{{ key }} is not null
+    ) as ranked
+    where ranked.cdc_rank = 1
+)
 {%- endmacro %}

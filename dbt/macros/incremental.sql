@@ -31,9 +31,13 @@ select changed.* from (
 {%- endmacro %}
 
 {% macro delete_vanished_keys(target, source, key, condition='true') -%}
+{%- if not is_incremental() -%}
+select 1 as nothing_to_delete_after_a_full_build
+{%- else -%}
 delete from {{ target }} as t
 where not exists (
     select 1 from {{ source }} as s
     where s.{{ key }} = t.{{ key }} and ({{ condition }})
 )
+{%- endif -%}
 {%- endmacro %}

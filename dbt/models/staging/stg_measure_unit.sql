@@ -4,12 +4,10 @@
 -#}
 {{ config(materialized='view') }}
 
-with events as (
-    {{ cdc_events(source('bronze', 'measure_unit_cdc'), key_column='ID') }}
-),
+{% set events_sql = cdc_events(source('bronze', 'measure_unit_cdc'), key_column='ID') %}
 
-latest as (
-    {{ latest_event_per_key('events') }}
+with latest as (
+    {{ latest_event_per_key(events_sql) }}
 )
 
 select
