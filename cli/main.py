@@ -344,6 +344,41 @@ def _print_progress(event) -> None:
         err(f"    {event.line}")
 
 
+def parse_interval(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r} is not an interval like 90s, 30m, 6h or 1d") from None
+
+
+@main.command("watch")
+@click.option("--every", "every", default="6h", show_default=True, help="Interval: 90s, 30m, 6h, 1d.")
+@click.option("--max-runs", type=int, default=None, help="Stop after this many runs (default: forever).")
+@click.pass_context
+def watch_command(ctx: click.Context, every: str, max_runs: int | None) -> None:
+    """Incremental refresh, then the checks, on a schedule; alerts on failure."""
+    settings = settings_or_exit(ctx)
+    interval = parse_interval(every)
+    from cli.check import run_check_command
+    from pipeline.refresh import RefreshLocked, run_refresh
+
+    runs = 0
+    while max_runs is None or runs < max_runs:
+        started = time.monotonic()
+        try:
+            run = run_refresh(settings, mode="incremental", on_event=_print_progress)
+            err(f"watch: refresh {run.outcome} in {run.duration:.1f}s")
+        except RefreshLocked as exc:
+            err(f"watch: skipped this round: {exc}")
+        code = run_check_command(settings, as_json=False, junit=None, refresh="none", strict=False)
+        err(f"watch: checks exit {code}")
+        runs += 1
+        if max_runs is not None and runs >= max_runs:
+            break
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
 # -- check ---------------------------------------------------------------------
 @main.command("check")
 @click.option("--json", "as_json", is_flag=True)

@@ -40,6 +40,26 @@ def safe_identifier(value: str, what: str) -> str:
     return value
 
 
+class TableChecks(BaseModel):
+    """Which marts columns the headless checks read; the numbers are in [thresholds]."""
+
+    freshness_column: str | None = None
+    min_active_rows: bool = False
+    coverage_column: str | None = None
+    coverage_value: str | None = None
+    flag_shares: list[str] = Field(default_factory=list)
+
+    @field_validator("freshness_column", "coverage_column")
+    @classmethod
+    def _plain(cls, v: str | None, info) -> str | None:
+        return None if v is None else safe_identifier(v, f"tables.checks.{info.field_name}")
+
+    @field_validator("flag_shares")
+    @classmethod
+    def _plain_flags(cls, v: list[str]) -> list[str]:
+        return [safe_identifier(flag, "tables.checks.flag_shares") for flag in v]
+
+
 class TableConfig(BaseModel):
     """A source table flowing through the pipeline. Everything table-specific lives here."""
 
@@ -54,8 +74,9 @@ class TableConfig(BaseModel):
     staging_relation: str
     marts_relation: str
     suites: list[str] = Field(default_factory=list)
+    checks: TableChecks = TableChecks()
 
-    @field_validator("name", "bronze_table")
+    @field_validator("name", "bronze_table", "staging_relation", "marts_relation", "key_column")
     @classmethod
     def _plain(cls, v: str, info) -> str:
         return safe_identifier(v, f"tables.{info.field_name}")
@@ -69,7 +90,9 @@ class TableConfig(BaseModel):
         return f"{self.raw_prefix.rstrip('/').rsplit('/', 1)[0]}/quarantine/"
 
 
-class Thresholds(BaseModel):
+class Thresholds(BaseModel, extra="allow"):
+    """Numbers the checks compare with. Flag share bounds are `<flag>_share_min/_max`."""
+
     freshness_max_age_minutes: float = 60.0
     min_active_products: int = 1
     min_multilingual_coverage: float = 1.0
@@ -77,6 +100,10 @@ class Thresholds(BaseModel):
     is_for_sale_share_max: float = 1.0
     is_for_web_share_min: float = 0.5
     is_for_web_share_max: float = 1.0
+
+    def share_bounds(self, flag: str) -> tuple[float, float]:
+        values = self.model_dump()
+        return float(values.get(f"{flag}_share_min", 0.0)), float(values.get(f"{flag}_share_max", 1.0))
 
 
 class FileConfig(BaseModel):

@@ -166,6 +166,10 @@ class EmbeddedRuntime:
         if not wait_until(lambda: self.probe("kafka")[0], timeout=30):
             raise RuntimeError(f"kafka did not become ready; see {self.process('kafka').log_file}")
         log("kafka: healthy")
+        if self.process("cdc").is_running():
+            # The memory broker came back empty: the engine must notice and re-snapshot.
+            log("kafka: the broker restarted with empty storage; restarting cdc to recover the full state")
+            self.restart("cdc", log=log)
 
     def _start_s3(self, log: Log) -> None:
         host, port = _host_port(self.settings.s3_endpoint)
@@ -213,7 +217,10 @@ class EmbeddedRuntime:
         log(f"superset: starting on {self.settings.superset_url}")
         if not wait_until(lambda: self.probe("superset")[0], timeout=180, interval=1):
             raise RuntimeError(f"superset did not become ready; see {self.process('superset').log_file}")
-        log("superset: healthy")
+        from pipeline.superset import api
+
+        provisioned = api.provision(self.settings, log)
+        log(f"superset: healthy, provisioned {len(provisioned['datasets'])} datasets")
 
     def _guard_port(self, service: str) -> None:
         for port in self.ports(service):

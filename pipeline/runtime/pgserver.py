@@ -154,7 +154,9 @@ def grant_reader(s: Settings, conn) -> None:
     owner = sql.Identifier(s.pg_user)
     reader = sql.Identifier(s.pg_reader_user)
     cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(s.pg_database)))
-    cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(sql.Identifier(s.pg_database), owner, reader))
+    cur.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(s.pg_database), owner))
+    cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(s.pg_database), reader))
+    cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(reader))
     cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     for schema_name in (s.file.staging_schema, s.file.marts_schema, s.file.bronze_schema, s.file.meta_schema):
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(sql.Identifier(schema_name), owner))

@@ -16,7 +16,7 @@ An expectation's `severity` is GX's (`critical`, `warning`, `info`); here `criti
 is reported as `error`. A suite succeeds when all its error-severity expectations do;
 failed warnings are reported but do not fail it.
 
-    result = run_validation(settings, "product", log=print)
+    result = run_validation(settings, table_name, log=print)
     result.success, [(s.name, s.success) for s in result.suites]
     result.suites[0].expectations[0].observed_value
 

@@ -1,0 +1,78 @@
+"""The runbook's "Prefect integration (future)": the refresh steps as Prefect tasks.
+
+Needs the optional extra `prefect` (`pip install -e .[prefect]`). The flow runs the same
+library functions as `bi-console refresh`, one task per step and table.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+
+from pipeline.config import Settings, load_settings
+
+
+def _log():
+    logger = get_run_logger()
+    return lambda line: logger.info(line)
+
+
+@task(name="ingest_kafka_to_s3", retries=2, retry_delay_seconds=10)
+def ingest_task(settings: Settings, table_name: str, full: bool) -> dict:
+    from pipeline.steps.ingest import TopicReset, ingest
+
+    table = settings.table(table_name)
+    try:
+        return ingest(settings, table, full=full, log=_log()).counts()
+    except TopicReset as exc:
+        get_run_logger().warning(f"{exc}; re-reading the topic in full")
+        return {**ingest(settings, table, full=True, log=_log()).counts(), "topic_reset": True}
+
+
+@task(name="load_bronze_from_s3", retries=2, retry_delay_seconds=10)
+def load_task(settings: Settings, table_name: str, full: bool) -> dict:
+    from pipeline.steps.load import load
+
+    return load(settings, settings.table(table_name), full=full, log=_log()).counts()
+
+
+@task(name="run_dbt_transformations")
+def dbt_run_task(settings: Settings, selector: str, full: bool) -> dict:
+    from pipeline.steps.transform import DbtProject
+
+    result = DbtProject(settings, _log()).run(selector, full_refresh=full)
+    if not result.success:
+        raise RuntimeError(f"dbt run failed: {[n.name for n in result.failed] or result.error}")
+    return result.counts
+
+
+@task(name="run_dbt_tests")
+def dbt_test_task(settings: Settings, selector: str) -> dict:
+    from pipeline.steps.transform import DbtProject
+
+    result = DbtProject(settings, _log()).test(selector)
+    return {"success": result.success, **result.counts, "failed": [n.name for n in result.failed]}
+
+
+@task(name="send_alert")
+def alert_task(settings: Settings, message: str) -> None:
+    if settings.alert_webhook_url:
+        import httpx
+
+        httpx.post(settings.alert_webhook_url, json={"text": message}, timeout=10)
+    get_run_logger().error(message)
+
+
+@flow(name="sync_product_to_bi")
+def sync_product_to_bi(full: bool = False, settings: Settings | None = None) -> dict:
+    """Kafka -> S3 -> bronze -> dbt run -> dbt test for every configured table."""
+    settings = settings or load_settings()
+    bronze = {}
+    for table in settings.tables:
+        ingest_task(settings, table.name, full)
+        bronze[table.name] = load_task(settings, table.name, full)
+    selector = " ".join(t.dbt_selector for t in settings.tables)
+    dbt_run = dbt_run_task(settings, selector, full)
+    dbt_test = dbt_test_task(settings, selector)
+    if not dbt_test["success"]:
+        alert_task(settings, f"dbt tests failed: {', '.join(dbt_test['failed'])}")
+    return {"bronze": bronze, "dbt_run": dbt_run, "dbt_test": dbt_test}
