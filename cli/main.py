@@ -225,6 +225,64 @@ def connector_command(ctx: click.Context, action: str, only_failed: bool) -> Non
     sys.exit(EXIT_OK if status.effective_state in ("RUNNING", "PAUSED") else EXIT_FAILED)
 
 
+# -- bi ------------------------------------------------------------------------
+@main.group("bi")
+def bi() -> None:
+    """Superset: provisioning, cache refresh, cache age and timeout."""
+
+
+def _superset_call(ctx: click.Context, call):
+    settings = settings_or_exit(ctx)
+    from pipeline.db import ServiceUnreachable
+    from pipeline.superset.api import SupersetApiError
+
+    try:
+        click.echo(json.dumps(call(settings), indent=2, default=str))
+    except ServiceUnreachable as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_UNREACHABLE)
+    except (SupersetApiError, ConfigError) as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_FAILED)
+
+
+@bi.command("provision")
+@click.pass_context
+def bi_provision(ctx: click.Context) -> None:
+    """Create or update the database connection, datasets and the dashboard."""
+    from pipeline.superset import api
+
+    _superset_call(ctx, lambda s: api.provision(s, log=err))
+
+
+@bi.command("refresh")
+@click.pass_context
+def bi_refresh(ctx: click.Context) -> None:
+    """Invalidate the datasets' cache and warm the dashboard's charts."""
+    from pipeline.steps.bi import run_bi_refresh
+
+    _superset_call(ctx, lambda s: run_bi_refresh(s, log=err))
+
+
+@bi.command("status")
+@click.pass_context
+def bi_status(ctx: click.Context) -> None:
+    """Cache age of the dashboard's charts and the connection's cache timeout."""
+    from pipeline.superset import api
+
+    _superset_call(ctx, api.cache_status)
+
+
+@bi.command("cache-timeout")
+@click.argument("seconds", type=int)
+@click.pass_context
+def bi_cache_timeout(ctx: click.Context, seconds: int) -> None:
+    """Set the connection's cache timeout (0: never expire, -1: no cache)."""
+    from pipeline.superset import api
+
+    _superset_call(ctx, lambda s: api.set_cache_timeout(s, seconds))
+
+
 # -- demo ----------------------------------------------------------------------
 @main.group("demo")
 def demo() -> None:

@@ -42,6 +42,8 @@ def stack_settings(data_dir: Path, **overrides) -> Settings:
         source_password=secrets.token_urlsafe(18),
         s3_access_key=secrets.token_urlsafe(12),
         s3_secret_key=secrets.token_urlsafe(18),
+        superset_password=secrets.token_urlsafe(18),
+        superset_secret_key=secrets.token_urlsafe(48),
     )
     values.update(overrides)
     return load_settings(env_file=None, **values)
