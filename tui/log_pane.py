@@ -93,7 +93,9 @@ class LogView(ScrollView, can_focus=True):
             line = line.rstrip("\n").replace("\t", "    ")
             self._raw.append((self._next_id, line))
             if self.pattern is None or self.pattern.search(line):
-                self._view.extend((self._next_id, t) for t in self._render(line))
+                for t in self._render(line):
+                    self._view.append((self._next_id, t))
+                    self._width = max(self._width, cell_len(t.plain))
             self._next_id += 1
         oldest = self._raw[0][0]
         if self._view and self._view[0][0] < oldest:  # the buffer dropped lines: drop them here too
@@ -104,7 +106,7 @@ class LogView(ScrollView, can_focus=True):
             self.cursor = max(-1, self.cursor - drop)
             if self.anchor is not None:
                 self.anchor = max(0, self.anchor - drop)
-        self._resize()
+        self.virtual_size = Size(self._width, len(self._view))
         if self.follow:
             self.cursor = len(self._view) - 1
             self.anchor = None
@@ -147,7 +149,7 @@ class LogView(ScrollView, can_focus=True):
         return text
 
     def _resize(self) -> None:
-        for _, t in self._view[-2000:]:
+        for _, t in self._view:
             self._width = max(self._width, cell_len(t.plain))
         self.virtual_size = Size(self._width, len(self._view))
 
