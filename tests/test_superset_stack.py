@@ -34,16 +34,6 @@ def _active_products_shown(settings) -> int:
         return client.chart_data(charts[ACTIVE])["data"][0]["product_count"]
 
 
-def test_superset_is_a_healthy_service_provisioned_once(with_superset):
-    stack = with_superset
-    status = {s.name: s for s in stack.runtime.status_all()}
-    assert status["superset"].healthy, status["superset"]
-    api.provision(stack.settings)  # a second provisioning updates, never duplicates
-    with api.SupersetClient.from_settings(stack.settings) as client:
-        assert len(client.find("database", "database_name", api.DATABASE_NAME)) == 1
-        assert len(client.find("dashboard", "dashboard_title", api.PRODUCT_CATALOG.title)) == 1
-
-
 def test_refresh_with_bi_step_shows_new_rows(with_superset):
     stack = with_superset
     stack.seeded()
@@ -56,3 +46,15 @@ def test_refresh_with_bi_step_shows_new_rows(with_superset):
     live = stack.psql("SELECT count(*) FROM marts.dim_product")[0][0]
     assert live != 115
     assert _active_products_shown(stack.settings) == live
+
+
+def test_superset_is_a_healthy_service_provisioned_once(with_superset):
+    stack = with_superset
+    status = {s.name: s for s in stack.runtime.status_all()}
+    assert status["superset"].healthy, status["superset"]
+    api.provision(stack.settings)  # the bi step provisioned; provisioning again updates, never duplicates
+    with api.SupersetClient.from_settings(stack.settings) as client:
+        assert len(client.find("database", "database_name", api.DATABASE_NAME)) == 1
+        assert len(client.find("dashboard", "dashboard_title", api.PRODUCT_CATALOG.title)) == 1
+        assert len(client.find("dataset", "table_name", "dim_product")) == 1
+        assert len(client.find("dataset", "table_name", "stg_product")) == 1

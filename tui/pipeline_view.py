@@ -184,7 +184,8 @@ class PipelineView(View):
 
     @work(thread=True, exit_on_error=False, group="refresh", name="refresh")
     def _refresh_worker(self, mode: str, steps, tables, cancel: threading.Event) -> None:
-        from pipeline.refresh import StepLog, run_refresh
+        from pipeline.refresh import StepLog
+        from pipeline.refresh_process import run_refresh_in_child
 
         def on_event(event: object) -> None:
             if isinstance(event, StepLog):
@@ -198,7 +199,9 @@ class PipelineView(View):
                 self.post_message(RefreshEvent(event))
 
         try:
-            run_refresh(self.app.settings, mode=mode, steps=steps, tables=tables, on_event=on_event, cancel=cancel)
+            # A child process: dbt and GX hold the GIL, and the screen must keep answering keys.
+            run_refresh_in_child(self.app.settings, mode=mode, steps=steps, tables=tables, on_event=on_event,
+                                 cancel=cancel)
         except Exception as exc:  # lock held elsewhere, bad config: shown, never a crash
             self.post_message(RefreshFailed(error_text(exc)))
 

@@ -219,8 +219,12 @@ class EmbeddedRuntime:
             raise RuntimeError(f"superset did not become ready; see {self.process('superset').log_file}")
         from pipeline.superset import api
 
-        provisioned = api.provision(self.settings, log)
-        log(f"superset: healthy, provisioned {len(provisioned['datasets'])} datasets")
+        try:
+            provisioned = api.provision(self.settings, log)
+            log(f"superset: healthy, provisioned {len(provisioned['datasets'])} datasets")
+        except api.SupersetApiError as exc:
+            # Before the first refresh the marts do not exist; the `bi` step provisions then.
+            log(f"superset: healthy; provisioning deferred to the first refresh ({exc})")
 
     def _guard_port(self, service: str) -> None:
         for port in self.ports(service):
