@@ -494,34 +494,15 @@ def _has_column(conn, schema: str, relation: str, column: str) -> bool:
 
 
 def _layer_counts(conn, settings: Settings, table: TableConfig) -> LayerCounts:
-    from psycopg2 import sql
+    from pipeline import queries
 
-    f = settings.file
-    counts = LayerCounts(table.name)
-    if _relation_exists(conn, f.bronze_schema, table.bronze_table):
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT count(*), count(DISTINCT coalesce(kafka_key -> 'payload', kafka_key)) "
-                                "FROM {}.{}").format(sql.Identifier(f.bronze_schema),
-                                                      sql.Identifier(table.bronze_table)))
-            counts.bronze_total, counts.bronze_distinct = (int(v) for v in cur.fetchone())
-    if _relation_exists(conn, f.staging_schema, table.staging_relation):
-        # staging is a view decoding every CDC event: read it once for both counts
-        active = ("count(*) FILTER (WHERE NOT deleted)"
-                  if _has_column(conn, f.staging_schema, table.staging_relation, "deleted") else "count(*)")
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT count(*), " + active + " FROM {}.{}").format(
-                sql.Identifier(f.staging_schema), sql.Identifier(table.staging_relation)))
-            counts.staging_all, counts.staging_active = (int(v) for v in cur.fetchone())
-    if _relation_exists(conn, f.marts_schema, table.marts_relation):
-        counts.marts = _count(conn, f.marts_schema, table.marts_relation)
-    return counts
+    records = [row["records"] for row in queries.layer_counts(conn, settings.file, table)]
+    return LayerCounts(table.name, *records)
 
 
 def quality_snapshot(settings: Settings) -> QualitySnapshot:
     """Layer row counts, freshness, supplier distribution, multilingual coverage and the
     latest Great Expectations results (read from `<data_dir>/validation/`)."""
-    from psycopg2 import sql
-
     snap = QualitySnapshot(freshness_max_minutes=settings.file.thresholds.freshness_max_age_minutes)
     snap.validation = read_validation_results(settings)
     try:
@@ -535,22 +516,23 @@ def quality_snapshot(settings: Settings) -> QualitySnapshot:
             cur.execute("SET statement_timeout = 60000")
         for table in settings.tables:
             snap.counts.append(_layer_counts(conn, settings, table))
+        from pipeline import queries
+
         f = settings.file
-        product = settings.tables[0] if settings.tables else None
-        if product and _relation_exists(conn, f.marts_schema, product.marts_relation):
-            rel = sql.SQL("{}.{}").format(sql.Identifier(f.marts_schema), sql.Identifier(product.marts_relation))
-            with conn.cursor() as cur:
-                if _has_column(conn, f.marts_schema, product.marts_relation, "ingested_timestamp"):
-                    cur.execute(sql.SQL("SELECT max(ingested_timestamp) FROM {}").format(rel))
-                    snap.latest_ingest = cur.fetchone()[0]
-                if _has_column(conn, f.marts_schema, product.marts_relation, "supplier_name"):
-                    cur.execute(sql.SQL("SELECT supplier_name, count(*) FROM {} GROUP BY 1 ORDER BY 2 DESC, 1")
-                                .format(rel))
-                    snap.suppliers = [(str(s), int(n)) for s, n in cur.fetchall()]
-                if _has_column(conn, f.marts_schema, product.marts_relation, "multilingual_status"):
-                    cur.execute(sql.SQL("SELECT multilingual_status, count(*) FROM {} GROUP BY 1 ORDER BY 1")
-                                .format(rel))
-                    snap.multilingual = [(str(s), int(n)) for s, n in cur.fetchall()]
+        first = settings.tables[0] if settings.tables else None
+        if first and _relation_exists(conn, f.marts_schema, first.marts_relation):
+            # The runbook's validation queries read the first table's contract columns.
+            def has(column: str) -> bool:
+                return _has_column(conn, f.marts_schema, first.marts_relation, column)
+
+            if has("ingested_timestamp") and has("last_modified_in_source"):
+                snap.latest_ingest = queries.data_freshness(conn, f, first)[0]["latest_ingest"]
+            if has("supplier_name"):
+                snap.suppliers = [(str(r["supplier_name"]), int(r["product_count"]))
+                                  for r in queries.supplier_distribution(conn, f, first)]
+            if has("multilingual_status"):
+                snap.multilingual = sorted((str(r["multilingual_status"]), int(r["product_count"]))
+                                           for r in queries.multilingual_coverage(conn, f, first))
     except Exception as exc:
         snap.error = _first_line(exc)
     finally:

@@ -168,10 +168,13 @@ def layer_counts(conn, file_config: FileConfig, table: TableConfig) -> list[dict
         out.append({"layer": LAYER_BRONZE, "records": count(bronze_ok, sql.SQL("SELECT count(*) FROM {}").format(bronze))})
         out.append({"layer": LAYER_BRONZE_KEYS,
                     "records": count(bronze_ok, sql.SQL(_BRONZE_DISTINCT_KEYS).format(key=key, bronze=bronze))})
-        out.append({"layer": LAYER_STAGING_ALL,
-                    "records": count(staging_ok, sql.SQL("SELECT count(*) FROM {}").format(staging))})
-        out.append({"layer": LAYER_STAGING_ACTIVE,
-                    "records": count(staging_ok, sql.SQL("SELECT count(*) FROM {} WHERE deleted = false").format(staging))})
+        staging_all = staging_active = None
+        if staging_ok:
+            # The staging view decodes every CDC event: read it once for both counts.
+            cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE deleted = false) FROM {}").format(staging))
+            staging_all, staging_active = (int(v) for v in cur.fetchone())
+        out.append({"layer": LAYER_STAGING_ALL, "records": staging_all})
+        out.append({"layer": LAYER_STAGING_ACTIVE, "records": staging_active})
         out.append({"layer": LAYER_MARTS,
                     "records": count(marts_ok, sql.SQL("SELECT count(*) FROM {}").format(_rel(*rel["marts"])))})
     return out
