@@ -1,0 +1,154 @@
+"""One benchmark step in its own process, so that its peak RSS is its own.
+
+    python -m bench.child STEP '{"arg": ...}'
+
+Settings come from the BI_* environment the harness passes. The step's result is the
+last line of stdout, as JSON: {"seconds": wall time of the step call, ...counts}.
+Import time is outside "seconds" (the harness records the process's total too).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+def step_ingest(settings, args: dict) -> dict:
+    from pipeline.steps.ingest import ingest
+
+    table = settings.table(args.get("table", "product"))
+    started = time.monotonic()
+    result = ingest(settings, table, full=args.get("full", True), log=_quiet)
+    return {"seconds": time.monotonic() - started, **result.counts()}
+
+
+def step_load(settings, args: dict) -> dict:
+    from pipeline.steps.load import load
+
+    table = settings.table(args.get("table", "product"))
+    started = time.monotonic()
+    result = load(settings, table, full=args.get("full", True), log=_quiet)
+    return {"seconds": time.monotonic() - started, **result.counts()}
+
+
+def step_transform(settings, args: dict) -> dict:
+    from pipeline.steps.transform import DbtProject
+
+    table = settings.table(args.get("table", "product"))
+    started = time.monotonic()
+    result = DbtProject(settings, _quiet).run(table.dbt_selector, full_refresh=args.get("full", True))
+    nodes = {n.name: round(n.execution_time, 3) for n in result.nodes}
+    return {"seconds": time.monotonic() - started, "success": result.success, "nodes": nodes,
+            "error": result.error, "failed": [n.name for n in result.failed]}
+
+
+def step_test(settings, args: dict) -> dict:
+    from pipeline.steps.transform import DbtProject
+
+    table = settings.table(args.get("table", "product"))
+    started = time.monotonic()
+    result = DbtProject(settings, _quiet).test(table.dbt_selector)
+    slowest = sorted(((n.name, round(n.execution_time, 3)) for n in result.nodes), key=lambda x: -x[1])[:5]
+    return {"seconds": time.monotonic() - started, "success": result.success, "counts": result.counts,
+            "slowest": slowest, "failed": [n.name for n in result.failed]}
+
+
+def step_validate(settings, args: dict) -> dict:
+    from pipeline.steps.validate import run_validation
+
+    table = settings.table(args.get("table", "product"))
+    started = time.monotonic()
+    result = run_validation(settings, table, _quiet)
+    failed = [f"{s.name}: {s.error or [e.type for e in s.failed]}" for s in result.suites if not s.success]
+    return {"seconds": time.monotonic() - started, "success": result.success, "counts": result.counts,
+            "failed": failed}
+
+
+def step_refresh(settings, args: dict) -> dict:
+    from pipeline.refresh import run_refresh
+
+    started = time.monotonic()
+    run = run_refresh(settings, mode=args["mode"], tables=[args.get("table", "product")])
+    return {"seconds": time.monotonic() - started, "success": run.outcome == "ok", "outcome": run.outcome,
+            "error": run.error, "steps": {s.step: {"seconds": round(s.duration, 3), "state": s.state, **{
+                k: v for k, v in s.counts.items() if isinstance(v, (int, float, bool))}} for s in run.steps}}
+
+
+def step_runbook_load(settings, args: dict) -> dict:
+    from bench.runbook import runbook_step3_loader
+
+    return runbook_step3_loader(settings, args["database"], args["prefix"], args.get("max_objects"))
+
+
+def step_runbook_copy(settings, args: dict) -> dict:
+    from bench.runbook import runbook_step2_copy
+
+    return runbook_step2_copy(settings, args["topic"], args["prefix"], args.get("max_events"))
+
+
+STEPS = {name[5:]: fn for name, fn in globals().items() if name.startswith("step_")}
+
+
+def _cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def reset_peak_rss() -> None:
+    """Forget the RSS high-water mark inherited from the harness.
+
+    Linux carries the forking parent's peak into an exec'd child (`ru_maxrss` is floored
+    at the harness's own RSS), so the child resets its mm's mark and reports VmHWM."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def main() -> None:
+    reset_peak_rss()
+    step, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
+    args = json.loads(raw)
+    profile = args.pop("profile", None)
+    from pipeline.config import load_settings
+
+    settings = load_settings(env_file=None)
+    cpu_before = _cpu()
+    if profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.005)
+        profiler.start()
+        out = STEPS[step](settings, args)
+        profiler.stop()
+        with open(profile, "w") as fh:
+            fh.write(profiler.output_text(unicode=False, color=False, show_all=False))
+        out["profile"] = profile
+    else:
+        out = STEPS[step](settings, args)
+    out["cpu_seconds"] = _cpu() - cpu_before  # this process only: not the broker's, moto's or PostgreSQL's
+    out["vmhwm_mb"] = peak_rss_mb()
+    sys.stdout.write("\n" + json.dumps(out, default=str) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Issue 8: a small run of the benchmark harness (10,000 events) on its own embedded stack.
+
+Checks that the harness runs every step and writes the table and the JSON with sane
+numbers. It does not assert any speed: benchmarks are not part of pass/fail.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.stack
+
+REPO = Path(__file__).resolve().parents[1]
+EVENTS = 10_000
+
+
+def test_bench_harness_smoke(tmp_path):
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--events", str(EVENTS), "--no-readme", "--output", str(output),
+         "--min-free-gib", "0.5"],
+        capture_output=True, text=True, timeout=1500, cwd=REPO,
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+    report = json.loads(output.read_text())
+    assert report["machine"]["cores"] >= 1 and report["command"].startswith("python -m bench")
+    (size,) = report["sizes"]
+    assert size["events"] == EVENTS and not size.get("error")
+    assert size["produce"]["topic_events"] == EVENTS
+
+    steps = size["steps"]
+    assert set(steps) == {"ingest", "load", "transform", "test", "validate"}
+    assert steps["ingest"]["events"] == EVENTS and steps["ingest"]["quarantined"] == 0
+    assert steps["load"]["inserted"] == EVENTS
+    for name in ("transform", "test", "validate"):
+        assert steps[name]["success"], steps[name]
+    assert size["runbook"]["step3_load"]["rows"] == EVENTS
+    assert size["runbook"]["step2_copy"]["events"] == EVENTS
+    assert size["full_refresh"]["success"] and size["incremental_refresh"]["success"]
+    assert set(size["full_refresh"]["steps"]) >= {"ingest", "load", "transform", "test", "validate"}
+    assert size["bronze_rows"] == EVENTS + 10_000  # the incremental added 10,000 events
+    assert size["active_products"] > 100
+
+    rows = size["rows"]
+    expected = {"ingest", "load (bronze)", "transform", "test", "validate", "runbook step 3 loader",
+                "runbook step 2 copy", "full refresh (end to end)", "incremental refresh (+10k)"}
+    assert expected <= set(rows)
+    for name in expected:
+        row = rows[name]
+        assert 0 < row["seconds"] < 1500, (name, row)
+        assert row["rate_per_s"] > 0, (name, row)
+        assert 20 < row["peak_rss_mb"] < 4000, (name, row)  # the step's own process, in MB
+    assert size["ratios"]["load_vs_runbook_step3"] > 0 and size["ratios"]["ingest_vs_runbook_step2"] > 0
+    assert {"ingest events/s", "load rows/s", "incremental +10k s"} <= set(size["targets"])
+
+    table = result.stdout
+    for name in expected:
+        assert f"| {name} |" in table
+    assert "Ratios (ours / runbook, rate)" in table and "Targets:" in table
