@@ -11,8 +11,10 @@ def select_runtime(settings: Settings):
     if settings.runtime == "embedded":
         return EmbeddedRuntime(settings)
     from pipeline.runtime.compose import ComposeRuntime, detect_runtime
+    from pipeline.security import check_default_credentials
 
     if settings.runtime == "compose" or detect_runtime(settings) == "compose":
+        check_default_credentials(settings)  # never start compose with a known default credential
         return ComposeRuntime.from_settings(settings)
     return EmbeddedRuntime(settings)
 

@@ -29,6 +29,8 @@ from pipeline.storage import RawStore
 
 Log = Callable[[str], None]
 MAX_VALUE_BYTES = 4 * 1024 * 1024
+IDLE_RECHECK_SECONDS = 5.0  # no message for this long before the expected end: look at the log again
+STALL_SECONDS = 300.0  # no message at all for this long: give up (and release the refresh lock)
 
 
 class TopicReset(Exception):
@@ -126,6 +128,30 @@ def topic_epoch(consumer: Consumer, topic: str, partition: int, low: int) -> str
     return None
 
 
+def _went_back(settings: Settings, table: TableConfig, topic: str, partition: int, position: int,
+               epoch: str | None) -> str | None:
+    """Why the partition no longer holds the log being read (the broker lost its data and the
+    topic was recreated), or None if it still does or cannot be reached yet."""
+    try:
+        offsets = topic_offsets(settings, topic)
+    except Exception:  # the broker is down: keep waiting for it
+        return None
+    part = next((p for p in offsets or [] if p.partition == partition), None)
+    if part is None:
+        return None  # the topic is gone for now; it comes back empty or refilled
+    if part.high < position:
+        return f"it now ends at offset {part.high} but offsets up to {position - 1} were already read"
+    if epoch and part.high > part.low:
+        probe = _consumer(settings, table)
+        try:
+            now = topic_epoch(probe, topic, partition, part.low)
+        finally:
+            probe.close()
+        if now and now != epoch:
+            return f"its log starts with another message now (epoch {now}, was {epoch})"
+    return None
+
+
 def _line(topic: str, partition: int, offset: int, timestamp: int | None, key: bytes, value: bytes) -> bytes:
     # Key and value are spliced in as the JSON text they arrived as (already checked to be
     # compact JSON): re-serialising a 10 kB Debezium value per event would double the cost.
@@ -171,19 +197,24 @@ class _Batch:
 
 def put_with_retry(store: RawStore, key: str, body: bytes, log: Log, cancel: threading.Event | None,
                    max_wait: float = 300.0) -> None:
-    """S3 may be down for a while: back off and retry; the position is not advanced meanwhile."""
-    delay, waited = 0.5, 0.0
+    """S3 may be down for a while: back off and retry; the position is not advanced meanwhile.
+
+    max_wait is wall-clock time since the first failure: a hung server (each attempt waits
+    for its read timeout) gives up as soon as a refused connection would."""
+    delay, first_failure = 0.5, None
     while True:
         try:
             store.put(key, body)
             return
         except Exception as exc:  # botocore raises many unrelated types for an unreachable endpoint
+            now = time.monotonic()
+            first_failure = now if first_failure is None else first_failure
+            waited = now - first_failure
             if waited >= max_wait or (cancel is not None and cancel.is_set()):
                 raise RuntimeError(f"S3 {store.settings.s3_endpoint}: could not write {key} after "
                                    f"{waited:.0f}s of retries: {exc}") from exc
             log(f"ingest: S3 write of {key} failed ({type(exc).__name__}: {str(exc)[:120]}); retrying in {delay:.1f}s")
             time.sleep(delay)
-            waited += delay
             delay = min(delay * 2, 10.0)
 
 
@@ -264,6 +295,7 @@ def _ingest_partition(consumer, store, checkpoints, table, topic, partition, sta
             f"{result.objects} objects, {result.quarantined} quarantined ({rate:,.0f} events/s)")
         batch = _Batch()
 
+    idle_since = last_check = time.monotonic()
     while position < end:
         if cancel is not None and cancel.is_set():
             raise StepCancelled(f"ingest cancelled at offset {position}; the last complete object is kept")
@@ -280,6 +312,11 @@ def _ingest_partition(consumer, store, checkpoints, table, topic, partition, sta
                     continue
                 raise RuntimeError(f"Kafka error on {topic}[{partition}]: {error.str()}")
             offset = message.offset()
+            if offset < position:
+                # A consumer never goes back by itself: its offset was reset on a recreated topic.
+                raise TopicReset(f"topic {topic} partition {partition} went back while it was read: offset {offset} "
+                                 f"arrived after {position - 1}; the broker lost its data, a full refresh will "
+                                 "recover the state from the new snapshot")
             if offset >= end:
                 continue
             position = offset + 1
@@ -294,6 +331,16 @@ def _ingest_partition(consumer, store, checkpoints, table, topic, partition, sta
                 batch.lines.append(_line(topic, partition, offset, message.timestamp()[1], key_json, value_json))
             if batch.size >= batch_size:
                 flush()
-        if not messages and position < end:
-            continue
+        now = time.monotonic()
+        if messages:
+            idle_since = now
+        elif position < end and now - last_check >= IDLE_RECHECK_SECONDS:
+            last_check = now
+            reason = _went_back(checkpoints.settings, table, topic, partition, position, epoch)
+            if reason:
+                raise TopicReset(f"topic {topic} partition {partition} went back while it was read: {reason}; "
+                                 "the broker lost its data, a full refresh will recover the state from the new snapshot")
+            if now - idle_since >= STALL_SECONDS:
+                raise RuntimeError(f"no message from {topic}[{partition}] for {STALL_SECONDS:.0f}s at offset {position} "
+                                   f"(expected up to {end - 1}): is the broker at {checkpoints.settings.kafka_bootstrap} up?")
     flush()
