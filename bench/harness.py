@@ -353,7 +353,7 @@ def derive(result: dict) -> dict:
         rows[name] = {"work": work, "unit": unit, "seconds": round(seconds, 3),
                       "cpu_seconds": round(cpu, 2) if cpu is not None else None,
                       "rate_per_s": round(work / seconds) if seconds else None,
-                      "us_per_event": round(seconds / n * 1e6, 2) if n else None,
+                      "us_per_event": round(seconds / work * 1e6, 2) if work else None,  # per unit of work
                       "peak_rss_mb": round(rss) if rss is not None else None, "note": note}
 
     if "produce" in result:
@@ -474,7 +474,7 @@ def format_table(report: dict) -> str:
                      f"{size.get('uptime_after')}; lowest free memory {size.get('memory_lowest_available_gib')} GiB; "
                      f"services peak RSS {size.get('service_peak_rss_mb')} MB)")
         lines.append("")
-        lines.append("| step | work | wall s | rate /s | µs/event | own CPU s | peak RSS MB | notes |")
+        lines.append("| step | work | wall s | rate /s | µs/unit | own CPU s | peak RSS MB | notes |")
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for name, r in size.get("rows", {}).items():
             rss = "" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:,}"
