@@ -189,12 +189,16 @@ def embedded_or_exit(settings: Settings):
 
 def runtime_or_exit(settings: Settings):
     from pipeline.runtime.model import RuntimeUnavailable
+    from pipeline.security import DefaultCredentialError
 
     try:
         return runtime_for(settings)
     except RuntimeUnavailable as exc:
         err(f"bi-console: {exc}")
         sys.exit(EXIT_UNREACHABLE)
+    except DefaultCredentialError as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_USAGE)
 
 
 # -- connector -----------------------------------------------------------------
