@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import orjson
 from confluent_kafka import Producer
 
+from pipeline.demo import PART_NAMES
+
 FIRST_ID = 7_800_000
 PRODUCTS = 61_400
 TOPIC_PREFIX = "cord"
@@ -145,12 +147,7 @@ def key_schema(topic: str) -> dict:
 
 # Realistic text: pneumatic suspension and chassis parts in three languages.
 PARTS = [
-    ("Пневмоподушка", "Resor pneumatyczny", "Пневмоподушка"),
-    ("Пневмоподушка кабины", "Miech kabiny", "Пневмоподушка кабіни"),
-    ("Пневморессора", "Poduszka powietrzna", "Пневморесора"),
-    ("Втулка стабилизатора", "Tuleja stabilizatora", "Втулка стабілізатора"),
-    ("Клапан уровня пола", "Zawór poziomujący", "Клапан рівня підлоги"),
-    ("Сайлентблок", "Tuleja metalowo-gumowa", "Сайлентблок"),
+    *PART_NAMES,  # the demo source's names, plus two more kinds of part
     ("Амортизатор кабины", "Amortyzator kabiny", "Амортизатор кабіни"),
     ("Тормозная камера", "Siłownik hamulcowy", "Гальмівна камера"),
 ]
