@@ -48,7 +48,7 @@ def _decode(line: str) -> object | None:
 
 def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps: list[str] | None = None,
                          tables: list[str] | None = None, on_event: Callable[[object], None] = lambda e: None,
-                         cancel: threading.Event | None = None) -> RefreshRun:
+                         cancel: threading.Event | None = None, nice: int = 10) -> RefreshRun:
     from pipeline.runtime.embedded import settings_environment
 
     request = json.dumps({"mode": mode, "steps": steps, "tables": tables})
@@ -56,9 +56,11 @@ def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps
     log_dir.mkdir(parents=True, exist_ok=True)
     # The child's own output (dbt's console, warnings) goes to a file nobody has to drain.
     with open(log_dir / "refresh.log", "ab") as child_log:
+        # Lower priority: on a small machine the operator's key presses win over dbt's CPU work.
         child = subprocess.Popen([sys.executable, "-m", "pipeline.refresh_process", request],
                                  stdout=subprocess.PIPE, stderr=child_log, stdin=subprocess.DEVNULL, text=True,
-                                 env=settings_environment(settings), start_new_session=True)
+                                 env=settings_environment(settings), start_new_session=True,
+                                 preexec_fn=lambda: os.nice(nice))
     done = threading.Event()
 
     def forward_cancel() -> None:

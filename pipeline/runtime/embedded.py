@@ -66,6 +66,7 @@ class EmbeddedRuntime:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700 if os.geteuid() != 0 else 0o711)
         self._with_superset = with_superset
+        self._store = None
 
     # -- layout ---------------------------------------------------------------
     def process(self, service: str) -> ManagedProcess:
@@ -246,9 +247,7 @@ class EmbeddedRuntime:
 
                 return probe_broker(s, timeout=1.0)
             if service == "s3":
-                from pipeline.storage import RawStore
-
-                return RawStore(s, timeout=1.0).probe()
+                return self._probe_store().probe()
             if service == "cdc":
                 status = self.connector_status()
                 return status.effective_state == "RUNNING", f"connector {status.effective_state}"
@@ -260,6 +259,15 @@ class EmbeddedRuntime:
         except Exception as exc:  # a probe reports, it never raises
             return False, f"{type(exc).__name__}: {exc}"
         return False, "unknown service"
+
+    def _probe_store(self):
+        # One client for every probe: building a boto3 client costs tens of milliseconds of
+        # CPU, and the TUI probes every two seconds.
+        if self._store is None:
+            from pipeline.storage import RawStore
+
+            self._store = RawStore(self.settings, timeout=1.0, retries=1)
+        return self._store
 
     def status(self, service: str) -> ServiceStatus:
         proc = self.process(service)
