@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -60,13 +61,23 @@ async def test_log_pane_bounded_filter_highlight_copy_json(tmp_path):
         assert app.clipboard == json.dumps({"level": "INFO", "msg": "hello", "n": 1})
 
 
+async def settle(pilot, condition, timeout: float = 10.0) -> None:
+    """Wait for the app to reach a state, however slow the machine (a loaded CI runner)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+
+
 async def test_filter_key_opens_box_and_filters(tmp_path):
     app = BiConsoleApp(make_settings(tmp_path), recorded=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("l", "slash", *"warn", "enter")
         view = app.query_one("#service-log LogView", LogView)
-        assert view.visible_lines == ["2025-10-19 11:58:02 WARN  Producer retrying send (attempt 2 of 5)"]
+        expected = ["2025-10-19 11:58:02 WARN  Producer retrying send (attempt 2 of 5)"]
+        await settle(pilot, lambda: view.visible_lines == expected)
+        assert view.visible_lines == expected
         await pilot.press("slash", "escape")
+        await settle(pilot, lambda: len(view.visible_lines) > 5)
         assert len(view.visible_lines) > 5
 
 
@@ -135,11 +146,13 @@ async def test_keymap_and_theme_from_config_file(tmp_path):
 async def test_help_overlay_lists_the_views_keys(tmp_path):
     app = BiConsoleApp(make_settings(tmp_path), recorded=True)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("2")
-        await pilot.pause()  # the view switch settles before the help reads the active view
-        await pilot.press("question_mark")
-        await pilot.pause()
         from tui.help import HelpScreen
+
+        await pilot.press("2")
+        # The view switch moves the focus after a refresh; the help reads the focused view's keys.
+        await settle(pilot, lambda: any(name == "Connector view" for name, _ in app.help_sections()))
+        await pilot.press("question_mark")
+        await settle(pilot, lambda: isinstance(app.screen, HelpScreen))
 
         assert isinstance(app.screen, HelpScreen)
         rows = dict(app.screen.sections)
