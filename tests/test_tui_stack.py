@@ -52,8 +52,9 @@ async def test_full_refresh_on_f_then_quality_shows_115(stack):
             snap = quality.snapshot
             raise AssertionError(f"quality: {snap and snap.error}, {snap and snap.counts}, errors {app.errors}")
         assert counts["staging_active"] == 115 and counts["marts"] == 115, counts
-        await pilot.pause(0.2)
-        row = next(line for line in screen_text(app).splitlines() if "product" in line and "115" in line)
+        row = await wait_for(pilot, lambda: next((line for line in screen_text(app).splitlines()
+                                                  if "product" in line and line.count("115") >= 2), None),
+                             20, what="the product row with 115 on screen")
         assert row.count("115") >= 2, row
         # The GE results of the run are shown, each suite with its expectations.
         assert quality.snapshot.validation.get("product", {}).get("success") is True
@@ -104,8 +105,7 @@ async def test_service_stopped_behind_the_apps_back_shows_down_within_5s(stack):
             await wait_for(pilot, lambda: not services.status_of("s3").healthy, 5, interval=0.05,
                            what="s3 shown down")
             elapsed = time.monotonic() - stopped
-            await pilot.pause(0.1)
-            assert "down: s3" in screen_text(app)
+            await wait_for(pilot, lambda: "down: s3" in screen_text(app), 5, what="'down: s3' on screen")
             assert elapsed < 5
         finally:
             stack.runtime.start("s3", log=lambda line: None)
@@ -124,8 +124,8 @@ async def test_no_cdc_events_panel_diagnoses_stopped_connector_and_fix_restarts_
             connector = next(c for c in panel.checks if c.name == "Connector state")
             assert not connector.ok and "RUNNING" not in connector.evidence, connector
             assert any(c.name.startswith("Topic ") and "end offset" in c.evidence for c in panel.checks)
-            await pilot.pause(0.1)
-            assert "✗ Connector state" in screen_text(app)
+            await wait_for(pilot, lambda: "✗ Connector state" in screen_text(app), 20,
+                           what="'✗ Connector state' on screen")
 
             await pilot.press("c")  # the panel's fix: restart connector
             await wait_for(pilot, lambda: "no_cdc_events" in view._fixing, 2, interval=0.02, what="fix to start")

@@ -18,6 +18,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
@@ -56,6 +57,8 @@ def _start_resource_tracker() -> None:
 class BiConsoleApp(App):
     TITLE = "bi-console"
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))
+    # The first view's table takes the focus at once (a focus moved later would steal it from a key press).
+    AUTO_FOCUS = "#services-table"
     BINDINGS = [
         Binding("question_mark", "help", "Help", id="help"),
         Binding("1", "view('services')", "Services", show=False, id="view_services"),
@@ -103,7 +106,6 @@ class BiConsoleApp(App):
                 self._select_runtime()
             else:
                 self._runtime_ready()
-        self.call_after_refresh(self.view("services").focus_main)
 
     def _apply_config(self) -> None:
         file = self.settings.file
@@ -157,8 +159,12 @@ class BiConsoleApp(App):
         self.set_interval(self.poll_interval, self._tick, name="status-poll")
 
     def _tick(self) -> None:
-        self.view("services").poll()
-        if self.query_one("#views", TabbedContent).active == "connector":
+        try:
+            services, views = self.view("services"), self.query_one("#views", TabbedContent)
+        except NoMatches:
+            return  # the timer can still fire while the app shuts down and its screen is gone
+        services.poll()
+        if views.active == "connector":
             self.view("connector").refresh_data()
 
     @on(StatusesLoaded)
@@ -233,7 +239,8 @@ class BiConsoleApp(App):
     # -- actions -------------------------------------------------------------------------------
     def action_view(self, name: str) -> None:
         self.query_one("#views", TabbedContent).active = name
-        self.view(name).focus_main()
+        # The pane is shown on the next refresh; a hidden widget cannot take the focus before that.
+        self.call_after_refresh(self.view(name).focus_main)
 
     def action_full_refresh(self) -> None:
         self._refresh("full")
