@@ -86,9 +86,7 @@ async def test_filter_key_opens_box_and_filters(tmp_path):
         await pilot.press(*"warn", "enter")
         view = app.query_one("#service-log LogView", LogView)
         expected = ["2025-10-19 11:58:02 WARN  Producer retrying send (attempt 2 of 5)"]
-        box = app.query_one("#service-log #filter", Input)
-        await settle(pilot, lambda: view.visible_lines == expected,
-                     what=f"filter: box {box.value!r}, pattern {view.pattern}, focused {app.focused}")
+        await settle(pilot, lambda: view.visible_lines == expected, what="the filter applied")
         assert view.visible_lines == expected
         await pilot.press("slash")
         await settle(pilot, lambda: isinstance(app.focused, Input))
