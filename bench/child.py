@@ -70,13 +70,30 @@ def step_validate(settings, args: dict) -> dict:
 
 
 def step_refresh(settings, args: dict) -> dict:
-    from pipeline.refresh import run_refresh
+    """A refresh end to end, with each step's own CPU time and peak RSS: the step events
+    mark where one step ends and the next begins, and the RSS high-water mark is reset at
+    each start, so a step's peak is its own, not an earlier step's."""
+    from pipeline.refresh import StepFinished, StepStarted, run_refresh
+
+    measured: dict[str, dict] = {}
+    cpu_at_start: dict[str, float] = {}
+
+    def on_event(event) -> None:
+        if isinstance(event, StepStarted):
+            reset_peak_rss()
+            cpu_at_start[event.step] = _cpu()
+        elif isinstance(event, StepFinished) and event.step in cpu_at_start:
+            measured[event.step] = {"cpu_seconds": round(_cpu() - cpu_at_start[event.step], 3),
+                                    "peak_rss_mb": peak_rss_mb()}
 
     started = time.monotonic()
-    run = run_refresh(settings, mode=args["mode"], tables=[args.get("table", "product")])
+    run = run_refresh(settings, mode=args["mode"], tables=[args.get("table", "product")], on_event=on_event)
+    steps = {}
+    for s in run.steps:
+        counts = {k: v for k, v in s.counts.items() if isinstance(v, (int, float, bool))}
+        steps[s.step] = {"seconds": round(s.duration, 3), "state": s.state, **counts, **measured.get(s.step, {})}
     return {"seconds": time.monotonic() - started, "success": run.outcome == "ok", "outcome": run.outcome,
-            "error": run.error, "steps": {s.step: {"seconds": round(s.duration, 3), "state": s.state, **{
-                k: v for k, v in s.counts.items() if isinstance(v, (int, float, bool))}} for s in run.steps}}
+            "error": run.error, "steps": steps}
 
 
 def step_runbook_load(settings, args: dict) -> dict:

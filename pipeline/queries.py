@@ -75,30 +75,10 @@ LAYER_STAGING_ALL = "Staging (All)"
 LAYER_STAGING_ACTIVE = "Staging (Active)"
 LAYER_MARTS = "Marts"
 
-# Distinct keys of the state-carrying events of a bronze table: the same rule as the
-# dbt macros (schema-wrapped or bare value, op c/u/d/r, key from the row or the Kafka key).
+# Distinct keys of the state-carrying events of a bronze table, from its generated
+# columns (pipeline/bronze.py): the same rule as the dbt macros.
 _BRONZE_DISTINCT_KEYS = """
-SELECT count(DISTINCT coalesce(
-           x.row_data ->> {key},
-           (CASE WHEN jsonb_typeof(b.kafka_key) = 'object' AND b.kafka_key -> 'payload' IS NOT NULL
-                 THEN b.kafka_key -> 'payload' ELSE b.kafka_key END) ->> {key}))
-FROM {bronze} AS b
--- OFFSET 0 fences: unwrap each (TOASTed) payload once, not once per reference.
-CROSS JOIN LATERAL (
-    SELECT CASE WHEN jsonb_typeof(b.cdc_payload) = 'object' AND b.cdc_payload -> 'schema' IS NOT NULL
-                     AND b.cdc_payload -> 'payload' IS NOT NULL
-                THEN b.cdc_payload -> 'payload' ELSE b.cdc_payload END AS env
-    OFFSET 0
-) AS e
-CROSS JOIN LATERAL (
-    SELECT e.env ->> 'op' AS op,
-           CASE WHEN e.env ->> 'op' = 'd' THEN e.env -> 'before' ELSE e.env -> 'after' END AS row_data
-    OFFSET 0
-) AS x
-WHERE b.cdc_payload IS NOT NULL
-  AND jsonb_typeof(e.env) = 'object'
-  AND x.op IN ('c', 'u', 'd', 'r')
-  AND jsonb_typeof(x.row_data) = 'object'
+SELECT count(DISTINCT record_key) FROM {bronze} WHERE cdc_operation IS NOT NULL
 """
 
 
@@ -150,7 +130,6 @@ def layer_counts(conn, file_config: FileConfig, table: TableConfig) -> list[dict
     """Rows {'layer', 'records'}: bronze total, bronze distinct keys, staging all, staging active,
     marts. `records` is None for a relation that does not exist yet."""
     rel = relations(file_config, table)
-    key = sql.Literal(table.key_column)
     out: list[dict] = []
     with _Cursor(conn) as cur:
         bronze_ok = _exists(cur, *rel["bronze"])
@@ -167,10 +146,10 @@ def layer_counts(conn, file_config: FileConfig, table: TableConfig) -> list[dict
         staging = _rel(*rel["staging"])
         out.append({"layer": LAYER_BRONZE, "records": count(bronze_ok, sql.SQL("SELECT count(*) FROM {}").format(bronze))})
         out.append({"layer": LAYER_BRONZE_KEYS,
-                    "records": count(bronze_ok, sql.SQL(_BRONZE_DISTINCT_KEYS).format(key=key, bronze=bronze))})
+                    "records": count(bronze_ok, sql.SQL(_BRONZE_DISTINCT_KEYS).format(bronze=bronze))})
         staging_all = staging_active = None
         if staging_ok:
-            # The staging view decodes every CDC event: read it once for both counts.
+            # One scan for both counts.
             cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE deleted = false) FROM {}").format(staging))
             staging_all, staging_active = (int(v) for v in cur.fetchone())
         out.append({"layer": LAYER_STAGING_ALL, "records": staging_all})

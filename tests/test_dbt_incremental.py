@@ -12,7 +12,7 @@ except ImportError:
 from pipeline.steps.transform import DbtProject
 
 pytestmark = pytest.mark.timeout(600)
-SELECT = "stg_product dim_product"
+SELECT = "base_product stg_product dim_product"
 
 
 def marts(settings):

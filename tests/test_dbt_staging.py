@@ -38,9 +38,10 @@ def stg(settings, pid):
 
 def test_run_result_reports_nodes_timings_and_log_lines(built):
     _, _, result, lines = built
-    assert result.counts == {"success": 4, "total": 4}
+    assert result.counts == {"success": 6, "total": 6}
     names = {n.name: n for n in result.nodes}
-    assert set(names) == {"stg_product", "dim_product", "stg_measure_unit", "dim_measure_unit"}
+    assert set(names) == {"base_product", "stg_product", "dim_product",
+                          "base_measure_unit", "stg_measure_unit", "dim_measure_unit"}
     assert names["dim_product"].relation == '"bi_dbt_staging"."marts"."dim_product"'
     assert names["stg_product"].relation == '"bi_dbt_staging"."staging_staging"."stg_product"'
     assert all(n.status == "success" and n.execution_time > 0 and "execute" in n.timing for n in result.nodes)
@@ -58,6 +59,8 @@ def test_schemas_are_exactly_the_contract_names(built):
     assert [(r["table_schema"], r["table_name"], r["table_type"]) for r in rels] == [
         ("marts", "dim_measure_unit", "BASE TABLE"),
         ("marts", "dim_product", "BASE TABLE"),
+        ("staging_staging", "base_measure_unit", "BASE TABLE"),
+        ("staging_staging", "base_product", "BASE TABLE"),
         ("staging_staging", "stg_measure_unit", "VIEW"),
         ("staging_staging", "stg_product", "VIEW"),
     ]
@@ -189,7 +192,7 @@ def test_measure_unit_generic_path(built):
 
 def test_dbt_tests_pass_on_good_data(built):
     _, project, _, _ = built
-    result = project.test("stg_product dim_product")
+    result = project.test("base_product stg_product dim_product")
     assert result.success, [(n.name, n.status, n.message) for n in result.failed]
     assert result.counts.get("pass", 0) >= 20 and result.counts.get("fail", 0) == 0
     assert all(n.resource_type == "test" for n in result.nodes)

@@ -30,11 +30,11 @@ def custom(tmp_path_factory):
 
 def test_schema_names_come_from_settings(custom):
     lines: list[str] = []
-    result = DbtProject(custom, log=lines.append).run("stg_product dim_product")
+    result = DbtProject(custom, log=lines.append).run("base_product stg_product dim_product")
     assert result.success, result.error
-    assert result.counts == {"success": 2, "total": 2}
+    assert result.counts == {"success": 3, "total": 3}
     schemas = {r["table_schema"] for r in query(custom, """select table_schema from information_schema.tables
-                                                          where table_name in ('stg_product', 'dim_product')""")}
+                                                          where table_name in ('base_product', 'stg_product', 'dim_product')""")}
     assert schemas == {"stg_custom", "mart_custom"}
     assert not any(line.startswith("DEBUG") or "Acquiring new postgres connection" in line for line in lines)
 

@@ -29,7 +29,7 @@ def env(tmp_path_factory):
     early = queries.layer_counts(conn, settings.file, table)
     load_events(settings, "product", read_events("product_sqlserver.jsonl"))
     load_events(settings, "product", read_events("product_postgres.jsonl"))
-    assert DbtProject(settings).run("stg_product dim_product").success
+    assert DbtProject(settings).run("base_product stg_product dim_product").success
     yield settings, conn, table, early
     conn.close()
 

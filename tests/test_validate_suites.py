@@ -23,7 +23,7 @@ def good(tmp_path_factory):
     settings = fresh_settings("bi_validate", tmp_path_factory.mktemp("data"))
     load_events(settings, "product", read_events("product_sqlserver.jsonl"))
     load_events(settings, "product", read_events("product_postgres.jsonl"))
-    assert DbtProject(settings).run("stg_product dim_product", full_refresh=True).success
+    assert DbtProject(settings).run("base_product stg_product dim_product", full_refresh=True).success
     t = settings.file.thresholds
     t.min_active_products = 1
     t.min_multilingual_coverage = 0.5  # fixtures: 3 of 6 active products are 'Complete'
@@ -32,7 +32,7 @@ def good(tmp_path_factory):
 
 
 def rebuild(settings):
-    assert DbtProject(settings).run("stg_product dim_product", full_refresh=True).success
+    assert DbtProject(settings).run("base_product stg_product dim_product", full_refresh=True).success
 
 
 def find(result, suite, check=None, type_=None, column=None):

@@ -34,7 +34,7 @@
       else {{ value }} end)
 {%- endmacro %}
 
-{#- One column of the row state (after, or before for a delete) of a cdc_events() row. -#}
+{#- One column of the row state (after, or before for a delete) of a cdc_latest_events() row. -#}
 {% macro cdc_col(name, row='row_data') -%}
 ({{ row }} -> '{{ name }}')
 {%- endmacro %}
@@ -106,44 +106,34 @@ decode({{ x }} #>> '{}', 'base64')
 {%- endmacro %}
 
 {#-
-  A sortable text position of the change in the source's log:
-    sqlserver   commit_lsn / change_lsn / event_serial_no (LSNs are fixed-width hex
-                'xxxxxxxx:xxxxxxxx:xxxx', so they sort as text; a snapshot record
-                has no change_lsn and so sorts before a change of the same commit)
-    postgresql  lsn (a number), zero-padded
-    other       '' (ordering then falls to the Kafka offset)
--#}
-{% macro cdc_source_position(source) -%}
-(case {{ source }} ->> 'connector'
-      when 'sqlserver' then
-          lower(coalesce({{ source }} ->> 'commit_lsn', '')) || '/'
-          || lower(coalesce({{ source }} ->> 'change_lsn', '')) || '/'
-          || lpad(coalesce({{ source }} ->> 'event_serial_no', '0'), 12, '0')
-      when 'postgresql' then lpad(coalesce({{ source }} ->> 'lsn', '0'), 24, '0')
-      else ''
- end)
-{%- endmacro %}
-
-{#-
-  Every state-carrying change event of a bronze table, one row each:
+  The latest event of every key in a bronze table, one row each:
     record_key      the key column's value (from the row, else from the Kafka key)
     cdc_operation   c | u | d | r
     row_data        `after`, or `before` for a delete (jsonb, keyed by source column)
-    source_position see cdc_source_position
+    source_position a text sortable in the source log's order
     is_snapshot     op 'r' or source.snapshot set
     source_timestamp source.ts_ms (else the envelope's ts_ms) as timestamptz
   plus kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, batch_file, ingested_at.
-  Tombstones and events without a row (truncate, messages) are left out.
+
+  record_key, cdc_operation, source_position and is_snapshot are generated columns of
+  the bronze table (pipeline/bronze.py computes them when a row is stored), so events are
+  ranked on those small columns: by source position, a streamed change after a snapshot
+  record of the same position, then by Kafka offset. Only the winners' payloads are read.
+  Tombstones and events without a row (truncates, messages) have no cdc_operation and are
+  left out.
+
+  changed_since: a SQL expression of an `ingested_at` watermark; when set, only the keys
+  with an event stored at or after it are ranked (over all their events), which is what
+  an incremental staging model needs. Loads run one at a time (the refresh lock), so no
+  event can commit later with an earlier `ingested_at` than one already seen.
 -#}
-{% macro cdc_events(relation, key_column) -%}
+{% macro cdc_latest_events(relation, changed_since=none) -%}
 select
-    coalesce({{ decode_text(cdc_col(key_column, 'x.row_data')) }},
-             {{ decode_text(cdc_col(key_column, cdc_envelope('b.kafka_key'))) }}) as record_key,
-    x.cdc_operation,
+    b.record_key,
+    b.cdc_operation,
     x.row_data,
-    {{ cdc_source_position('x.cdc_source') }} as source_position,
-    (x.cdc_operation = 'r'
-        or coalesce(x.cdc_source ->> 'snapshot', 'false') not in ('false', '')) as is_snapshot,
+    b.source_position,
+    b.is_snapshot,
     coalesce({{ decode_instant("(x.cdc_source -> 'ts_ms')") }},
              {{ decode_instant("(e.envelope -> 'ts_ms')") }}) as source_timestamp,
     b.kafka_topic,
@@ -160,29 +150,12 @@ cross join lateral (
 ) as e
 cross join lateral (
     select
-        e.envelope ->> 'op' as cdc_operation,
         e.envelope -> 'source' as cdc_source,
-        case when e.envelope ->> 'op' = 'd' then e.envelope -> 'before'
+        case when b.cdc_operation = 'd' then e.envelope -> 'before'
              else e.envelope -> 'after' end as row_data
     offset 0
 ) as x
-where b.cdc_payload is not null
-  and jsonb_typeof(e.envelope) = 'object'
-  and x.cdc_operation in ('c', 'u', 'd', 'r')
-  and jsonb_typeof(x.row_data) = 'object'
-{%- endmacro %}
-
-{#-
-  The latest event per key of `events_sql` (the SQL of a cdc_events() select): by
-  source position, a streamed change after a snapshot record of the same position,
-  then by Kafka offset. Only the small ranking columns go through the sort; the
-  winning events are then fetched by their Kafka position (the bronze unique key),
-  so the row payloads of superseded events are never carried around.
--#}
-{% macro latest_event_per_key(events_sql, key='record_key') -%}
-select latest.*
-from ({{ events_sql }}) as latest
-where (latest.kafka_topic, latest.kafka_partition, latest.kafka_offset) in (
+where (b.kafka_topic, b.kafka_partition, b.kafka_offset) in (
     select ranked.kafka_topic, ranked.kafka_partition, ranked.kafka_offset
     from (
         select
@@ -190,15 +163,52 @@ where (latest.kafka_topic, latest.kafka_partition, latest.kafka_offset) in (
             ev.kafka_partition,
             ev.kafka_offset,
             row_number() over (
-                partition by ev.{{ key }}
+                partition by ev.record_key
                 order by coalesce(ev.source_position, '') desc,
                          case when ev.is_snapshot then 0 else 1 end desc,
                          ev.kafka_offset desc,
                          ev.kafka_partition desc
             ) as cdc_rank
-        from ({{ events_sql }}) as ev
-        where ev.{{ key }} is not null
+        from {{ relation }} as ev
+        where ev.cdc_operation is not null
+          and ev.record_key is not null
+          {%- if changed_since is not none %}
+          and ev.record_key in (
+              select changed.record_key from {{ relation }} as changed
+              where changed.ingested_at >= ({{ changed_since }})
+          )
+          {%- endif %}
     ) as ranked
     where ranked.cdc_rank = 1
 )
+{%- endmacro %}
+
+{#-
+  The watermark of an incremental staging model: the newest `ingested_at` it holds.
+  None on a full build (every key is ranked).
+-#}
+{% macro cdc_changed_since(target) -%}
+{%- if is_incremental() -%}
+select coalesce(max(ingested_at), '-infinity'::timestamptz) from {{ target }}
+{%- else -%}
+{{ return(none) }}
+{%- endif -%}
+{%- endmacro %}
+
+{#-
+  A post-hook of an incremental staging model: remove the rows whose key no longer has
+  any state-carrying event in bronze (bronze rows removed by hand or by a reload), which
+  delete+insert alone cannot do. `key_text` turns the model's key into bronze's
+  record_key text.
+-#}
+{% macro delete_keys_gone_from_bronze(target, relation, key_text) -%}
+{%- if not is_incremental() -%}
+select 1 as nothing_to_delete_after_a_full_build
+{%- else -%}
+delete from {{ target }} as t
+where not exists (
+    select 1 from {{ relation }} as b
+    where b.record_key = ({{ key_text }}) and b.cdc_operation is not null
+)
+{%- endif -%}
 {%- endmacro %}

@@ -13,6 +13,7 @@ import base64
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import orjson
@@ -267,34 +268,63 @@ def _ingest_partition(consumer, store, checkpoints, table, topic, partition, sta
                       result, log, cancel) -> None:
     consumer.assign([TopicPartition(topic, partition, start)])
     batch = _Batch()
-    position = start
     started = time.monotonic()
+    # One object is uploaded in the background while the next batch is read: the S3 server
+    # and the broker then work at the same time. The position still moves only after the
+    # object is written, in order, so at most one written-but-unrecorded object exists; a
+    # rerun rewrites it under the same name.
+    uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-upload")
+    in_flight: tuple[Future, _Batch] | None = None
 
-    def flush() -> None:
-        nonlocal batch
-        if batch.first is None:
-            return
-        if batch.lines:
-            put_with_retry(store, object_key(table, topic, partition, batch.first, batch.last),
-                           b"".join(batch.lines), log, cancel)
-            result.objects += 1
-        if batch.quarantine:
-            put_with_retry(store, quarantine_key(table, topic, partition, batch.first, batch.last),
-                           b"".join(batch.quarantine), log, cancel)
-        # The position moves only once the objects are safely written.
-        checkpoints.set(topic, partition, batch.last + 1, epoch)
+    def upload(done: _Batch) -> None:
+        if done.lines:
+            put_with_retry(store, object_key(table, topic, partition, done.first, done.last),
+                           b"".join(done.lines), log, cancel)
+        if done.quarantine:
+            put_with_retry(store, quarantine_key(table, topic, partition, done.first, done.last),
+                           b"".join(done.quarantine), log, cancel)
+
+    def record(future: Future, done: _Batch) -> None:
+        future.result()  # raises the upload's error here, before the position can move
+        checkpoints.set(topic, partition, done.last + 1, epoch)
         try:
-            consumer.commit(offsets=[TopicPartition(topic, partition, batch.last + 1)], asynchronous=True)
+            consumer.commit(offsets=[TopicPartition(topic, partition, done.last + 1)], asynchronous=True)
         except Exception:
             pass  # the analytics database holds the authoritative position; the group commit is for tooling
-        result.events += len(batch.lines)
-        result.quarantined += len(batch.quarantine)
-        result.tombstones += batch.tombstones
-        rate = (position - start) / max(time.monotonic() - started, 1e-6)
-        log(f"ingest: {topic}[{partition}] {position - start}/{end - start} events, "
+        result.objects += 1 if done.lines else 0
+        result.events += len(done.lines)
+        result.quarantined += len(done.quarantine)
+        result.tombstones += done.tombstones
+        rate = (done.last + 1 - start) / max(time.monotonic() - started, 1e-6)
+        log(f"ingest: {topic}[{partition}] {done.last + 1 - start}/{end - start} events, "
             f"{result.objects} objects, {result.quarantined} quarantined ({rate:,.0f} events/s)")
+
+    def wait_in_flight() -> None:
+        nonlocal in_flight
+        if in_flight is not None:
+            waiting, in_flight = in_flight, None
+            record(*waiting)
+
+    def flush() -> None:
+        nonlocal batch, in_flight
+        if batch.first is None:
+            return
+        wait_in_flight()
+        in_flight = (uploads.submit(upload, batch), batch)
         batch = _Batch()
 
+    try:
+        _read_partition(consumer, checkpoints, table, topic, partition, start, end, epoch, batch_size,
+                        lambda: batch, flush, log, cancel)
+        flush()
+        wait_in_flight()
+    finally:
+        uploads.shutdown(wait=True)
+
+
+def _read_partition(consumer, checkpoints, table, topic, partition, start, end, epoch, batch_size,
+                    current_batch, flush, log, cancel) -> None:
+    position = start
     idle_since = last_check = time.monotonic()
     while position < end:
         if cancel is not None and cancel.is_set():
@@ -320,6 +350,7 @@ def _ingest_partition(consumer, store, checkpoints, table, topic, partition, sta
             if offset >= end:
                 continue
             position = offset + 1
+            batch = current_batch()
             batch.add_offset(offset)
             key, value = message.key(), message.value()
             try:
@@ -343,4 +374,3 @@ def _ingest_partition(consumer, store, checkpoints, table, topic, partition, sta
             if now - idle_since >= STALL_SECONDS:
                 raise RuntimeError(f"no message from {topic}[{partition}] for {STALL_SECONDS:.0f}s at offset {position} "
                                    f"(expected up to {end - 1}): is the broker at {checkpoints.settings.kafka_bootstrap} up?")
-    flush()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import orjson
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 
 from pipeline.bronze import bronze_relation, ensure_bronze
@@ -29,9 +30,10 @@ from pipeline.storage import RawStore
 
 Log = Callable[[str], None]
 
-_INSERT = """
-INSERT INTO {bronze} (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, cdc_payload, batch_file)
-SELECT kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, cdc_payload, %s
+_COLUMNS = "kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, cdc_payload, batch_file"
+_INSERT = f"""
+INSERT INTO {{bronze}} ({_COLUMNS})
+SELECT {_COLUMNS}
 FROM load_lines
 ORDER BY line_number
 ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
@@ -96,11 +98,11 @@ def _copy_text(value) -> bytes:
     return orjson.dumps(value).replace(b"\\", b"\\\\")
 
 
-def _copy_row(number: int, parsed: tuple) -> bytes:
+def _copy_row(parsed: tuple, batch_file: bytes) -> bytes:
     topic, partition, offset, timestamp, key, value = parsed
     return b"\t".join((
-        b"%d" % number, topic.encode().replace(b"\\", b"\\\\"), b"%d" % partition, b"%d" % offset,
-        b"\\N" if timestamp is None else b"%d" % timestamp, _copy_text(key), _copy_text(value),
+        topic.encode().replace(b"\\", b"\\\\"), b"%d" % partition, b"%d" % offset,
+        b"\\N" if timestamp is None else b"%d" % timestamp, _copy_text(key), _copy_text(value), batch_file,
     )) + b"\n"
 
 
@@ -135,6 +137,10 @@ class Loader:
     def close(self) -> None:
         self.conn.close()
 
+    def analyze(self) -> None:
+        with self.conn, self.conn.cursor() as cur:
+            cur.execute(sql.SQL("ANALYZE {}").format(self.bronze))
+
     def truncate(self) -> None:
         with self.conn, self.conn.cursor() as cur:
             cur.execute(sql.SQL("TRUNCATE {}").format(self.bronze))
@@ -158,6 +164,7 @@ class Loader:
         """Parse and check an object's lines into COPY text. Pure Python: safe in another thread."""
         prepared = PreparedObject(io.BytesIO())
         good, rejects = prepared.copy_text, prepared.rejects
+        batch_file = key.encode().replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n")
         lines = 0
         for number, raw in enumerate(body.splitlines(), start=1):
             if not raw.strip():
@@ -166,23 +173,46 @@ class Loader:
             try:
                 # Schema-wrapped values are stored as their bare envelope: the schema block is
                 # two thirds of every message and the same for all of them.
-                good.write(_copy_row(number, parse_line(raw)))
+                good.write(_copy_row(parse_line(raw), batch_file))
             except BadLine as bad:
                 rejects.append((self.table.bronze_table, key, number, str(bad), raw.decode("utf-8", "replace")[:10000]))
         good.seek(0)
         prepared.lines = lines
         return prepared
 
+    def _copy_into_bronze(self, cur, good: io.BytesIO) -> int | None:
+        """COPY straight into bronze: rows inserted, or None when some row is already there.
+
+        An object normally holds offsets no other object holds, so the common case needs no
+        staging table; a replayed or overlapping object hits the unique key, and then the
+        whole COPY is undone (savepoint) for the ON CONFLICT path."""
+        cur.execute("SAVEPOINT copy_into_bronze")
+        try:
+            cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(self.bronze, sql.SQL(_COLUMNS)), good)
+        except psycopg2.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT copy_into_bronze")
+            good.seek(0)
+            return None
+        inserted = cur.rowcount
+        cur.execute("RELEASE SAVEPOINT copy_into_bronze")
+        return inserted
+
+    def _copy_through_temp_table(self, cur, good: io.BytesIO) -> int:
+        """COPY into a temporary table, then insert what bronze does not hold yet (in line order)."""
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS load_lines (line_number bigint GENERATED ALWAYS AS IDENTITY, "
+                    "kafka_topic text, kafka_partition integer, kafka_offset bigint, kafka_timestamp bigint, "
+                    "kafka_key jsonb, cdc_payload jsonb, batch_file text) ON COMMIT DELETE ROWS")
+        cur.copy_expert(f"COPY load_lines ({_COLUMNS}) FROM STDIN", good)
+        cur.execute(sql.SQL(_INSERT).format(bronze=self.bronze))
+        return cur.rowcount
+
     def write_object(self, key: str, etag: str, prepared: PreparedObject) -> tuple[int, int, int]:
         """(lines, inserted, rejected): the prepared lines, the rejects and the manifest row in one transaction."""
         good, rejects, lines = prepared.copy_text, prepared.rejects, prepared.lines
         with self.conn, self.conn.cursor() as cur:
-            cur.execute("CREATE TEMP TABLE IF NOT EXISTS load_lines (line_number integer, kafka_topic text, "
-                        "kafka_partition integer, kafka_offset bigint, kafka_timestamp bigint, kafka_key jsonb, "
-                        "cdc_payload jsonb) ON COMMIT DELETE ROWS")
-            cur.copy_expert("COPY load_lines FROM STDIN", good)
-            cur.execute(sql.SQL(_INSERT).format(bronze=self.bronze), (key,))
-            inserted = cur.rowcount
+            inserted = self._copy_into_bronze(cur, good)
+            if inserted is None:
+                inserted = self._copy_through_temp_table(cur, good)
             if rejects:
                 cur.executemany(sql.SQL(
                     "INSERT INTO {}.load_rejects (bronze_table, object_key, line_number, reason, line) "
@@ -225,6 +255,11 @@ def load(settings: Settings, table: TableConfig, *, full: bool, log: Log = print
                 log(f"load: {obj['Key']}: {rejected} line(s) rejected, see {settings.file.meta_schema}.load_rejects")
             if index % 10 == 0 or index == len(pending):
                 log(f"load: {index}/{len(pending)} objects, {result.inserted} rows inserted")
+        if result.inserted:
+            # Fresh statistics before anyone reads the new rows: without them the planner takes
+            # a freshly filled table for an empty one, and staging's ranking join turns quadratic.
+            loader.analyze()
+            log(f"load: analyzed {settings.file.bronze_schema}.{table.bronze_table}")
     finally:
         loader.close()
     return result
