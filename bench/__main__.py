@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop the run when the machine's available memory falls below this")
     parser.add_argument("--profile", type=Path, default=None,
                         help="write pyinstrument profiles of ingest and load into this directory")
-    parser.add_argument("--compression", default="none", choices=["none", "lz4", "zstd", "gzip", "snappy"],
-                        help="producer compression (Kafka Connect's default is none)")
+    parser.add_argument("--compression", default="auto", choices=["auto", "none", "lz4", "zstd", "gzip", "snappy"],
+                        help="producer compression; auto: none (Kafka Connect's default) below "
+                             f"{harness.COMPRESS_FROM_EVENTS:,} events, lz4 from there on, because this "
+                             "broker build keeps topics in memory (1M plain events would take ~11 GB)")
     args = parser.parse_args(argv)
 
     sizes = [args.events] if args.events else [int(s) for s in (args.sizes or "100000,300000,1000000").split(",")]
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         result = harness.run_size(size, log=lambda line: print(line, file=sys.stderr, flush=True),
                                   runbook_max_events=args.runbook_max_events or None, skip_runbook=args.skip_runbook,
                                   min_available_gib=args.min_free_gib, profile_dir=args.profile,
-                                  compression=args.compression,
+                                  compression=harness.compression_for(size, args.compression),
                                   phases={p.strip() for p in args.phases.split(",") if p.strip()})
         report["sizes"].append(result)
         if result.get("error") and "memory guard" in result["error"]:

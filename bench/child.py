@@ -69,22 +69,56 @@ def step_validate(settings, args: dict) -> dict:
             "failed": failed}
 
 
+SERVICES = ("postgres", "kafka", "s3")
+
+
+def service_cpu(settings) -> dict[str, float]:
+    """CPU seconds used so far by each service of the embedded stack (with its child processes,
+    e.g. PostgreSQL's backends; a backend that exited is counted by its parent's children times)."""
+    import psutil
+
+    from pipeline.runtime.embedded import EmbeddedRuntime
+
+    runtime = EmbeddedRuntime(settings)
+    out = {}
+    for service in SERVICES:
+        record = runtime.process(service).record()
+        proc = record.process() if record else None
+        if proc is None:
+            continue
+        total = 0.0
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system + (t.children_user + t.children_system if p is proc else 0.0)
+            except psutil.Error:
+                pass
+        out[service] = total
+    return out
+
+
 def step_refresh(settings, args: dict) -> dict:
-    """A refresh end to end, with each step's own CPU time and peak RSS: the step events
-    mark where one step ends and the next begins, and the RSS high-water mark is reset at
-    each start, so a step's peak is its own, not an earlier step's."""
+    """A refresh end to end, with each step's own CPU time and peak RSS, and the CPU time the
+    services (PostgreSQL, the broker, the S3 server) spent meanwhile: the step events mark
+    where one step ends and the next begins, and the RSS high-water mark is reset at each
+    start, so a step's peak is its own, not an earlier step's."""
     from pipeline.refresh import StepFinished, StepStarted, run_refresh
 
     measured: dict[str, dict] = {}
-    cpu_at_start: dict[str, float] = {}
+    at_start: dict[str, tuple[float, dict]] = {}
 
     def on_event(event) -> None:
         if isinstance(event, StepStarted):
             reset_peak_rss()
-            cpu_at_start[event.step] = _cpu()
-        elif isinstance(event, StepFinished) and event.step in cpu_at_start:
-            measured[event.step] = {"cpu_seconds": round(_cpu() - cpu_at_start[event.step], 3),
-                                    "peak_rss_mb": peak_rss_mb()}
+            at_start[event.step] = (_cpu(), service_cpu(settings), peak_rss_mb())
+        elif isinstance(event, StepFinished) and event.step in at_start:
+            cpu0, services0, rss0 = at_start[event.step]
+            services1 = service_cpu(settings)
+            # rss_at_start_mb: what the process already held when the step began (earlier
+            # steps' freed memory that the allocator kept); the step's own growth is the difference.
+            measured[event.step] = {
+                "cpu_seconds": round(_cpu() - cpu0, 3), "peak_rss_mb": peak_rss_mb(), "rss_at_start_mb": rss0,
+                "service_cpu_seconds": {k: round(services1[k] - services0.get(k, 0.0), 2) for k in services1}}
 
     started = time.monotonic()
     run = run_refresh(settings, mode=args["mode"], tables=[args.get("table", "product")], on_event=on_event)

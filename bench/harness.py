@@ -50,6 +50,13 @@ GiB = 1024 ** 3
 PHASES = ("full", "runbook", "incremental")
 OPTIONAL_PHASES = ("steps",)
 DEFAULT_RUNBOOK_MAX_EVENTS = 50_000
+COMPRESS_FROM_EVENTS = 500_000
+
+
+def compression_for(events: int, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "lz4" if events >= COMPRESS_FROM_EVENTS else "none"
 
 TARGETS = {
     "ingest_events_per_s": 50_000,
@@ -241,7 +248,7 @@ def run_size(events: int, *, log=print, runbook_max_events: int | None = None, m
     guard = MemoryGuard(stack.runtime, min_available_gib, log)
     guard.start()
     table = stack.settings.table("product")
-    result: dict = {"events": events, "steps": {}, "runbook": {}, "uptime_before": _loadavg(),
+    result: dict = {"events": events, "compression": compression, "steps": {}, "runbook": {}, "uptime_before": _loadavg(),
                     "memory_available_before_gib": round(psutil.virtual_memory().available / GiB, 1)}
 
     def child(step: str, args: dict | None = None) -> dict:
@@ -355,6 +362,19 @@ def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _with_services(step: dict, note: str) -> str:
+    """The note plus the CPU seconds PostgreSQL, the broker and the S3 server spent during the step."""
+    if step.get("rss_at_start_mb") is not None:
+        held = f"RSS {step['rss_at_start_mb']:.0f} MB held at start"
+        note = f"{note}; {held}" if note else held
+    services = step.get("service_cpu_seconds")
+    if not services:
+        return note
+    names = {"postgres": "PostgreSQL", "kafka": "broker", "s3": "S3"}
+    spent = ", ".join(f"{names.get(k, k)} {v:.1f}" for k, v in services.items() if v >= 0.05)
+    return f"{note}; services CPU s: {spent}" if note else f"services CPU s: {spent}"
+
+
 def derive(result: dict) -> dict:
     """Rates, per-event costs and ratios from the raw measurements."""
     n = result["events"]
@@ -375,10 +395,11 @@ def derive(result: dict) -> dict:
     if "ingest" in steps:
         s = steps["ingest"]
         row("ingest", s["events"] + s.get("quarantined", 0), "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
-            f"{s['objects']} objects, {s.get('raw_bytes', 0) / 2**20:,.0f} MiB raw")
+            _with_services(s, f"{s['objects']} objects, {s.get('raw_bytes', 0) / 2**20:,.0f} MiB raw"))
     if "load" in steps:
         s = steps["load"]
-        row("load (bronze)", s["inserted"], "rows", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"), f"{s['objects']} objects")
+        row("load (bronze)", s["inserted"], "rows", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
+            _with_services(s, f"{s['objects']} objects"))
     for name in ("transform", "test", "validate"):
         if name in steps:
             s = steps[name]
@@ -387,7 +408,7 @@ def derive(result: dict) -> dict:
                 note = ", ".join(f"{k} {v:.1f}s" for k, v in s.get("nodes", {}).items())
             if name == "test":
                 note = "slowest: " + ", ".join(f"{k} {v:.1f}s" for k, v in s.get("slowest", [])[:2])
-            row(name, n, "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"), note)
+            row(name, n, "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"), _with_services(s, note))
     rb = result.get("runbook", {})
     if "step3_load" in rb:
         s = rb["step3_load"]
@@ -482,7 +503,7 @@ def linearity(sizes: list[dict]) -> dict:
 def format_table(report: dict) -> str:
     lines = []
     for size in report["sizes"]:
-        lines.append(f"### {size['events']:,} events (load avg before {size.get('uptime_before')}, after "
+        lines.append(f"### {size['events']:,} events, topic compression {size.get('compression', 'none')} (load avg before {size.get('uptime_before')}, after "
                      f"{size.get('uptime_after')}; lowest free memory {size.get('memory_lowest_available_gib')} GiB; "
                      f"services peak RSS {size.get('service_peak_rss_mb')} MB)")
         lines.append("")

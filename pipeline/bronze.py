@@ -136,6 +136,15 @@ def ensure_bronze(cur, file_config: FileConfig, table: TableConfig) -> None:
                 relation, sql.Identifier(name), sql.SQL(type_name), sql.SQL(expression)))
     cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (record_key)").format(
         sql.Identifier(f"{table.bronze_table}_record_key_idx"), relation))
+    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (ingested_at)").format(
+        sql.Identifier(f"{table.bronze_table}_ingested_at_idx"), relation))
+    # Payloads are stored out of line without compression: a load is bound by PostgreSQL's
+    # CPU, pglz is the only method some builds offer (no lz4), and compressing every payload
+    # cost ~15 % of the load for the 2x disk it saves. Applies to rows stored from now on.
+    cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'cdc_payload'",
+                (relation.as_string(cur),))
+    if cur.fetchone()[0] != "e":
+        cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN cdc_payload SET STORAGE EXTERNAL").format(relation))
     ensure_meta(cur, file_config)
 
 

@@ -174,6 +174,7 @@ class Settings(BaseSettings):
 
     alert_webhook_url: str | None = None
     ingest_batch_size: int = 5000
+    load_workers: int = Field(default=2, ge=1, le=16)
 
     @field_validator("pg_database", "pg_user", "pg_reader_user", "source_database", "source_user")
     @classmethod

@@ -106,7 +106,7 @@ def _consumer(settings: Settings, table: TableConfig) -> Consumer:
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
         "fetch.wait.max.ms": 100,
-        "queued.max.messages.kbytes": 65536,
+        "queued.max.messages.kbytes": 16384,
         "fetch.max.bytes": 16 * 1024 * 1024,
     })
 

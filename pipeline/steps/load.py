@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Optional
 
+import msgspec
 import orjson
 
 import psycopg2
@@ -91,6 +92,45 @@ def parse_line(raw: bytes) -> tuple[str, int, int, int | None, object, object]:
     return record["topic"], record["partition"], record["offset"], timestamp, record.get("key"), value
 
 
+class _RawLine(msgspec.Struct):
+    """A raw-zone line as ingest writes it; key and value stay JSON text (never Python objects)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: msgspec.Raw
+    timestamp: Optional[int] = None
+    key: msgspec.Raw = msgspec.UNSET
+
+
+_RAW_LINE = msgspec.json.Decoder(_RawLine)
+_NULL = b"null"
+
+
+def _fast_copy_row(raw: bytes, batch_file: bytes) -> bytes | None:
+    """The COPY row of an ordinary line without building its JSON in Python (most of the
+    load's own CPU went there), or None when anything is unusual: the caller then takes
+    parse_line, which decides the same way and names what is wrong."""
+    if b"\t" in raw or b"\r" in raw:
+        return None  # whitespace that COPY's text format would read as a column separator
+    try:
+        line = _RAW_LINE.decode(raw)
+        if not raw.isascii():
+            raw.decode("utf-8")  # JSON the decoder skips is not checked for UTF-8
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None
+    value = bytes(line.value)
+    if not (value.startswith(b"{") or value == _NULL) or b'"payload"' in value:
+        return None  # a schema-wrapped value (its fields in any order) is unwrapped by the full path
+    key = _NULL if line.key is msgspec.UNSET else bytes(line.key)
+    return b"\t".join((
+        line.topic.encode().replace(b"\\", b"\\\\"), b"%d" % line.partition, b"%d" % line.offset,
+        b"\\N" if line.timestamp is None else b"%d" % line.timestamp,
+        b"\\N" if key == _NULL else key.replace(b"\\", b"\\\\"),
+        b"\\N" if value == _NULL else value.replace(b"\\", b"\\\\"), batch_file,
+    )) + b"\n"
+
+
 def _copy_text(value) -> bytes:
     # COPY's text format: backslash escapes, \N for NULL; compact JSON has no raw tabs or newlines.
     if value is None:
@@ -123,10 +163,9 @@ class Loader:
 
         An object's lines (5,000 x a few kB) fit in memory: the temp table in local buffers
         (set before the session's first temp table), the ORDER BY of the insert in work_mem.
-        lz4 compresses the TOASTed payloads several times faster than the default pglz, and
-        decompresses faster for every later read of bronze (a column without an explicit
-        compression method takes the session's default when a row is stored)."""
-        for setting in ("SET temp_buffers = '64MB'", "SET work_mem = '64MB'", "SET default_toast_compression = 'lz4'"):
+        A commit need not wait for the WAL flush: an object whose commit is lost in a server
+        crash is not in the manifest either, so the next load simply loads it again."""
+        for setting in ("SET temp_buffers = '64MB'", "SET work_mem = '64MB'", "SET synchronous_commit = off"):
             try:
                 with self.conn.cursor() as cur:
                     cur.execute(setting)
@@ -166,14 +205,16 @@ class Loader:
         good, rejects = prepared.copy_text, prepared.rejects
         batch_file = key.encode().replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n")
         lines = 0
-        for number, raw in enumerate(body.splitlines(), start=1):
-            if not raw.strip():
+        # Line by line from the object's buffer: a list of all its lines would double the memory.
+        for number, raw in enumerate(io.BytesIO(body), start=1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw or raw.isspace():
                 continue
             lines += 1
             try:
                 # Schema-wrapped values are stored as their bare envelope: the schema block is
                 # two thirds of every message and the same for all of them.
-                good.write(_copy_row(parse_line(raw), batch_file))
+                good.write(_fast_copy_row(raw, batch_file) or _copy_row(parse_line(raw), batch_file))
             except BadLine as bad:
                 rejects.append((self.table.bronze_table, key, number, str(bad), raw.decode("utf-8", "replace")[:10000]))
         good.seek(0)
@@ -241,20 +282,10 @@ def load(settings: Settings, table: TableConfig, *, full: bool, log: Log = print
         objects = list(store.list(table.raw_objects_prefix))
         pending = [o for o in objects if done.get(o["Key"]) != o["ETag"]]
         result.skipped = len(objects) - len(pending)
-        log(f"load: {len(pending)} new objects under {table.raw_prefix} ({result.skipped} already loaded)")
-        for index, (obj, prepared) in enumerate(_prepared_ahead(store, loader, pending, cancel), start=1):
-            if cancel is not None and cancel.is_set():
-                raise StepCancelled(f"load cancelled after {index - 1} of {len(pending)} objects; "
-                                    "every loaded object is complete and recorded")
-            lines, inserted, rejected = loader.write_object(obj["Key"], obj["ETag"], prepared)
-            result.objects += 1
-            result.lines += lines
-            result.inserted += inserted
-            result.rejected += rejected
-            if rejected:
-                log(f"load: {obj['Key']}: {rejected} line(s) rejected, see {settings.file.meta_schema}.load_rejects")
-            if index % 10 == 0 or index == len(pending):
-                log(f"load: {index}/{len(pending)} objects, {result.inserted} rows inserted")
+        workers = max(1, min(settings.load_workers, len(pending)))
+        log(f"load: {len(pending)} new objects under {table.raw_prefix} ({result.skipped} already loaded), "
+            f"{workers} at a time")
+        _load_objects(settings, table, loader, store, pending, workers, result, log, cancel)
         if result.inserted:
             # Fresh statistics before anyone reads the new rows: without them the planner takes
             # a freshly filled table for an empty one, and staging's ranking join turns quadratic.
@@ -265,21 +296,61 @@ def load(settings: Settings, table: TableConfig, *, full: bool, log: Log = print
     return result
 
 
-def _prepared_ahead(store: RawStore, loader: Loader, pending: list[dict],
-                    cancel: threading.Event | None) -> Iterator[tuple[dict, PreparedObject]]:
-    """The pending objects, each read and parsed one step ahead in a worker thread while the
-    previous one is written: PostgreSQL (another process) works while Python parses. At
-    most two prepared objects are held at a time, so memory stays bounded by the object size."""
-    if not pending:
-        return
+def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: RawStore, pending: list[dict],
+                  workers: int, result: LoadResult, log: Log, cancel: threading.Event | None) -> None:
+    """Load `pending` with `workers` threads, each with its own connection (a PostgreSQL backend
+    of its own: the server parses and stores one object per core while Python parses the next).
 
-    def prepare(obj: dict) -> PreparedObject:
-        return loader.prepare_object(obj["Key"], store.get(obj["Key"]))
+    Each object is still one transaction, so the outcome is the same as one at a time: every
+    object is either wholly loaded and recorded, or not at all. The first error stops the
+    others after their current object, and is raised."""
+    remaining = iter(pending)
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    finished = 0
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-prepare") as pool:
-        future = pool.submit(prepare, pending[0])
-        for index, obj in enumerate(pending):
-            prepared = future.result()
-            if index + 1 < len(pending) and not (cancel is not None and cancel.is_set()):
-                future = pool.submit(prepare, pending[index + 1])
-            yield obj, prepared
+    def next_object() -> dict | None:
+        with lock:
+            if stop.is_set() or (cancel is not None and cancel.is_set()):
+                return None
+            return next(remaining, None)
+
+    def work(loader: Loader) -> None:
+        nonlocal finished
+        try:
+            while (obj := next_object()) is not None:
+                prepared = loader.prepare_object(obj["Key"], store.get(obj["Key"]))
+                lines, inserted, rejected = loader.write_object(obj["Key"], obj["ETag"], prepared)
+                with lock:
+                    finished += 1
+                    result.objects += 1
+                    result.lines += lines
+                    result.inserted += inserted
+                    result.rejected += rejected
+                    count, total = finished, result.inserted
+                if rejected:
+                    log(f"load: {obj['Key']}: {rejected} line(s) rejected, see {settings.file.meta_schema}.load_rejects")
+                if count % 10 == 0 or count == len(pending):
+                    log(f"load: {count}/{len(pending)} objects, {total} rows inserted")
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's thread
+            with lock:
+                errors.append(exc)
+            stop.set()
+
+    loaders = [first] + [Loader(settings, table, log) for _ in range(workers - 1)]
+    try:
+        threads = [threading.Thread(target=work, args=(loader,), name=f"load-{n}", daemon=True)
+                   for n, loader in enumerate(loaders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for extra in loaders[1:]:
+            extra.close()
+    if errors:
+        raise errors[0]
+    if cancel is not None and cancel.is_set() and result.objects < len(pending):
+        raise StepCancelled(f"load cancelled after {result.objects} of {len(pending)} objects; "
+                            "every loaded object is complete and recorded")
