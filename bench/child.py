@@ -97,6 +97,20 @@ def service_cpu(settings) -> dict[str, float]:
     return out
 
 
+def _profile_result(profiler, directory: str, name: str) -> dict:
+    """Stop a pyinstrument profiler, write its text report, and say where the time went."""
+    import os
+
+    from bench.attribution import attribute
+
+    profiler.stop()
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{name}.txt")
+    with open(path, "w") as fh:
+        fh.write(profiler.output_text(unicode=False, color=False, show_all=False))
+    return {"profile": path, "time_owners": attribute(profiler.last_session)}
+
+
 def step_refresh(settings, args: dict) -> dict:
     """A refresh end to end, with each step's own CPU time and peak RSS, and the CPU time the
     services (PostgreSQL, the broker, the S3 server) spent meanwhile: the step events mark
@@ -106,9 +120,16 @@ def step_refresh(settings, args: dict) -> dict:
 
     measured: dict[str, dict] = {}
     at_start: dict[str, tuple[float, dict]] = {}
+    profile_dir = args.get("profile_dir")
+    profilers: dict[str, object] = {}
 
     def on_event(event) -> None:
         if isinstance(event, StepStarted):
+            if profile_dir:
+                from pyinstrument import Profiler
+
+                profilers[event.step] = Profiler(interval=0.005)
+                profilers[event.step].start()
             reset_peak_rss()
             at_start[event.step] = (_cpu(), service_cpu(settings), peak_rss_mb())
         elif isinstance(event, StepFinished) and event.step in at_start:
@@ -119,6 +140,9 @@ def step_refresh(settings, args: dict) -> dict:
             measured[event.step] = {
                 "cpu_seconds": round(_cpu() - cpu0, 3), "peak_rss_mb": peak_rss_mb(), "rss_at_start_mb": rss0,
                 "service_cpu_seconds": {k: round(services1[k] - services0.get(k, 0.0), 2) for k in services1}}
+            if event.step in profilers:
+                measured[event.step].update(_profile_result(profilers.pop(event.step), profile_dir,
+                                                            f"{args['mode']}-{event.step}"))
 
     started = time.monotonic()
     run = run_refresh(settings, mode=args["mode"], tables=[args.get("table", "product")], on_event=on_event)
@@ -192,7 +216,10 @@ def main() -> None:
         profiler.stop()
         with open(profile, "w") as fh:
             fh.write(profiler.output_text(unicode=False, color=False, show_all=False))
+        from bench.attribution import attribute
+
         out["profile"] = profile
+        out["time_owners"] = attribute(profiler.last_session)
     else:
         out = STEPS[step](settings, args)
     out["cpu_seconds"] = _cpu() - cpu_before  # this process only: not the broker's, moto's or PostgreSQL's

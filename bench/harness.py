@@ -256,6 +256,8 @@ def run_size(events: int, *, log=print, runbook_max_events: int | None = None, m
         if profile_dir is not None and step in ("ingest", "load"):
             profile_dir.mkdir(parents=True, exist_ok=True)
             args["profile"] = str(profile_dir / f"{step}-{events}.txt")
+        if profile_dir is not None and step == "refresh":
+            args["profile_dir"] = str(profile_dir / f"refresh-{events}")
         out = run_child(stack, step, args, guard)
         log(f"   {step}: {out['seconds']:.2f}s, peak RSS {out['peak_rss_mb']:.0f} MB, "
             f"available {psutil.virtual_memory().available / GiB:.1f} GiB")
@@ -363,7 +365,13 @@ def _loadavg() -> str:
 
 
 def _with_services(step: dict, note: str) -> str:
-    """The note plus the CPU seconds PostgreSQL, the broker and the S3 server spent during the step."""
+    """The note plus the CPU seconds PostgreSQL, the broker and the S3 server spent during the step,
+    and, from a profile, where the step's main thread spent its time."""
+    if step.get("time_owners"):
+        from bench.attribution import format_attribution
+
+        owners = "main thread: " + format_attribution(step["time_owners"])
+        note = f"{note}; {owners}" if note else owners
     if step.get("rss_at_start_mb") is not None:
         held = f"RSS {step['rss_at_start_mb']:.0f} MB held at start"
         note = f"{note}; {held}" if note else held

@@ -7,6 +7,10 @@ import time
 import pytest
 
 from tui.app import BiConsoleApp
+try:
+    from tests.tui_support import wait_for
+except ImportError:  # tests/ is not a package
+    from tui_support import wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.anyio]
 
@@ -14,16 +18,6 @@ pytestmark = [pytest.mark.stack, pytest.mark.anyio]
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-async def wait_for(pilot, predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await pilot.pause(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def screen_text(app) -> str:

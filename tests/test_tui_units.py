@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -11,6 +10,10 @@ from pipeline.config import DEFAULT_CONFIG, load_settings
 from pipeline.runtime.model import ServiceStatus
 from tui.app import BiConsoleApp
 from tui.log_pane import LogView
+try:
+    from tests.tui_support import wait_for
+except ImportError:  # tests/ is not a package
+    from tui_support import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -61,15 +64,6 @@ async def test_log_pane_bounded_filter_highlight_copy_json(tmp_path):
         assert app.clipboard == json.dumps({"level": "INFO", "msg": "hello", "n": 1})
 
 
-async def settle(pilot, condition, timeout: float = 30.0, what: str = "") -> None:
-    """Wait for the app to reach a state, however slow the machine (a loaded CI runner)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {what or condition}")
-        await pilot.pause(0.05)
-
-
 async def test_filter_key_opens_box_and_filters(tmp_path):
     app = BiConsoleApp(make_settings(tmp_path), recorded=True)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -77,21 +71,21 @@ async def test_filter_key_opens_box_and_filters(tmp_path):
 
         # Each key goes only once the focus it needs is in place: the view's keys act on the focused view.
         services = app.view("services")
-        await settle(pilot, lambda: app.focused is not None and services in app.focused.ancestors,
+        await wait_for(pilot, lambda: app.focused is not None and services in app.focused.ancestors,
                      what="the focus in the services view")
         await pilot.press("l")
-        await settle(pilot, lambda: isinstance(app.focused, LogView))
+        await wait_for(pilot, lambda: isinstance(app.focused, LogView))
         await pilot.press("slash")
-        await settle(pilot, lambda: isinstance(app.focused, Input))
+        await wait_for(pilot, lambda: isinstance(app.focused, Input))
         await pilot.press(*"warn", "enter")
         view = app.query_one("#service-log LogView", LogView)
         expected = ["2025-10-19 11:58:02 WARN  Producer retrying send (attempt 2 of 5)"]
-        await settle(pilot, lambda: view.visible_lines == expected, what="the filter applied")
+        await wait_for(pilot, lambda: view.visible_lines == expected, what="the filter applied")
         assert view.visible_lines == expected
         await pilot.press("slash")
-        await settle(pilot, lambda: isinstance(app.focused, Input))
+        await wait_for(pilot, lambda: isinstance(app.focused, Input))
         await pilot.press("escape")
-        await settle(pilot, lambda: len(view.visible_lines) > 5)
+        await wait_for(pilot, lambda: len(view.visible_lines) > 5)
         assert len(view.visible_lines) > 5
 
 
@@ -165,13 +159,13 @@ async def test_help_overlay_lists_the_views_keys(tmp_path):
 
         await pilot.press("2")
         # The view switch moves the focus after a refresh; the help reads the focused view's keys.
-        await settle(pilot, lambda: ("R", "Restart failed") in dict(app.help_sections()).get("Connector view", []))
+        await wait_for(pilot, lambda: ("R", "Restart failed") in dict(app.help_sections()).get("Connector view", []))
         await pilot.press("question_mark")
-        await settle(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
 
         assert isinstance(app.screen, HelpScreen)
         rows = dict(app.screen.sections)
         assert ("R", "Restart failed") in rows["Connector view"]
         await pilot.press("escape")
-        await settle(pilot, lambda: not isinstance(app.screen, HelpScreen))
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
         assert not isinstance(app.screen, HelpScreen)

@@ -106,7 +106,10 @@ def _consumer(settings: Settings, table: TableConfig) -> Consumer:
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
         "fetch.wait.max.ms": 100,
-        "queued.max.messages.kbytes": 16384,
+        # Measured against tansu: a prefetch queue under 64 MB makes librdkafka wait for the
+        # queue to drain before each fetch, and consumption falls from ~50k to ~5k messages/s.
+        "queued.max.messages.kbytes": 65536,
+        "fetch.message.max.bytes": 8 * 1024 * 1024,
         "fetch.max.bytes": 16 * 1024 * 1024,
     })
 

@@ -338,17 +338,20 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
                 errors.append(exc)
             stop.set()
 
-    loaders = [first] + [Loader(settings, table, log) for _ in range(workers - 1)]
-    try:
-        threads = [threading.Thread(target=work, args=(loader,), name=f"load-{n}", daemon=True)
-                   for n, loader in enumerate(loaders)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        for extra in loaders[1:]:
-            extra.close()
+    if workers == 1:
+        work(first)  # in this thread: nothing to overlap, and a profiler sees the work
+    else:
+        extras = [Loader(settings, table, log) for _ in range(workers - 1)]
+        try:
+            threads = [threading.Thread(target=work, args=(loader,), name=f"load-{n}", daemon=True)
+                       for n, loader in enumerate([first, *extras])]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            for extra in extras:
+                extra.close()
     if errors:
         raise errors[0]
     if cancel is not None and cancel.is_set() and result.objects < len(pending):

@@ -1,0 +1,82 @@
+"""Where a step's wall time went, from a pyinstrument session: our Python, or waiting on
+PostgreSQL, the broker, the S3 server, dbt or Great Expectations.
+
+Each sample's time is charged to the innermost frame that names an owner:
+  * a call into a client library's C code is charged to the service it waits on
+    (`Consumer.consume` -> broker, `cursor.copy_expert` -> PostgreSQL, ...);
+  * frames of dbt, Great Expectations (and the SQLAlchemy it drives), botocore and
+    psycopg2 are charged to those;
+  * frames of this repository's `pipeline/` and `bench/` (and the builtins they call, such
+    as JSON parsing) are "our Python";
+  * waiting on our own worker threads (a future, a join) is charged to "our threads": the
+    threads themselves run in the same process and show in its CPU time.
+
+pyinstrument samples the thread that started it; the threads' CPU is in "own CPU s".
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OURS = (str(REPO / "pipeline") + "/", str(REPO / "bench") + "/", str(REPO / "cli") + "/")
+
+# Builtins (C calls) named by pyinstrument as "Class.method" or "function".
+BUILTIN_OWNERS = {
+    "Consumer.consume": "broker", "Consumer.poll": "broker", "Consumer.assign": "broker",
+    "Consumer.commit": "broker", "Consumer.close": "broker", "Producer.flush": "broker",
+    "Producer.poll": "broker", "AdminClient.list_topics": "broker", "Consumer.list_topics": "broker",
+    "Consumer.get_watermark_offsets": "broker",
+    "cursor.execute": "PostgreSQL", "cursor.executemany": "PostgreSQL", "cursor.copy_expert": "PostgreSQL",
+    "cursor.fetchone": "PostgreSQL", "cursor.fetchall": "PostgreSQL", "connection.commit": "PostgreSQL",
+    "connection.close": "PostgreSQL", "connect": "PostgreSQL", "_connect": "PostgreSQL",
+}
+PACKAGE_OWNERS = [
+    ("/dbt/", "dbt"), ("/dbt_common/", "dbt"), ("/dbt_adapters/", "dbt"), ("/dbt_postgres/", "dbt"),
+    ("/great_expectations/", "Great Expectations"), ("/sqlalchemy/", "Great Expectations"),
+    ("/psycopg2/", "PostgreSQL"), ("/botocore/", "S3"), ("/boto3/", "S3"), ("/urllib3/", "S3"),
+    ("/s3transfer/", "S3"), ("/confluent_kafka/", "broker"),
+]
+THREAD_WAITS = ("concurrent/futures/", "/threading.py")
+
+
+def _owner(frame) -> str | None:
+    path = frame.file_path or ""
+    function = frame.function or ""
+    if path.startswith("<built-in>") or not path:
+        return BUILTIN_OWNERS.get(function)
+    if any(part in path for part in THREAD_WAITS):
+        return "our threads"
+    for part, owner in PACKAGE_OWNERS:
+        if part in path:
+            return owner
+    if path.startswith(OURS):
+        return "our Python"
+    return None
+
+
+def attribute(session) -> dict[str, float]:
+    """Seconds per owner over the whole session; unowned library time is "other"."""
+    totals: dict[str, float] = defaultdict(float)
+
+    def walk(frame, inherited: str) -> None:
+        owner = _owner(frame)
+        # A builtin called from our code (json parsing, joins) is our work; one called from a
+        # library (its own C helpers) belongs to that library.
+        mine = owner or inherited
+        self_time = frame.time - sum(child.time for child in frame.children)
+        if self_time > 0:
+            totals[mine] += self_time
+        for child in frame.children:
+            walk(child, mine)
+
+    root = session.root_frame()
+    if root is not None:
+        walk(root, "other")
+    return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def format_attribution(totals: dict[str, float]) -> str:
+    whole = sum(totals.values()) or 1.0
+    return ", ".join(f"{owner} {seconds:.1f}s ({seconds / whole:.0%})" for owner, seconds in totals.items())
