@@ -47,6 +47,14 @@ class RawStore:
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
+    def lines(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object's lines as they arrive, without holding the whole object."""
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        try:
+            yield from body.iter_lines(chunk_size=chunk_size)
+        finally:
+            body.close()
+
     def list(self, prefix: str) -> Iterator[dict]:
         """Objects under prefix in key order, each {'Key', 'ETag', 'Size'}."""
         paginator = self.client.get_paginator("list_objects_v2")

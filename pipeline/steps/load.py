@@ -9,10 +9,9 @@ object, line number and reason; the rest of the object still loads.
 
 from __future__ import annotations
 
-import io
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Optional
 
 import msgspec
@@ -30,6 +29,7 @@ from pipeline.steps.ingest import StepCancelled
 from pipeline.storage import RawStore
 
 Log = Callable[[str], None]
+COPY_CHUNK = 1 << 20  # bytes handed to PostgreSQL per read of the COPY stream
 
 _COLUMNS = "kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, cdc_payload, batch_file"
 _INSERT = f"""
@@ -54,13 +54,44 @@ class LoadResult:
                 "inserted": self.inserted, "rejected": self.rejected}
 
 
-@dataclass
-class PreparedObject:
-    """An object's lines as COPY text, parsed and checked (no database work yet)."""
+class CopyRows:
+    """An object's lines as COPY text, parsed and checked as PostgreSQL reads them: the whole
+    object is never in memory, and the server stores rows while Python parses the next ones.
+    After the COPY, `lines` and `rejects` say what was read."""
 
-    copy_text: io.BytesIO
-    lines: int = 0
-    rejects: list[tuple] = field(default_factory=list)
+    def __init__(self, table_name: str, key: str, lines: Iterable[bytes]):
+        self.table_name = table_name
+        self.key = key
+        self.lines = 0
+        self.rejects: list[tuple] = []
+        self._rows = self._generate(lines)
+        self._buffer = bytearray()
+
+    def _generate(self, lines: Iterable[bytes]) -> Iterator[bytes]:
+        batch_file = self.key.encode().replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n")
+        for number, raw in enumerate(lines, start=1):
+            raw = raw.rstrip(b"\r\n")
+            if not raw or raw.isspace():
+                continue
+            self.lines += 1
+            try:
+                # Schema-wrapped values are stored as their bare envelope: the schema block is
+                # two thirds of every message and the same for all of them.
+                yield _fast_copy_row(raw, batch_file) or _copy_row(parse_line(raw), batch_file)
+            except BadLine as bad:
+                self.rejects.append((self.table_name, self.key, number, str(bad),
+                                     raw.decode("utf-8", "replace")[:10000]))
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            row = next(self._rows, None)
+            if row is None:
+                break
+            self._buffer += row
+        size = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return chunk
 
 
 class BadLine(Exception):
@@ -196,32 +227,10 @@ class Loader:
         return rows
 
     def load_object(self, key: str, etag: str, body: bytes) -> tuple[int, int, int]:
-        """(lines, inserted, rejected) for one object, all in one transaction."""
-        return self.write_object(key, etag, self.prepare_object(key, body))
+        """(lines, inserted, rejected) for one object held in memory, all in one transaction."""
+        return self.write_object(key, etag, lambda: iter(body.splitlines()))
 
-    def prepare_object(self, key: str, body: bytes) -> PreparedObject:
-        """Parse and check an object's lines into COPY text. Pure Python: safe in another thread."""
-        prepared = PreparedObject(io.BytesIO())
-        good, rejects = prepared.copy_text, prepared.rejects
-        batch_file = key.encode().replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n")
-        lines = 0
-        # Line by line from the object's buffer: a list of all its lines would double the memory.
-        for number, raw in enumerate(io.BytesIO(body), start=1):
-            raw = raw.rstrip(b"\r\n")
-            if not raw or raw.isspace():
-                continue
-            lines += 1
-            try:
-                # Schema-wrapped values are stored as their bare envelope: the schema block is
-                # two thirds of every message and the same for all of them.
-                good.write(_fast_copy_row(raw, batch_file) or _copy_row(parse_line(raw), batch_file))
-            except BadLine as bad:
-                rejects.append((self.table.bronze_table, key, number, str(bad), raw.decode("utf-8", "replace")[:10000]))
-        good.seek(0)
-        prepared.lines = lines
-        return prepared
-
-    def _copy_into_bronze(self, cur, good: io.BytesIO) -> int | None:
+    def _copy_into_bronze(self, cur, rows: CopyRows) -> int | None:
         """COPY straight into bronze: rows inserted, or None when some row is already there.
 
         An object normally holds offsets no other object holds, so the common case needs no
@@ -229,31 +238,35 @@ class Loader:
         whole COPY is undone (savepoint) for the ON CONFLICT path."""
         cur.execute("SAVEPOINT copy_into_bronze")
         try:
-            cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(self.bronze, sql.SQL(_COLUMNS)), good)
+            cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(self.bronze, sql.SQL(_COLUMNS)), rows,
+                            size=COPY_CHUNK)
         except psycopg2.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT copy_into_bronze")
-            good.seek(0)
             return None
         inserted = cur.rowcount
         cur.execute("RELEASE SAVEPOINT copy_into_bronze")
         return inserted
 
-    def _copy_through_temp_table(self, cur, good: io.BytesIO) -> int:
+    def _copy_through_temp_table(self, cur, rows: CopyRows) -> int:
         """COPY into a temporary table, then insert what bronze does not hold yet (in line order)."""
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS load_lines (line_number bigint GENERATED ALWAYS AS IDENTITY, "
                     "kafka_topic text, kafka_partition integer, kafka_offset bigint, kafka_timestamp bigint, "
                     "kafka_key jsonb, cdc_payload jsonb, batch_file text) ON COMMIT DELETE ROWS")
-        cur.copy_expert(f"COPY load_lines ({_COLUMNS}) FROM STDIN", good)
+        cur.copy_expert(f"COPY load_lines ({_COLUMNS}) FROM STDIN", rows, size=COPY_CHUNK)
         cur.execute(sql.SQL(_INSERT).format(bronze=self.bronze))
         return cur.rowcount
 
-    def write_object(self, key: str, etag: str, prepared: PreparedObject) -> tuple[int, int, int]:
-        """(lines, inserted, rejected): the prepared lines, the rejects and the manifest row in one transaction."""
-        good, rejects, lines = prepared.copy_text, prepared.rejects, prepared.lines
+    def write_object(self, key: str, etag: str, read_lines: Callable[[], Iterable[bytes]]) -> tuple[int, int, int]:
+        """(lines, inserted, rejected): the object's rows, its rejects and its manifest row in one
+        transaction. `read_lines` gives the object's lines from the start each time it is called
+        (a second time only when the object overlaps rows already in bronze)."""
         with self.conn, self.conn.cursor() as cur:
-            inserted = self._copy_into_bronze(cur, good)
+            rows = CopyRows(self.table.bronze_table, key, read_lines())
+            inserted = self._copy_into_bronze(cur, rows)
             if inserted is None:
-                inserted = self._copy_through_temp_table(cur, good)
+                rows = CopyRows(self.table.bronze_table, key, read_lines())
+                inserted = self._copy_through_temp_table(cur, rows)
+            rejects, lines = rows.rejects, rows.lines
             if rejects:
                 cur.executemany(sql.SQL(
                     "INSERT INTO {}.load_rejects (bronze_table, object_key, line_number, reason, line) "
@@ -320,8 +333,8 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
         nonlocal finished
         try:
             while (obj := next_object()) is not None:
-                prepared = loader.prepare_object(obj["Key"], store.get(obj["Key"]))
-                lines, inserted, rejected = loader.write_object(obj["Key"], obj["ETag"], prepared)
+                lines, inserted, rejected = loader.write_object(
+                    obj["Key"], obj["ETag"], lambda key=obj["Key"]: store.lines(key))
                 with lock:
                     finished += 1
                     result.objects += 1
