@@ -74,6 +74,7 @@ class TimedApp(BiConsoleApp):
 async def measure(settings, runtime, size=(120, 40), gap: float = 0.15) -> dict:
     app = TimedApp(settings, runtime=runtime)
     latencies: list[float] = []
+    per_key: list[tuple[str, float]] = []
     async with app.run_test(size=size) as pilot:
         await pilot.pause(1.0)
         await pilot.press("f")
@@ -97,6 +98,7 @@ async def measure(settings, runtime, size=(120, 40), gap: float = 0.15) -> dict:
                     await asyncio.sleep(0.001)
             if changed is not None and pipeline.running:
                 latencies.append(changed - sent)
+                per_key.append((key, round((changed - sent) * 1000, 1)))
             await pilot.pause(gap)
         run = pipeline.last_run
     if not latencies:
@@ -110,6 +112,7 @@ async def measure(settings, runtime, size=(120, 40), gap: float = 0.15) -> dict:
         "refresh_outcome": getattr(run, "outcome", None),
         "refresh_seconds": round(getattr(run, "duration", 0.0), 1),
         "terminal": f"{size[0]}x{size[1]}",
+        "per_key_ms": per_key,
     }
 
 
@@ -158,6 +161,8 @@ def main() -> int:
         print(f"input-to-render latency during a full refresh ({result['refresh_outcome']}, "
               f"{result['refresh_seconds']}s, {result['terminal']}): {result['keys']} keys, "
               f"median {result['median_ms']} ms, p95 {result['p95_ms']} ms, max {result['max_ms']} ms")
+        slow = [f"{key} {ms:.0f}" for key, ms in result["per_key_ms"] if ms >= 100]
+        print(f"keys at 100 ms or more (key ms, in order): {', '.join(slow) or 'none'}")
     return 0
 
 

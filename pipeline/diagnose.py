@@ -272,9 +272,9 @@ def diagnose_dbt(settings: Settings, *, run_debug: bool = True) -> list[Check]:
             conn.close()
     if run_debug:
         try:
-            from pipeline.steps.transform import DbtProject
+            from pipeline.steps.transform import debug_in_child
 
-            result = DbtProject(settings).debug()
+            result = debug_in_child(settings)
             lines = [ln for ln in (result.output or "").splitlines() if ln.strip()]
             wanted = [ln.strip() for ln in lines if "OK" in ln or "ERROR" in ln or "All checks" in ln]
             evidence = "; ".join(wanted[-6:]) or (result.error or "no output")

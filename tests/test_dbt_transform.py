@@ -71,3 +71,19 @@ def test_connection_failure_is_a_result_not_an_exception(custom, tmp_path):
     assert "wrong-password-123" not in result.output and "wrong-password-123" not in (result.error or "")
     debug = DbtProject(broken).debug()
     assert not debug.success
+
+
+def test_dbt_debug_in_a_child_process_reports_like_in_process(custom):
+    """The TUI's dbt diagnosis runs `dbt debug` in its own process (dbt would hold the UI's GIL)."""
+    from pipeline.diagnose import diagnose_dbt
+    from pipeline.steps.transform import debug_in_child
+
+    result = debug_in_child(custom)
+    assert result.success, result.error or result.output[-2000:]
+    assert "All checks passed" in result.output
+    checks = {c.name: c for c in diagnose_dbt(custom)}
+    assert checks["dbt debug"].ok and "All checks passed" in checks["dbt debug"].evidence
+
+    wrong = debug_in_child(custom.model_copy(update={"pg_password": "not-the-password"}))
+    assert not wrong.success
+    assert "not-the-password" not in (wrong.output or "") + (wrong.error or "")

@@ -94,6 +94,10 @@ class EmbeddedPostgres:
             "-c", "max_replication_slots=10",
             "-c", "max_wal_senders=10",
             "-c", "shared_buffers=256MB",
+            # Bulk loads write ~5 kB of WAL per event: with the 1 GB default a 1M-event load
+            # forces a checkpoint every ~200k rows, each followed by full-page images.
+            "-c", "max_wal_size=4GB",
+            "-c", "checkpoint_timeout=15min",
             "-c", "max_connections=100",
             "-c", "logging_collector=off",
         ]

@@ -330,3 +330,53 @@ test_models.__test__ = False  # type: ignore[attr-defined]
 
 def debug_connection(settings: Settings, log: Log | None = None) -> DbtResult:
     return DbtProject(settings, log).debug()
+
+
+def debug_in_child(settings: Settings, timeout: float = 300.0, nice: int = 10) -> DbtResult:
+    """`dbt debug` in a process of its own, at a lower priority.
+
+    dbt holds the GIL for seconds while it loads and checks the project: run inside the
+    TUI's process, it would freeze the screen while a troubleshooting panel diagnoses."""
+    import subprocess
+    import sys
+
+    from pipeline.runtime.embedded import settings_environment
+
+    started = time.monotonic()
+    args = [sys.executable, "-m", "pipeline.steps.transform", "debug"]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              env=settings_environment(settings), preexec_fn=lambda: os.nice(nice))
+    except subprocess.TimeoutExpired:
+        return DbtResult("debug", [], False, time.monotonic() - started, error=f"dbt debug took over {timeout:.0f}s")
+    try:
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return DbtResult("debug", [], False, time.monotonic() - started,
+                         error=f"dbt debug exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    return DbtResult("debug", report["args"], report["success"], time.monotonic() - started,
+                     error=report["error"], output=report["output"])
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m pipeline.steps.transform debug`: the report as one JSON line on stdout."""
+    import sys
+
+    from pipeline.config import load_settings
+
+    if argv != ["debug"]:
+        print("usage: python -m pipeline.steps.transform debug", file=sys.stderr)
+        return 2
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # whatever dbt prints goes to stderr; stdout carries only the report
+    result = DbtProject(load_settings(env_file=None)).debug()
+    out.write(json.dumps({"args": result.args, "success": result.success, "error": result.error,
+                          "output": result.output}) + "\n")
+    out.flush()
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))
