@@ -9,7 +9,10 @@ Each sample's time is charged to the innermost frame that names an owner:
   * frames of this repository's `pipeline/` and `bench/` (and the builtins they call, such
     as JSON parsing) are "our Python";
   * waiting on our own worker threads (a future, a join) is charged to "our threads": the
-    threads themselves run in the same process and show in its CPU time.
+    threads themselves run in the same process and show in its CPU time; a library waiting
+    on its own threads (dbt's node threads) stays that library's;
+  * a C call that calls back into Python (psycopg2's COPY reading our row generator) shows
+    its blocked time as its caller's own time; that is charged to the service it waits on.
 
 pyinstrument samples the thread that started it; the threads' CPU is in "own CPU s".
 """
@@ -41,13 +44,23 @@ PACKAGE_OWNERS = [
 THREAD_WAITS = ("concurrent/futures/", "/threading.py")
 
 
-def _owner(frame) -> str | None:
+SERVICES = {"PostgreSQL", "broker", "S3"}
+
+
+def _is_builtin(frame) -> bool:
+    path = frame.file_path or ""
+    return not path or path.startswith("<built-in>")
+
+
+def _owner(frame, inherited: str) -> str | None:
     path = frame.file_path or ""
     function = frame.function or ""
-    if path.startswith("<built-in>") or not path:
+    if _is_builtin(frame):
         return BUILTIN_OWNERS.get(function)
     if any(part in path for part in THREAD_WAITS):
-        return "our threads"
+        # A wait on a worker thread belongs to whoever started the thread: dbt waits on its
+        # own node threads, we wait on ours (uploads, load workers).
+        return "our threads" if inherited == "our Python" else None
     for part, owner in PACKAGE_OWNERS:
         if part in path:
             return owner
@@ -61,13 +74,16 @@ def attribute(session) -> dict[str, float]:
     totals: dict[str, float] = defaultdict(float)
 
     def walk(frame, inherited: str) -> None:
-        owner = _owner(frame)
+        owner = _owner(frame, inherited)
         # A builtin called from our code (json parsing, joins) is our work; one called from a
         # library (its own C helpers) belongs to that library.
         mine = owner or inherited
         self_time = frame.time - sum(child.time for child in frame.children)
         if self_time > 0:
-            totals[mine] += self_time
+            # A C call that calls back into Python (COPY reading a Python file object) shows
+            # its blocked time as its caller's own time: charge it to the service it waits on.
+            waited = [c for c in frame.children if _is_builtin(c) and _owner(c, mine) in SERVICES]
+            totals[_owner(waited[0], mine) if waited else mine] += self_time
         for child in frame.children:
             walk(child, mine)
 
