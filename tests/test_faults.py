@@ -301,9 +301,10 @@ def test_faults_postgres_restart_during_transform(stack):
 
 # -- dbt failure mid-run ------------------------------------------------------------------
 def test_faults_dbt_failure_keeps_last_good_marts(stack):
-    """The bronze table disappears under dbt (a botched migration): stg_product cannot build,
-    so the run fails. marts.dim_product keeps its last good rows, ingested_timestamp included,
-    and the pending changes arrive on the first run that succeeds."""
+    """The bronze table disappears under dbt (a botched migration): base_product (the table
+    behind stg_product) cannot build, so the run fails. marts.dim_product keeps its last
+    good rows, ingested_timestamp included, and the pending changes arrive on the first run
+    that succeeds."""
     ready(stack)
     last_good = table_rows(stack, "marts.dim_product")
     stack.cli("demo", "changes", "200", "--seed", "11", check=True)
@@ -314,7 +315,7 @@ def test_faults_dbt_failure_keeps_last_good_marts(stack):
         assert failed.returncode == 1, failed.stderr[-3000:]
         run = json.loads(failed.stdout)
         assert run["outcome"] == "failed" and run["failed_step"] == "all:transform"
-        assert "stg_product" in run["error"], run["error"]
+        assert "base_product" in run["error"], run["error"]
         assert table_rows(stack, "marts.dim_product") == last_good
     finally:
         stack.psql("ALTER TABLE bronze.product_cdc_moved_away RENAME TO product_cdc")
