@@ -1,9 +1,9 @@
 """load: raw zone -> bronze, one transaction per object.
 
-Each object is COPYed into a temporary table, inserted with
-`ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING`, and recorded in
-the manifest in the same transaction: a crash leaves an object either wholly loaded
-and recorded, or not at all. A malformed line goes to the rejects table with its
+Each object is COPYed straight into bronze and recorded in the manifest in the same
+transaction: a crash leaves an object either wholly loaded and recorded, or not at all.
+An object that overlaps rows already in bronze goes through a temporary table and
+`ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING` instead. A malformed line goes to the rejects table with its
 object, line number and reason; the rest of the object still loads.
 """
 
@@ -226,10 +226,6 @@ class Loader:
         self.conn.commit()
         return rows
 
-    def load_object(self, key: str, etag: str, body: bytes) -> tuple[int, int, int]:
-        """(lines, inserted, rejected) for one object held in memory, all in one transaction."""
-        return self.write_object(key, etag, lambda: iter(body.splitlines()))
-
     def _copy_into_bronze(self, cur, rows: CopyRows) -> int | None:
         """COPY straight into bronze: rows inserted, or None when some row is already there.
 
@@ -321,7 +317,6 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
     lock = threading.Lock()
     stop = threading.Event()
     errors: list[BaseException] = []
-    finished = 0
 
     def next_object() -> dict | None:
         with lock:
@@ -330,18 +325,16 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
             return next(remaining, None)
 
     def work(loader: Loader) -> None:
-        nonlocal finished
         try:
             while (obj := next_object()) is not None:
                 lines, inserted, rejected = loader.write_object(
                     obj["Key"], obj["ETag"], lambda key=obj["Key"]: store.lines(key))
                 with lock:
-                    finished += 1
                     result.objects += 1
                     result.lines += lines
                     result.inserted += inserted
                     result.rejected += rejected
-                    count, total = finished, result.inserted
+                    count, total = result.objects, result.inserted
                 if rejected:
                     log(f"load: {obj['Key']}: {rejected} line(s) rejected, see {settings.file.meta_schema}.load_rejects")
                 if count % 10 == 0 or count == len(pending):
