@@ -166,6 +166,19 @@ def step_runbook_copy(settings, args: dict) -> dict:
     return runbook_step2_copy(settings, args["topic"], args["prefix"], args.get("max_events"))
 
 
+def step_broker_ceiling(settings, args: dict) -> dict:
+    from bench.ceilings import broker_ceiling
+
+    return broker_ceiling(settings, args.get("table", "product"), args["max_events"])
+
+
+def step_postgres_ceiling(settings, args: dict) -> dict:
+    from bench.ceilings import postgres_ceiling
+
+    return postgres_ceiling(settings, args.get("table", "product"), args["max_objects"],
+                            args.get("workers", settings.load_workers))
+
+
 STEPS = {name[5:]: fn for name, fn in globals().items() if name.startswith("step_")}
 
 

@@ -8,9 +8,11 @@ Per size:
   3. a full refresh end to end (run_refresh, one child process), each step (ingest, load,
      transform, test, validate) timed inside it with its own CPU time and peak RSS
      (with phase "steps", each step first runs alone in a child process of its own);
-  4. the runbook's Step 3 loader on the same raw objects (scratch database) and its
+  4. the services' ceilings (bench/ceilings.py): the broker read by ingest's consumer doing
+     nothing else, and PostgreSQL storing load's prepared rows with nothing else;
+  5. the runbook's Step 3 loader on the same raw objects (scratch database) and its
      Step 2 Kafka -> S3 copy on the same topic, capped (rates are compared);
-  5. 10,000 new events, then an incremental refresh end to end.
+  6. 10,000 new events, then an incremental refresh end to end.
 
 Peak RSS is the child's own `ru_maxrss` (os.wait4 on its pid), not the broker's nor
 moto's; their RSS and the machine's free memory are sampled alongside.
@@ -47,9 +49,11 @@ INCREMENTAL_EVENTS = 10_000
 GiB = 1024 ** 3
 # Phases after produce. "full" times every step inside one full refresh; "steps" runs each
 # step alone in its own process first (the old way: the same work twice).
-PHASES = ("full", "runbook", "incremental")
+PHASES = ("full", "ceilings", "runbook", "incremental")
 OPTIONAL_PHASES = ("steps",)
 DEFAULT_RUNBOOK_MAX_EVENTS = 50_000
+CEILING_MAX_EVENTS = 200_000  # the broker ceiling reads at most this many events
+CEILING_MAX_OBJECTS = 20  # the PostgreSQL ceiling holds this many objects' rows in memory (~100k rows)
 COMPRESS_FROM_EVENTS = 500_000
 
 
@@ -302,6 +306,12 @@ def run_size(events: int, *, log=print, runbook_max_events: int | None = None, m
                 if "ingest" in steps:
                     steps["ingest"]["raw_bytes"] = _raw_objects(stack)[1]
 
+        if "ceilings" in phases:
+            result["ceilings"] = {
+                "broker": child("broker_ceiling", {"max_events": min(events, CEILING_MAX_EVENTS)}),
+                "postgres": child("postgres_ceiling", {"max_objects": CEILING_MAX_OBJECTS}),
+            }
+
         if not skip_runbook and "runbook" in phases:
             rows_limit = None
             if runbook_max_events is not None and runbook_max_events < events:
@@ -424,6 +434,16 @@ def derive(result: dict) -> dict:
     if "step2_copy" in rb:
         s = rb["step2_copy"]
         row("runbook step 2 copy", s["events"], "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"), f"{s['objects']} objects")
+    ceilings = result.get("ceilings", {})
+    if "broker" in ceilings:
+        s = ceilings["broker"]
+        row("ceiling: broker alone", s["events"], "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
+            "ingest's consumer, messages read and dropped")
+    if "postgres" in ceilings:
+        s = ceilings["postgres"]
+        row("ceiling: PostgreSQL alone", s["rows"], "rows", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
+            f"{s['objects']} objects' rows built first ({s['prepare_seconds']:.1f}s of our Python), "
+            f"then COPY on {s['workers']} connections")
     if "full_refresh" in result:
         s = result["full_refresh"]
         row("full refresh (end to end)", n, "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
@@ -440,6 +460,12 @@ def derive(result: dict) -> dict:
     if "ingest" in rows and "runbook step 2 copy" in rows:
         ratios["ingest_vs_runbook_step2"] = round(rows["ingest"]["rate_per_s"]
                                                   / rows["runbook step 2 copy"]["rate_per_s"], 1)
+    if "ingest" in rows and "ceiling: broker alone" in rows:
+        ratios["ingest_of_broker_ceiling"] = round(rows["ingest"]["rate_per_s"]
+                                                   / rows["ceiling: broker alone"]["rate_per_s"], 2)
+    if "load (bronze)" in rows and "ceiling: PostgreSQL alone" in rows:
+        ratios["load_of_postgres_ceiling"] = round(rows["load (bronze)"]["rate_per_s"]
+                                                   / rows["ceiling: PostgreSQL alone"]["rate_per_s"], 2)
     result["ratios"] = ratios
     result["targets"] = check_targets(result)
     cpu = {name: round(s["cpu_seconds"], 2) for name, s in {**steps, **rb, **{
@@ -452,17 +478,24 @@ def check_targets(result: dict) -> dict:
     rows, n = result["rows"], result["events"]
     out = {}
 
-    def mark(name, value, ok, target):
+    def mark(name, value, ok, target, ceiling=None):
         out[name] = {"value": value, "target": target, "ok": bool(ok)}
+        if ceiling is not None:
+            out[name]["service_ceiling"] = ceiling
+
+    def ceiling(name):
+        return rows[name]["rate_per_s"] if name in rows else None
 
     if "ingest" in rows:
         v = rows["ingest"]["rate_per_s"]
-        mark("ingest events/s", v, v >= TARGETS["ingest_events_per_s"], f">= {TARGETS['ingest_events_per_s']:,}")
+        mark("ingest events/s", v, v >= TARGETS["ingest_events_per_s"], f">= {TARGETS['ingest_events_per_s']:,}",
+             ceiling("ceiling: broker alone"))
         v = rows["ingest"]["peak_rss_mb"]
         mark("ingest peak RSS MB", v, v <= TARGETS["peak_rss_mb"], f"<= {TARGETS['peak_rss_mb']:.0f}")
     if "load (bronze)" in rows:
         v = rows["load (bronze)"]["rate_per_s"]
-        mark("load rows/s", v, v >= TARGETS["load_rows_per_s"], f">= {TARGETS['load_rows_per_s']:,}")
+        mark("load rows/s", v, v >= TARGETS["load_rows_per_s"], f">= {TARGETS['load_rows_per_s']:,}",
+             ceiling("ceiling: PostgreSQL alone"))
         v = rows["load (bronze)"]["peak_rss_mb"]
         mark("load peak RSS MB", v, v <= TARGETS["peak_rss_mb"], f"<= {TARGETS['peak_rss_mb']:.0f}")
     if "load_vs_runbook_step3" in result["ratios"]:
@@ -524,11 +557,13 @@ def format_table(report: dict) -> str:
                          f"{r['us_per_event']} | {'' if r.get('cpu_seconds') is None else r['cpu_seconds']} | {rss} | {r['note']} |")
         if size.get("ratios"):
             lines.append("")
-            lines.append("Ratios (ours / runbook, rate): " + ", ".join(f"{k} = {v}x" for k, v in size["ratios"].items()))
+            lines.append("Ratios (rate over rate): " + ", ".join(f"{k} = {v}x" for k, v in size["ratios"].items()))
         if size.get("targets"):
             lines.append("")
-            lines.append("Targets: " + "; ".join(f"{k} {v['value']} ({v['target']}) {'OK' if v['ok'] else 'MISSED'}"
-                                                 for k, v in size["targets"].items()))
+            lines.append("Targets: " + "; ".join(
+                f"{k} {v['value']} ({v['target']}"
+                + (f"; the service alone: {v['service_ceiling']:,}" if v.get("service_ceiling") else "")
+                + f") {'OK' if v['ok'] else 'MISSED'}" for k, v in size["targets"].items()))
         if size.get("error"):
             lines.append("")
             lines.append(f"ERROR: {size['error']}")

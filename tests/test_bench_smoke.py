@@ -40,6 +40,8 @@ def test_bench_harness_smoke(tmp_path):
     for name, step in steps.items():
         assert step["state"] == "ok" and step["within"] == "full refresh", (name, step)
         assert step["cpu_seconds"] > 0, (name, step)
+    assert size["ceilings"]["broker"]["events"] == EVENTS  # the whole topic: fewer than the cap
+    assert size["ceilings"]["postgres"]["rows"] == EVENTS  # two objects of 5,000, under the cap
     assert size["runbook"]["step3_load"]["rows"] == EVENTS
     assert size["runbook"]["step2_copy"]["events"] == EVENTS
     assert size["full_refresh"]["success"] and size["incremental_refresh"]["success"]
@@ -49,7 +51,8 @@ def test_bench_harness_smoke(tmp_path):
 
     rows = size["rows"]
     expected = {"ingest", "load (bronze)", "transform", "test", "validate", "runbook step 3 loader",
-                "runbook step 2 copy", "full refresh (end to end)", "incremental refresh (+10k)"}
+                "runbook step 2 copy", "ceiling: broker alone", "ceiling: PostgreSQL alone",
+                "full refresh (end to end)", "incremental refresh (+10k)"}
     assert expected <= set(rows)
     for name in expected:
         row = rows[name]
@@ -57,9 +60,11 @@ def test_bench_harness_smoke(tmp_path):
         assert row["rate_per_s"] > 0, (name, row)
         assert 20 < row["peak_rss_mb"] < 4000, (name, row)  # the step's own process, in MB
     assert size["ratios"]["load_vs_runbook_step3"] > 0 and size["ratios"]["ingest_vs_runbook_step2"] > 0
+    assert size["ratios"]["ingest_of_broker_ceiling"] > 0 and size["ratios"]["load_of_postgres_ceiling"] > 0
+    assert size["targets"]["ingest events/s"]["service_ceiling"] == rows["ceiling: broker alone"]["rate_per_s"]
     assert {"ingest events/s", "load rows/s", "incremental +10k s"} <= set(size["targets"])
 
     table = result.stdout
     for name in expected:
         assert f"| {name} |" in table
-    assert "Ratios (ours / runbook, rate)" in table and "Targets:" in table
+    assert "Ratios (rate over rate)" in table and "Targets:" in table

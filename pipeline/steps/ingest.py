@@ -97,7 +97,7 @@ class Checkpoints:
         self.conn.close()
 
 
-def _consumer(settings: Settings, table: TableConfig) -> Consumer:
+def ingest_consumer(settings: Settings, table: TableConfig) -> Consumer:
     return Consumer({
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": f"{settings.kafka_consumer_group}-{table.name}",
@@ -150,7 +150,7 @@ def _went_back(settings: Settings, table: TableConfig, topic: str, partition: in
     if part.high < position:
         return f"it now ends at offset {part.high} but offsets up to {position - 1} were already read"
     if epoch and part.high > part.low:
-        probe = _consumer(settings, table)
+        probe = ingest_consumer(settings, table)
         try:
             now = topic_epoch(probe, topic, partition, part.low)
         finally:
@@ -239,7 +239,7 @@ def ingest(settings: Settings, table: TableConfig, *, full: bool, log: Log = pri
         raise RuntimeError(f"topic {topic} does not exist on {settings.kafka_bootstrap}: no CDC events yet "
                            "(is the connector running?)")
     checkpoints = Checkpoints(settings)
-    consumer = _consumer(settings, table)
+    consumer = ingest_consumer(settings, table)
     try:
         if full:
             removed = store.delete_prefix(table.raw_objects_prefix) + store.delete_prefix(table.quarantine_prefix)
