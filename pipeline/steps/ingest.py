@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from pipeline.storage import RawStore
 
 Log = Callable[[str], None]
 MAX_VALUE_BYTES = 4 * 1024 * 1024
+UPLOADS_IN_FLIGHT = 2  # objects being written while the next batch is read
 IDLE_RECHECK_SECONDS = 5.0  # no message for this long before the expected end: look at the log again
 STALL_SECONDS = 300.0  # no message at all for this long: give up (and release the refresh lock)
 
@@ -287,10 +289,10 @@ def _ingest_partition(consumer, store, checkpoints, table, topic, partition, sta
 class _PartitionWriter:
     """Batches one partition's events into objects and records the position after each is written.
 
-    One object is uploaded in the background while the next batch is read, so the S3 server
-    and the broker work at the same time. The position still moves only after the object is
-    written, in order, so at most one written-but-unrecorded object exists; a rerun rewrites
-    it under the same name."""
+    Objects are uploaded in the background (UPLOADS_IN_FLIGHT at once) while the next batch
+    is read, so the S3 server and the broker work at the same time. The position still
+    moves only after an object is written, and in offset order, so at most UPLOADS_IN_FLIGHT
+    written-but-unrecorded objects exist; a rerun rewrites them under the same names."""
 
     def __init__(self, consumer, store, checkpoints, table, topic, partition, start, end, epoch, batch_size,
                  result, log, cancel):
@@ -299,8 +301,8 @@ class _PartitionWriter:
         self.batch_size, self.result, self.log, self.cancel = batch_size, result, log, cancel
         self.batch = _Batch()
         self.started = time.monotonic()
-        self.uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-upload")
-        self.in_flight: tuple[Future, _Batch] | None = None
+        self.uploads = ThreadPoolExecutor(max_workers=UPLOADS_IN_FLIGHT, thread_name_prefix="ingest-upload")
+        self.in_flight: deque[tuple[Future, _Batch]] = deque()
 
     def add(self, message, key_json: bytes | None = None, value_json: bytes | None = None,
             tombstone: bool = False, poison: str | None = None) -> None:
@@ -318,13 +320,15 @@ class _PartitionWriter:
     def flush(self) -> None:
         if self.batch.first is None:
             return
-        self._record_in_flight()
-        self.in_flight = (self.uploads.submit(self._upload, self.batch), self.batch)
+        while len(self.in_flight) >= UPLOADS_IN_FLIGHT:
+            self._record_oldest()
+        self.in_flight.append((self.uploads.submit(self._upload, self.batch), self.batch))
         self.batch = _Batch()
 
     def finish(self) -> None:
         self.flush()
-        self._record_in_flight()
+        while self.in_flight:
+            self._record_oldest()
 
     def close(self) -> None:
         self.uploads.shutdown(wait=True)
@@ -340,10 +344,8 @@ class _PartitionWriter:
             put_with_retry(self.store, quarantine_key(self.table, self.topic, self.partition, done.first, done.last),
                            b"".join(done.quarantine), self.log, self.cancel)
 
-    def _record_in_flight(self) -> None:
-        if self.in_flight is None:
-            return
-        (future, done), self.in_flight = self.in_flight, None
+    def _record_oldest(self) -> None:
+        future, done = self.in_flight.popleft()
         future.result()  # raises the upload's error here, before the position can move
         next_offset = done.last + 1
         self.checkpoints.set(self.topic, self.partition, next_offset, self.epoch)
