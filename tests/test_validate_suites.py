@@ -85,6 +85,23 @@ def test_deleted_marts_row_fails_reconciliation(good):
         rebuild(good)
 
 
+def test_malformed_bronze_event_is_a_bronze_warning(good):
+    # Values staging must skip: an unknown op, and a schema-wrapped update without its row.
+    bad = [{"topic": "cord.ConcordDb.dbo.Product", "partition": 9, "offset": 1, "key": {"ID": 77},
+            "value": {"op": "x", "after": {"ID": 77}}},
+           {"topic": "cord.ConcordDb.dbo.Product", "partition": 9, "offset": 2, "key": {"ID": 78},
+            "value": {"schema": {"type": "struct"}, "payload": {"op": "u", "after": None}}}]
+    assert load_events(good, "product", bad) == 2
+    try:
+        result = run_validation(good, "product", suites=["product_bronze"], build_docs=False)
+        bronze = result.suite("product_bronze")
+        assert bronze.success and not bronze.failed  # a warning: reported, not failing the suite
+        (warning,) = bronze.warnings
+        assert warning.type == "unexpected_rows_expectation" and warning.observed_value == 2
+    finally:
+        execute(good, "delete from bronze.product_cdc where kafka_partition = 9")
+
+
 def test_broken_staging_fails_reconciliation_with_bronze(good):
     # A transform that silently drops a product.
     execute(good, "alter view staging_staging.stg_product rename to stg_product_good")
