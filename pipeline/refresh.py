@@ -8,7 +8,6 @@ to a history file that survives restarts.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import os
@@ -24,6 +23,7 @@ from confluent_kafka import KafkaException
 
 from pipeline.config import ConfigError, Settings, TableConfig
 from pipeline.db import ServiceUnreachable
+from pipeline.memory import release_freed_memory
 from pipeline.steps.ingest import StepCancelled, TopicReset
 
 StepNames = ("ingest", "load", "transform", "test", "validate", "bi")
@@ -174,16 +174,6 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
             pass
         on_event(RunFinished(run))
     return run
-
-
-def release_freed_memory() -> None:
-    """Hand the memory a finished step freed back to the OS. glibc keeps freed heap memory
-    for reuse, so after ingest (objects of tens of MB) a refresh process would carry a few
-    hundred MB into every later step. Best effort: other C libraries have no malloc_trim."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class _Runner:

@@ -27,6 +27,7 @@ from pipeline.db import connect
 from pipeline.config import Settings, TableConfig
 from pipeline.envelope import PoisonMessage, check_event
 from pipeline.kafka import topic_offsets
+from pipeline.memory import release_freed_memory
 from pipeline.storage import RawStore
 
 Log = Callable[[str], None]
@@ -340,6 +341,8 @@ class _PartitionWriter:
             body, done.events, done.lines = b"".join(done.lines), len(done.lines), []
             put_with_retry(self.store, object_key(self.table, self.topic, self.partition, done.first, done.last),
                            body, self.log, self.cancel)
+            del body
+            release_freed_memory()  # else the heap fragments and the peak grows object by object
         if done.quarantine:
             put_with_retry(self.store, quarantine_key(self.table, self.topic, self.partition, done.first, done.last),
                            b"".join(done.quarantine), self.log, self.cancel)
