@@ -21,6 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--env", required=True)
+    parser.add_argument("--compression", default="none", help="producer compression (none, lz4, ...)")
     args = parser.parse_args()
     stack = Stack.start(lambda line: print(line, file=sys.stderr))
     stop = threading.Event()
@@ -29,7 +30,8 @@ def main() -> None:
     try:
         table = stack.settings.table("product")
         ensure_topic(stack.settings, table.topic)
-        print(produce(stack.settings.kafka_bootstrap, Generator(table.topic), args.events), file=sys.stderr)
+        print(produce(stack.settings.kafka_bootstrap, Generator(table.topic), args.events,
+                      compression=args.compression), file=sys.stderr)
         with open(args.env, "w") as fh:
             for key, value in stack.env.items():
                 if key.startswith("BI_"):

@@ -31,10 +31,10 @@ from pipeline.storage import RawStore
 Log = Callable[[str], None]
 COPY_CHUNK = 1 << 20  # bytes handed to PostgreSQL per read of the COPY stream
 
-_COLUMNS = "kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, cdc_payload, batch_file"
+COPY_COLUMNS = "kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, cdc_payload, batch_file"
 _INSERT = f"""
-INSERT INTO {{bronze}} ({_COLUMNS})
-SELECT {_COLUMNS}
+INSERT INTO {{bronze}} ({COPY_COLUMNS})
+SELECT {COPY_COLUMNS}
 FROM load_lines
 ORDER BY line_number
 ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
@@ -234,7 +234,7 @@ class Loader:
         whole COPY is undone (savepoint) for the ON CONFLICT path."""
         cur.execute("SAVEPOINT copy_into_bronze")
         try:
-            cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(self.bronze, sql.SQL(_COLUMNS)), rows,
+            cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(self.bronze, sql.SQL(COPY_COLUMNS)), rows,
                             size=COPY_CHUNK)
         except psycopg2.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT copy_into_bronze")
@@ -248,7 +248,7 @@ class Loader:
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS load_lines (line_number bigint GENERATED ALWAYS AS IDENTITY, "
                     "kafka_topic text, kafka_partition integer, kafka_offset bigint, kafka_timestamp bigint, "
                     "kafka_key jsonb, cdc_payload jsonb, batch_file text) ON COMMIT DELETE ROWS")
-        cur.copy_expert(f"COPY load_lines ({_COLUMNS}) FROM STDIN", rows, size=COPY_CHUNK)
+        cur.copy_expert(f"COPY load_lines ({COPY_COLUMNS}) FROM STDIN", rows, size=COPY_CHUNK)
         cur.execute(sql.SQL(_INSERT).format(bronze=self.bronze))
         return cur.rowcount
 
