@@ -454,18 +454,13 @@ def derive(result: dict) -> dict:
             ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in s["steps"].items()))
     result["rows"] = rows
     ratios = {}
-    if "load (bronze)" in rows and "runbook step 3 loader" in rows:
-        ratios["load_vs_runbook_step3"] = round(rows["load (bronze)"]["rate_per_s"]
-                                                / rows["runbook step 3 loader"]["rate_per_s"], 1)
-    if "ingest" in rows and "runbook step 2 copy" in rows:
-        ratios["ingest_vs_runbook_step2"] = round(rows["ingest"]["rate_per_s"]
-                                                  / rows["runbook step 2 copy"]["rate_per_s"], 1)
-    if "ingest" in rows and "ceiling: broker alone" in rows:
-        ratios["ingest_of_broker_ceiling"] = round(rows["ingest"]["rate_per_s"]
-                                                   / rows["ceiling: broker alone"]["rate_per_s"], 2)
-    if "load (bronze)" in rows and "ceiling: PostgreSQL alone" in rows:
-        ratios["load_of_postgres_ceiling"] = round(rows["load (bronze)"]["rate_per_s"]
-                                                   / rows["ceiling: PostgreSQL alone"]["rate_per_s"], 2)
+    for name, ours, other, digits in (
+            ("load_vs_runbook_step3", "load (bronze)", "runbook step 3 loader", 1),
+            ("ingest_vs_runbook_step2", "ingest", "runbook step 2 copy", 1),
+            ("ingest_of_broker_ceiling", "ingest", "ceiling: broker alone", 2),
+            ("load_of_postgres_ceiling", "load (bronze)", "ceiling: PostgreSQL alone", 2)):
+        if ours in rows and other in rows:
+            ratios[name] = round(rows[ours]["rate_per_s"] / rows[other]["rate_per_s"], digits)
     result["ratios"] = ratios
     result["targets"] = check_targets(result)
     cpu = {name: round(s["cpu_seconds"], 2) for name, s in {**steps, **rb, **{
