@@ -167,7 +167,7 @@ def _line(topic: str, partition: int, offset: int, timestamp: int | None, key: b
     # Key and value are spliced in as the JSON text they arrived as (already checked to be
     # compact JSON): re-serialising a 10 kB Debezium value per event would double the cost.
     head = orjson.dumps({"topic": topic, "partition": partition, "offset": offset, "timestamp": timestamp})
-    return head[:-1] + b',"key":' + key + b',"value":' + value + b"}\n"
+    return b"".join((head[:-1], b',"key":', key, b',"value":', value, b"}\n"))  # one copy, not five
 
 
 def _quarantine_line(message, reason: str) -> bytes:
