@@ -22,8 +22,10 @@ class RawStore:
             aws_secret_access_key=settings.s3_secret_key,
             region_name=settings.s3_region,
             # No CRC32 of every object on each put and get (botocore's default since 1.36): it
-            # costs ingest and load a pass over ~20 MB per object, and over plain HTTP the SigV4
-            # payload hash already protects the body; over HTTPS, TLS does.
+            # cost ingest and load a pass over ~20 MB per object. What is written stays
+            # protected: over plain HTTP the server checks the signed SHA-256 of the payload,
+            # over HTTPS TLS protects both ways; an object put without a checksum has none
+            # for a get to validate.
             config=Config(connect_timeout=timeout, read_timeout=max(timeout, 30),
                           retries={"max_attempts": retries, "mode": "standard"},
                           request_checksum_calculation="when_required",
