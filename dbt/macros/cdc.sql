@@ -173,10 +173,13 @@ where (b.kafka_topic, b.kafka_partition, b.kafka_offset) in (
         where ev.cdc_operation is not null
           and ev.record_key is not null
           {%- if changed_since is not none %}
-          and ev.record_key in (
-              select changed.record_key from {{ relation }} as changed
+          {#- An array, not `in (subquery)`: PostgreSQL then probes the record_key index
+              for each changed key, where a semi-join scanned every event of bronze
+              (1M events, 10k new: 0.34 s instead of 1.0 s). #}
+          and ev.record_key = any(array(
+              select distinct changed.record_key from {{ relation }} as changed
               where changed.ingested_at >= ({{ changed_since }})
-          )
+          ))
           {%- endif %}
     ) as ranked
     where ranked.cdc_rank = 1
