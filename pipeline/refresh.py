@@ -155,12 +155,7 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
         runner = _Runner(settings, run, selected, mode, on_event, cancel, lambda line: redact(line, secrets))
         for step in StepNames:
             if step in wanted and run.outcome == "running":
-                if step == "test" and {"transform", "validate"} <= set(wanted):
-                    # dbt test mostly waits on PostgreSQL, and transform already imported all
-                    # of dbt, so the two imports never race: GX loads meanwhile, not after it.
-                    from pipeline.steps.validate import import_gx_in_background
-
-                    import_gx_in_background()
+                _import_next_library(step, wanted)
                 runner.run_step(step)
         if run.outcome == "running":
             run.outcome = "ok"
@@ -174,6 +169,22 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
             pass
         on_event(RunFinished(run))
     return run
+
+
+def _import_next_library(step: str, wanted: list[str]) -> None:
+    """Load dbt while load runs and GX while dbt test runs: both steps mostly wait on
+    PostgreSQL. One library at a time, each after the previous step imported its own
+    modules, so that two imports never race over the same module."""
+    from pipeline.background_import import import_in_background
+
+    if step == "load" and "transform" in wanted:
+        import pipeline.steps.load  # noqa: F401  (before dbt starts loading)
+
+        import_in_background("dbt.cli.main")
+    elif step == "test" and {"transform", "validate"} <= set(wanted):
+        from pipeline.steps.validate import import_gx_in_background
+
+        import_gx_in_background()
 
 
 class _Runner:

@@ -217,20 +217,11 @@ def _connection_string(settings: Settings) -> str:
 
 
 def import_gx_in_background() -> threading.Thread:
-    """Start importing Great Expectations in a daemon thread (4-5 s of CPU here) so that a
-    step which mostly waits on PostgreSQL (dbt test) pays for it instead of validate. An
-    import that fails here fails again, and is reported, when validate imports GX itself."""
+    """Start importing Great Expectations while an earlier step waits on PostgreSQL."""
+    from pipeline.background_import import import_in_background
+
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-
-    def load() -> None:
-        try:
-            import great_expectations  # noqa: F401
-        except Exception:
-            pass
-
-    thread = threading.Thread(target=load, name="import-great-expectations", daemon=True)
-    thread.start()
-    return thread
+    return import_in_background("great_expectations")
 
 
 def _new_context(docs_dir: Path):
