@@ -281,7 +281,7 @@ def _ingest_partition(consumer, store, checkpoints, table, topic, partition, sta
     writer = _PartitionWriter(consumer, store, checkpoints, table, topic, partition, start, end, epoch, batch_size,
                               result, log, cancel)
     try:
-        _read_partition(consumer, checkpoints, table, topic, partition, start, end, epoch, writer, log, cancel)
+        _read_partition(writer)
         writer.finish()
     finally:
         writer.close()
@@ -366,9 +366,10 @@ class _PartitionWriter:
                  f"{result.objects} objects, {result.quarantined} quarantined ({rate:,.0f} events/s)")
 
 
-def _read_partition(consumer, checkpoints, table, topic, partition, start, end, epoch, writer: _PartitionWriter,
-                    log, cancel) -> None:
-    position = start
+def _read_partition(writer: _PartitionWriter) -> None:
+    consumer, checkpoints, table, epoch = writer.consumer, writer.checkpoints, writer.table, writer.epoch
+    topic, partition, position, end = writer.topic, writer.partition, writer.start, writer.end
+    log, cancel = writer.log, writer.cancel
     idle_since = last_check = time.monotonic()
     while position < end:
         if cancel is not None and cancel.is_set():

@@ -3,8 +3,9 @@
 Each object is COPYed straight into bronze and recorded in the manifest in the same
 transaction: a crash leaves an object either wholly loaded and recorded, or not at all.
 An object that overlaps rows already in bronze goes through a temporary table and
-`ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING` instead. A malformed line goes to the rejects table with its
-object, line number and reason; the rest of the object still loads.
+`ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING` instead. A malformed
+line goes to the rejects table with its object, line number and reason; the rest of the
+object still loads.
 """
 
 from __future__ import annotations
@@ -178,7 +179,9 @@ def _copy_row(parsed: tuple, batch_file: bytes) -> bytes:
 
 
 class Loader:
-    def __init__(self, settings: Settings, table: TableConfig, log: Log):
+    def __init__(self, settings: Settings, table: TableConfig, log: Log, *, migrate: bool = True):
+        """migrate: create or bring up to date the bronze tables first; the extra workers of
+        one load skip it, since the first Loader already did."""
         self.settings = settings
         self.table = table
         self.log = log
@@ -186,8 +189,9 @@ class Loader:
         self.bronze = bronze_relation(settings.file, table)
         self.meta = sql.Identifier(settings.file.meta_schema)
         self._tune_session()
-        with self.conn, self.conn.cursor() as cur:
-            ensure_bronze(cur, settings.file, table)
+        if migrate:
+            with self.conn, self.conn.cursor() as cur:
+                ensure_bronze(cur, settings.file, table)
 
     def _tune_session(self) -> None:
         """Session settings for bulk loading; each is best effort (a server may refuse one).
@@ -347,7 +351,7 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
     if workers == 1:
         work(first)  # in this thread: nothing to overlap, and a profiler sees the work
     else:
-        extras = [Loader(settings, table, log) for _ in range(workers - 1)]
+        extras = [Loader(settings, table, log, migrate=False) for _ in range(workers - 1)]
         try:
             threads = [threading.Thread(target=work, args=(loader,), name=f"load-{n}", daemon=True)
                        for n, loader in enumerate([first, *extras])]
