@@ -1,26 +1,34 @@
 """What the services alone can do on this machine, measured in the same run as our steps.
 
-A target missed because the broker or PostgreSQL cannot go faster is not a target our
-code can meet; these two measurements say how fast each service goes with (almost) none
-of our Python in the way:
+A target missed because the broker, the S3 server or PostgreSQL cannot go faster is not a
+target our code can meet; these measurements say how fast each service goes with (almost)
+none of our Python in the way:
 
 - broker ceiling: the ingest consumer, configured exactly as ingest configures it,
   reads the topic and does nothing with the messages (no check, no line, no upload);
+- S3 ceiling: copies of real raw objects (read first, off the clock) are stored under a
+  scratch prefix with as many uploads in flight as ingest uses, through the same client;
 - PostgreSQL ceiling: the COPY rows of a sample of raw objects are built first (by
   load's own code, off the clock), then COPYed into a scratch copy of the bronze table
   (same columns, generated columns, indexes and storage) with as many connections as
   load uses. What is timed is PostgreSQL parsing and storing rows.
 
-The broker reads `max_events` (the harness passes the whole topic); PostgreSQL's sample
-is capped at `max_objects` objects held in memory, and its table starts empty, so at 1M
-events it is an upper bound: the real bronze's indexes are larger by then.
+The broker and S3 ceilings also report the CPU time their timed part cost, in this
+process and in the service (`cpu_seconds_timed`, `service_cpu_seconds`): together they are
+the least CPU a single event of ingest can cost here, whatever our own code does.
+
+The broker reads `max_events` (the harness passes the whole topic); the S3 and PostgreSQL
+samples are capped at `max_objects` objects held in memory, and PostgreSQL's table starts
+empty, so at 1M events it is an upper bound: the real bronze's indexes are larger by then.
 """
 
 from __future__ import annotations
 
 import io
+import resource
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from confluent_kafka import KafkaError, TopicPartition
 from psycopg2 import sql
@@ -29,11 +37,33 @@ from pipeline.bronze import bronze_relation
 from pipeline.config import Settings
 from pipeline.db import connect
 from pipeline.kafka import topic_offsets
-from pipeline.steps.ingest import ingest_consumer
+from pipeline.steps.ingest import UPLOADS_IN_FLIGHT, ingest_consumer
 from pipeline.steps.load import COPY_COLUMNS, COPY_CHUNK, CopyRows
 from pipeline.storage import RawStore
 
 SCRATCH_TABLE = "bench_postgres_ceiling"
+SCRATCH_PREFIX = "bench-s3-ceiling/"
+
+
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread: librdkafka's and boto3's too
+    return usage.ru_utime + usage.ru_stime
+
+
+class _CpuMeter:
+    """CPU seconds spent between start and stop by this process and by one service."""
+
+    def __init__(self, settings: Settings, service: str):
+        from bench.child import service_cpu
+
+        self.settings, self.service, self.service_cpu = settings, service, service_cpu
+        self.own = _process_cpu()
+        self.theirs = service_cpu(settings).get(service, 0.0)
+
+    def stop(self) -> dict:
+        return {"cpu_seconds_timed": round(_process_cpu() - self.own, 3),
+                "service_cpu_seconds": {self.service: round(
+                    self.service_cpu(self.settings).get(self.service, 0.0) - self.theirs, 3)}}
 
 
 def broker_ceiling(settings: Settings, table_name: str, max_events: int) -> dict:
@@ -41,6 +71,7 @@ def broker_ceiling(settings: Settings, table_name: str, max_events: int) -> dict
     offsets = topic_offsets(settings, table.topic) or []
     consumer = ingest_consumer(settings, table)
     events = value_bytes = 0
+    meter = _CpuMeter(settings, "kafka")
     started = time.monotonic()
     try:
         for part in offsets:
@@ -64,7 +95,25 @@ def broker_ceiling(settings: Settings, table_name: str, max_events: int) -> dict
             consumer.unassign()
     finally:
         consumer.close()
-    return {"seconds": time.monotonic() - started, "events": events, "value_bytes": value_bytes}
+    return {"seconds": time.monotonic() - started, "events": events, "value_bytes": value_bytes, **meter.stop()}
+
+
+def s3_ceiling(settings: Settings, table_name: str, max_objects: int) -> dict:
+    table = settings.table(table_name)
+    store = RawStore(settings)
+    bodies = [store.get(obj["Key"]) for obj in list(store.list(table.raw_objects_prefix))[:max_objects]]
+    meter = _CpuMeter(settings, "s3")
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="ceiling-upload") as pool:
+            list(pool.map(lambda item: store.put(f"{SCRATCH_PREFIX}{item[0]:06d}.jsonl", item[1]),
+                          enumerate(bodies)))
+        seconds = time.monotonic() - started
+        spent = meter.stop()
+    finally:
+        store.delete_prefix(SCRATCH_PREFIX)
+    return {"seconds": seconds, "events": sum(body.count(b"\n") for body in bodies), "objects": len(bodies),
+            "bytes": sum(len(body) for body in bodies), "uploads_in_flight": UPLOADS_IN_FLIGHT, **spent}
 
 
 def postgres_ceiling(settings: Settings, table_name: str, max_objects: int, workers: int) -> dict:

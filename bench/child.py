@@ -172,6 +172,12 @@ def step_broker_ceiling(settings, args: dict) -> dict:
     return broker_ceiling(settings, args.get("table", "product"), args["max_events"])
 
 
+def step_s3_ceiling(settings, args: dict) -> dict:
+    from bench.ceilings import s3_ceiling
+
+    return s3_ceiling(settings, args.get("table", "product"), args["max_objects"])
+
+
 def step_postgres_ceiling(settings, args: dict) -> dict:
     from bench.ceilings import postgres_ceiling
 

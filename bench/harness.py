@@ -52,7 +52,7 @@ GiB = 1024 ** 3
 PHASES = ("full", "ceilings", "runbook", "incremental")
 OPTIONAL_PHASES = ("steps",)
 DEFAULT_RUNBOOK_MAX_EVENTS = 50_000
-CEILING_MAX_OBJECTS = 20  # the PostgreSQL ceiling holds this many objects' rows in memory (~100k rows)
+CEILING_MAX_OBJECTS = 20  # the S3 and PostgreSQL ceilings hold this many objects in memory (~100k events)
 COMPRESS_FROM_EVENTS = 500_000
 
 
@@ -309,6 +309,7 @@ def run_size(events: int, *, log=print, runbook_max_events: int | None = None, m
             result["ceilings"] = {
                 # The whole topic: tansu serves later offsets of a large topic more slowly.
                 "broker": child("broker_ceiling", {"max_events": events}),
+                "s3": child("s3_ceiling", {"max_objects": CEILING_MAX_OBJECTS}),
                 "postgres": child("postgres_ceiling", {"max_objects": CEILING_MAX_OBJECTS}),
             }
 
@@ -439,6 +440,10 @@ def derive(result: dict) -> dict:
         s = ceilings["broker"]
         row("ceiling: broker alone", s["events"], "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
             "ingest's consumer, messages read and dropped")
+    if "s3" in ceilings:
+        s = ceilings["s3"]
+        row("ceiling: S3 server alone", s["events"], "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
+            f"{s['objects']} raw objects read first, then stored again, {s['uploads_in_flight']} uploads in flight")
     if "postgres" in ceilings:
         s = ceilings["postgres"]
         row("ceiling: PostgreSQL alone", s["rows"], "rows", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
@@ -462,11 +467,42 @@ def derive(result: dict) -> dict:
         if ours in rows and other in rows:
             ratios[name] = round(rows[ours]["rate_per_s"] / rows[other]["rate_per_s"], digits)
     result["ratios"] = ratios
+    floor = ingest_cpu_floor(steps, ceilings, os.cpu_count() or 1)
+    if floor:
+        result["ingest_cpu_floor"] = floor
     result["targets"] = check_targets(result)
     cpu = {name: round(s["cpu_seconds"], 2) for name, s in {**steps, **rb, **{
         k: result[k] for k in ("full_refresh", "incremental_refresh") if k in result}}.items() if "cpu_seconds" in s}
     result["cpu_seconds_own_process"] = cpu
     return result
+
+
+def ingest_cpu_floor(steps: dict, ceilings: dict, cores: int) -> dict | None:
+    """The least CPU an ingested event costs here, next to what ingest spent.
+
+    Ingest must at least fetch every event from the broker and store it in S3. The broker
+    and S3 ceilings measure exactly that work with no check, line or batching of ours, and
+    count the CPU of both sides (our client threads and the service). Their sum per event
+    bounds ingest's rate on this machine's cores, whatever our code does; what ingest
+    spends beyond it is our process's own work."""
+    if not {"broker", "s3"} <= set(ceilings) or "ingest" not in steps:
+        return None
+    broker, store, ingest = ceilings["broker"], ceilings["s3"], steps["ingest"]
+    if "cpu_seconds_timed" not in broker or "cpu_seconds_timed" not in store:
+        return None
+
+    def micros(seconds: float, events: int) -> float:
+        return round(seconds / events * 1e6, 1) if events else 0.0
+
+    broker_us = micros(broker["cpu_seconds_timed"] + broker["service_cpu_seconds"]["kafka"], broker["events"])
+    s3_us = micros(store["cpu_seconds_timed"] + store["service_cpu_seconds"]["s3"], store["events"])
+    events = ingest["events"] + ingest.get("quarantined", 0)
+    services = ingest.get("service_cpu_seconds") or {}
+    ingest_us = micros(ingest["cpu_seconds"] + services.get("kafka", 0.0) + services.get("s3", 0.0), events)
+    floor_us = round(broker_us + s3_us, 1)
+    return {"broker_us_per_event": broker_us, "s3_us_per_event": s3_us, "floor_us_per_event": floor_us,
+            "cores": cores, "floor_max_events_per_s": round(cores * 1e6 / floor_us) if floor_us else None,
+            "ingest_us_per_event": ingest_us, "ingest_beyond_floor_us_per_event": round(ingest_us - floor_us, 1)}
 
 
 def check_targets(result: dict) -> dict:
@@ -553,6 +589,14 @@ def format_table(report: dict) -> str:
         if size.get("ratios"):
             lines.append("")
             lines.append("Ratios (rate over rate): " + ", ".join(f"{k} = {v}x" for k, v in size["ratios"].items()))
+        floor = size.get("ingest_cpu_floor")
+        if floor:
+            lines.append("")
+            lines.append(
+                f"Ingest CPU per event (our process and the services): the broker and S3 work alone cost "
+                f"{floor['floor_us_per_event']} µs (broker {floor['broker_us_per_event']}, S3 {floor['s3_us_per_event']}), "
+                f"so {floor['cores']} cores allow at most {floor['floor_max_events_per_s']:,} events/s; "
+                f"ingest spent {floor['ingest_us_per_event']} µs, {floor['ingest_beyond_floor_us_per_event']} µs of it beyond that work.")
         if size.get("targets"):
             lines.append("")
             lines.append("Targets: " + "; ".join(

@@ -41,6 +41,7 @@ def test_bench_harness_smoke(tmp_path):
         assert step["state"] == "ok" and step["within"] == "full refresh", (name, step)
         assert step["cpu_seconds"] > 0, (name, step)
     assert size["ceilings"]["broker"]["events"] == EVENTS  # the whole topic: fewer than the cap
+    assert size["ceilings"]["s3"]["events"] == EVENTS  # the same two objects, stored again
     assert size["ceilings"]["postgres"]["rows"] == EVENTS  # two objects of 5,000, under the cap
     assert size["runbook"]["step3_load"]["rows"] == EVENTS
     assert size["runbook"]["step2_copy"]["events"] == EVENTS
@@ -51,7 +52,8 @@ def test_bench_harness_smoke(tmp_path):
 
     rows = size["rows"]
     expected = {"ingest", "load (bronze)", "transform", "test", "validate", "runbook step 3 loader",
-                "runbook step 2 copy", "ceiling: broker alone", "ceiling: PostgreSQL alone",
+                "runbook step 2 copy", "ceiling: broker alone", "ceiling: S3 server alone",
+                "ceiling: PostgreSQL alone",
                 "full refresh (end to end)", "incremental refresh (+10k)"}
     assert expected <= set(rows)
     for name in expected:
@@ -63,8 +65,12 @@ def test_bench_harness_smoke(tmp_path):
     assert size["ratios"]["ingest_of_broker_ceiling"] > 0 and size["ratios"]["load_of_postgres_ceiling"] > 0
     assert size["targets"]["ingest events/s"]["service_ceiling"] == rows["ceiling: broker alone"]["rate_per_s"]
     assert {"ingest events/s", "load rows/s", "incremental +10k s"} <= set(size["targets"])
+    floor = size["ingest_cpu_floor"]  # the broker's and S3's own work per event, next to ingest's
+    assert floor["broker_us_per_event"] > 0 and floor["s3_us_per_event"] > 0
+    assert floor["floor_us_per_event"] == pytest.approx(floor["broker_us_per_event"] + floor["s3_us_per_event"], abs=0.11)
+    assert floor["ingest_us_per_event"] > 0 and floor["floor_max_events_per_s"] > 0
 
     table = result.stdout
     for name in expected:
         assert f"| {name} |" in table
-    assert "Ratios (rate over rate)" in table and "Targets:" in table
+    assert "Ratios (rate over rate)" in table and "Targets:" in table and "Ingest CPU per event" in table
