@@ -1,5 +1,5 @@
-"""Where a step's wall time went, from a pyinstrument session: our Python, or waiting on
-PostgreSQL, the broker, the S3 server, dbt or Great Expectations.
+"""Where a step's wall time went, from a pyinstrument session or a py-spy recording: our
+Python, or waiting on PostgreSQL, the broker, the S3 server, dbt or Great Expectations.
 
 Each sample's time is charged to the innermost frame that names an owner:
   * a call into a client library's C code is charged to the service it waits on
@@ -15,6 +15,9 @@ Each sample's time is charged to the innermost frame that names an owner:
     its blocked time as its caller's own time; that is charged to the service it waits on.
 
 pyinstrument samples the thread that started it; the threads' CPU is in "own CPU s".
+py-spy (`attribute_pyspy`) samples every thread, native frames included: a sample inside
+libpq or librdkafka is charged to PostgreSQL or the broker however it got there, so the
+profile of a thread that waits on a socket says which service it waits on.
 """
 
 from __future__ import annotations
@@ -96,3 +99,51 @@ def attribute(session) -> dict[str, float]:
 def format_attribution(totals: dict[str, float]) -> str:
     whole = sum(totals.values()) or 1.0
     return ", ".join(f"{owner} {seconds:.1f}s ({seconds / whole:.0%})" for owner, seconds in totals.items())
+
+
+# Native libraries, as py-spy names them ("PQgetResult (libpq-a17e3caa.so.5.17)").
+NATIVE_OWNERS = [("libpq", "PostgreSQL"), ("psycopg2/_psycopg", "PostgreSQL"), ("librdkafka", "broker"),
+                 ("confluent_kafka/cimpl", "broker")]
+
+
+def _pyspy_owner(frame: str, inherited: str) -> str | None:
+    """The owner of one py-spy frame, "function (file:line)" or "function (library)"."""
+    location = frame[frame.rfind("(") + 1:-1] if frame.endswith(")") else ""
+    path = "/" + location.rsplit(":", 1)[0].lstrip("/")
+    for part, owner in NATIVE_OWNERS:
+        if part in location:
+            return owner
+    if any(part in path for part in THREAD_WAITS):
+        return "our threads" if inherited == "our Python" else None
+    for part, owner in PACKAGE_OWNERS:
+        if part in path:
+            return owner
+    if path.startswith(("/pipeline/", "/bench/", "/cli/")) or path.startswith(OURS):
+        return "our Python"
+    return None
+
+
+def attribute_pyspy(raw: str, rate: float) -> dict[str, dict[str, float]]:
+    """Seconds per owner for each thread of a `py-spy record --format raw` recording taken
+    at `rate` samples per second (with --idle, so a thread waiting on a socket counts)."""
+    threads: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        thread = frames[0].split(": ", 1)[-1] if frames[0].startswith("thread (") else "?"
+        owner, importing = "other", False
+        for frame in frames[1:]:
+            if "importlib._bootstrap" in frame:
+                importing = True  # the first package named after this is the one being imported
+                continue
+            found = _pyspy_owner(frame, owner)
+            if found:
+                owner = found
+                if importing:
+                    owner = f"{owner} (import)"
+                    break
+        threads[thread][owner] += int(count) / rate
+    return {name: {k: round(v, 2) for k, v in sorted(owners.items(), key=lambda kv: -kv[1])}
+            for name, owners in sorted(threads.items(), key=lambda kv: -sum(kv[1].values()))}
