@@ -17,7 +17,10 @@ Each sample's time is charged to the innermost frame that names an owner:
 pyinstrument samples the thread that started it; the threads' CPU is in "own CPU s".
 py-spy (`attribute_pyspy`) samples every thread, native frames included: a sample inside
 libpq or librdkafka is charged to PostgreSQL or the broker however it got there, so the
-profile of a thread that waits on a socket says which service it waits on.
+profile of a thread that waits on a socket says which service it waits on. Time spent
+importing a library is charged to it, marked "(import)"; a thread blocked on a module that
+another thread is importing (refresh imports dbt and GX ahead, pipeline/background_import.py)
+shows as "import in another thread".
 """
 
 from __future__ import annotations
@@ -144,6 +147,9 @@ def attribute_pyspy(raw: str, rate: float) -> dict[str, dict[str, float]]:
                 if importing:
                     owner = f"{owner} (import)"
                     break
+        else:
+            if importing:  # blocked on a module lock: another thread is importing that module
+                owner = "import in another thread"
         threads[thread][owner] += int(count) / rate
     return {name: {k: round(v, 2) for k, v in sorted(owners.items(), key=lambda kv: -kv[1])}
             for name, owners in sorted(threads.items(), key=lambda kv: -sum(kv[1].values()))}
