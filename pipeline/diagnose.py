@@ -353,11 +353,12 @@ def fix_create_bronze(settings: Settings, log: Log = _noop) -> list[str]:
 
 
 def fix_rerun_dbt_debug(settings: Settings, log: Log = _noop):
-    from pipeline.steps.transform import DbtProject
+    from pipeline.steps.transform import run_in_child
 
     selector = " ".join(t.dbt_selector for t in settings.tables)
     log(f"dbt run --debug --select {selector}")
-    result = DbtProject(settings, log, debug=True).run(selector)
+    # In a process of its own: dbt would hold the TUI's GIL for seconds at a time.
+    result = run_in_child(settings, selector, log, debug=True)
     log(f"dbt run {'succeeded' if result.success else 'FAILED'} in {result.elapsed:.1f}s {result.counts}")
     if not result.success:
         raise RuntimeError(f"dbt run failed: {result.error or ', '.join(n.name for n in result.failed)}")

@@ -87,3 +87,19 @@ def test_dbt_debug_in_a_child_process_reports_like_in_process(custom):
     wrong = debug_in_child(custom.model_copy(update={"pg_password": "not-the-password"}))
     assert not wrong.success
     assert "not-the-password" not in (wrong.output or "") + (wrong.error or "")
+
+
+def test_dbt_run_in_a_child_process_streams_its_log(custom):
+    """The TUI's "rerun dbt with debug logging" runs dbt in its own process, line by line."""
+    from pipeline.steps.transform import run_in_child
+
+    lines: list[str] = []
+    result = run_in_child(custom, "base_product stg_product", lines.append, debug=True)
+    assert result.success, result.error
+    assert result.node("stg_product").status == "success" and result.counts["total"] == 2
+    assert any("Acquiring new postgres connection" in line for line in lines)  # debug lines, as they came
+    assert custom.pg_password not in "\n".join(lines) + result.output
+
+    wrong = run_in_child(custom.model_copy(update={"pg_password": "not-the-password"}), "stg_product", lines.append)
+    assert not wrong.success and (wrong.error or wrong.failed)
+    assert "not-the-password" not in "\n".join(lines) + wrong.output + (wrong.error or "")

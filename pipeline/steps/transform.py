@@ -337,42 +337,83 @@ def debug_in_child(settings: Settings, timeout: float = 300.0, nice: int = 10) -
 
     dbt holds the GIL for seconds while it loads and checks the project: run inside the
     TUI's process, it would freeze the screen while a troubleshooting panel diagnoses."""
+    return _invoke_in_child(settings, ["debug"], None, timeout, nice)
+
+
+def run_in_child(settings: Settings, selector: str, log: Log | None = None, *, debug: bool = False,
+                 timeout: float = 1800.0, nice: int = 10) -> DbtResult:
+    """`dbt run --select SELECTOR` in a process of its own (for the TUI, as debug_in_child);
+    each log line reaches `log` as dbt writes it."""
+    return _invoke_in_child(settings, ["run", *(["--debug"] if debug else []), *selector.split()], log, timeout, nice)
+
+
+def _invoke_in_child(settings: Settings, args: list[str], log: Log | None, timeout: float, nice: int) -> DbtResult:
+    """`python -m pipeline.steps.transform ARGS`: its stdout carries one JSON object a line,
+    {"log": line} while dbt runs, then {"result": ...}; stderr is kept for a crash report."""
     import subprocess
     import sys
+    import tempfile
 
     from pipeline.runtime.embedded import settings_environment
 
-    started = time.monotonic()
-    args = [sys.executable, "-m", "pipeline.steps.transform", "debug"]
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                              env=settings_environment(settings), preexec_fn=lambda: os.nice(nice))
-    except subprocess.TimeoutExpired:
-        return DbtResult("debug", [], False, time.monotonic() - started, error=f"dbt debug took over {timeout:.0f}s")
-    try:
-        report = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return DbtResult("debug", [], False, time.monotonic() - started,
-                         error=f"dbt debug exited {done.returncode}: {done.stderr.strip()[-500:]}")
-    return DbtResult("debug", report["args"], report["success"], time.monotonic() - started,
-                     error=report["error"], output=report["output"])
+    command, started = args[0], time.monotonic()
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.steps.transform", *args], stdout=subprocess.PIPE,
+                                stderr=errors, stdin=subprocess.DEVNULL, text=True, env=settings_environment(settings),
+                                preexec_fn=lambda: os.nice(nice))
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        report = None
+        try:
+            for line in proc.stdout:
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                if "log" in item and log is not None:
+                    log(item["log"])
+                elif "result" in item:
+                    report = item["result"]
+            proc.wait()
+        finally:
+            timed_out = timer.finished.is_set()  # set here only if the timer fired
+            timer.cancel()
+        errors.seek(0)
+        stderr = errors.read()
+    elapsed = time.monotonic() - started
+    if report is None:
+        reason = f"dbt {command} took over {timeout:.0f}s" if timed_out else \
+            f"dbt {command} exited {proc.returncode}: {stderr.strip()[-500:]}"
+        return DbtResult(command, [], False, elapsed, error=reason)
+    return DbtResult(command, report["args"], report["success"], elapsed,
+                     nodes=[NodeResult(**node) for node in report["nodes"]], error=report["error"],
+                     output=report["output"])
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m pipeline.steps.transform debug`: the report as one JSON line on stdout."""
+    """`python -m pipeline.steps.transform debug | run [--debug] SELECTOR...`, for _invoke_in_child."""
     import sys
 
     from pipeline.config import load_settings
 
-    if argv != ["debug"]:
-        print("usage: python -m pipeline.steps.transform debug", file=sys.stderr)
+    if not argv or argv[0] not in ("debug", "run"):
+        print("usage: python -m pipeline.steps.transform debug | run [--debug] SELECTOR...", file=sys.stderr)
         return 2
     out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # whatever dbt prints goes to stderr; stdout carries only the report
-    result = DbtProject(load_settings(env_file=None)).debug()
-    out.write(json.dumps({"args": result.args, "success": result.success, "error": result.error,
-                          "output": result.output}) + "\n")
-    out.flush()
+    os.dup2(2, 1)  # whatever dbt prints goes to stderr; stdout carries only our JSON lines
+
+    def emit(item: dict) -> None:
+        out.write(json.dumps(item, default=str) + "\n")
+        out.flush()
+
+    settings = load_settings(env_file=None)
+    if argv[0] == "debug":
+        result = DbtProject(settings).debug()
+    else:
+        debug = "--debug" in argv[1:]
+        selector = [a for a in argv[1:] if a != "--debug"]
+        result = DbtProject(settings, lambda line: emit({"log": line}), debug=debug).run(selector)
+    emit({"result": result.as_dict()})
     return 0 if result.success else 1
 
 
