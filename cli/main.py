@@ -353,8 +353,24 @@ def _wait_for_events(settings: Settings, topic: str, expected: int, timeout: flo
         if count >= expected:
             return
         time.sleep(1)
-    err(f"bi-console: only {last} of {expected} events reached {topic} in {timeout:.0f}s; is the cdc service RUNNING?")
+    err(f"bi-console: only {last} of {expected} events reached {topic} in {timeout:.0f}s; "
+        f"{_connector_summary(settings)}")
     sys.exit(EXIT_FAILED)
+
+
+def _connector_summary(settings: Settings) -> str:
+    """What the connector says about itself, for an operator whose events did not arrive."""
+    from pipeline.runtime.select import connector_for
+
+    try:
+        status = connector_for(settings).status()
+    except Exception as exc:  # the stack itself may be what is broken
+        return f"the connector's status could not be read ({type(exc).__name__}: {exc})"
+    captured = "" if status.events_captured is None else f", {status.events_captured} events captured"
+    last = f", the last at {status.last_event_at.isoformat()}" if status.last_event_at else ""
+    trace = status.error_trace
+    detail = f"\n{trace.strip()}" if trace else ""
+    return f"connector {status.name} is {status.effective_state}{captured}{last}{detail}"
 
 
 # -- refresh -------------------------------------------------------------------

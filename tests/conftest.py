@@ -74,8 +74,21 @@ class StackHandle:
             env={k: v for k, v in {**os.environ, **(env or {})}.items() if not k.startswith("BI_")} | (env or {}),
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"bi-console {' '.join(args)} exited {result.returncode}\n{result.stderr[-3000:]}")
+            raise AssertionError(f"bi-console {' '.join(args)} exited {result.returncode}\n{result.stderr[-3000:]}"
+                                 f"{self.service_log_tails()}")
         return result
+
+    def service_log_tails(self, lines: int = 60) -> str:
+        """The end of the cdc and broker logs: the fixture removes the stack's directory, and
+        with it the only evidence of why events did not arrive."""
+        tails = []
+        for service in ("cdc", "kafka"):
+            try:
+                tail = list(self.runtime.logs(service, tail=lines))
+            except Exception as exc:
+                tail = [f"(could not read: {exc})"]
+            tails.append(f"\n--- last {lines} lines of the {service} log ---\n" + "\n".join(tail))
+        return "".join(tails)
 
     def seeded(self) -> dict:
         """`demo seed` once per session, waiting until every event reached Kafka."""
