@@ -63,6 +63,11 @@ def _owner(frame, inherited: str) -> str | None:
     function = frame.function or ""
     if _is_builtin(frame):
         return BUILTIN_OWNERS.get(function)
+    return _path_owner(path, inherited)
+
+
+def _path_owner(path: str, inherited: str) -> str | None:
+    """The owner of a Python frame by its file: a thread wait, a library, or our code."""
     if any(part in path for part in THREAD_WAITS):
         # A wait on a worker thread belongs to whoever started the thread: dbt waits on its
         # own node threads, we wait on ours (uploads, load workers).
@@ -70,7 +75,8 @@ def _owner(frame, inherited: str) -> str | None:
     for part, owner in PACKAGE_OWNERS:
         if part in path:
             return owner
-    if path.startswith(OURS):
+    # py-spy names our files relative to the directory it ran in.
+    if path.startswith(OURS) or path.startswith(("/pipeline/", "/bench/", "/cli/")):
         return "our Python"
     return None
 
@@ -116,14 +122,7 @@ def _pyspy_owner(frame: str, inherited: str) -> str | None:
     for part, owner in NATIVE_OWNERS:
         if part in location:
             return owner
-    if any(part in path for part in THREAD_WAITS):
-        return "our threads" if inherited == "our Python" else None
-    for part, owner in PACKAGE_OWNERS:
-        if part in path:
-            return owner
-    if path.startswith(("/pipeline/", "/bench/", "/cli/")) or path.startswith(OURS):
-        return "our Python"
-    return None
+    return _path_owner(path, inherited)
 
 
 def attribute_pyspy(raw: str, rate: float) -> dict[str, dict[str, float]]:

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from confluent_kafka import KafkaError, TopicPartition
 from psycopg2 import sql
 
+from bench.services import service_cpu
 from pipeline.bronze import bronze_relation
 from pipeline.config import Settings
 from pipeline.db import connect
@@ -54,16 +55,14 @@ class _CpuMeter:
     """CPU seconds spent between start and stop by this process and by one service."""
 
     def __init__(self, settings: Settings, service: str):
-        from bench.child import service_cpu
-
-        self.settings, self.service, self.service_cpu = settings, service, service_cpu
+        self.settings, self.service = settings, service
         self.own = _process_cpu()
         self.theirs = service_cpu(settings).get(service, 0.0)
 
     def stop(self) -> dict:
         return {"cpu_seconds_timed": round(_process_cpu() - self.own, 3),
                 "service_cpu_seconds": {self.service: round(
-                    self.service_cpu(self.settings).get(self.service, 0.0) - self.theirs, 3)}}
+                    service_cpu(self.settings).get(self.service, 0.0) - self.theirs, 3)}}
 
 
 def broker_ceiling(settings: Settings, table_name: str, max_events: int) -> dict:

@@ -13,6 +13,8 @@ import json
 import sys
 import time
 
+from bench.services import service_cpu
+
 
 def _quiet(_line: str) -> None:
     pass
@@ -67,34 +69,6 @@ def step_validate(settings, args: dict) -> dict:
     failed = [f"{s.name}: {s.error or [e.type for e in s.failed]}" for s in result.suites if not s.success]
     return {"seconds": time.monotonic() - started, "success": result.success, "counts": result.counts,
             "failed": failed}
-
-
-SERVICES = ("postgres", "kafka", "s3")
-
-
-def service_cpu(settings) -> dict[str, float]:
-    """CPU seconds used so far by each service of the embedded stack (with its child processes,
-    e.g. PostgreSQL's backends; a backend that exited is counted by its parent's children times)."""
-    import psutil
-
-    from pipeline.runtime.embedded import EmbeddedRuntime
-
-    runtime = EmbeddedRuntime(settings)
-    out = {}
-    for service in SERVICES:
-        record = runtime.process(service).record()
-        proc = record.process() if record else None
-        if proc is None:
-            continue
-        total = 0.0
-        for p in [proc, *proc.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system + (t.children_user + t.children_system if p is proc else 0.0)
-            except psutil.Error:
-                pass
-        out[service] = total
-    return out
 
 
 def _profile_result(profiler, directory: str, name: str) -> dict:

@@ -13,7 +13,13 @@ import importlib
 import threading
 
 
-def import_in_background(module: str) -> threading.Thread:
+def import_in_background(module: str, *, after: tuple[str, ...] = ()) -> threading.Thread:
+    """Start importing `module` in a daemon thread. The modules in `after` are imported
+    first, here: the step running meanwhile imports them, and two threads importing the
+    same module can deadlock on its import lock or see it half-initialised."""
+    for earlier in after:
+        importlib.import_module(earlier)
+
     def load() -> None:
         try:
             importlib.import_module(module)

@@ -178,9 +178,7 @@ def _import_next_library(step: str, wanted: list[str]) -> None:
     from pipeline.background_import import import_in_background
 
     if step == "load" and "transform" in wanted:
-        import pipeline.steps.load  # noqa: F401  (before dbt starts loading)
-
-        import_in_background("dbt.cli.main")
+        import_in_background("dbt.cli.main", after=("pipeline.steps.load",))
     elif step == "test" and {"transform", "validate"} <= set(wanted):
         from pipeline.steps.validate import import_gx_in_background
 
