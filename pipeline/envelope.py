@@ -9,11 +9,10 @@ the converter's schema block is the same for every event and two thirds of its s
 
 from __future__ import annotations
 
-import functools
-from typing import Optional
+import threading
 
-import msgspec
 import orjson
+import simdjson
 
 OPERATIONS = {"c", "u", "d", "r", "t"}
 
@@ -52,11 +51,9 @@ def check_event(key: bytes | None, value: bytes | None, key_column: str,
     """(key JSON, value JSON, is_tombstone) for a good message; raises PoisonMessage otherwise."""
     if key is None:
         raise PoisonMessage("message has no key")
-    key_doc = _parse(key, "key")
-    key_fields = unwrap(key_doc)
+    key_fields, key_json = _key(key)
     if not isinstance(key_fields, dict) or key_column not in key_fields:
         raise PoisonMessage(f"key has no {key_column!r} field")
-    key_json = _compact(key, key_doc)
     if value is None:
         return key_json, b"null", True
     if len(value) > max_value_bytes:
@@ -105,14 +102,65 @@ def _envelope(value: bytes):
 _last_schema_prefix = b'{"schema":<none yet>'
 
 
-@functools.lru_cache(maxsize=64)
-def _envelope_decoder(key_column: str) -> msgspec.json.Decoder:
-    """A decoder of the envelope's op and of the key column of its rows, nothing else: every
-    other field is only checked to be well-formed JSON, never turned into Python objects."""
-    row = msgspec.defstruct("RowKey", [("key", object, msgspec.UNSET)], rename={"key": key_column})
-    envelope = msgspec.defstruct("Envelope", [("op", str), ("before", Optional[row], None),
-                                              ("after", Optional[row], None)])
-    return msgspec.json.Decoder(envelope)
+# `{"schema":<the key schema>,"payload":` of the last schema-wrapped key, as above.
+_last_key_schema_prefix = b'{"schema":<none yet>'
+
+
+def _key(key: bytes):
+    """(the key's fields, its JSON text). A key with the previous key's schema block is
+    parsed from its payload alone: the schema is most of a key's bytes."""
+    global _last_key_schema_prefix
+    if key.startswith(_last_key_schema_prefix) and key.endswith(b"}"):
+        try:
+            return orjson.loads(key[len(_last_key_schema_prefix):-1]), _compact(key, None)
+        except orjson.JSONDecodeError:
+            pass  # the full parse below decides, and names what is wrong
+    document = _parse(key, "key")
+    fields = unwrap(document)
+    mark = key.rfind(_PAYLOAD_MARK)
+    if fields is not document and key.startswith(b'{"schema":') and key.endswith(b"}") and mark > 0:
+        try:
+            if orjson.loads(key[mark + len(_PAYLOAD_MARK):-1]) == fields:  # the payload is the last field
+                _last_key_schema_prefix = key[:mark + len(_PAYLOAD_MARK)]
+        except orjson.JSONDecodeError:
+            pass
+    return fields, _compact(key, document)
+
+
+_thread_state = threading.local()
+_ABSENT = object()
+
+
+def _parser() -> simdjson.Parser:
+    """This thread's simdjson parser: a parser holds one document at a time."""
+    parser = getattr(_thread_state, "parser", None)
+    if parser is None:
+        parser = _thread_state.parser = simdjson.Parser()
+    return parser
+
+
+def _op_and_row_key(payload: bytes, key_column: str):
+    """(op, the key column's value in the row the op names, or None without that row, or
+    _ABSENT without that column) of an envelope; None when it is not one. simdjson checks
+    the whole document, UTF-8 included, without building it in Python."""
+    try:
+        envelope = _parser().parse(payload)
+    except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
+        return None
+    try:
+        if not isinstance(envelope, simdjson.Object):
+            return None
+        op = envelope.get("op")
+        if not isinstance(op, str):
+            return None
+        row = envelope.get("before" if op == "d" else "after")
+        if row is None:
+            return op, None
+        if not isinstance(row, simdjson.Object):
+            return None
+        return op, row.get(key_column, _ABSENT)
+    finally:
+        del envelope  # the parser refuses a new document while a proxy of this one is alive
 
 
 def _well_formed_envelope(value: bytes, key_column: str, key_value) -> bytes | None:
@@ -133,17 +181,14 @@ def _well_formed_envelope(value: bytes, key_column: str, key_value) -> bytes | N
         payload = value
     else:
         return None
-    try:
-        envelope = _envelope_decoder(key_column).decode(payload)
-        if not payload.isascii():
-            payload.decode("utf-8")  # skipped fields are not checked for UTF-8 by the decoder
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    found = _op_and_row_key(payload, key_column)
+    if found is None:
         return None
-    if envelope.op == "t":
+    op, row_key = found
+    if op == "t":
         return _compact(payload, None)
-    if envelope.op not in ("c", "u", "d", "r"):
+    if op not in ("c", "u", "d", "r"):
         return None
-    row = envelope.before if envelope.op == "d" else envelope.after
-    if row is None or (row.key is not msgspec.UNSET and row.key != key_value):
+    if row_key is None or (row_key is not _ABSENT and row_key != key_value):
         return None
     return _compact(payload, None)
