@@ -139,6 +139,22 @@ def _parser() -> simdjson.Parser:
     return parser
 
 
+def is_bare_json_object(text: bytes) -> bool:
+    """Whether text is a JSON object, UTF-8 included, that unwrap() keeps as it is (not a
+    Kafka Connect `{"schema", "payload"}` wrapper), checked without building it in Python."""
+    try:
+        document = _parser().parse(text)
+    except ValueError:
+        return False
+    try:
+        if not isinstance(document, simdjson.Object):
+            return False
+        # A wrapper has exactly its two fields; a key lookup costs more than the parse.
+        return len(document) != 2 or not ("payload" in document and "schema" in document)
+    finally:
+        del document
+
+
 def _op_and_row_key(payload: bytes, key_column: str):
     """(op, the key column's value in the row the op names, or None without that row, or
     _ABSENT without that column) of an envelope; None when it is not one. simdjson checks

@@ -25,7 +25,7 @@ from psycopg2 import sql
 from pipeline.bronze import bronze_relation, ensure_bronze
 from pipeline.db import connect
 from pipeline.config import Settings, TableConfig
-from pipeline.envelope import unwrap
+from pipeline.envelope import is_bare_json_object, unwrap
 from pipeline.steps.ingest import StepCancelled
 from pipeline.storage import RawStore
 
@@ -147,14 +147,16 @@ def _fast_copy_row(raw: bytes, batch_file: bytes) -> bytes | None:
         return None  # whitespace that COPY's text format would read as a column separator
     try:
         line = _RAW_LINE.decode(raw)
-        if not raw.isascii():
-            raw.decode("utf-8")  # JSON the decoder skips is not checked for UTF-8
+        value = bytes(line.value)
+        key = _NULL if line.key is msgspec.UNSET else bytes(line.key)
+        # The decoder checks the JSON it skips but not its UTF-8; what it skips outside key and
+        # value is not stored. A schema-wrapped value is unwrapped by the full path.
+        if not (value == _NULL or is_bare_json_object(value)):
+            return None
+        if not key.isascii():
+            key.decode("utf-8")
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None
-    value = bytes(line.value)
-    if not (value.startswith(b"{") or value == _NULL) or b'"payload"' in value:
-        return None  # a schema-wrapped value (its fields in any order) is unwrapped by the full path
-    key = _NULL if line.key is msgspec.UNSET else bytes(line.key)
     return b"\t".join((
         line.topic.encode().replace(b"\\", b"\\\\"), b"%d" % line.partition, b"%d" % line.offset,
         b"\\N" if line.timestamp is None else b"%d" % line.timestamp,
