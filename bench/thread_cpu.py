@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _thread_name(pid: int, tid: int) -> str:
-    try:
+    if tid == pid:
+        return "main"
+    try:  # librdkafka names its threads; Python's own threads are all "python"
         return Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
     except OSError:
         return "?"
