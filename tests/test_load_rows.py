@@ -52,7 +52,8 @@ def test_a_schema_wrapped_value_is_stored_as_its_envelope(lines):
     record = orjson.loads(lines[0])
     envelope = record["value"]
     for wrapped in ({"schema": {"type": "struct"}, "payload": envelope},
-                    {"payload": envelope, "schema": {"type": "struct"}}):
+                    {"payload": envelope, "schema": {"type": "struct"}},
+                    {"schema": {"type": "struct"}, "payload": envelope, "headers": []}):
         line = orjson.dumps({**record, "value": wrapped})
         assert _fast_copy_row(line, b"f") is None  # the full path unwraps it
         value_column = _columns(_copy_row(parse_line(line), b"f"))[5]
