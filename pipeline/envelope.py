@@ -129,6 +129,10 @@ def _key(key: bytes):
 
 _thread_state = threading.local()
 _ABSENT = object()
+# What pysimdjson raises for a document it will not take: ValueError for bad JSON and
+# UnicodeDecodeError (a ValueError) for bad UTF-8, but RuntimeError for an integer beyond 64
+# bits or nesting beyond its depth limit. Such a document takes the full path, which decides.
+_NOT_PARSED = (ValueError, RuntimeError)
 
 
 def _parser() -> simdjson.Parser:
@@ -146,6 +150,14 @@ def is_bare_json_object(text: bytes) -> bool:
         document = _parser().parse(text)
     except ValueError:
         return False
+    except RuntimeError:
+        # An integer beyond 64 bits, or deep nesting: orjson reads the first (as a float,
+        # which is enough to decide; the caller keeps the text) and refuses the second.
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(document, dict) and not ("payload" in document and "schema" in document)
     try:
         if not isinstance(document, simdjson.Object):
             return False
@@ -163,7 +175,7 @@ def _op_and_row_key(payload: bytes, key_column: str):
     the whole document, UTF-8 included, without building it in Python."""
     try:
         envelope = _parser().parse(payload)
-    except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
+    except _NOT_PARSED:
         return None
     try:
         if not isinstance(envelope, simdjson.Object):

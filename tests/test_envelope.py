@@ -103,3 +103,14 @@ def test_bare_events_without_the_schema_block(events):
     bare_key = orjson.dumps(orjson.loads(key)["payload"])
     key_json, value_json, _ = check_event(bare_key, orjson.dumps(document["payload"]), "ID", LIMIT)
     assert (orjson.loads(key_json), orjson.loads(value_json)) == (orjson.loads(bare_key), document["payload"])
+
+
+def test_documents_simdjson_refuses_take_the_full_path(events):
+    key, _, document = _first_update(events)
+    payload = orjson.dumps(document["payload"])
+    big = payload[:-1] + b',"Checksum":123456789012345678901234567890}'  # beyond 64 bits: kept as written
+    _, value_json, _ = check_event(key, big, "ID", LIMIT)
+    assert value_json == big
+    deep = b'{"op":"c","after":{"ID":1,"x":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    with pytest.raises(PoisonMessage, match="value is not JSON"):
+        check_event(b'{"ID":1}', deep, "ID", LIMIT)

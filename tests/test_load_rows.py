@@ -80,3 +80,12 @@ def test_bad_lines_are_rejected_with_their_reason(lines):
     stored = [_columns(row + b"\n") for row in body.rstrip(b"\n").split(b"\n")]
     assert len(stored) == 4  # the three good lines and the tab one, made safe by the full path
     assert all(b"\t" not in column for row in stored for column in row[4:6])
+
+
+def test_an_integer_beyond_64_bits_is_stored_as_written(lines):
+    record = orjson.loads(lines[0])
+    text = orjson.dumps(record["value"])[:-1] + b',"Checksum":123456789012345678901234567890}'
+    line = b'{"topic":"%s","partition":0,"offset":7,"timestamp":null,"key":{"ID":1},"value":%s}' % (
+        TOPIC.encode(), text)
+    row = _fast_copy_row(line, b"f")
+    assert row is not None and _columns(row)[5] == text
