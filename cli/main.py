@@ -359,18 +359,12 @@ def _wait_for_events(settings: Settings, topic: str, expected: int, timeout: flo
 
 
 def _connector_summary(settings: Settings) -> str:
-    """What the connector says about itself, for an operator whose events did not arrive."""
-    from pipeline.runtime.select import connector_for
+    """What the connector says about itself (the runbook's connector check), for an operator
+    whose events did not arrive."""
+    from pipeline.diagnose import connector_check
 
-    try:
-        status = connector_for(settings).status()
-    except Exception as exc:  # the stack itself may be what is broken
-        return f"the connector's status could not be read ({type(exc).__name__}: {exc})"
-    captured = "" if status.events_captured is None else f", {status.events_captured} events captured"
-    last = f", the last at {status.last_event_at.isoformat()}" if status.last_event_at else ""
-    trace = status.error_trace
-    detail = f"\n{trace.strip()}" if trace else ""
-    return f"connector {status.name} is {status.effective_state}{captured}{last}{detail}"
+    check, _ = connector_check(settings)
+    return f"connector {check.evidence}" + (f"; {check.fix}" if check.fix else "")
 
 
 # -- refresh -------------------------------------------------------------------

@@ -78,18 +78,26 @@ def check_event(key: bytes | None, value: bytes | None, key_column: str,
 _PAYLOAD_MARK = b',"payload":'
 
 
+def _schema_block_end(raw: bytes) -> int | None:
+    """Where the payload starts in `{"schema":...,"payload":...}` as Kafka Connect's JSON
+    converter writes it (payload last), or None for another layout."""
+    mark = raw.rfind(_PAYLOAD_MARK)
+    if raw.startswith(b'{"schema":') and raw.endswith(b"}") and mark > 0:
+        return mark + len(_PAYLOAD_MARK)
+    return None
+
+
 def _envelope(value: bytes):
     """(envelope, its JSON text). Kafka Connect's JSON converter writes `{"schema":...,"payload":...}`
     with the payload last: parse only that slice (a 10 kB schema costs ten times its payload to
     parse), and fall back to the whole document when the message has another layout."""
-    if value.startswith(b'{"schema":') and value.endswith(b"}"):
-        mark = value.rfind(_PAYLOAD_MARK)
-        if mark > 0:
-            payload = value[mark + len(_PAYLOAD_MARK):-1]
-            try:
-                return orjson.loads(payload), _compact(payload, None)
-            except orjson.JSONDecodeError:
-                pass
+    start = _schema_block_end(value)
+    if start is not None:
+        payload = value[start:-1]
+        try:
+            return orjson.loads(payload), _compact(payload, None)
+        except orjson.JSONDecodeError:
+            pass
     document = _parse(value, "value")
     envelope = unwrap(document)
     if envelope is document:
@@ -97,31 +105,49 @@ def _envelope(value: bytes):
     return envelope, orjson.dumps(envelope)
 
 
-# `{"schema":<the schema block>,"payload":` of the last schema-wrapped message; a topic's
-# messages share it until the table's schema changes. Rebinding it is atomic under the GIL.
-_last_schema_prefix = b'{"schema":<none yet>'
+class _SchemaBlock:
+    """`{"schema":<the schema block>,"payload":` of the last schema-wrapped message seen: a
+    topic's keys (or values) share it until the table's schema changes, so the next one's
+    payload is found without a search. Rebinding it is atomic under the GIL."""
+
+    def __init__(self):
+        self.prefix = b'{"schema":<none yet>'
+
+    def payload(self, raw: bytes) -> bytes | None:
+        """raw's payload text if raw starts with the cached schema block, else None."""
+        if raw.startswith(self.prefix) and raw.endswith(b"}"):
+            return raw[len(self.prefix):-1]
+        return None
+
+    def learn(self, raw: bytes) -> bytes | None:
+        """raw's payload text, caching raw's schema block; None when raw has another layout."""
+        start = _schema_block_end(raw)
+        if start is None:
+            return None
+        self.prefix = raw[:start]
+        return raw[start:-1]
 
 
-# `{"schema":<the key schema>,"payload":` of the last schema-wrapped key, as above.
-_last_key_schema_prefix = b'{"schema":<none yet>'
+_value_schema = _SchemaBlock()
+_key_schema = _SchemaBlock()
 
 
 def _key(key: bytes):
     """(the key's fields, its JSON text). A key with the previous key's schema block is
     parsed from its payload alone: the schema is most of a key's bytes."""
-    global _last_key_schema_prefix
-    if key.startswith(_last_key_schema_prefix) and key.endswith(b"}"):
+    cached = _key_schema.payload(key)
+    if cached is not None:
         try:
-            return orjson.loads(key[len(_last_key_schema_prefix):-1]), _compact(key, None)
+            return orjson.loads(cached), _compact(key, None)
         except orjson.JSONDecodeError:
             pass  # the full parse below decides, and names what is wrong
     document = _parse(key, "key")
     fields = unwrap(document)
-    mark = key.rfind(_PAYLOAD_MARK)
-    if fields is not document and key.startswith(b'{"schema":') and key.endswith(b"}") and mark > 0:
+    start = _schema_block_end(key) if fields is not document else None
+    if start is not None:
         try:
-            if orjson.loads(key[mark + len(_PAYLOAD_MARK):-1]) == fields:  # the payload is the last field
-                _last_key_schema_prefix = key[:mark + len(_PAYLOAD_MARK)]
+            if orjson.loads(key[start:-1]) == fields:  # the payload is the last field
+                _key_schema.prefix = key[:start]
         except orjson.JSONDecodeError:
             pass
     return fields, _compact(key, document)
@@ -131,7 +157,7 @@ _thread_state = threading.local()
 _ABSENT = object()
 # What pysimdjson raises for a document it will not take: ValueError for bad JSON and
 # UnicodeDecodeError (a ValueError) for bad UTF-8, but RuntimeError for an integer beyond 64
-# bits or nesting beyond its depth limit. Such a document takes the full path, which decides.
+# bits or nesting beyond its depth limit.
 _NOT_PARSED = (ValueError, RuntimeError)
 
 
@@ -157,14 +183,14 @@ def is_bare_json_object(text: bytes) -> bool:
             document = orjson.loads(text)
         except orjson.JSONDecodeError:
             return False
-        return isinstance(document, dict) and not ("payload" in document and "schema" in document)
+        return isinstance(document, dict) and unwrap(document) is document
     try:
         if not isinstance(document, simdjson.Object):
             return False
-        # The list of its keys: looking up an absent key raises inside pysimdjson and costs
-        # more than the whole parse.
-        keys = set(document.keys())
-        return not ("payload" in keys and "schema" in keys)
+        # unwrap()'s test on the list of its keys: looking up an absent key raises inside
+        # pysimdjson and costs more than the whole parse.
+        keys = dict.fromkeys(document.keys())
+        return unwrap(keys) is keys
     finally:
         del document
 
@@ -176,7 +202,7 @@ def _op_and_row_key(payload: bytes, key_column: str):
     try:
         envelope = _parser().parse(payload)
     except _NOT_PARSED:
-        return None
+        return None  # the full path decides
     try:
         if not isinstance(envelope, simdjson.Object):
             return None
@@ -197,19 +223,13 @@ def _well_formed_envelope(value: bytes, key_column: str, key_value) -> bytes | N
     """The envelope JSON of a good change event, found without building the event in Python
     (most of ingest's own CPU went there); None when anything is unusual. The caller then
     takes the full path, which decides the same way and names what is wrong."""
-    global _last_schema_prefix
-    if value.startswith(_last_schema_prefix) and value.endswith(b"}"):
-        # The same schema block as the previous message (byte for byte): no search needed.
-        payload = value[len(_last_schema_prefix):-1]
-    elif value.startswith(b'{"schema":') and value.endswith(b"}"):
-        mark = value.rfind(_PAYLOAD_MARK)
-        if mark <= 0:
-            return None
-        _last_schema_prefix = value[:mark + len(_PAYLOAD_MARK)]
-        payload = value[mark + len(_PAYLOAD_MARK):-1]
-    elif value.startswith(b"{"):
-        payload = value
-    else:
+    payload = _value_schema.payload(value)  # the previous message's schema block: no search
+    if payload is None:
+        if value.startswith(b'{"schema":'):
+            payload = _value_schema.learn(value)
+        elif value.startswith(b"{"):
+            payload = value
+    if payload is None:
         return None
     found = _op_and_row_key(payload, key_column)
     if found is None:
