@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -11,8 +12,20 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pipeline.config import Settings
 
 
+_LIBRDKAFKA_LOG = logging.getLogger("bi_console.librdkafka")
+_LIBRDKAFKA_LOG.addHandler(logging.NullHandler())
+_LIBRDKAFKA_LOG.propagate = False
+
+
+def client_config(settings: Settings, **options) -> dict:
+    """The base of every Kafka client's configuration. librdkafka's own log lines
+    (`%3|...|FAIL|...` for every refused connection) go to a Python logger instead of
+    stderr: an unreachable broker is reported once, by the caller, naming BI_KAFKA_BOOTSTRAP."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": _LIBRDKAFKA_LOG, **options}
+
+
 def admin(settings: Settings, timeout: float = 5.0) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": int(timeout * 1000)})
+    return AdminClient(client_config(settings, **{"socket.timeout.ms": int(timeout * 1000)}))
 
 
 def probe_broker(settings: Settings, timeout: float = 1.0) -> tuple[bool, str]:
@@ -45,14 +58,13 @@ class PartitionOffsets:
 
 def topic_offsets(settings: Settings, topic: str, timeout: float = 5.0) -> list[PartitionOffsets] | None:
     """Low and high watermarks of every partition, or None if the topic does not exist."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
+    consumer = Consumer(client_config(settings, **{
         "group.id": "bi-console-offsets",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "fetch.wait.max.ms": 50,
         "socket.timeout.ms": int(timeout * 1000),
-    })
+    }))
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
         info = metadata.topics.get(topic)
