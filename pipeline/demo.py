@@ -222,10 +222,6 @@ _UPDATE_TEXT = ('UPDATE dbo."Product" SET "Description" = %s, "DescriptionPL" = 
                 '"NotesUA" = %s, "Updated" = %s WHERE "ID" = %s')
 
 
-def expected_seed_events() -> int:
-    return TARGET_EVENTS
-
-
 def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict:
     """Insert the demo products and apply their change history. Refuses a non-empty table."""
     rng = random.Random(seed_value)

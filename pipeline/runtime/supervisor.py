@@ -106,13 +106,6 @@ class ManagedProcess:
         record.write(self.pid_file)
         return record
 
-    def adopt(self, pid: int, argv: list[str]) -> PidRecord:
-        """Record a process started by another tool (pg_ctl) as ours."""
-        record = PidRecord(pid=pid, create_time=psutil.Process(pid).create_time(), argv=argv,
-                           started_at=datetime.now(timezone.utc).isoformat())
-        record.write(self.pid_file)
-        return record
-
     def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
         """Stop the process and its children; True if something was stopped."""
         proc = self.process()

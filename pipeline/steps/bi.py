@@ -51,16 +51,6 @@ def _check_health(settings: Settings) -> tuple[bool, str]:
     return False, f"GET {url} -> {response.status_code}: {response.text.strip()[:80]!r}"
 
 
-def _managed_chart_ids(settings: Settings) -> set[int]:
-    with api.SupersetClient.from_settings(settings) as client:
-        ids: set[int] = set()
-        for spec in api.DASHBOARDS:
-            dashboard = api.find_dashboard(client, spec.title)
-            if dashboard is not None:
-                ids |= {int(c["id"]) for c in api.dashboard_charts(client, int(dashboard["id"]))}
-        return ids
-
-
 def run_bi_refresh(settings: Settings, log: Log = _noop, *, tables: list[str] | None = None,
                    provision_missing: bool = True) -> dict:
     """Invalidate + warm, for every managed dataset (or those of `tables`).

@@ -302,34 +302,7 @@ def _node_results(result) -> list[NodeResult]:
     return out
 
 
-# -- convenience functions ------------------------------------------------
-
-
-def run_models(
-    settings: Settings,
-    selector: str | Iterable[str] | None = None,
-    full_refresh: bool = False,
-    log: Log | None = None,
-    debug: bool = False,
-) -> DbtResult:
-    return DbtProject(settings, log, debug=debug).run(selector, full_refresh=full_refresh)
-
-
-def test_models(
-    settings: Settings,
-    selector: str | Iterable[str] | None = None,
-    log: Log | None = None,
-    debug: bool = False,
-) -> DbtResult:
-    return DbtProject(settings, log, debug=debug).test(selector)
-
-
-# Not collected by pytest as a test function.
-test_models.__test__ = False  # type: ignore[attr-defined]
-
-
-def debug_connection(settings: Settings, log: Log | None = None) -> DbtResult:
-    return DbtProject(settings, log).debug()
+# -- in a child process ---------------------------------------------------
 
 
 def debug_in_child(settings: Settings, timeout: float = 300.0, nice: int = 10) -> DbtResult:

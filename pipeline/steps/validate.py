@@ -357,7 +357,7 @@ def run_validation(
             schema, relation = layer_relation(settings, cfg, layer)
             result.suites.append(SuiteOutcome(name=name, layer=layer, relation=f"{schema}.{relation}",
                                               success=False, error=message))
-        result.success = not result.suites and False
+        result.success = False
         result.elapsed = time.monotonic() - started
         return result
     conn.autocommit = True
