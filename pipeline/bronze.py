@@ -8,21 +8,27 @@ from __future__ import annotations
 
 from psycopg2 import sql
 
-from pipeline.config import FileConfig, TableConfig
+from pipeline.config import ConfigError, FileConfig, TableConfig
 
 _BRONZE_TABLE = """
 CREATE TABLE IF NOT EXISTS {bronze}.{table} (
     kafka_topic      text        NOT NULL,
     kafka_partition  integer     NOT NULL,
     kafka_offset     bigint      NOT NULL,
+    kafka_epoch      integer     NOT NULL DEFAULT 0,
     kafka_timestamp  bigint,
     kafka_key        jsonb,
     cdc_payload      jsonb,
     batch_file       text,
     ingested_at      timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT {unique_name} UNIQUE (kafka_topic, kafka_partition, kafka_offset)
+    CONSTRAINT {unique_name} UNIQUE ({position})
 )
 """
+
+# A Kafka record's place: the epoch counts the times the broker lost the topic and its
+# offsets began again at 0 (see ingest), so equal offsets of two epochs are two records.
+POSITION_COLUMNS = ("kafka_topic", "kafka_epoch", "kafka_partition", "kafka_offset")
+POSITION = ", ".join(POSITION_COLUMNS)
 
 _META_TABLES = [
     # One row per raw object loaded into bronze, so an incremental load reads only new objects.
@@ -34,6 +40,7 @@ _META_TABLES = [
         lines         integer     NOT NULL,
         inserted      integer     NOT NULL,
         rejected      integer     NOT NULL,
+        sanitized     integer     NOT NULL DEFAULT 0,
         loaded_at     timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (bronze_table, object_key)
     )
@@ -47,6 +54,10 @@ _META_TABLES = [
         reason        text        NOT NULL,
         line          text,
         rejected_at   timestamptz NOT NULL DEFAULT now(),
+        kafka_topic   text,
+        kafka_partition integer,
+        kafka_offset  bigint,
+        kafka_epoch   integer,
         PRIMARY KEY (bronze_table, object_key, line_number)
     )
     """,
@@ -63,12 +74,30 @@ _META_TABLES = [
     """,
 ]
 
+# Columns added since the tables were first created: (table, column, type).
+_META_COLUMNS = [
+    # Events stored repaired (U+0000 removed, a lone surrogate replaced): see load's repair_line.
+    ("load_manifest", "sanitized", "integer NOT NULL DEFAULT 0"),
+    # Where the rejected record was in Kafka, when its line says it (a line that is not JSON does not).
+    ("load_rejects", "kafka_topic", "text"),
+    ("load_rejects", "kafka_partition", "integer"),
+    ("load_rejects", "kafka_offset", "bigint"),
+    ("load_rejects", "kafka_epoch", "integer"),
+]
+
 
 def ensure_meta(cur, file_config: FileConfig) -> None:
     meta = sql.Identifier(file_config.meta_schema)
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(meta))
     for statement in _META_TABLES:
         cur.execute(sql.SQL(statement).format(meta=meta))
+    cur.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
+                (file_config.meta_schema,))
+    present = set(cur.fetchall())
+    for table_name, column, type_name in _META_COLUMNS:
+        if (table_name, column) not in present:
+            cur.execute(sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(
+                meta, sql.Identifier(table_name), sql.Identifier(column), sql.SQL(type_name)))
 
 
 def _unwrapped(column: str) -> str:
@@ -113,31 +142,55 @@ def _change_columns(key_column: str) -> list[tuple[str, str, str]]:
 
 
 def ensure_bronze(cur, file_config: FileConfig, table: TableConfig) -> None:
-    """Create the bronze schema, the table's event table and the bookkeeping tables.
+    """Create the bronze schema, the table's event table and the bookkeeping tables."""
+    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(file_config.bronze_schema)))
+    ensure_event_table(cur, file_config, table, table.bronze_table)
+    ensure_meta(cur, file_config)
+
+
+def object_names(name: str) -> dict[str, str]:
+    """The names of an event table's unique constraint and indexes, which `IF NOT EXISTS` matches."""
+    return {"position": f"{name}_kafka_position_key", "record_key": f"{name}_record_key_idx",
+            "ingested_at": f"{name}_ingested_at_idx"}
+
+
+def ensure_event_table(cur, file_config: FileConfig, table: TableConfig, name: str) -> None:
+    """Create or bring up to date the event table `name` (bronze's, or a full load's shadow).
 
     The change columns are added to an existing table too (PostgreSQL computes them for
-    the rows already there), with an index on the record key for incremental staging."""
-    bronze = sql.Identifier(file_config.bronze_schema)
-    relation = sql.SQL("{}.{}").format(bronze, sql.Identifier(table.bronze_table))
-    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(bronze))
+    the rows already there), with an index on the record key for incremental staging. A
+    table from before epochs gets kafka_epoch (0: every row it holds) and the unique key
+    that includes it; each change is made only when missing, since ALTER TABLE locks out
+    readers even when it has nothing to do."""
+    relation = sql.SQL("{}.{}").format(sql.Identifier(file_config.bronze_schema), sql.Identifier(name))
+    names = object_names(name)
     cur.execute(
         sql.SQL(_BRONZE_TABLE).format(
-            bronze=bronze,
-            table=sql.Identifier(table.bronze_table),
-            unique_name=sql.Identifier(f"{table.bronze_table}_kafka_position_key"),
+            bronze=sql.Identifier(file_config.bronze_schema),
+            table=sql.Identifier(name),
+            unique_name=sql.Identifier(names["position"]),
+            position=sql.SQL(POSITION),
         )
     )
     cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-                (file_config.bronze_schema, table.bronze_table))
-    present = {name for (name,) in cur.fetchall()}
-    for name, type_name, expression in _change_columns(table.key_column):
-        if name not in present:
+                (file_config.bronze_schema, name))
+    present = {column for (column,) in cur.fetchall()}
+    if "kafka_epoch" not in present:
+        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS kafka_epoch integer NOT NULL DEFAULT 0")
+                    .format(relation))
+    cur.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+                (relation.as_string(cur), names["position"]))
+    found = cur.fetchone()
+    if found is None or found[0] != f"UNIQUE ({POSITION})":
+        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}, ADD CONSTRAINT {} UNIQUE ({})").format(
+            relation, sql.Identifier(names["position"]), sql.Identifier(names["position"]), sql.SQL(POSITION)))
+    for column, type_name, expression in _change_columns(table.key_column):
+        if column not in present:
             cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {} GENERATED ALWAYS AS ({}) STORED").format(
-                relation, sql.Identifier(name), sql.SQL(type_name), sql.SQL(expression)))
-    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (record_key)").format(
-        sql.Identifier(f"{table.bronze_table}_record_key_idx"), relation))
-    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (ingested_at)").format(
-        sql.Identifier(f"{table.bronze_table}_ingested_at_idx"), relation))
+                relation, sql.Identifier(column), sql.SQL(type_name), sql.SQL(expression)))
+    for column in ("record_key", "ingested_at"):
+        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(names[column]), relation, sql.Identifier(column)))
     # Payloads are stored out of line without compression: a load is bound by PostgreSQL's
     # CPU, pglz is the only method some builds offer (no lz4), and compressing every payload
     # cost ~15 % of the load for the 2x disk it saves. Applies to rows stored from now on.
@@ -145,8 +198,84 @@ def ensure_bronze(cur, file_config: FileConfig, table: TableConfig) -> None:
                 (relation.as_string(cur),))
     if cur.fetchone()[0] != "e":
         cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN cdc_payload SET STORAGE EXTERNAL").format(relation))
-    ensure_meta(cur, file_config)
 
 
 def bronze_relation(file_config: FileConfig, table: TableConfig) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(file_config.bronze_schema), sql.Identifier(table.bronze_table))
+
+
+# -- the shadow of a full load -----------------------------------------------------------------
+SHADOW_SUFFIX = "__full"
+_LONGEST_SHADOWED_NAME = 50  # the shadow's index names must stay within PostgreSQL's 63 bytes
+_GRANTABLE = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"}
+
+
+def shadow_name(table: TableConfig) -> str:
+    """The table a full load fills while readers keep reading bronze's."""
+    if len(table.bronze_table.encode()) > _LONGEST_SHADOWED_NAME:
+        raise ConfigError(f"tables.bronze_table={table.bronze_table!r} is longer than {_LONGEST_SHADOWED_NAME} "
+                          f"bytes: a full load's shadow table {table.bronze_table + SHADOW_SUFFIX!r} and its "
+                          "index names would not fit PostgreSQL's 63-byte names")
+    return table.bronze_table + SHADOW_SUFFIX
+
+
+def _bookkeeping(cur, file_config: FileConfig, statement: str, *params) -> None:
+    meta = sql.Identifier(file_config.meta_schema)
+    for name in ("load_manifest", "load_rejects"):
+        cur.execute(sql.SQL(statement).format(meta=meta, table=sql.Identifier(name)), params)
+
+
+def create_shadow(cur, file_config: FileConfig, table: TableConfig) -> str:
+    """An empty shadow of the event table, built by the same DDL; a leftover one (a full load
+    that crashed) and its manifest and rejects rows are dropped first. Returns its name."""
+    shadow = shadow_name(table)
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
+        sql.Identifier(file_config.bronze_schema), sql.Identifier(shadow)))
+    _bookkeeping(cur, file_config, "DELETE FROM {meta}.{table} WHERE bronze_table = %s", shadow)
+    ensure_event_table(cur, file_config, table, shadow)
+    return shadow
+
+
+def _copy_grants(cur, source: sql.Composed, target: sql.Composed) -> None:
+    """Give `target` the table privileges other roles hold on `source` (none by default: bronze
+    is the owner's alone), so that a swap takes nothing from anyone."""
+    cur.execute("SELECT a.grantee, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable "
+                "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s::regclass AND a.grantee <> c.relowner",
+                (source.as_string(cur),))
+    for grantee_oid, grantee, privilege, grantable in cur.fetchall():
+        if privilege not in _GRANTABLE:
+            continue
+        role = sql.SQL("PUBLIC") if grantee_oid == 0 else sql.Identifier(grantee)
+        cur.execute(sql.SQL("GRANT {} ON {} TO {}{}").format(
+            sql.SQL(privilege), target, role, sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+
+
+def replace_with_shadow(cur, file_config: FileConfig, table: TableConfig, lock_timeout_s: int = 120) -> None:
+    """Put the filled shadow in bronze's place, within the caller's transaction.
+
+    Readers see the old table until the commit and the new one after it (a query waiting on
+    the lock resolves the name again). The shadow's constraint and indexes take the canonical
+    names, so ensure_event_table's IF NOT EXISTS still finds them; the manifest and rejects
+    rows follow. A view on bronze would make the DROP fail, and the whole swap with it: the
+    old table then stays. lock_timeout: a reader holding bronze in a long transaction makes
+    the load fail, naming the wait, instead of hanging the refresh (and every reader queued
+    behind the swap)."""
+    schema = sql.Identifier(file_config.bronze_schema)
+    shadow = shadow_name(table)
+    canonical = bronze_relation(file_config, table)
+    shadow_relation = sql.SQL("{}.{}").format(schema, sql.Identifier(shadow))
+    cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_s}s")))
+    cur.execute("SELECT to_regclass(%s)", (canonical.as_string(cur),))
+    if cur.fetchone()[0] is not None:
+        _copy_grants(cur, canonical, shadow_relation)
+        cur.execute(sql.SQL("DROP TABLE {}").format(canonical))
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(shadow_relation, sql.Identifier(table.bronze_table)))
+    final, temporary = object_names(table.bronze_table), object_names(shadow)
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+        canonical, sql.Identifier(temporary["position"]), sql.Identifier(final["position"])))
+    for index in ("record_key", "ingested_at"):
+        cur.execute(sql.SQL("ALTER INDEX {}.{} RENAME TO {}").format(
+            schema, sql.Identifier(temporary[index]), sql.Identifier(final[index])))
+    _bookkeeping(cur, file_config, "DELETE FROM {meta}.{table} WHERE bronze_table = %s", table.bronze_table)
+    _bookkeeping(cur, file_config, "UPDATE {meta}.{table} SET bronze_table = %s WHERE bronze_table = %s",
+                 table.bronze_table, shadow)

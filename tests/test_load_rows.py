@@ -44,7 +44,7 @@ def test_fast_and_full_paths_build_the_same_rows(lines):
         assert fast == _copy_row(parse_line(line), batch_file)
         columns = _columns(fast)
         assert columns[0] == TOPIC.encode() and columns[-1] == batch_file
-        tombstones += columns[5] == b"\\N"
+        tombstones += columns[6] == b"\\N"
     assert tombstones > 0
 
 
@@ -56,7 +56,7 @@ def test_a_schema_wrapped_value_is_stored_as_its_envelope(lines):
                     {"schema": {"type": "struct"}, "payload": envelope, "headers": []}):
         line = orjson.dumps({**record, "value": wrapped})
         assert _fast_copy_row(line, b"f") is None  # the full path unwraps it
-        value_column = _columns(_copy_row(parse_line(line), b"f"))[5]
+        value_column = _columns(_copy_row(parse_line(line), b"f"))[6]
         assert orjson.loads(value_column) == envelope
     # An envelope whose text merely mentions the words stays on the fast path.
     mentions = {**envelope, "after": {**envelope["after"], "Description": '"payload" and "schema"'}}
@@ -73,13 +73,13 @@ def test_bad_lines_are_rejected_with_their_reason(lines):
     rows = CopyRows("product_cdc", OBJECT, iter(stream))
     body = rows.read()
     assert rows.lines == 8  # blank lines are not counted
-    reasons = {number: reason for _, _, number, reason, _ in rows.rejects}
+    reasons = {reject[2]: reject[3] for reject in rows.rejects}
     assert set(reasons) == {4, 5, 6, 7}, reasons
     assert reasons[5].startswith("not JSON") and "missing 'partition'" in reasons[6]
     assert "JSON" in reasons[4] or "UTF-8" in reasons[4]
     stored = [_columns(row + b"\n") for row in body.rstrip(b"\n").split(b"\n")]
     assert len(stored) == 4  # the three good lines and the tab one, made safe by the full path
-    assert all(b"\t" not in column for row in stored for column in row[4:6])
+    assert all(b"\t" not in column for row in stored for column in row[5:7])
 
 
 def test_an_integer_beyond_64_bits_is_stored_as_written(lines):
@@ -88,4 +88,4 @@ def test_an_integer_beyond_64_bits_is_stored_as_written(lines):
     line = b'{"topic":"%s","partition":0,"offset":7,"timestamp":null,"key":{"ID":1},"value":%s}' % (
         TOPIC.encode(), text)
     row = _fast_copy_row(line, b"f")
-    assert row is not None and _columns(row)[5] == text
+    assert row is not None and _columns(row)[6] == text
