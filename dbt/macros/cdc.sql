@@ -118,7 +118,10 @@ decode({{ x }} #>> '{}', 'base64')
   record_key, cdc_operation, source_position and is_snapshot are generated columns of
   the bronze table (pipeline/bronze.py computes them when a row is stored), so events are
   ranked on those small columns: by source position, a streamed change after a snapshot
-  record of the same position, then by Kafka offset. Only the winners' payloads are read.
+  record of the same position, then by Kafka position: epoch (a broker that lost its topics
+  starts a new epoch at offset 0), then offset. A Kafka record is named by topic, epoch,
+  partition and offset, so equal offsets of two epochs are two records. Only the winners'
+  payloads are read.
   Tombstones and events without a row (truncates, messages) have no cdc_operation and are
   left out.
 
@@ -155,17 +158,19 @@ cross join lateral (
              else e.envelope -> 'after' end as row_data
     offset 0
 ) as x
-where (b.kafka_topic, b.kafka_partition, b.kafka_offset) in (
-    select ranked.kafka_topic, ranked.kafka_partition, ranked.kafka_offset
+where (b.kafka_topic, b.kafka_epoch, b.kafka_partition, b.kafka_offset) in (
+    select ranked.kafka_topic, ranked.kafka_epoch, ranked.kafka_partition, ranked.kafka_offset
     from (
         select
             ev.kafka_topic,
+            ev.kafka_epoch,
             ev.kafka_partition,
             ev.kafka_offset,
             row_number() over (
                 partition by ev.record_key
                 order by coalesce(ev.source_position, '') desc,
                          case when ev.is_snapshot then 0 else 1 end desc,
+                         ev.kafka_epoch desc,
                          ev.kafka_offset desc,
                          ev.kafka_partition desc
             ) as cdc_rank
