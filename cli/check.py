@@ -56,7 +56,7 @@ def run_check_command(settings: Settings, *, as_json: bool, junit: str | None, r
     def err(line: str) -> None:
         print(redact(line, secrets), file=sys.stderr, flush=True)
 
-    refresh_result = None
+    refresh_result, refresh_unreachable = None, False
     if refresh != "none":
         from pipeline.refresh import RefreshLocked, run_refresh
 
@@ -67,12 +67,15 @@ def run_check_command(settings: Settings, *, as_json: bool, junit: str | None, r
             return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
         refresh_result = CheckResult("refresh", "pass" if run.outcome == "ok" else "fail",
                                      run.error or f"{refresh} refresh in {run.duration:.1f}s", "refresh", run.duration)
+        if run.outcome != "ok":
+            err(f"bi-console: refresh failed at {run.failed_step}: {run.error}")
+        refresh_unreachable = run.unreachable
     results = run_checks(settings, log=lambda line: err(f"  {line}"))
     if refresh_result:
         results.insert(0, refresh_result)
     for r in results:
         r.evidence = redact(r.evidence, secrets)
-    code = exit_code(results, strict)
+    code = EXIT_UNREACHABLE if refresh_unreachable else exit_code(results, strict)
     if as_json:
         print(json.dumps({"exit_code": code, "strict": strict, "checks": [r.as_dict() for r in results]}, indent=2))
     else:
@@ -80,7 +83,7 @@ def run_check_command(settings: Settings, *, as_json: bool, junit: str | None, r
     if junit:
         with open(junit, "wb") as fh:
             fh.write(junit_xml(results, strict))
-    for r in results:
+    for r in results:  # last on stderr, one line each: the probe's evidence names the setting to fix
         if r.service and r.status == "fail":
             err(f"bi-console: {r.service} unreachable: {r.evidence}")
     if code != EXIT_OK and settings.alert_webhook_url:

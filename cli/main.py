@@ -40,7 +40,26 @@ def runtime_for(settings: Settings):
     return select_runtime(settings)
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command ends the same way on a service that cannot be reached or a setting
+    that is wrong: one line naming the setting, exit 3 or 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from pipeline.db import ServiceUnreachable
+        from pipeline.runtime.model import RuntimeUnavailable
+        from pipeline.security import DefaultCredentialError
+
+        try:
+            return super().invoke(ctx)
+        except (ServiceUnreachable, RuntimeUnavailable) as exc:
+            err(f"bi-console: {exc}")
+            sys.exit(EXIT_UNREACHABLE)
+        except (ConfigError, DefaultCredentialError) as exc:
+            err(f"bi-console: {exc}")
+            sys.exit(EXIT_USAGE)
+
+
+@click.group(cls=_Commands, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--env-file", default=".env", show_default=True, help="Settings file (BI_* variables).")
 @click.option("--check", "check", is_flag=True, help="Run every check headless and exit (see `bi-console check --help`).")
 @click.option("--json", "as_json", is_flag=True, help="With --check: JSON on stdout.")
@@ -154,7 +173,11 @@ def stack_status(ctx: click.Context, as_json: bool) -> None:
             ports = ",".join(map(str, s.ports)) or "-"
             click.echo(f"{s.name:10} {s.state:9} {'healthy' if s.healthy else 'DOWN':9} {s.pid or '-':>7} "
                        f"{uptime:>8}  {ports:5}  {s.health_detail}")
-    sys.exit(EXIT_OK if all(s.healthy for s in statuses) else EXIT_UNREACHABLE)
+    down = [s for s in statuses if not s.healthy]
+    for s in down:  # stdout holds the table (or JSON); the reason, naming the setting, goes to stderr
+        hint = " (bi-console stack up starts it)" if s.state != "running" else ""
+        err(f"bi-console: {s.name} unreachable: {s.health_detail}{hint}")
+    sys.exit(EXIT_UNREACHABLE if down else EXIT_OK)
 
 
 @stack.command("logs")

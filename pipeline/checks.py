@@ -50,6 +50,10 @@ class _Collector:
 
 
 def _service_checks(settings: Settings, c: _Collector) -> bool:
+    """Each probe's evidence on failure is one line that names the setting to fix
+    (BI_PG_PASSWORD, BI_KAFKA_BOOTSTRAP, BI_S3_ENDPOINT, ...): `--check` prints it as is."""
+    from pipeline.config import ConfigError
+    from pipeline.db import ServiceUnreachable
     from pipeline.kafka import probe_broker
     from pipeline.runtime import pgserver
     from pipeline.storage import RawStore
@@ -62,7 +66,10 @@ def _service_checks(settings: Settings, c: _Collector) -> bool:
     healthy = True
     for name, probe in probes.items():
         def body(probe=probe):
-            ok, evidence = probe()
+            try:
+                ok, evidence = probe()
+            except (ServiceUnreachable, ConfigError) as exc:  # already one line naming the setting
+                return "fail", str(exc)
             return ("pass" if ok else "fail"), evidence
 
         healthy &= c.run(f"service:{name}", "services", body, service=name).status == "pass"

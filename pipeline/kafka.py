@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.config import Settings
+from pipeline.db import ServiceUnreachable
 
 
 _LIBRDKAFKA_LOG = logging.getLogger("bi_console.librdkafka")
@@ -28,25 +29,53 @@ def admin(settings: Settings, timeout: float = 5.0) -> AdminClient:
     return AdminClient(client_config(settings, **{"socket.timeout.ms": int(timeout * 1000)}))
 
 
+_TRANSPORT_CODES = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
+                    KafkaError._RESOLVE, KafkaError.REQUEST_TIMED_OUT}
+
+
+def _is_transport(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return not isinstance(error, KafkaError) or error.code() in _TRANSPORT_CODES
+
+
+def _reason(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else (str(exc) or type(exc).__name__)
+
+
+def broker_unreachable(settings: Settings, exc: KafkaException) -> ServiceUnreachable:
+    """The one line for a broker that does not answer, naming the setting to fix (librdkafka's
+    own lines are silenced by client_config: this is the only report)."""
+    return ServiceUnreachable(f"BI_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: cannot connect to the Kafka broker "
+                              f"({_reason(exc)})")
+
+
 def probe_broker(settings: Settings, timeout: float = 1.0) -> tuple[bool, str]:
     try:
         metadata = admin(settings, timeout).list_topics(timeout=timeout)
     except KafkaException as exc:
-        return False, f"broker {settings.kafka_bootstrap} unreachable: {exc.args[0].str() if exc.args else exc}"
+        return False, str(broker_unreachable(settings, exc))
     return True, f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s) at {settings.kafka_bootstrap}"
 
 
 def ensure_topic(settings: Settings, topic: str, partitions: int = 1) -> None:
     client = admin(settings)
-    if topic in client.list_topics(timeout=10).topics:
-        return
+    try:
+        if topic in client.list_topics(timeout=10).topics:
+            return
+    except KafkaException as exc:  # list_topics fails only when no broker answers
+        raise broker_unreachable(settings, exc) from None
     futures = client.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     for future in futures.values():
         try:
             future.result(timeout=10)
         except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+            if "TOPIC_ALREADY_EXISTS" in str(exc):
+                continue
+            if _is_transport(exc):
+                raise broker_unreachable(settings, exc) from None
+            raise RuntimeError(f"Kafka at {settings.kafka_bootstrap} refused to create topic {topic}: "
+                               f"{_reason(exc)}") from None
 
 
 @dataclass
@@ -75,6 +104,10 @@ def topic_offsets(settings: Settings, topic: str, timeout: float = 5.0) -> list[
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
             result.append(PartitionOffsets(partition, low, _true_high(consumer, topic, partition, low, high, timeout)))
         return result
+    except KafkaException as exc:
+        if _is_transport(exc):
+            raise broker_unreachable(settings, exc) from None
+        raise
     finally:
         consumer.close()
 

@@ -177,10 +177,13 @@ def grant_reader(s: Settings, conn) -> None:
 
 def probe(settings: Settings) -> tuple[bool, str]:
     """Connect over TCP as the analytics owner, as every step does."""
+    from pipeline.db import explain_pg_error
+
+    dsn = {**settings.pg_dsn(), "connect_timeout": 1}
     try:
-        conn = psycopg2.connect(**{**settings.pg_dsn(), "connect_timeout": 1})
+        conn = psycopg2.connect(**dsn)
     except psycopg2.OperationalError as exc:
-        return False, str(exc).strip().splitlines()[0]
+        return False, explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"])
     try:
         cur = conn.cursor()
         cur.execute("SHOW server_version")

@@ -100,8 +100,11 @@ def _repaired_escape(match: re.Match) -> bytes:
 def repair_line(raw: bytes) -> bytes:
     """`raw` with U+0000 removed from every string (values, member names, the Kafka key) and
     each lone surrogate replaced by U+FFFD; `raw` itself when it has neither (the common case
-    costs one substring test)."""
-    if b"\\u" not in raw or not (b"\\u0000" in raw or b"\\ud" in raw or b"\\uD" in raw):
+    costs one search for a backslash)."""
+    # One byte is found by memchr (0.4 us in a 3.6 kB line); `b"\\u" in raw` would cost 3 us.
+    start = raw.find(b"\\")
+    if start < 0 or (raw.find(b"\\u0000", start) < 0 and raw.find(b"\\ud", start) < 0
+                     and raw.find(b"\\uD", start) < 0):
         return raw
     repaired = _ESCAPE.sub(_repaired_escape, raw)
     return raw if repaired == raw else repaired  # a surrogate pair or an escaped backslash: nothing to repair
