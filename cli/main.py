@@ -232,16 +232,24 @@ def runtime_or_exit(settings: Settings):
 def connector_command(ctx: click.Context, action: str, only_failed: bool) -> None:
     """The CDC connector: status, restart, pause, resume."""
     settings = settings_or_exit(ctx)
+    from pipeline.connect_client import KafkaConnectError, KafkaConnectUnavailable
     from pipeline.runtime.select import connector_for
 
     control = connector_for(settings)
-    if action == "restart":
-        control.restart(include_tasks=True, only_failed=only_failed)
-    elif action == "pause":
-        control.pause()
-    elif action == "resume":
-        control.resume()
-    status = control.status()
+    try:
+        if action == "restart":
+            control.restart(include_tasks=True, only_failed=only_failed)
+        elif action == "pause":
+            control.pause()
+        elif action == "resume":
+            control.resume()
+        status = control.status()
+    except KafkaConnectUnavailable as exc:
+        err(f"bi-console: BI_KAFKA_CONNECT_URL={settings.kafka_connect_url}: {exc}")
+        sys.exit(EXIT_UNREACHABLE)
+    except KafkaConnectError as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_FAILED)
     click.echo(json.dumps({
         "name": status.name, "state": status.effective_state,
         "tasks": [{"id": t.id, "state": t.state} for t in status.tasks],
@@ -261,14 +269,17 @@ def bi() -> None:
 def _superset_call(ctx: click.Context, call):
     settings = settings_or_exit(ctx)
     from pipeline.db import ServiceUnreachable
-    from pipeline.superset.api import SupersetApiError
+    from pipeline.superset.api import SupersetApiError, SupersetUnreachable
 
     try:
         click.echo(json.dumps(call(settings), indent=2, default=str))
+    except SupersetUnreachable as exc:  # its message is the request; name the setting
+        err(f"bi-console: BI_SUPERSET_URL={settings.superset_url}: {exc}")
+        sys.exit(EXIT_UNREACHABLE)
     except ServiceUnreachable as exc:
         err(f"bi-console: {exc}")
         sys.exit(EXIT_UNREACHABLE)
-    except (SupersetApiError, ConfigError) as exc:
+    except (SupersetApiError, RuntimeError) as exc:  # a refusal or a chart that cannot be computed
         err(f"bi-console: {exc}")
         sys.exit(EXIT_FAILED)
 

@@ -11,14 +11,18 @@ class ServiceUnreachable(Exception):
     """A service cannot be reached or refuses us. The message names the setting."""
 
 
-def explain_pg_error(exc: psycopg2.OperationalError, host: str, port: int, user: str, prefix: str = "PG") -> str:
+def explain_pg_error(exc: psycopg2.OperationalError, host: str, port: int, user: str, prefix: str = "PG",
+                     role: str | None = None) -> str:
+    """One line naming the setting to fix. `role` is the prefix of the user and password
+    settings when they differ from the server's (the reader: BI_PG_READER_*)."""
+    role = role or prefix
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "password authentication failed" in text or "no password supplied" in text:
-        return f"BI_{prefix}_PASSWORD: PostgreSQL at {host}:{port} refused the password of user {user!r}"
+        return f"BI_{role}_PASSWORD: PostgreSQL at {host}:{port} refused the password of user {user!r}"
     if "does not exist" in text and "database" in text:
         return f"BI_{prefix}_DATABASE: {text}"
     if "role" in text and "does not exist" in text:
-        return f"BI_{prefix}_USER: {text}"
+        return f"BI_{role}_USER: {text}"
     return f"BI_{prefix}_PORT={port} (BI_{prefix}_HOST={host}): cannot connect to PostgreSQL: {text}"
 
 
@@ -36,3 +40,12 @@ def connect_source(settings: Settings):
         return psycopg2.connect(**dsn)
     except psycopg2.OperationalError as exc:
         raise ServiceUnreachable(explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"], "SOURCE")) from None
+
+
+def connect_reader(settings: Settings):
+    """As the read-only BI role (what Superset connects as)."""
+    dsn = settings.pg_dsn(user=settings.pg_reader_user, password=settings.pg_reader_password)
+    try:
+        return psycopg2.connect(**dsn)
+    except psycopg2.OperationalError as exc:
+        raise ServiceUnreachable(explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"], role="PG_READER")) from None

@@ -195,3 +195,12 @@ def test_s3_denying_the_bucket_exits_3_naming_both_keys(stack, tmp_path, s3_chec
     load = stack.cli("refresh", "--steps", "load", env_file=env)
     assert "denied access to bucket" in assert_names(load, "BI_S3_ACCESS_KEY/BI_S3_SECRET_KEY")
     assert secret not in load.stderr
+
+
+# -- Superset unreachable (the stack runs without it: nothing listens on BI_SUPERSET_URL) --
+
+
+@pytest.mark.parametrize("command", [("bi", "status"), ("bi", "refresh")])
+def test_superset_unreachable_bi_exits_3_naming_bi_superset_url(stack, command):
+    last = assert_names(stack.cli(*command, timeout=120), "BI_SUPERSET_URL")
+    assert last.startswith("bi-console: BI_SUPERSET_URL="), last
