@@ -86,6 +86,15 @@ def test_wrong_password_stack_status_exits_3_naming_bi_pg_password(stack, wrong_
     assert "not-the-password" not in result.stdout + result.stderr
 
 
+def test_wrong_reader_password_names_bi_pg_reader_password(stack):
+    from pipeline.db import ServiceUnreachable, connect_reader
+
+    wrong = stack.settings.model_copy(update={"pg_reader_password": "not-the-password"})
+    with pytest.raises(ServiceUnreachable, match=r"^BI_PG_READER_PASSWORD: PostgreSQL at .* user 'bi_reader'$"):
+        connect_reader(wrong)
+    connect_reader(stack.settings).close()  # the right one connects
+
+
 # -- S3 unreachable ----------------------------------------------------------------
 
 
@@ -130,6 +139,17 @@ def test_kafka_unreachable_check_exits_3_naming_bi_kafka_bootstrap(stack, dead_k
     assert last.startswith("bi-console: kafka unreachable: BI_KAFKA_BOOTSTRAP="), last
     assert_no_librdkafka_lines(result)
     assert "✗ service:kafka" in result.stdout  # the table stays on stdout
+
+
+def test_kafka_unreachable_check_with_refresh_exits_3_naming_bi_kafka_bootstrap(stack, dead_kafka_env):
+    """`--check --refresh`: the refresh's own failure is unreachable too, and said on stderr."""
+    result = stack.cli("--check", "--json", "--refresh", "incremental", env_file=dead_kafka_env)
+    assert_names(result, "BI_KAFKA_BOOTSTRAP")
+    assert_no_librdkafka_lines(result)
+    assert re.search(r"^bi-console: refresh failed at product:ingest: BI_KAFKA_BOOTSTRAP=", result.stderr, re.M)
+    report = json.loads(result.stdout)
+    assert report["exit_code"] == EXIT_UNREACHABLE
+    assert report["checks"][0]["name"] == "refresh" and report["checks"][0]["status"] == "fail"
 
 
 def test_kafka_unreachable_stack_status_exits_3_naming_bi_kafka_bootstrap(stack, dead_kafka_env):
