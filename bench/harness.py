@@ -216,6 +216,10 @@ def _scratch_database(stack: Stack) -> None:
     conn = connect(s, dbname=RUNBOOK_DB)
     with conn, conn.cursor() as cur:
         ensure_bronze(cur, s.file, s.table("product"))
+        # The runbook's loader names the pre-epoch key in its ON CONFLICT; this scratch
+        # database holds one epoch, so that key is unique here too.
+        cur.execute("ALTER TABLE bronze.product_cdc ADD CONSTRAINT runbook_kafka_position "
+                    "UNIQUE (kafka_topic, kafka_partition, kafka_offset)")
     conn.close()
 
 

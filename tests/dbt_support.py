@@ -160,7 +160,7 @@ def load_events(settings: Settings, table: str, records: list[dict], batch_file:
     stmt = sql.SQL(
         "INSERT INTO {} (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, cdc_payload,"
         " batch_file, ingested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()))"
-        " ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING"
+        " ON CONFLICT (kafka_topic, kafka_epoch, kafka_partition, kafka_offset) DO NOTHING"
     ).format(rel)
     inserted = 0
     with connect(settings) as conn, conn.cursor() as cur:

@@ -12,12 +12,13 @@ CREATE TABLE IF NOT EXISTS bronze.product_cdc (
     kafka_topic      text        NOT NULL,
     kafka_partition  integer     NOT NULL,
     kafka_offset     bigint      NOT NULL,
+    kafka_epoch      integer     NOT NULL DEFAULT 0,
     kafka_timestamp  bigint,
     kafka_key        jsonb,
     cdc_payload      jsonb,
     batch_file       text,
     ingested_at      timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT product_cdc_kafka_position_key UNIQUE (kafka_topic, kafka_partition, kafka_offset)
+    CONSTRAINT product_cdc_kafka_position_key UNIQUE (kafka_topic, kafka_epoch, kafka_partition, kafka_offset)
 );
 
 -- dbt's schemas, owned by the analytics user that dbt runs as.
