@@ -48,4 +48,5 @@ def connect_reader(settings: Settings):
     try:
         return psycopg2.connect(**dsn)
     except psycopg2.OperationalError as exc:
-        raise ServiceUnreachable(explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"], role="PG_READER")) from None
+        text = explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"], role="PG_READER")
+        raise ServiceUnreachable(text) from None

@@ -118,7 +118,8 @@ def test_s3_unreachable_stack_status_exits_3_naming_bi_s3_endpoint(stack, dead_s
 
 
 def test_missing_bucket_load_exits_3_naming_bi_s3_bucket(stack, tmp_path):
-    result = stack.cli("refresh", "--steps", "load", env_file=env_with(stack, tmp_path, "BI_S3_BUCKET", "no-such-bucket"))
+    env = env_with(stack, tmp_path, "BI_S3_BUCKET", "no-such-bucket")
+    result = stack.cli("refresh", "--steps", "load", env_file=env)
     last = assert_names(result, "BI_S3_BUCKET=no-such-bucket")
     assert "no such bucket" in last
 
