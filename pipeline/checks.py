@@ -61,7 +61,7 @@ def _service_checks(settings: Settings, c: _Collector) -> bool:
     probes = {
         "postgres": lambda: pgserver.probe(settings),
         "kafka": lambda: probe_broker(settings, timeout=2.0),
-        "s3": lambda: RawStore(settings, timeout=2.0, retries=1).probe(),
+        "s3": lambda: RawStore(settings, timeout=2.0, retries=1, read_timeout=2.0).probe(),
     }
     healthy = True
     for name, probe in probes.items():

@@ -40,7 +40,10 @@ def _transport_reason(exc: BotoCoreError) -> str:
 
 
 class RawStore:
-    def __init__(self, settings: Settings, timeout: float = 10.0, retries: int = 3):
+    def __init__(self, settings: Settings, timeout: float = 10.0, retries: int = 3, read_timeout: float | None = None):
+        """read_timeout defaults to at least 30 s (a 20 MB object on a busy server); a probe
+        passes its own timeout, so that a server that accepts but never answers is reported
+        in seconds."""
         self.settings = settings
         self.bucket = settings.s3_bucket
         try:
@@ -55,7 +58,8 @@ class RawStore:
                 # protected: over plain HTTP the server checks the signed SHA-256 of the payload,
                 # over HTTPS TLS protects both ways; an object put without a checksum has none
                 # for a get to validate.
-                config=Config(connect_timeout=timeout, read_timeout=max(timeout, 30),
+                config=Config(connect_timeout=timeout,
+                              read_timeout=max(timeout, 30) if read_timeout is None else read_timeout,
                               retries={"max_attempts": retries, "mode": "standard"},
                               request_checksum_calculation="when_required",
                               response_checksum_validation="when_required"),

@@ -117,6 +117,25 @@ def test_s3_unreachable_stack_status_exits_3_naming_bi_s3_endpoint(stack, dead_s
     assert_names(stack.cli("stack", "status", "--json", env_file=dead_s3_env), "BI_S3_ENDPOINT")
 
 
+def test_s3_not_answering_check_exits_3_naming_bi_s3_endpoint_in_seconds(stack):
+    """moto frozen (SIGSTOP): it accepts connections and never answers. The probe's own
+    timeout ends the wait, not the 30 s a step allows for a large object."""
+    import time
+
+    moto = stack.runtime.process("s3").process()
+    assert moto is not None
+    moto.suspend()
+    try:
+        started = time.monotonic()
+        result = stack.cli("--check", timeout=120)
+        elapsed = time.monotonic() - started
+    finally:
+        moto.resume()
+    last = assert_names(result, "BI_S3_ENDPOINT")
+    assert "timed out" in last, last
+    assert elapsed < 25, f"--check took {elapsed:.1f}s with S3 frozen"
+
+
 def test_missing_bucket_load_exits_3_naming_bi_s3_bucket(stack, tmp_path):
     env = env_with(stack, tmp_path, "BI_S3_BUCKET", "no-such-bucket")
     result = stack.cli("refresh", "--steps", "load", env_file=env)
