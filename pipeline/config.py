@@ -174,6 +174,8 @@ class Settings(BaseSettings):
 
     alert_webhook_url: str | None = None
     ingest_batch_size: int = 5000
+    # Values above this go to the quarantine; raise it, then `bi-console quarantine replay`.
+    ingest_max_value_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     load_workers: int = Field(default=2, ge=1, le=16)
 
     @field_validator("pg_database", "pg_user", "pg_reader_user", "source_database", "source_user")

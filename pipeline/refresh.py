@@ -2,8 +2,9 @@
 configured table, under a lock so that two runs never overlap.
 
 Progress is reported as events (StepStarted, StepLog, StepFinished, RunFinished) to a
-callback: the CLI prints them, the TUI posts them as messages. Each run is appended
-to a history file that survives restarts.
+callback: the CLI prints them, the TUI posts them as messages. What the operator must hear
+even without verbose output (a topic reset) is a notice: a log line, and a line of
+StepFinished.notices. Each run is appended to a history file that survives restarts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from confluent_kafka import KafkaException
 from pipeline.config import ConfigError, Settings, TableConfig
 from pipeline.db import ServiceUnreachable
 from pipeline.memory import release_freed_memory
-from pipeline.steps.ingest import StepCancelled, TopicReset
+from pipeline.steps.ingest import StepCancelled
 
 StepNames = ("ingest", "load", "transform", "test", "validate", "bi")
 DEFAULT_STEPS = ("ingest", "load", "transform", "test", "validate")
@@ -54,6 +55,7 @@ class StepFinished:
     duration: float
     counts: dict = field(default_factory=dict)
     error: str | None = None
+    notices: list[str] = field(default_factory=list)  # to be shown whatever the verbosity
 
 
 @dataclass
@@ -195,6 +197,7 @@ class _Runner:
         self.cancel = cancel or threading.Event()
         self.redact = redact
         self.full_tables: set[str] = {t.name for t in tables} if mode == "full" else set()
+        self.notice: Callable[[str], None] = lambda line: None  # the running step's, set by _execute
 
     def run_step(self, step: str) -> None:
         if step in ("ingest", "load", "validate"):
@@ -212,8 +215,15 @@ class _Runner:
         def log(line: str) -> None:
             self.on_event(StepLog(run_id, table, step, self.redact(line)))
 
+        notices: list[str] = []
+
+        def notice(line: str) -> None:
+            notices.append(self.redact(line))
+            log(f"{step}: {line}")
+
         started = time.monotonic()
         state, counts, error = "ok", {}, None
+        self.notice = notice
         try:
             if self.cancel.is_set():
                 raise StepCancelled(f"{step} cancelled before it started")
@@ -226,7 +236,7 @@ class _Runner:
         except Exception as exc:  # every failure ends the run with its message, never a traceback
             state, error = "failed", self.redact(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
         release_freed_memory()
-        finished = StepFinished(run_id, table, step, state, time.monotonic() - started, counts, error)
+        finished = StepFinished(run_id, table, step, state, time.monotonic() - started, counts, error, notices)
         self.run.steps.append(finished)
         self.on_event(finished)
         if state != "ok":
@@ -238,16 +248,16 @@ class _Runner:
     def _ingest(self, table: TableConfig, log) -> dict:
         from pipeline.steps.ingest import ingest
 
+        notice = self.notice
+
+        def on_reset(reset) -> None:
+            # The run goes on in the new epoch: the earlier epochs stay in the raw zone and
+            # bronze, so an incremental load and transform are enough.
+            notice(reset.notice())
+            self.run.details.setdefault("topic_resets", []).append(reset.as_detail())
+
         full = table.name in self.full_tables
-        try:
-            result = ingest(self.settings, table, full=full, log=log, cancel=self.cancel)
-        except TopicReset as exc:
-            log(f"ingest: {exc}")
-            log("ingest: switching this table to a full refresh")
-            self.full_tables.add(table.name)
-            self.run.details.setdefault("topic_resets", []).append(table.topic)
-            result = ingest(self.settings, table, full=True, log=log, cancel=self.cancel)
-        return result.counts()
+        return ingest(self.settings, table, full=full, log=log, cancel=self.cancel, on_reset=on_reset).counts()
 
     def _load(self, table: TableConfig, log) -> dict:
         from pipeline.steps.load import load
