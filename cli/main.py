@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from cli.intake import quarantine_group, raw_zone_group
 from pipeline.config import ConfigError, Settings, generate_env, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -499,6 +500,8 @@ def check_command(ctx: click.Context, as_json: bool, junit: str | None, refresh:
 
     sys.exit(run_check_command(settings, as_json=as_json, junit=junit, refresh=refresh, strict=strict))
 
+main.add_command(quarantine_group)
+main.add_command(raw_zone_group)
 
 if __name__ == "__main__":
     main()

@@ -8,9 +8,12 @@ a failing service marks the run as unreachable.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 
 from psycopg2 import sql
 
@@ -113,6 +116,75 @@ def _topic_checks(settings: Settings, table: TableConfig, conn, c: _Collector) -
     c.run(f"topic:{table.name}", "kafka", body)
 
 
+def _raw_zone_check(settings: Settings, table: TableConfig, conn, c: _Collector) -> None:
+    from pipeline.raw_zone import audit_raw_zone
+
+    def body():
+        audit = audit_raw_zone(settings, table, conn)
+        conn.commit()
+        evidence = audit.evidence(settings.s3_bucket)
+        if audit.ok:
+            return "pass", evidence
+        return "fail", f"{evidence}; a full refresh would drop their events from bronze: run the Troubleshoot fix " \
+                       "(re-reads them from the topic while it holds their offsets)"
+
+    c.run(f"raw_zone:{table.name}", "raw_zone", body)
+
+
+def _intake_checks(settings: Settings, table: TableConfig, since: datetime | None, c: _Collector) -> None:
+    """Messages ingest quarantined and rows load rejected: data that is not in bronze."""
+    from pipeline import quarantine
+
+    thresholds = settings.file.thresholds
+
+    def status(count: int, limit: int) -> str:
+        return "pass" if count == 0 else ("warn" if count <= limit else "fail")
+
+    def newest(reason: str | None, at: datetime | None) -> str:
+        return f"; newest {at:%Y-%m-%d %H:%M:%S}: {reason}" if reason and at else ""
+
+    def quarantined():
+        q = quarantine.summary(settings, table, since)
+        evidence = (f"{q.pending} quarantined and not replayed ({q.total} in all, {q.new_since} new since the "
+                    f"last check, {q.replayed} replayed, fail above {thresholds.quarantined_max})")
+        if q.pending:
+            evidence += newest(q.newest_reason, q.newest_at) + "; see `bi-console quarantine list`"
+        return status(q.pending, thresholds.quarantined_max), evidence
+
+    def rejected():
+        r = quarantine.reject_summary(settings, table, since)
+        evidence = (f"{r.total} rejected row(s) ({r.new_since} new since the last check, "
+                    f"fail above {thresholds.rejected_max})")
+        if r.total:
+            evidence += newest(r.newest_reason, r.newest_at) + "; see `bi-console quarantine list`"
+        return status(r.total, thresholds.rejected_max), evidence
+
+    c.run(f"quarantine:{table.name}", "intake", quarantined)
+    c.run(f"rejects:{table.name}", "intake", rejected)
+
+
+def _last_check_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "last-check.json"
+
+
+def _previous_check_time(settings: Settings) -> datetime | None:
+    try:
+        return datetime.fromisoformat(json.loads(_last_check_path(settings).read_text())["started_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _record_check_time(settings: Settings, started_at: datetime) -> None:
+    path = _last_check_path(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"started_at": started_at.isoformat()}))
+        tmp.replace(path)
+    except OSError:
+        pass  # "new since the last check" then counts from an older check: nothing is hidden
+
+
 def _count(conn, statement, params=None) -> int | float | None:
     with conn.cursor() as cur:
         cur.execute(statement, params)
@@ -189,16 +261,21 @@ def run_checks(settings: Settings, *, log: Log = lambda line: None, include_dbt:
     from pipeline.db import connect
 
     c = _Collector(log)
+    started_at = datetime.now(timezone.utc)
     if not _service_checks(settings, c):
         return c.results  # nothing else can be judged while a service is down
     _connector_check(settings, c)
+    since = _previous_check_time(settings)
     conn = connect(settings)
     try:
         for table in settings.tables:
             _topic_checks(settings, table, conn, c)
+            _raw_zone_check(settings, table, conn, c)
+            _intake_checks(settings, table, since, c)
             _table_checks(settings, table, conn, c)
     finally:
         conn.close()
+    _record_check_time(settings, started_at)
     if include_dbt:
         def dbt_tests():
             from pipeline.steps.transform import DbtProject

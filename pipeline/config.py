@@ -100,6 +100,10 @@ class Thresholds(BaseModel, extra="allow"):
     is_for_sale_share_max: float = 1.0
     is_for_web_share_min: float = 0.5
     is_for_web_share_max: float = 1.0
+    # Quarantined messages (not replayed) and rejected rows per table: above 0 is a warning,
+    # above these a failure.
+    quarantined_max: int = Field(default=10, ge=0)
+    rejected_max: int = Field(default=10, ge=0)
 
     def share_bounds(self, flag: str) -> tuple[float, float]:
         values = self.model_dump()

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ from pipeline.config import Settings, TableConfig
 
 Log = Callable[[str], None]
 PROBE_TIMEOUT = 2.0
+INTAKE_ROWS = 50  # quarantined messages and rejected rows the Quality view lists (each)
 
 PROBLEMS = {
     "no_cdc_events": "No CDC events in Kafka",
@@ -240,8 +242,57 @@ def diagnose_bronze_load(settings: Settings) -> list[Check]:
         ok = _relation_exists(conn, f.meta_schema, "ingest_checkpoint")
         checks.append(Check(names[-1], ok, "exists" if ok else "table does not exist",
                             fix="" if ok else "create the bronze schema and tables"))
+        checks += _raw_zone_checks(settings, conn, reachable=s3_ok)
+        checks += _intake_checks(settings)
     finally:
         conn.close()
+    return checks
+
+
+def _intake_checks(settings: Settings) -> list[Check]:
+    """Messages ingest quarantined and rows load rejected: events that are not in bronze."""
+    from pipeline import quarantine
+
+    checks = []
+    for table in settings.tables:
+        try:
+            q = quarantine.summary(settings, table)
+            r = quarantine.reject_summary(settings, table)
+        except Exception as exc:  # a probe reports, it never raises
+            checks.append(Check(f"Quarantine and rejects {table.name}", False, f"cannot read: {_first_line(exc)}"))
+            continue
+        evidence = f"{q.pending} quarantined message(s) not replayed ({q.total} in all)"
+        if q.pending and q.newest_reason:
+            evidence += f"; newest: {q.newest_reason}"
+        checks.append(Check(f"Quarantine {table.name}", q.pending == 0, evidence, severity="warning",
+                            fix="" if not q.pending else "`bi-console quarantine list` shows each with its reason; "
+                                                         "fix the cause, then `bi-console quarantine replay`"))
+        evidence = f"{r.total} rejected row(s)" + (f"; newest: {r.newest_reason}" if r.total and r.newest_reason else "")
+        checks.append(Check(f"Rejected rows {table.name}", r.total == 0, evidence, severity="warning",
+                            fix="" if not r.total else "`bi-console quarantine list` shows each with its offset "
+                                                       "and PostgreSQL's reason"))
+    return checks
+
+
+def _raw_zone_checks(settings: Settings, conn, *, reachable: bool) -> list[Check]:
+    """Every object the manifest says was loaded is still in the raw zone: the next full
+    refresh rebuilds bronze from it."""
+    from pipeline.raw_zone import audit_raw_zone
+
+    checks = []
+    for table in settings.tables:
+        name = f"Raw zone {table.name} matches the manifest"
+        if not reachable:
+            checks.append(Check(name, False, "not checked: the object store is unreachable", severity="skipped"))
+            continue
+        try:
+            audit = audit_raw_zone(settings, table, conn)
+        except Exception as exc:  # a probe reports, it never raises
+            checks.append(Check(name, False, f"cannot compare: {_first_line(exc)}"))
+            continue
+        checks.append(Check(name, audit.ok, audit.evidence(settings.s3_bucket),
+                            fix="" if audit.ok else "re-read the missing objects' offsets from the topic (fix key); "
+                                                   "a full refresh now would drop their events from bronze"))
     return checks
 
 
@@ -336,6 +387,24 @@ def fix_restart_connector(settings: Settings, runtime=None, log: Log = _noop, *,
     return status.effective_state
 
 
+@contextmanager
+def holding_refresh_lock(settings: Settings, what: str) -> Iterator[None]:
+    """A fix that writes bronze or runs dbt takes the refresh lock, as a refresh does: loads
+    and dbt runs never overlap (RELIABILITY.md relies on it). Raises RefreshLocked, whose
+    message names the run that holds it."""
+    import os
+
+    from pipeline.refresh import RefreshLock
+
+    lock = RefreshLock(settings)
+    lock.acquire({"run_id": "fix", "mode": what, "pid": os.getpid(),
+                  "started_at": datetime.now(timezone.utc).isoformat()})
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def fix_create_bronze(settings: Settings, log: Log = _noop) -> list[str]:
     from pipeline.bronze import ensure_bronze
     from pipeline.db import connect
@@ -352,13 +421,61 @@ def fix_create_bronze(settings: Settings, log: Log = _noop) -> list[str]:
     return [t.bronze_table for t in settings.tables]
 
 
+@dataclass
+class RawZoneRepair:
+    recovered: dict[str, list[str]] = field(default_factory=dict)  # table -> objects rewritten from the topic
+    lost: dict[str, list[str]] = field(default_factory=dict)  # table -> objects the topic no longer holds
+
+    def summary(self) -> str:
+        recovered = sum(map(len, self.recovered.values()))
+        lost = sum(map(len, self.lost.values()))
+        if not recovered and not lost:
+            return "bronze tables ready; the raw zone holds every loaded object"
+        text = f"re-read {recovered} missing raw object(s) from the topic"
+        if lost:
+            text += (f"; {lost} object(s) are no longer in the topic ({', '.join(self.lost)}): their events stay "
+                     "in bronze, but a full refresh would rebuild bronze without them; run "
+                     "`bi-console refresh --full` only to accept the topic's current contents")
+        return text
+
+
+def fix_bronze_load(settings: Settings, log: Log = _noop) -> RawZoneRepair:
+    """The 'Bronze load fails' fix: create what is missing of bronze, then rewrite the raw
+    objects the manifest needs but the raw zone lost, from the topic while it still holds
+    their offsets (same names, same lines)."""
+    from pipeline.db import connect
+    from pipeline.raw_zone import audit_raw_zone
+    from pipeline.steps.ingest import recover_missing_objects
+
+    repair = RawZoneRepair()
+    with holding_refresh_lock(settings, "fix: repair bronze"):
+        fix_create_bronze(settings, log)
+        conn = connect(settings)
+        try:
+            for table in settings.tables:
+                audit = audit_raw_zone(settings, table, conn)
+                if audit.ok:
+                    log(f"raw zone {table.name}: {audit.evidence(settings.s3_bucket)}")
+                    continue
+                log(f"raw zone {table.name}: {audit.evidence(settings.s3_bucket)}; re-reading from {table.topic}")
+                result = recover_missing_objects(settings, table, audit.missing, log)
+                repair.recovered[table.name] = result.recovered
+                if result.lost:
+                    repair.lost[table.name] = sorted(result.lost)
+        finally:
+            conn.close()
+    log(repair.summary())
+    return repair
+
+
 def fix_rerun_dbt_debug(settings: Settings, log: Log = _noop):
     from pipeline.steps.transform import run_in_child
 
     selector = " ".join(t.dbt_selector for t in settings.tables)
-    log(f"dbt run --debug --select {selector}")
-    # In a process of its own: dbt would hold the TUI's GIL for seconds at a time.
-    result = run_in_child(settings, selector, log, debug=True)
+    with holding_refresh_lock(settings, "fix: dbt run --debug"):
+        log(f"dbt run --debug --select {selector}")
+        # In a process of its own: dbt would hold the TUI's GIL for seconds at a time.
+        result = run_in_child(settings, selector, log, debug=True)
     log(f"dbt run {'succeeded' if result.success else 'FAILED'} in {result.elapsed:.1f}s {result.counts}")
     if not result.success:
         raise RuntimeError(f"dbt run failed: {result.error or ', '.join(n.name for n in result.failed)}")
@@ -371,7 +488,8 @@ def fix_refresh_bi(settings: Settings, log: Log = _noop) -> dict:
         raise RuntimeError(evidence)
     from pipeline.steps.bi import run_bi_refresh
 
-    return run_bi_refresh(settings, log)
+    with holding_refresh_lock(settings, "fix: BI cache refresh"):
+        return run_bi_refresh(settings, log)
 
 
 # -- snapshots for the views ------------------------------------------------------
@@ -460,6 +578,8 @@ class QualitySnapshot:
     suppliers: list[tuple[str, int]] = field(default_factory=list)
     multilingual: list[tuple[str, int]] = field(default_factory=list)
     validation: dict[str, dict] = field(default_factory=dict)  # table -> ValidationResult.as_dict()
+    quarantined: list[Any] = field(default_factory=list)  # pipeline.quarantine.QuarantineEntry
+    rejected: list[Any] = field(default_factory=list)  # pipeline.quarantine.RejectEntry
     error: str | None = None
 
     def freshness_age(self, now: datetime | None = None) -> float | None:
@@ -511,6 +631,13 @@ def quality_snapshot(settings: Settings) -> QualitySnapshot:
     except Exception as exc:
         snap.error = f"PostgreSQL unreachable: {_first_line(exc)}"
         return snap
+    try:
+        from pipeline import quarantine
+
+        snap.quarantined = [e for e in quarantine.list_entries(settings, limit=INTAKE_ROWS) if e.replayed_at is None]
+        snap.rejected = quarantine.list_rejects(settings, limit=INTAKE_ROWS)
+    except Exception as exc:
+        snap.error = f"quarantine unreadable: {_first_line(exc)}"
     conn.autocommit = True
     try:
         with conn.cursor() as cur:  # a bound, generous for a loaded machine: this runs in a worker

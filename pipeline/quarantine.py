@@ -241,6 +241,43 @@ def list_entries(settings: Settings, table: TableConfig | str | None = None, lim
     return _entries(settings, sql.SQL("table_name = %s"), (_table(settings, table).name,), limit)
 
 
+@dataclass
+class RejectEntry:
+    """A raw line load could not store. The position is None for a line that does not say it
+    (not JSON); `preview` is the start of the line."""
+
+    table: str
+    topic: str | None
+    partition: int | None
+    epoch: int | None
+    offset: int | None
+    object_key: str
+    line_number: int
+    reason: str
+    preview: str
+    rejected_at: datetime
+
+
+def list_rejects(settings: Settings, table: TableConfig | str | None = None, limit: int = 50) -> list[RejectEntry]:
+    """Load's rejected lines, newest first (every table without `table`)."""
+    tables = [_table(settings, table)] if table is not None else list(settings.tables)
+    names = {t.bronze_table: t.name for t in tables}
+    meta = settings.file.meta_schema
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            if not _exists(cur, meta, "load_rejects"):
+                return []
+            cur.execute(sql.SQL(
+                "SELECT bronze_table, kafka_topic, kafka_partition, kafka_epoch, kafka_offset, object_key, "
+                "line_number, reason, left(line, %s), rejected_at FROM {}.load_rejects WHERE bronze_table = ANY(%s) "
+                "ORDER BY rejected_at DESC, object_key, line_number LIMIT %s").format(sql.Identifier(meta)),
+                (PREVIEW_CHARS, list(names), limit))
+            return [RejectEntry(names[row[0]], *row[1:]) for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
 def show(settings: Settings, table: TableConfig | str, topic: str, partition: int, offset: int,
          epoch: int = 0, store: RawStore | None = None) -> QuarantinedMessage:
     """The whole original message, read back from its quarantine object."""

@@ -92,6 +92,119 @@ def test_prefect_flow_runs_to_success(stack):
     assert stack.psql("SELECT count(*) FROM marts.dim_product")[0][0] > 0
 
 
+# -- what did not reach bronze (issue 16) --------------------------------------------------
+PRODUCT_TOPIC = "cord.ConcordDb.dbo.Product"
+NOT_JSON = b'{"schema": {"type": "struct"}, "payload": {"op": "u", "after": {"ID": 7'  # cut mid-document
+
+
+def _produce(settings, key: bytes, value: bytes) -> int:
+    """Produce one message and return the offset the broker gave it."""
+    from confluent_kafka import Producer
+
+    offsets: list[int] = []
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    producer.produce(PRODUCT_TOPIC, key=key, value=value, on_delivery=lambda e, m: offsets.append(m.offset()))
+    assert producer.flush(30) == 0 and len(offsets) == 1
+    return offsets[0]
+
+
+def _checks(result) -> dict:
+    return {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+
+
+def test_a_quarantined_message_is_reported_listed_and_shown_whole(stack, tmp_path):
+    stack.seeded()
+    offset = _produce(stack.settings, b'{"ID": 7}', NOT_JSON)
+    stack.cli("refresh", "--incremental", "--steps", "ingest,load,transform", check=True)
+
+    result = stack.cli("--check", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]  # a warning, not a failure
+    quarantined = _checks(result)["quarantine:product"]
+    assert quarantined["status"] == "warn", quarantined
+    assert quarantined["evidence"].startswith("1 quarantined and not replayed"), quarantined
+    assert "1 new since the last check" in quarantined["evidence"]
+    assert "value is not JSON" in quarantined["evidence"], quarantined
+    assert _checks(stack.cli("--check", "--json"))["quarantine:product"]["evidence"].count("0 new since") == 1
+    assert stack.cli("--check", "--strict").returncode == 1
+
+    strict_config = tmp_path / "bi-console.toml"
+    strict_config.write_text("[thresholds]\nquarantined_max = 0\n")
+    failing = stack.cli("--check", "--json", env={"BI_CONFIG_FILE": str(strict_config)})
+    assert failing.returncode == 1, failing.stderr[-2000:]
+    assert _checks(failing)["quarantine:product"]["status"] == "fail"
+
+    listed = json.loads(stack.cli("quarantine", "list", "--json", check=True).stdout)["quarantined"]
+    assert [(q["topic"], q["offset"]) for q in listed] == [(PRODUCT_TOPIC, offset)], listed
+    assert "value is not JSON" in listed[0]["reason"] and listed[0]["value_bytes"] == len(NOT_JSON)
+    shown = stack.cli("quarantine", "show", "--table", "product", "--offset", str(offset), check=True)
+    assert shown.stdout == NOT_JSON.decode()
+    assert "value is not JSON" in shown.stderr
+
+    from pipeline.diagnose import diagnose_bronze_load
+
+    panel = {c.name: c for c in diagnose_bronze_load(stack.settings)}
+    assert not panel["Quarantine product"].ok and "1 quarantined" in panel["Quarantine product"].evidence
+
+
+@pytest.mark.anyio
+async def test_quality_view_lists_the_quarantined_message(stack):
+    from tui.app import BiConsoleApp
+    try:
+        from tests.tui_support import wait_for
+    except ImportError:  # tests/ is not a package
+        from tui_support import wait_for
+
+    app = BiConsoleApp(stack.settings, runtime=stack.runtime)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("4")
+        quality = app.view("quality")
+        await wait_for(pilot, lambda: quality.snapshot and quality.snapshot.quarantined, 60,
+                       what="the quarantined message in the Quality view")
+        table = quality.query_one("#intake-table")
+        cells = [str(cell) for cell in table.get_row_at(0)]
+        assert cells[1] == "product" and cells[2].startswith(f"{PRODUCT_TOPIC}[0]@"), cells
+        assert "value is not JSON" in cells[3], cells
+        assert not app.errors, app.errors
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def test_raw_objects_lost_from_s3_fail_the_check_and_the_fix_rewrites_them(stack):
+    from pipeline.diagnose import diagnose_bronze_load
+    from pipeline.storage import RawStore
+
+    stack.seeded()
+    stack.cli("refresh", "--full", "--steps", "ingest,load", check=True, env={"BI_INGEST_BATCH_SIZE": "5000"})
+    store = RawStore(stack.settings)
+    prefix = stack.settings.table("product").raw_objects_prefix
+    objects = sorted(o["Key"] for o in store.list(prefix))
+    assert len(objects) >= 3, objects
+    lost = objects[1:3]
+    original = {key: store.get(key) for key in lost}
+    for key in lost:
+        store.client.delete_object(Bucket=store.bucket, Key=key)
+
+    result = stack.cli("--check", "--json")
+    assert result.returncode == 1, result.stderr[-2000:]
+    raw_zone = _checks(result)["raw_zone:product"]
+    assert raw_zone["status"] == "fail" and f"2 of {len(objects)} loaded object(s) missing" in raw_zone["evidence"]
+    panel = {c.name: c for c in diagnose_bronze_load(stack.settings)}
+    assert not panel["Raw zone product matches the manifest"].ok
+    assert stack.cli("raw-zone", "audit").returncode == 1
+
+    recovered = stack.cli("raw-zone", "recover")
+    assert recovered.returncode == 0, recovered.stderr[-3000:]
+    assert sorted(json.loads(recovered.stdout)["recovered"]["product"]) == lost
+    for key in lost:
+        assert store.get(key) == original[key], key  # the same lines, byte for byte
+    assert _checks(stack.cli("--check", "--json"))["raw_zone:product"]["status"] == "pass"
+    panel = {c.name: c for c in diagnose_bronze_load(stack.settings)}
+    assert panel["Raw zone product matches the manifest"].ok
+
+
 def test_stopped_broker_exits_3_naming_it(stack):
     stack.runtime.stop("kafka")
     try:

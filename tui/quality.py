@@ -1,5 +1,6 @@
 """Quality: Great Expectations results and the layer row counts side by side (mismatches
-highlighted), freshness age, supplier distribution and multilingual coverage."""
+highlighted), freshness age, supplier distribution, multilingual coverage, and what did
+not reach bronze (quarantined messages, rejected rows)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ class QualityView(View):
             with Horizontal(id="quality-facts"):
                 yield Static("", id="freshness")
                 yield Static("", id="suppliers")
+            intake = DataTable(id="intake-table", cursor_type="row")
+            intake.border_title = "quarantine & rejects"
+            yield intake
             results = DataTable(id="ge-table", cursor_type="row")
             results.border_title = "Great Expectations"
             yield results
@@ -75,6 +79,9 @@ class QualityView(View):
         ge = self.query_one("#ge-table", DataTable)
         for label in ("", "suite / expectation", "column", "observed"):
             ge.add_column(label, key=label or "mark")
+        intake = self.query_one("#intake-table", DataTable)
+        for label in ("", "table", "position", "reason", "preview"):
+            intake.add_column(label, key=label or "mark")
 
     # -- data --------------------------------------------------------------------------
     def refresh_data(self) -> None:
@@ -151,6 +158,8 @@ class QualityView(View):
         suppliers.update(grid if snap.suppliers else Text("no supplier data", style="dim"))
         suppliers.border_title = "suppliers"
 
+        self._show_intake(snap)
+
         ge = self.query_one("#ge-table", DataTable)
         ge.clear()
         if not snap.validation:
@@ -170,6 +179,26 @@ class QualityView(View):
         ge.border_subtitle = ", ".join(
             f"{t}: {'passed' if r.get('success') else 'FAILED'} {str(r.get('started_at', ''))[:16]}"
             for t, r in snap.validation.items())
+
+    def _show_intake(self, snap: QualitySnapshot) -> None:
+        """What did not reach bronze: quarantined messages (not replayed) and rejected rows."""
+        intake = self.query_one("#intake-table", DataTable)
+        intake.clear()
+        for e in snap.quarantined:
+            position = f"{e.topic}[{e.partition}]@{e.offset}" + (f" epoch {e.epoch}" if e.epoch else "")
+            intake.add_row(Text("Q", style="bold yellow"), e.table, position, Text(e.reason, style="yellow"),
+                           Text((e.preview or "")[:80], style="dim"))
+        for r in snap.rejected:
+            position = (f"{r.topic}[{r.partition}]@{r.offset}" + (f" epoch {r.epoch}" if r.epoch else "")
+                        if r.offset is not None else f"{r.object_key.rsplit('/', 1)[-1]} line {r.line_number}")
+            intake.add_row(Text("R", style="bold red"), r.table, position, Text(r.reason, style="red"),
+                           Text((r.preview or "")[:80], style="dim"))
+        if not snap.quarantined and not snap.rejected:
+            intake.add_row("", "", Text("nothing quarantined or rejected", style="dim"), "", "")
+        intake.border_subtitle = (f"{len(snap.quarantined)} quarantined · {len(snap.rejected)} rejected · "
+                                  "`bi-console quarantine list|show|replay`"
+                                  if snap.quarantined or snap.rejected else "")
+        intake.set_class(bool(snap.quarantined or snap.rejected), "attention")
 
     def layer_counts(self, table: str = "product") -> dict:
         for c in (self.snapshot.counts if self.snapshot else []):

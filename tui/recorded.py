@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from pipeline.diagnose import Check, ConnectorSnapshot, LayerCounts, PartitionLag, QualitySnapshot
+from pipeline.quarantine import QuarantineEntry, RejectEntry
 from pipeline.refresh import RefreshRun, RunFinished, StepFinished, StepStarted
 from pipeline.runtime.model import ConnectorStatus, ServiceStatus, TaskStatus
 
@@ -122,6 +123,17 @@ def quality() -> QualitySnapshot:
         suppliers=[("SEM1", 41), ("SABO", 33), ("FEBI", 18), ("LEMF", 12), ("Unknown", 6), ("BOSC", 3), ("MANN", 2)],
         multilingual=[("Complete", 112), ("Partial", 3)],
         validation=validation,
+        quarantined=[QuarantineEntry(
+            "product", "cord.ConcordDb.dbo.Product", 0, 0, 2417, "value is not JSON: unexpected end of data", 1843,
+            '{"schema":{"type":"struct","fields":[{"type":"int32","field":"ID"},{"type":"string","field":"Name"',
+            "product/quarantine/batch=cord.ConcordDb.dbo.Product+0+00000000000000002000+00000000000000002417.jsonl",
+            RECORDED_NOW - timedelta(minutes=9), None, None)],
+        rejected=[RejectEntry(
+            "product", "cord.ConcordDb.dbo.Product", 0, 0, 2399,
+            "product/raw/batch=cord.ConcordDb.dbo.Product+0+00000000000000002000+00000000000000002399.jsonl", 400,
+            "PostgreSQL refused the row: value overflows numeric format",
+            '{"topic":"cord.ConcordDb.dbo.Product","partition":0,"offset":2399,"timestamp":1760874612000,"key":',
+            RECORDED_NOW - timedelta(minutes=9))],
     )
 
 
@@ -142,6 +154,15 @@ def diagnoses() -> dict[str, list[Check]]:
             Check("Table bronze.measure_unit_cdc", False, "table does not exist",
                   fix="create the bronze schema and tables"),
             Check("Table bi_console.ingest_checkpoint", True, "exists"),
+            Check("Raw zone product matches the manifest", False,
+                  "1 of 6 loaded object(s) missing from s3://cord-raw/product/raw/batch= "
+                  "(first: batch=cord.ConcordDb.dbo.Product+0+00000000000000000000+00000000000000000399.jsonl)",
+                  fix="re-read the missing objects' offsets from the topic (fix key); "
+                      "a full refresh now would drop their events from bronze"),
+            Check("Quarantine product", False, "1 quarantined message(s) not replayed (1 in all); "
+                  "newest: value is not JSON: unexpected end of data", severity="warning",
+                  fix="`bi-console quarantine list` shows each with its reason; fix the cause, "
+                      "then `bi-console quarantine replay`"),
         ],
         "dbt": [
             Check("PostgreSQL reachable", True, "SELECT 1 ok on 127.0.0.1:5433/analytics (PostgreSQL 18.0, 3 ms)"),

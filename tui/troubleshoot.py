@@ -21,7 +21,7 @@ from tui.log_pane import LogPane
 # problem -> (fix id, key, label)
 FIXES = {
     "no_cdc_events": ("fix_connector", "c", "restart connector"),
-    "bronze_load": ("fix_bronze", "b", "create bronze schema/tables"),
+    "bronze_load": ("fix_bronze", "b", "repair bronze (tables, lost raw objects)"),
     "dbt": ("fix_dbt", "t", "rerun dbt with debug logging"),
     "stale_bi": ("fix_bi", "e", "refresh BI cache"),
 }
@@ -103,7 +103,7 @@ class TroubleshootView(View):
     BINDINGS = [
         Binding("d", "diagnose_all", "Diagnose", id="diagnose"),
         Binding("c", "fix('no_cdc_events')", "Restart connector", id="fix_connector"),
-        Binding("b", "fix('bronze_load')", "Create bronze", id="fix_bronze"),
+        Binding("b", "fix('bronze_load')", "Repair bronze", id="fix_bronze"),
         Binding("t", "fix('dbt')", "dbt --debug", id="fix_dbt"),
         Binding("e", "fix('stale_bi')", "Refresh BI", id="fix_bi"),
     ]
@@ -210,8 +210,8 @@ class TroubleshootView(View):
                 state = diagnose.fix_restart_connector(settings, runtime, self._log)
                 text, ok = f"connector restarted: {state}", state == "RUNNING"
             elif problem == "bronze_load":
-                tables = diagnose.fix_create_bronze(settings, self._log)
-                text, ok = f"bronze ready: {', '.join(tables)}", True
+                repair = diagnose.fix_bronze_load(settings, self._log)
+                text, ok = repair.summary(), not repair.lost
             elif problem == "dbt":
                 result = diagnose.fix_rerun_dbt_debug(settings, self._log)
                 text, ok = f"dbt run ok in {result.elapsed:.1f}s", True
