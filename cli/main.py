@@ -447,6 +447,8 @@ def _print_progress(event) -> None:
         counts = ", ".join(f"{k}={v}" for k, v in event.counts.items())
         err(f"{'✓' if event.state == 'ok' else '✗'} {event.table}:{event.step} {event.state} "
             f"in {event.duration:.2f}s {counts}")
+        for notice in event.notices:  # what the operator must know even without BI_VERBOSE
+            err(f"  ! {notice}")
     elif isinstance(event, StepLog) and os.environ.get("BI_VERBOSE"):
         err(f"    {event.line}")
 
