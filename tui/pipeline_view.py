@@ -237,6 +237,8 @@ class PipelineView(View):
             pane.set_title(f"{event.table}:{event.step} log")
         elif isinstance(event, StepFinished):
             self.set_step(event.table, event.step, event.state, event.duration, event.counts, event.error)
+            for notice in event.notices if announce else ():  # a topic reset: said, not only logged
+                self.notify(notice, severity="warning", title=f"{event.table}:{event.step}", timeout=30)
         elif isinstance(event, RunFinished):
             self._drain_log()
             self.running = False
