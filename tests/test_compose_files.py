@@ -171,7 +171,7 @@ def test_compose_source_dev_holds_the_contract_ddl():
 def test_compose_postgres_init_bronze_ddl_and_reader_role():
     sql = (COMPOSE / "postgres" / "initdb" / "10-bi-console.sql").read_text()
     assert "CREATE TABLE IF NOT EXISTS bronze.product_cdc" in sql
-    assert "UNIQUE (kafka_topic, kafka_partition, kafka_offset)" in sql
+    assert "UNIQUE (kafka_topic, kafka_epoch, kafka_partition, kafka_offset)" in sql
     assert "\\getenv reader_password BI_PG_READER_PASSWORD" in sql
     grants = [line for line in sql.splitlines() if "GRANT" in line and "REVOKE" not in line]
     assert not any("bronze" in line for line in grants), "bi_reader gets nothing in bronze"
