@@ -23,6 +23,11 @@ _KEY_CODES = {"InvalidAccessKeyId": "BI_S3_ACCESS_KEY", "SignatureDoesNotMatch":
 _DENIED_CODES = {"AccessDenied", "403", "InvalidToken", "ExpiredToken"}
 
 
+class S3Refused(ServiceUnreachable):
+    """S3 answered and refused us (unknown key, wrong secret, access denied, no such bucket):
+    a setting is wrong, so retrying cannot help."""
+
+
 def _no_bucket(exc: ClientError) -> bool:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     # head_bucket's answer has no body: a bare 404 (from head_object it would mean a missing key)
@@ -79,12 +84,12 @@ class RawStore:
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         if code in _KEY_CODES:
-            return ServiceUnreachable(f"{_KEY_CODES[code]}: S3 at {endpoint} refused the credentials ({code})")
+            return S3Refused(f"{_KEY_CODES[code]}: S3 at {endpoint} refused the credentials ({code})")
         if code in _DENIED_CODES:
-            return ServiceUnreachable(f"BI_S3_ACCESS_KEY/BI_S3_SECRET_KEY: S3 at {endpoint} denied access to "
+            return S3Refused(f"BI_S3_ACCESS_KEY/BI_S3_SECRET_KEY: S3 at {endpoint} denied access to "
                                       f"bucket {self.bucket} ({code})")
         if _no_bucket(exc):
-            return ServiceUnreachable(f"BI_S3_BUCKET={self.bucket}: no such bucket at {endpoint}")
+            return S3Refused(f"BI_S3_BUCKET={self.bucket}: no such bucket at {endpoint}")
         if status >= 500:
             return ServiceUnreachable(f"BI_S3_ENDPOINT={endpoint}: S3 answered HTTP {status} ({code or 'no code'})")
         return None

@@ -136,6 +136,31 @@ def test_s3_not_answering_check_exits_3_naming_bi_s3_endpoint_in_seconds(stack):
     assert elapsed < 25, f"--check took {elapsed:.1f}s with S3 frozen"
 
 
+def test_store_calls_raise_one_line_naming_the_setting(stack):
+    """Each RawStore call, in process: nothing listening -> ServiceUnreachable naming
+    BI_S3_ENDPOINT (a retry may succeed later); a missing bucket -> S3Refused naming
+    BI_S3_BUCKET (a setting is wrong, retrying cannot help); a missing object stays
+    botocore's own NoSuchKey (no setting is at fault)."""
+    from botocore.exceptions import ClientError
+
+    from pipeline.db import ServiceUnreachable
+    from pipeline.storage import RawStore, S3Refused
+
+    dead = RawStore(stack.settings.model_copy(update={"s3_endpoint": f"http://127.0.0.1:{free_port()}"}), retries=1)
+    no_bucket = RawStore(stack.settings.model_copy(update={"s3_bucket": "no-such-bucket"}), retries=1)
+    calls = {"list": lambda s: list(s.list("x/")), "get": lambda s: s.get("x"), "lines": lambda s: list(s.lines("x")),
+             "put": lambda s: s.put("x/y", b"{}"), "delete_prefix": lambda s: s.delete_prefix("x/")}
+    for name, call in calls.items():
+        with pytest.raises(ServiceUnreachable, match=r"^BI_S3_ENDPOINT=http://127\.0\.0\.1:\d+: cannot") as down:
+            call(dead)
+        assert not isinstance(down.value, S3Refused), name
+        with pytest.raises(S3Refused, match=r"^BI_S3_BUCKET=no-such-bucket: no such bucket"):
+            call(no_bucket)
+    assert dead.probe()[0] is False and dead.probe()[1].startswith("BI_S3_ENDPOINT=")
+    with pytest.raises(ClientError, match="NoSuchKey"):
+        RawStore(stack.settings).get("no/such/object.jsonl")
+
+
 def test_missing_bucket_load_exits_3_naming_bi_s3_bucket(stack, tmp_path):
     env = env_with(stack, tmp_path, "BI_S3_BUCKET", "no-such-bucket")
     result = stack.cli("refresh", "--steps", "load", env_file=env)
