@@ -11,6 +11,7 @@ Each test prints a `FAULT-RESULT` line with the rows it compared (see RELIABILIT
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -412,7 +413,7 @@ def test_faults_poison_messages_are_quarantined(stack):
     good = topic_messages(settings, PRODUCT_TOPIC, 0, 60)
     poisons = _poisons(good)
     p = producer(settings)
-    expected_good, expected_poison = [], {}
+    expected_good, expected_poison, produced = [], {}, {}
     offset = 0
     for index, (_, key, value, _) in enumerate(good):
         p.produce(table.topic, key=key, value=value)
@@ -422,6 +423,7 @@ def test_faults_poison_messages_are_quarantined(stack):
             pkey, pvalue, reason = poisons.pop(0)
             p.produce(table.topic, key=pkey, value=pvalue)
             expected_poison[offset] = reason
+            produced[offset] = (pkey, pvalue)
             offset += 1
     assert not poisons and p.flush(30) == 0
     lines: list[str] = []
@@ -434,9 +436,22 @@ def test_faults_poison_messages_are_quarantined(stack):
     assert set(reasons) == set(expected_poison), reasons
     for at, reason in expected_poison.items():
         assert reason in reasons[at], (at, reasons[at])
+    # Each quarantined message is kept whole: its key and value bytes are the ones produced.
+    def original(field: dict) -> bytes | None:
+        return base64.b64decode(field["base64"]) if "base64" in field else (
+            None if field["text"] is None else field["text"].encode())
+
+    for q in quarantined:
+        assert (original(q["key"]), original(q["value"])) == produced[q["offset"]], q["offset"]
+        assert q["value_bytes"] == len(produced[q["offset"]][1]) and "truncated" not in q["value"]
     big = next(q for q in quarantined if "byte limit" in q["reason"])
-    assert big["value_bytes"] > 5 * 1024 * 1024 and big["value"]["truncated"]
-    assert next(q for q in quarantined if "UTF-8" in q["reason"])["value"]["base64"]
+    assert big["value_bytes"] > 5 * 1024 * 1024 and len(big["value"]["text"]) == big["value_bytes"]
+    assert "base64" in next(q for q in quarantined if "UTF-8" in q["reason"])["value"]
+    # ... and indexed where the checks and the CLI find it.
+    indexed = stack.psql("SELECT kafka_offset, kafka_epoch, reason, value_bytes FROM bi_console.quarantine "
+                         "WHERE table_name = 'poison' ORDER BY 1")
+    assert [(r[0], r[1], r[3]) for r in indexed] == [(at, 0, len(produced[at][1])) for at in sorted(expected_poison)]
+    assert all(expected_poison[r[0]] in r[2] for r in indexed), indexed
     loaded = load(settings, table, full=True, log=lines.append)
     assert (loaded.inserted, loaded.rejected) == (len(expected_good), 0)
     bronze = [r[0] for r in stack.psql("SELECT kafka_offset FROM bronze.poison_cdc ORDER BY 1")]
@@ -532,18 +547,59 @@ def _active_staging(stack) -> list[tuple]:
     return stack.psql(f"SELECT {select} FROM staging_staging.stg_product WHERE NOT deleted ORDER BY 1")
 
 
+def _raw_offsets(stack, table) -> dict[int, set[int]]:
+    """The offsets of every event line in the raw zone, by epoch, read from the lines themselves."""
+    from pipeline.storage import RawStore
+
+    store = RawStore(stack.settings)
+    found: dict[int, set[int]] = {}
+    for obj in store.list(table.raw_objects_prefix):
+        for line in store.lines(obj["Key"]):
+            if line.strip():
+                head = orjson.loads(line)
+                found.setdefault(head.get("epoch", 0), set()).add(head["offset"])
+    return found
+
+
+def _wait_for_checkpoint(stack, low: int, high: int, proc, timeout: float = 180) -> int:
+    """Until the recorded position is in low..high-1 (a run in flight recorded that far)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        at = checkpoint(stack)
+        if at is not None and low <= at < high:
+            return at
+        time.sleep(0.02)
+    raise AssertionError(f"the position never reached {low}..{high - 1} (last {checkpoint(stack)})")
+
+
 def test_faults_broker_restart_during_ingest(stack):
     """The memory broker loses every topic when it restarts; the cdc engine notices (empty topics,
-    stored source offsets) and re-snapshots. bi-console notices that the topic went back, says
-    so, and re-reads it in full: the marts equal the fault-free result."""
+    stored source offsets) and re-snapshots into new ones. bi-console notices that the topic went
+    back, says so in its normal output and its history, and goes on in a new epoch next to the
+    old one: bronze and the raw zone keep every event read before, staging keeps the deleted
+    products, the marts equal the fault-free result."""
+    from pipeline.refresh import read_history
+    from pipeline.storage import RawStore
+
     ready(stack)
     settings = stack.settings
+    table = settings.table("product")
     refresh(stack, "--full", "--steps", STATE_STEPS)
     expected_marts = table_rows(stack, "marts.dim_product", ("ingested_timestamp",))
     expected_staging = _active_staging(stack)
     events_before = end_offset(settings, PRODUCT_TOPIC)
-    inflight = Background(stack, ["refresh", "--full", "--steps", STATE_STEPS], {"BI_INGEST_BATCH_SIZE": "1000"})
-    inflight.wait_for(r"ingest: .*\] [3-9]\d{3}/\d+ events")
+    bronze_before = stack.psql("SELECT count(*) FROM bronze.product_cdc")[0][0]
+    raw_before = _raw_offsets(stack, table)
+    raw_objects_before = len(list(RawStore(settings).list(table.raw_objects_prefix)))
+    deleted_before = stack.psql("SELECT count(*) FROM staging_staging.stg_product WHERE deleted")[0][0]
+    assert bronze_before == events_before and raw_before == {0: set(range(events_before))}
+    assert deleted_before > 0
+    runs_before = len(read_history(settings, limit=10_000))
+    # Without BI_VERBOSE: what the operator sees by default must say what happened.
+    quiet = {"BI_VERBOSE": ""}
+    inflight = Background(stack, ["refresh", "--full", "--steps", STATE_STEPS],
+                          {"BI_INGEST_BATCH_SIZE": "1000", **quiet})
+    _wait_for_checkpoint(stack, 3000, 10_000, inflight.proc)
     # The run is frozen while the broker restarts, so that the restart lands mid-ingest whatever
     # the machine's speed (tansu takes seconds to stop; the run would otherwise read to the end).
     import psutil
@@ -558,26 +614,61 @@ def test_faults_broker_restart_during_ingest(stack):
         frozen.resume()
     assert any("restarting cdc" in line for line in restart_log), restart_log
     # The run in flight notices by itself (its consumer went back, or the log it reads changed)
-    # instead of waiting forever, and switches to a full re-read.
-    inflight_code = inflight.wait(400)
-    assert re.search(rf"topic {re.escape(PRODUCT_TOPIC)} partition 0 went back while it was read", inflight.text), \
-        inflight.text[-4000:]
+    # instead of waiting forever, and goes on in the new epoch: nothing to fail.
+    try:
+        inflight_code = inflight.wait(400)
+    except subprocess.TimeoutExpired:
+        inflight.stop()
+        raise AssertionError(f"the run in flight did not end:\n{inflight.text[-4000:]}") from None
+    assert inflight_code == 0, inflight.text[-4000:]
     snapshot_events = _wait_for_resnapshot(stack)
     assert snapshot_events < events_before
     cdc_log = "\n".join(stack.runtime.process("cdc").tail(400))
     assert "the broker lost its data" in cdc_log
-    rerun = refresh(stack, "--incremental", "--steps", STATE_STEPS + ",test")
-    said = inflight.text + rerun.stderr
-    assert re.search(rf"topic {re.escape(PRODUCT_TOPIC)} partition 0 went back", said), said[-4000:]
-    assert "switching this table to a full refresh" in said
+    rerun = refresh(stack, "--incremental", "--steps", STATE_STEPS + ",test", env=quiet)
+    epoch_events = end_offset(settings, PRODUCT_TOPIC)
+    assert epoch_events >= snapshot_events
+
+    # History: one reset, noticed by the run in flight while it read.
+    runs = read_history(settings, limit=10_000)[::-1][runs_before:]  # oldest first: the run in flight, the rerun
+    assert [r["outcome"] for r in runs] == ["ok", "ok"], [(r["outcome"], r["error"]) for r in runs]
+    resets = [reset for r in runs for reset in r["details"].get("topic_resets", [])]
+    # The broker lost every topic: MeasureUnit's too, noticed when its turn came.
+    assert [(r["table"], r["topic"], r["partition"], r["old_epoch"], r["new_epoch"]) for r in resets] == \
+        [("product", PRODUCT_TOPIC, 0, 0, 1), ("measure_unit", "cord.ConcordDb.dbo.MeasureUnit", 0, 0, 1)], resets
+    assert runs[0]["details"]["topic_resets"][0]["table"] == "product"
+    assert resets[0]["reason"].startswith("it went back while it was read"), resets[0]
+    # Bronze: every event of the old epoch, and the new epoch next to it.
+    assert stack.psql("SELECT kafka_epoch, count(*), min(kafka_offset), max(kafka_offset) FROM bronze.product_cdc "
+                      "GROUP BY 1 ORDER BY 1") == [(0, events_before, 0, events_before - 1),
+                                                    (1, epoch_events, 0, epoch_events - 1)]
+    # The raw zone: every line read before is still there, and the new epoch's.
+    raw_after = _raw_offsets(stack, table)
+    assert raw_after == {0: set(range(events_before)), 1: set(range(epoch_events))}
+    # Staging keeps the hard-deleted products; the marts are the active ones, as without the fault.
+    deleted_after = stack.psql("SELECT count(*) FROM staging_staging.stg_product WHERE deleted")[0][0]
+    assert deleted_after >= deleted_before
     recovered_marts = table_rows(stack, "marts.dim_product", ("ingested_timestamp",))
     assert recovered_marts == expected_marts
     assert _active_staging(stack) == expected_staging
-    assert stack.psql("SELECT count(*) FROM bronze.product_cdc")[0][0] == snapshot_events
-    recovered = snapshot(stack)
+    # Two epochs hold equal offsets: rows are compared in an order of every column.
+    def ordered(snap: dict) -> dict:
+        return {name: sorted(rows, key=lambda row: [(v is None, v or "") for v in row]) for name, rows in snap.items()}
+
+    recovered = ordered(snapshot(stack))
     refresh(stack, "--full", "--steps", STATE_STEPS)
-    assert snapshot(stack) == recovered
+    again = ordered(snapshot(stack))
+    for name in recovered:
+        assert again[name] == recovered[name], (name, set(again[name]) ^ set(recovered[name]))
+    # The default output (no BI_VERBOSE) said it, and what was kept.
+    said = inflight.text + rerun.stderr
+    notice = re.search(rf"^  ! topic {re.escape(PRODUCT_TOPIC)} partition 0 was reset "
+                       rf"\(it went back while it was read: .*?\): epoch 1 started at offset 0; epoch 0 keeps "
+                       rf"{events_before:,} offsets in \d+ raw objects and {bronze_before:,} events in bronze; "
+                       rf"nothing was deleted$", said, re.MULTILINE)
+    assert notice, said[-4000:]
     report("broker_restart_during_ingest", {"marts": recovered_marts, "staging_active": expected_staging,
                                             "bronze": recovered["bronze"]},
-           inflight_exit=inflight_code, events_before=events_before, resnapshot_events=snapshot_events,
-           noticed=re.search(r"went back while it was read: ([^;]*)", inflight.text).group(1))
+           inflight_exit=inflight_code, events_before=events_before, raw_objects_before=raw_objects_before,
+           resnapshot_events=epoch_events, deleted_kept=f"{deleted_before}->{deleted_after}",
+           noticed=resets[0]["reason"])

@@ -93,6 +93,36 @@ def test_epoch_reset_notice_says_what_was_kept():
         "nothing was deleted")
 
 
+def test_s3_that_stays_away_names_bi_s3_endpoint(tmp_path):
+    """A real client against a port nobody listens on: ingest gives up with the setting to fix
+    (the refresh then exits 3), after logging its retries."""
+    from conftest import free_port, stack_settings
+
+    from pipeline.db import ServiceUnreachable
+    from pipeline.steps.ingest import put_with_retry
+    from pipeline.storage import RawStore
+
+    settings = stack_settings(tmp_path, s3_endpoint=f"http://127.0.0.1:{free_port()}")
+    retries: list[str] = []
+    with pytest.raises(ServiceUnreachable) as raised:
+        put_with_retry(RawStore(settings, timeout=1.0, retries=1), "product/raw/batch=x.jsonl", b"{}\n",
+                       retries.append, None, max_wait=1.0)
+    assert str(raised.value).startswith(f"BI_S3_ENDPOINT={settings.s3_endpoint}: S3 unreachable, could not write "
+                                        "product/raw/batch=x.jsonl after ")
+    assert retries and all("retrying in" in line for line in retries)
+
+
+def test_kafka_that_is_away_names_bi_kafka_bootstrap(tmp_path):
+    from conftest import free_port, stack_settings
+
+    from pipeline.db import ServiceUnreachable
+    from pipeline.steps.ingest import ingest
+
+    settings = stack_settings(tmp_path, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    with pytest.raises(ServiceUnreachable, match=f"^BI_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: "):
+        ingest(settings, TABLE, full=False, log=lambda line: None)
+
+
 # -- on the stack -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def produced(stack):

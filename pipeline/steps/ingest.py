@@ -39,6 +39,7 @@ Log = Callable[[str], None]
 UPLOADS_IN_FLIGHT = 2  # objects being written while the next batch is read
 IDLE_RECHECK_SECONDS = 5.0  # no message for this long before the expected end: look at the log again
 STALL_SECONDS = 300.0  # no message at all for this long: give up (and release the refresh lock)
+CLOSE_SECONDS = 10.0  # a consumer that has not closed by then is left to the process's exit
 # Errors of the client's link to the broker, not of the partition: the consumer reconnects by
 # itself, so they end the read only when the broker does not answer a probe either.
 _LINK_ERRORS = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
@@ -251,6 +252,17 @@ def ingest_consumer(settings: Settings, table: TableConfig) -> Consumer:
     }))
 
 
+def close_consumer(consumer: Consumer, log: Log) -> None:
+    """librdkafka's close waits for the group's pending commits, and after the broker lost its
+    data it was seen to wait forever, holding the refresh lock. The position is kept in
+    PostgreSQL, so a consumer that does not close in time is left behind (it releases the GIL)."""
+    closer = threading.Thread(target=consumer.close, daemon=True, name="kafka-consumer-close")
+    closer.start()
+    closer.join(CLOSE_SECONDS)
+    if closer.is_alive():
+        log(f"ingest: the Kafka consumer did not close within {CLOSE_SECONDS:.0f}s; it is left to the process exit")
+
+
 def topic_epoch(consumer: Consumer, topic: str, partition: int, low: int) -> str | None:
     """An identity for the topic's log: its first offset and that message's timestamp.
     A broker that lost its data and was refilled gives a different identity."""
@@ -292,7 +304,7 @@ def _went_back(settings: Settings, table: TableConfig, topic: str, partition: in
         try:
             now = topic_epoch(probe, topic, partition, part.low)
         finally:
-            probe.close()
+            close_consumer(probe, lambda line: None)
         if now and now != identity:
             return f"its log starts with another message now ({now}, was {identity})"
     return None
@@ -427,7 +439,7 @@ def ingest(settings: Settings, table: TableConfig, *, full: bool, log: Log = pri
         for part in offsets:
             reader.partition(part, full)
     finally:
-        consumer.close()
+        close_consumer(consumer, log)
         checkpoints.close()
     return result
 
@@ -741,7 +753,7 @@ def recover_missing_objects(settings: Settings, table: TableConfig, keys: list[s
                 result.recovered.append(key)
                 log(f"ingest: recovered {key} from {topic}[{partition}] offsets {first}..{last}")
     finally:
-        consumer.close()
+        close_consumer(consumer, log)
         checkpoints.close()
     return result
 
