@@ -18,14 +18,16 @@ def _log():
 
 @task(name="ingest_kafka_to_s3", retries=2, retry_delay_seconds=10)
 def ingest_task(settings: Settings, table_name: str, full: bool) -> dict:
-    from pipeline.steps.ingest import TopicReset, ingest
+    from pipeline.steps.ingest import ingest
 
-    table = settings.table(table_name)
-    try:
-        return ingest(settings, table, full=full, log=_log()).counts()
-    except TopicReset as exc:
-        get_run_logger().warning(f"{exc}; re-reading the topic in full")
-        return {**ingest(settings, table, full=True, log=_log()).counts(), "topic_reset": True}
+    resets: list[str] = []
+
+    def reset(event) -> None:  # a topic reset starts a new epoch; nothing is re-read or deleted
+        resets.append(event.notice())
+        get_run_logger().warning(event.notice())
+
+    counts = ingest(settings, settings.table(table_name), full=full, log=_log(), on_reset=reset).counts()
+    return {**counts, "topic_resets": resets} if resets else counts
 
 
 @task(name="load_bronze_from_s3", retries=2, retry_delay_seconds=10)
