@@ -112,6 +112,7 @@ def _checks(result) -> dict:
     return {c["name"]: c for c in json.loads(result.stdout)["checks"]}
 
 
+@pytest.mark.faults
 def test_a_quarantined_message_is_reported_listed_and_shown_whole(stack, tmp_path):
     stack.seeded()
     offset = _produce(stack.settings, b'{"ID": 7}', NOT_JSON)
@@ -172,6 +173,7 @@ def anyio_backend():
     return "asyncio"
 
 
+@pytest.mark.faults
 def test_raw_objects_lost_from_s3_fail_the_check_and_the_fix_rewrites_them(stack):
     from pipeline.diagnose import diagnose_bronze_load
     from pipeline.storage import RawStore

@@ -103,6 +103,7 @@ def _objects() -> list[tuple[str, str, list[bytes], int]]:
     return out
 
 
+@pytest.mark.faults
 @pytest.mark.stack
 def test_each_unstorable_event_is_repaired_or_rejected_and_its_object_loads(stack):
     from pipeline.config import TableConfig
@@ -184,6 +185,7 @@ def _record(ev, offset: int, epoch: int, key: dict, value) -> bytes:
     return orjson.dumps({**head, "timestamp": record["timestamp"], "key": record["key"], "value": record["value"]})
 
 
+@pytest.mark.faults
 @pytest.mark.stack
 def test_two_epochs_with_the_same_offsets_both_load_and_staging_keeps_a_delete(stack):
     """Epoch 0: 901 created and deleted, 902 created. The broker then lost the topic and

@@ -143,6 +143,7 @@ def produced(stack):
     return before
 
 
+@pytest.mark.faults
 @pytest.mark.stack
 def test_poison_messages_are_indexed_and_kept_whole(stack, produced):
     from pipeline import quarantine
@@ -181,6 +182,7 @@ def test_poison_messages_are_indexed_and_kept_whole(stack, produced):
     assert stack.psql("SELECT * FROM bi_console.quarantine WHERE table_name = 'quarantined' ORDER BY 5") == index_before
 
 
+@pytest.mark.faults
 @pytest.mark.stack
 def test_replay_after_the_limit_is_raised_moves_the_oversized_message_to_bronze(stack, produced):
     from pipeline import quarantine
@@ -226,6 +228,7 @@ def test_replay_after_the_limit_is_raised_moves_the_oversized_message_to_bronze(
     assert stack.psql("SELECT count(*) FROM bronze.quarantined_cdc")[0][0] == 6
 
 
+@pytest.mark.faults
 @pytest.mark.stack
 def test_reject_summary_counts_load_rejects(stack, produced):
     from pipeline import quarantine
@@ -246,6 +249,7 @@ def test_reject_summary_counts_load_rejects(stack, produced):
     store.client.delete_object(Bucket=store.bucket, Key=key)  # the tests below read the topic's objects only
 
 
+@pytest.mark.faults
 @pytest.mark.stack
 def test_missing_raw_objects_are_recovered_from_the_topic_with_the_same_bytes(stack, produced):
     from pipeline.steps.ingest import recover_missing_objects
@@ -274,6 +278,7 @@ def test_missing_raw_objects_are_recovered_from_the_topic_with_the_same_bytes(st
     assert store.get(replay_object) == originals[replay_object]
 
 
+@pytest.mark.faults
 @pytest.mark.stack
 def test_a_reread_replaces_objects_only_once_their_offsets_are_written_again(stack, produced):
     """A full re-read with another batch size, interrupted (objects written, position not moved),
