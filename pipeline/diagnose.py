@@ -217,7 +217,7 @@ def diagnose_bronze_load(settings: Settings) -> list[Check]:
     try:
         from pipeline.storage import RawStore
 
-        s3_ok, s3_evidence = RawStore(settings, timeout=1.0).probe()
+        s3_ok, s3_evidence = RawStore(settings, timeout=1.0, retries=1, read_timeout=1.0).probe()
     except Exception as exc:
         s3_ok, s3_evidence = False, _first_line(exc)
     checks.append(Check("Object store reachable", s3_ok, s3_evidence,

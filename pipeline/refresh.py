@@ -23,7 +23,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from pipeline.config import ConfigError, Settings, TableConfig
-from pipeline.db import ServiceUnreachable
+from pipeline.db import ServiceUnreachable, connect
 from pipeline.memory import release_freed_memory
 from pipeline.steps.ingest import StepCancelled
 
@@ -267,9 +267,15 @@ class _Runner:
     def _selector(self) -> str:
         return " ".join(t.dbt_selector for t in self.tables)
 
+    def _database_answers(self) -> None:
+        """dbt and GX report a refused password as their own error text (exit 1); one
+        connection first makes it the one line naming BI_PG_PASSWORD (exit 3)."""
+        connect(self.settings).close()
+
     def _transform(self, log) -> dict:
         from pipeline.steps.transform import DbtProject
 
+        self._database_answers()
         full = bool(self.full_tables)
         result = DbtProject(self.settings, log).run(self._selector(), full_refresh=full)
         if not result.success:
@@ -280,6 +286,7 @@ class _Runner:
     def _test(self, log) -> dict:
         from pipeline.steps.transform import DbtProject
 
+        self._database_answers()
         result = DbtProject(self.settings, log).test(self._selector())
         if not result.success:
             failed = ", ".join(f"{n.name} ({n.failures} rows)" for n in result.failed)
@@ -290,6 +297,7 @@ class _Runner:
         if not table.suites:
             log(f"validate: no suites configured for {table.name}")
             return {"suites": 0}
+        self._database_answers()
         from pipeline.steps.validate import run_validation
 
         result = run_validation(self.settings, table, log)

@@ -71,8 +71,9 @@ def dead_kafka_env(stack, tmp_path_factory) -> Path:
 # -- a refused password ------------------------------------------------------------
 
 
-def test_wrong_password_refresh_exits_3_naming_bi_pg_password(stack, wrong_password_env):
-    result = stack.cli("refresh", "--steps", "load", env_file=wrong_password_env)
+@pytest.mark.parametrize("steps", ["load", "transform", "test", "validate"])
+def test_wrong_password_refresh_exits_3_naming_bi_pg_password(stack, wrong_password_env, steps):
+    result = stack.cli("refresh", "--steps", steps, env_file=wrong_password_env)
     last = assert_names(result, "BI_PG_PASSWORD")
     assert "refused the password" in last
     assert "not-the-password" not in result.stderr

@@ -265,7 +265,7 @@ class EmbeddedRuntime:
         if self._store is None:
             from pipeline.storage import RawStore
 
-            self._store = RawStore(self.settings, timeout=1.0, retries=1)
+            self._store = RawStore(self.settings, timeout=1.0, retries=1, read_timeout=1.0)
         return self._store
 
     def status(self, service: str) -> ServiceStatus:

@@ -20,7 +20,7 @@ import psycopg2
 from psycopg2 import sql
 
 from pipeline.config import Settings, TableConfig
-from pipeline.db import ServiceUnreachable
+from pipeline.db import ServiceUnreachable, connect_reader
 from pipeline.superset import api
 from pipeline.superset.install import health_url
 
@@ -127,13 +127,7 @@ def _ago(seconds: float) -> str:
 
 def _marts_state(settings: Settings, table: TableConfig) -> tuple[datetime | None, int]:
     """max(ingested_timestamp) and count(*) of the marts relation, read as the BI reader."""
-    dsn = settings.pg_dsn(user=settings.pg_reader_user, password=settings.pg_reader_password)
-    try:
-        conn = psycopg2.connect(**dsn)
-    except psycopg2.OperationalError as exc:
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RuntimeError(f"BI_PG_READER_USER={settings.pg_reader_user} at {settings.pg_host}:{settings.pg_port}: "
-                           f"{text}") from None
+    conn = connect_reader(settings)  # ServiceUnreachable naming BI_PG_READER_PASSWORD / _USER
     try:
         with conn.cursor() as cur:
             cur.execute(sql.SQL("SELECT max(ingested_timestamp), count(*) FROM {}.{}").format(

@@ -33,7 +33,7 @@ from pipeline.config import Settings, TableConfig
 from pipeline.envelope import PoisonMessage, check_event
 from pipeline.kafka import PartitionOffsets, client_config, probe_broker, topic_offsets
 from pipeline.memory import release_freed_memory
-from pipeline.storage import RawStore
+from pipeline.storage import RawStore, S3Refused
 
 Log = Callable[[str], None]
 UPLOADS_IN_FLIGHT = 2  # objects being written while the next batch is read
@@ -393,6 +393,8 @@ def put_with_retry(store: RawStore, key: str, body: bytes, log: Log, cancel: thr
         try:
             store.put(key, body)
             return
+        except S3Refused:
+            raise  # a wrong key, secret or bucket: no retry can fix it, and the message names it
         except Exception as exc:  # botocore raises many unrelated types for an unreachable endpoint
             now = time.monotonic()
             first_failure = now if first_failure is None else first_failure
