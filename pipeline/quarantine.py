@@ -163,28 +163,37 @@ def _exists(cur, schema: str, name: str) -> bool:
     return cur.fetchone()[0] is not None
 
 
-def summary(settings: Settings, table: TableConfig | str, since: datetime | None = None) -> QuarantineSummary:
-    table = _table(settings, table)
-    result = QuarantineSummary(table.name)
+def _figures(settings: Settings, relation: str, key_column: str, key: str, stamp: str, tie_break: str,
+             since: datetime | None, extra: str = "") -> tuple[tuple, tuple | None] | None:
+    """(counts, (newest reason, its time)) of one table's rows of `relation`: count(*), those
+    stamped after `since`, then `extra`'s columns; None before the relation exists."""
     meta = settings.file.meta_schema
+    rows = sql.SQL("FROM {}.{} WHERE {} = %s").format(sql.Identifier(meta), sql.Identifier(relation),
+                                                      sql.Identifier(key_column))
     conn = connect(settings)
     try:
         with conn.cursor() as cur:
-            if not _exists(cur, meta, "quarantine"):
-                return result
-            cur.execute(sql.SQL(
-                "SELECT count(*), count(*) FILTER (WHERE %s::timestamptz IS NULL OR quarantined_at > %s), "
-                "count(replayed_at) FROM {}.quarantine WHERE table_name = %s")
-                .format(sql.Identifier(meta)), (since, since, table.name))
-            result.total, result.new_since, result.replayed = cur.fetchone()
-            cur.execute(sql.SQL("SELECT reason, quarantined_at FROM {}.quarantine WHERE table_name = %s "
-                                "ORDER BY quarantined_at DESC, kafka_epoch DESC, kafka_offset DESC LIMIT 1")
-                        .format(sql.Identifier(meta)), (table.name,))
-            newest = cur.fetchone()
-            if newest:
-                result.newest_reason, result.newest_at = newest
+            if not _exists(cur, meta, relation):
+                return None
+            cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE %s::timestamptz IS NULL OR {} > %s){} {}")
+                        .format(sql.Identifier(stamp), sql.SQL(extra), rows), (since, since, key))
+            counts = cur.fetchone()
+            cur.execute(sql.SQL("SELECT reason, {} {} ORDER BY {} DESC, {} LIMIT 1")
+                        .format(sql.Identifier(stamp), rows, sql.Identifier(stamp), sql.SQL(tie_break)), (key,))
+            return counts, cur.fetchone()
     finally:
         conn.close()
+
+
+def summary(settings: Settings, table: TableConfig | str, since: datetime | None = None) -> QuarantineSummary:
+    table = _table(settings, table)
+    result = QuarantineSummary(table.name)
+    figures = _figures(settings, "quarantine", "table_name", table.name, "quarantined_at",
+                       "kafka_epoch DESC, kafka_offset DESC", since, extra=", count(replayed_at)")
+    if figures is not None:
+        (result.total, result.new_since, result.replayed), newest = figures
+        if newest:
+            result.newest_reason, result.newest_at = newest
     return result
 
 
@@ -192,25 +201,12 @@ def reject_summary(settings: Settings, table: TableConfig | str, since: datetime
     """The same figures for load's rejected lines (`load_rejects`, keyed by bronze table)."""
     table = _table(settings, table)
     result = RejectSummary(table.name)
-    meta = settings.file.meta_schema
-    conn = connect(settings)
-    try:
-        with conn.cursor() as cur:
-            if not _exists(cur, meta, "load_rejects"):
-                return result
-            cur.execute(sql.SQL(
-                "SELECT count(*), count(*) FILTER (WHERE %s::timestamptz IS NULL OR rejected_at > %s) "
-                "FROM {}.load_rejects WHERE bronze_table = %s")
-                .format(sql.Identifier(meta)), (since, since, table.bronze_table))
-            result.total, result.new_since = cur.fetchone()
-            cur.execute(sql.SQL("SELECT reason, rejected_at FROM {}.load_rejects WHERE bronze_table = %s "
-                                "ORDER BY rejected_at DESC, object_key DESC, line_number DESC LIMIT 1")
-                        .format(sql.Identifier(meta)), (table.bronze_table,))
-            newest = cur.fetchone()
-            if newest:
-                result.newest_reason, result.newest_at = newest
-    finally:
-        conn.close()
+    figures = _figures(settings, "load_rejects", "bronze_table", table.bronze_table, "rejected_at",
+                       "object_key DESC, line_number DESC", since)
+    if figures is not None:
+        (result.total, result.new_since), newest = figures
+        if newest:
+            result.newest_reason, result.newest_at = newest
     return result
 
 
