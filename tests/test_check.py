@@ -141,6 +141,12 @@ def test_a_quarantined_message_is_reported_listed_and_shown_whole(stack, tmp_pat
     assert shown.stdout == NOT_JSON.decode()
     assert "value is not JSON" in shown.stderr
 
+    # Replay re-checks it: still not JSON, so it stays quarantined (exit 1), and says why.
+    replay = stack.cli("quarantine", "replay", "--table", "product")
+    assert replay.returncode == 1, replay.stderr[-2000:]
+    assert json.loads(replay.stdout)["still_failing"] == 1 and json.loads(replay.stdout)["replayed"] == 0
+    assert f"still quarantined: {PRODUCT_TOPIC}[0]@{offset}: value is not JSON" in replay.stderr
+
     from pipeline.diagnose import diagnose_bronze_load
 
     panel = {c.name: c for c in diagnose_bronze_load(stack.settings)}
