@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psycopg2
 from confluent_kafka import KafkaException
 
 from pipeline.config import ConfigError, Settings, TableConfig
@@ -222,6 +223,13 @@ class _Runner:
             state, error = "cancelled", str(exc)
         except (ServiceUnreachable, KafkaException) as exc:
             state, error = "failed", self.redact(str(exc))
+            self.run.unreachable = True
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            # The server went away mid-step (killed, restarted): name it, as a failed connect does.
+            s = self.settings
+            state, error = "failed", self.redact(f"postgres (PostgreSQL at {s.pg_host}:{s.pg_port}) was lost "
+                                                 f"during {step}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}; "
+                                                 "start it and rerun")
             self.run.unreachable = True
         except Exception as exc:  # every failure ends the run with its message, never a traceback
             state, error = "failed", self.redact(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
