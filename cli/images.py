@@ -92,6 +92,14 @@ def context_digest(context: Path) -> str:
     return digest(parts())
 
 
+def dependency_spec() -> dict:
+    """What decides the wheelhouse: the project's runtime dependencies (not its test markers)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {"dependencies": project.get("dependencies", []), "requires-python": project.get("requires-python")}
+
+
 def tracked_files(root: Path) -> list[str]:
     """The repository's files as git knows them: a build context without venvs, secrets or caches."""
     out = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], check=True, capture_output=True).stdout
@@ -168,7 +176,7 @@ class Builder:
     def wheelhouse(self) -> Path:
         """The project's dependencies as wheels, built with the host's pip (which reaches the index)."""
         path = self.cache / "wheelhouse"
-        inputs = digest([(ROOT / "pyproject.toml").read_bytes(), sys.version.encode()])
+        inputs = digest([json.dumps(dependency_spec()).encode(), sys.version.encode()])
         stamp = path / ".inputs"
         if not self.force and stamp.is_file() and stamp.read_text() == inputs:
             self.log(f"wheelhouse: up to date ({len(list(path.glob('*.whl')))} wheels), not rebuilt")
