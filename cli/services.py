@@ -10,10 +10,10 @@ import sys
 
 import click
 
-from cli.main import EXIT_UNREACHABLE, EXIT_USAGE, err, runtime_or_exit, settings_or_exit
-
 
 def _control(ctx: click.Context, action: str, service: str) -> None:
+    # Imported here: cli/main.py registers these commands on its `stack` group.
+    from cli.main import EXIT_UNREACHABLE, EXIT_USAGE, err, runtime_or_exit, settings_or_exit
     from pipeline.runtime.model import RuntimeUnavailable
 
     settings = settings_or_exit(ctx)

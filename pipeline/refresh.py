@@ -225,12 +225,10 @@ class _Runner:
             state, error = "failed", self.redact(str(exc))
             self.run.unreachable = True
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            # The server went away mid-step (killed, restarted): name it, as a failed connect does.
-            s = self.settings
-            state, error = "failed", self.redact(f"postgres (PostgreSQL at {s.pg_host}:{s.pg_port}) was lost "
-                                                 f"during {step}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}; "
-                                                 "start it and rerun")
-            self.run.unreachable = True
+            lost = postgres_lost(self.settings, step, exc)
+            state, error = "failed", self.redact(lost or str(exc).strip() or type(exc).__name__)
+            if lost:
+                self.run.unreachable = True
         except Exception as exc:  # every failure ends the run with its message, never a traceback
             state, error = "failed", self.redact(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
         release_freed_memory()
@@ -305,3 +303,15 @@ class _Runner:
         from pipeline.steps.bi import run_bi_refresh
 
         return run_bi_refresh(self.settings, log)
+
+
+def postgres_lost(settings: Settings, step: str, exc: Exception) -> str | None:
+    """The message for a PostgreSQL that went away mid-step (killed, stopped, restarted),
+    naming it as a failed connect does; None for an error of the server that is still up
+    (a statement timeout, a deadlock, a full disk carry an SQLSTATE of their own)."""
+    code = getattr(exc, "pgcode", None)
+    if not isinstance(exc, psycopg2.InterfaceError) and code is not None and not code.startswith("57P"):
+        return None  # 57P01-57P03: the server is shutting down or cannot accept connections
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"postgres (PostgreSQL at {settings.pg_host}:{settings.pg_port}) was lost during {step}: "
+            f"{first}; start it and rerun")

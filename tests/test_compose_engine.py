@@ -268,6 +268,10 @@ def test_stop_start_restart_one_container(project):
 
 
 def test_postgres_killed_mid_load_names_the_service_exits_3_and_a_rerun_completes(project):
+    from pipeline.kafka import topic_offsets
+
+    project.seeded()
+    on_topic = sum(p.high for p in topic_offsets(project.settings, project.settings.table("product").topic))
     env = {"BI_VERBOSE": "1", "BI_INGEST_BATCH_SIZE": "1000"}
     project.cli("refresh", "--full", "--steps", "ingest", "--table", "product", env=env, check=True)
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--env-file", str(project.env_file), "refresh", "--full",
@@ -293,7 +297,7 @@ def test_postgres_killed_mid_load_names_the_service_exits_3_and_a_rerun_complete
     assert result.returncode == 0, result.stderr[-3000:]
     # Nothing lost, nothing doubled: every event of the topic exactly once.
     assert project.psql("SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM bronze.product_cdc") \
-        == [(32_470, 32_470)]
+        == [(on_topic, on_topic)]
 
 
 def test_a_container_in_a_restart_loop_shows_in_status_and_check(project):
@@ -325,3 +329,26 @@ def test_a_container_in_a_restart_loop_shows_in_status_and_check(project):
     finally:
         subprocess.run(["docker", "compose", "-p", project.project, "-f", str(STANDIN_FILE), "-f", str(override),
                         "--env-file", str(project.env_file), "rm", "-sf", "crashloop"], capture_output=True)
+
+
+def test_only_a_lost_server_is_reported_as_postgres_lost(project):
+    import psycopg2
+
+    from pipeline.db import connect
+    from pipeline.refresh import postgres_lost
+
+    conn = connect(project.settings)
+    try:
+        with pytest.raises(psycopg2.OperationalError) as timeout:
+            with conn.cursor() as cur:
+                cur.execute("SET statement_timeout = 10; SELECT pg_sleep(2)")
+        assert timeout.value.pgcode == "57014"  # the server is up: not a lost server
+        assert postgres_lost(project.settings, "load", timeout.value) is None
+        conn.rollback()
+        with pytest.raises(psycopg2.OperationalError) as terminated:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        message = postgres_lost(project.settings, "load", terminated.value)
+        assert message.startswith(f"postgres (PostgreSQL at 127.0.0.1:{project.settings.pg_port}) was lost during load")
+    finally:
+        conn.close()
