@@ -170,6 +170,20 @@ def handler_for(engine: Engine):
 
 
 def main() -> int:
+    # As PID 1 this process ignores SIGTERM until it has a handler: install it first, so that
+    # a stop during start-up is a clean exit, not a kill at the end of the grace period.
+    running: dict = {}
+
+    def shutdown(*_):
+        if "engine" in running:
+            running["engine"].stop()
+        if "http" in running:
+            threading.Thread(target=running["http"].shutdown, daemon=True).start()
+        else:
+            sys.exit(0)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
     settings = load_settings(env_file=None)
     kafka_port = int(settings.kafka_bootstrap.rpartition(":")[2])
     forward(kafka_port, KAFKA_UPSTREAM)
@@ -177,16 +191,9 @@ def main() -> int:
         print(f"connect stand-in: the demo source at {settings.source_host}:{settings.source_port} "
               "is not reachable", flush=True)
         return 1
-    engine = Engine(settings)
+    engine = running["engine"] = Engine(settings)
     engine.start()
-    http = ThreadingHTTPServer(("0.0.0.0", REST_PORT), handler_for(engine))
-
-    def shutdown(*_):
-        engine.stop()
-        threading.Thread(target=http.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
+    http = running["http"] = ThreadingHTTPServer(("0.0.0.0", REST_PORT), handler_for(engine))
     print(f"connect stand-in: REST on :{REST_PORT}, engine pid {engine.process.pid}", flush=True)
     http.serve_forever()
     return 0
