@@ -76,6 +76,7 @@ def _service_checks(settings: Settings, c: _Collector) -> bool:
             return ("pass" if ok else "fail"), evidence
 
         healthy &= c.run(f"service:{name}", "services", body, service=name).status == "pass"
+    _restart_loop_checks(settings, c)
     return healthy
 
 
@@ -92,6 +93,22 @@ def _connector_check(settings: Settings, c: _Collector) -> None:
         return ("pass" if state == "RUNNING" else "warn"), evidence
 
     c.run("connector", "connector", body, service="cdc")
+
+
+def _restart_loop_checks(settings: Settings, c: _Collector) -> None:
+    """A service the runtime sees in a restart loop (a compose container crashing over and
+    over) fails a check of its own; the probes alone may catch it between two crashes."""
+    from pipeline.runtime.model import RuntimeUnavailable
+    from pipeline.runtime.select import select_runtime
+
+    try:
+        statuses = select_runtime(settings).status_all()
+    except RuntimeUnavailable as exc:
+        c.run("services:runtime", "services", lambda: ("fail", str(exc)))
+        return
+    for status in statuses:
+        if status.state == "restarting":
+            c.run(f"service:{status.name}:restarts", "services", lambda s=status: ("fail", s.health_detail))
 
 
 def _topic_checks(settings: Settings, table: TableConfig, conn, c: _Collector) -> None:

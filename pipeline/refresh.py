@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psycopg2
 from confluent_kafka import KafkaException
 
 from pipeline.config import ConfigError, Settings, TableConfig
@@ -233,6 +234,11 @@ class _Runner:
         except (ServiceUnreachable, KafkaException) as exc:
             state, error = "failed", self.redact(str(exc))
             self.run.unreachable = True
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            lost = postgres_lost(self.settings, step, exc)
+            state, error = "failed", self.redact(lost or str(exc).strip() or type(exc).__name__)
+            if lost:
+                self.run.unreachable = True
         except Exception as exc:  # every failure ends the run with its message, never a traceback
             state, error = "failed", self.redact(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
         release_freed_memory()
@@ -315,3 +321,15 @@ class _Runner:
         from pipeline.steps.bi import run_bi_refresh
 
         return run_bi_refresh(self.settings, log)
+
+
+def postgres_lost(settings: Settings, step: str, exc: Exception) -> str | None:
+    """The message for a PostgreSQL that went away mid-step (killed, stopped, restarted),
+    naming it as a failed connect does; None for an error of the server that is still up
+    (a statement timeout, a deadlock, a full disk carry an SQLSTATE of their own)."""
+    code = getattr(exc, "pgcode", None)
+    if not isinstance(exc, psycopg2.InterfaceError) and code is not None and not code.startswith("57P"):
+        return None  # 57P01-57P03: the server is shutting down or cannot accept connections
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"postgres (PostgreSQL at {settings.pg_host}:{settings.pg_port}) was lost during {step}: "
+            f"{first}; start it and rerun")

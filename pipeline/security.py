@@ -274,10 +274,15 @@ def dockerfile_problems(service: str, build: Any, base_dir: Path) -> list[str]:
     if not path.is_file():
         return [f"service {service}: Dockerfile {path} does not exist"]
     problems = []
+    defaults: dict[str, str] = {}  # FROM ${BASE}: the image is the ARG's default
     for line in path.read_text().splitlines():
         words = line.strip().split()
+        if len(words) == 2 and words[0].upper() == "ARG" and "=" in words[1]:
+            name, _, value = words[1].partition("=")
+            defaults[name] = value.strip('"')
         if len(words) >= 2 and words[0].upper() == "FROM":
             image = next(w for w in words[1:] if not w.startswith("--"))
+            image = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: defaults.get(m.group(1), m.group(0)), image)
             if not image_pinned(image):
                 problems.append(f"service {service}: {path.name} starts FROM {image}, not a pinned version")
     return problems

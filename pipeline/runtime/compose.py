@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,8 @@ SERVICE_LABEL = "com.docker.compose.service"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 NUMBER_LABEL = "com.docker.compose.container-number"
 ONE_SHOT_LABEL = "bi-console.one-shot"
+RESTART_LOOP_COUNT = 3  # restarts by the engine's restart policy...
+RESTART_LOOP_WINDOW = 10.0  # ...the last one less than this many seconds ago
 
 DEFAULT_COMPOSE_FILE = Path("compose") / "docker-compose.yml"
 _REPO_COMPOSE_FILE = Path(__file__).resolve().parents[2] / DEFAULT_COMPOSE_FILE
@@ -163,6 +166,13 @@ def status_from_inspect(service: str, attrs: Mapping) -> ServiceStatus:
         return ServiceStatus(service, "restarting", False, detail, None, started_at,
                              _published_ports(attrs), restart_count)
     if docker_status == "running" or state.get("Running"):
+        uptime = (datetime.now(timezone.utc) - started_at).total_seconds() if started_at else None
+        if restart_count >= RESTART_LOOP_COUNT and uptime is not None and uptime < RESTART_LOOP_WINDOW:
+            # Caught between two crashes: the engine counts a restart as a success only after
+            # 10 s of running, and so does this.
+            return ServiceStatus(service, "restarting", False,
+                                 f"restart loop: {restart_count} restarts, running {uptime:.0f}s since the last",
+                                 pid, started_at, _published_ports(attrs), restart_count)
         if state.get("Paused") or docker_status == "paused":
             return ServiceStatus(service, "stopped", False, "paused", pid, started_at,
                                  _published_ports(attrs), restart_count)
@@ -336,19 +346,24 @@ class ComposeRuntime:
         for container in self._service_containers(service):
             self._call(f"start of {service}", container.start)
 
+    def _stop_timeout(self, container) -> int:
+        """The service's own stop_grace_period when the compose file sets one."""
+        configured = ((container.attrs or {}).get("Config") or {}).get("StopTimeout")
+        return int(configured) if configured else self.stop_timeout
+
     def stop(self, service: str) -> None:
         for container in self._service_containers(service):
-            self._call(f"stop of {service}", container.stop, timeout=self.stop_timeout)
+            self._call(f"stop of {service}", container.stop, timeout=self._stop_timeout(container))
 
     def restart(self, service: str) -> None:
         for container in self._service_containers(service):
-            self._call(f"restart of {service}", container.restart, timeout=self.stop_timeout)
+            self._call(f"restart of {service}", container.restart, timeout=self._stop_timeout(container))
 
     def logs(self, service: str, *, follow: bool = False, tail: int | None = 200,
-             since: datetime | None = None) -> Iterator[str]:
+             since: datetime | None = None, stop: Callable[[], bool] | None = None) -> Iterator[str]:
         """The service's log as text lines (stdout and stderr interleaved as the engine
-        sends them), from its first container. Follows until the container stops when
-        `follow` is set."""
+        sends them), from its first container. Follows until the container stops, or
+        `stop()` is true when the next chunk comes, when `follow` is set."""
         container = self._service_containers(service)[0]
         kwargs: dict[str, Any] = {"stream": True, "follow": follow, "stdout": True, "stderr": True,
                                   "tail": "all" if tail is None else max(int(tail), 0)}
@@ -358,20 +373,41 @@ class ComposeRuntime:
             stamp = since.timestamp()
             kwargs["since"] = int(stamp) if stamp.is_integer() else stamp
         chunks = self._call(f"logs of {service}", container.logs, **kwargs)
-        return self._lines(service, chunks)
+        return self._lines(service, chunks, stop or (lambda: False))
 
-    def _lines(self, service: str, chunks) -> Iterator[str]:
+    def _lines(self, service: str, chunks, stop: Callable[[], bool]) -> Iterator[str]:
+        # A followed log of a quiet container blocks in a socket read: a watcher closes the
+        # stream once `stop()` is true, so a reader that went away never holds a thread.
+        done = threading.Event()
+        stopped = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.2):
+                if stop():
+                    stopped.set()
+                    getattr(chunks, "close", lambda: None)()
+                    return
+
+        threading.Thread(target=watch, daemon=True, name=f"log-stop-{service}").start()
         pending = b""
         try:
             for chunk in chunks:
+                if stopped.is_set():
+                    return
                 pending += chunk
                 *complete, pending = pending.split(b"\n")
                 for line in complete:
                     yield line.rstrip(b"\r").decode("utf-8", errors="replace")
-        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise RuntimeUnavailable(
-                f"log stream of {service} from {self.engine_url} broke: {_short_error(exc)}") from None
-        if pending:
+        except Exception as exc:
+            if stopped.is_set():
+                return  # the read failed because the watcher closed the stream
+            if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+                raise RuntimeUnavailable(
+                    f"log stream of {service} from {self.engine_url} broke: {_short_error(exc)}") from None
+            raise
+        finally:
+            done.set()
+        if pending and not stopped.is_set():
             yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
 
     def close(self) -> None:
