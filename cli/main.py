@@ -504,6 +504,13 @@ def check_command(ctx: click.Context, as_json: bool, junit: str | None, refresh:
 
 main.add_command(quarantine_group)
 main.add_command(raw_zone_group)
+# Commands defined in modules of their own (they import cli.main lazily, so no cycle).
+from cli.images import images as images_group  # noqa: E402
+from cli.services import stack_restart, stack_start, stack_stop  # noqa: E402
+
+main.add_command(images_group)
+for _command in (stack_start, stack_stop, stack_restart):
+    stack.add_command(_command)
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,11 @@ from conftest import REPO
 
 pytestmark = pytest.mark.stack
 
-RUNBOOK = REPO.parent / "shared" / "runbook" / "product-sync-to-bi.md"
+# The shared folder sits beside the checkout; a clone elsewhere (a CI rehearsal in /tmp)
+# finds it at its place on this machine.
+RUNBOOK = next((p for p in (REPO.parent / "shared" / "runbook" / "product-sync-to-bi.md",
+                            Path("/work/shared/runbook/product-sync-to-bi.md")) if p.exists()),
+               REPO.parent / "shared" / "runbook" / "product-sync-to-bi.md")
 STEP4_QUERY = """SELECT 'Staging' as layer, COUNT(*)::text as records
 FROM staging_staging.stg_product WHERE deleted = false
 UNION ALL
