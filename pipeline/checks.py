@@ -142,8 +142,9 @@ def _raw_zone_check(settings: Settings, table: TableConfig, conn, c: _Collector)
         evidence = audit.evidence(settings.s3_bucket)
         if audit.ok:
             return "pass", evidence
-        return "fail", f"{evidence}; a full refresh would drop their events from bronze: run the Troubleshoot fix " \
-                       "(re-reads them from the topic while it holds their offsets)"
+        return "fail", (f"{evidence}; a full refresh would drop their events from bronze: run "
+                        "`bi-console raw-zone recover` (or the Troubleshoot fix), which re-reads them from the topic "
+                        "while it holds their offsets")
 
     c.run(f"raw_zone:{table.name}", "raw_zone", body)
 
