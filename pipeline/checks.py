@@ -104,7 +104,8 @@ def _restart_loop_checks(settings: Settings, c: _Collector) -> None:
     try:
         statuses = select_runtime(settings).status_all()
     except RuntimeUnavailable as exc:
-        c.run("services:runtime", "services", lambda: ("fail", str(exc)))
+        reason = str(exc)  # `exc` is unbound once the except clause ends
+        c.run("services:runtime", "services", lambda: ("fail", reason))
         return
     for status in statuses:
         if status.state == "restarting":
