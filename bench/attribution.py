@@ -19,7 +19,7 @@ py-spy (`attribute_pyspy`) samples every thread, native frames included: a sampl
 libpq or librdkafka is charged to PostgreSQL or the broker however it got there, so the
 profile of a thread that waits on a socket says which service it waits on. Time spent
 importing a library is charged to it, marked "(import)"; a thread blocked on a module that
-another thread is importing (refresh imports dbt and GX ahead, pipeline/background_import.py)
+another thread is importing (refresh imports dbt and GX ahead, pipeline/process/background_import.py)
 shows as "import in another thread".
 """
 

@@ -34,13 +34,13 @@ from confluent_kafka import KafkaError, TopicPartition
 from psycopg2 import sql
 
 from bench.services import service_cpu
-from pipeline.bronze import bronze_relation
+from pipeline.stores.bronze import bronze_relation
 from pipeline.config import Settings
-from pipeline.db import connect
-from pipeline.kafka import topic_offsets
+from pipeline.stores.db import connect
+from pipeline.stores.kafka import topic_offsets
 from pipeline.steps.ingest import UPLOADS_IN_FLIGHT, ingest_consumer
 from pipeline.steps.load import COPY_COLUMNS, COPY_CHUNK, CopyRows
-from pipeline.storage import RawStore
+from pipeline.stores.storage import RawStore
 
 SCRATCH_TABLE = "bench_postgres_ceiling"
 SCRATCH_PREFIX = "bench-s3-ceiling/"

@@ -90,7 +90,7 @@ def step_refresh(settings, args: dict) -> dict:
     services (PostgreSQL, the broker, the S3 server) spent meanwhile: the step events mark
     where one step ends and the next begins, and the RSS high-water mark is reset at each
     start, so a step's peak is its own, not an earlier step's."""
-    from pipeline.refresh import StepFinished, StepStarted, run_refresh
+    from pipeline.orchestration.refresh import StepFinished, StepStarted, run_refresh
 
     measured: dict[str, dict] = {}
     at_start: dict[str, tuple[float, dict]] = {}

@@ -14,7 +14,7 @@ import threading
 
 from bench.harness import Stack
 from bench.producer import Generator, produce
-from pipeline.kafka import ensure_topic
+from pipeline.stores.kafka import ensure_topic
 
 
 def main() -> None:

@@ -201,8 +201,8 @@ def run_child(stack: Stack, step: str, args: dict | None = None, guard: MemoryGu
 def _scratch_database(stack: Stack) -> None:
     from psycopg2 import sql
 
-    from pipeline.bronze import ensure_bronze
-    from pipeline.db import connect
+    from pipeline.stores.bronze import ensure_bronze
+    from pipeline.stores.db import connect
     from pipeline.runtime.pgserver import EmbeddedPostgres
 
     s = stack.settings
@@ -237,7 +237,7 @@ def _drop_scratch_database(stack: Stack) -> None:
 
 
 def _raw_objects(stack: Stack) -> tuple[int, int]:
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     objects = list(RawStore(stack.settings).list(stack.settings.table("product").raw_objects_prefix))
     return len(objects), sum(o["Size"] for o in objects)
@@ -271,7 +271,7 @@ def run_size(events: int, *, log=print, runbook_max_events: int | None = None, m
         return out
 
     try:
-        from pipeline.kafka import ensure_topic, topic_event_count
+        from pipeline.stores.kafka import ensure_topic, topic_event_count
 
         ensure_topic(stack.settings, table.topic)
         generator = Generator(table.topic)
@@ -364,7 +364,7 @@ def _try_scalar(stack: Stack, query: str):
 
 
 def _scalar(stack: Stack, query: str):
-    from pipeline.db import connect
+    from pipeline.stores.db import connect
 
     conn = connect(stack.settings)
     try:

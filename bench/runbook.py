@@ -81,7 +81,7 @@ def runbook_step2_copy(settings: Settings, topic: str, prefix: str, max_events: 
                          "group.id": f"prefect-fresh-load-{int(time.time())}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "enable.partition.eof": True})
-    from pipeline.kafka import topic_offsets
+    from pipeline.stores.kafka import topic_offsets
 
     ends = {p.partition: p.high for p in topic_offsets(settings, topic) or []}
     consumer.assign([TopicPartition(topic, p, 0) for p in ends])

@@ -138,7 +138,7 @@ def main() -> int:
     try:
         if stack is not None:
             from pipeline import demo
-            from pipeline.kafka import topic_event_count
+            from pipeline.stores.kafka import topic_event_count
 
             result = demo.seed(settings, log=lambda line: None)
             topic = settings.tables[0].topic

@@ -12,9 +12,9 @@ import sys
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
-from pipeline.checks import CheckResult, run_checks
+from pipeline.checks.monitoring import CheckResult, run_checks
 from pipeline.config import ConfigError, Settings
-from pipeline.security import redact
+from pipeline.config.security import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -58,7 +58,7 @@ def run_check_command(settings: Settings, *, as_json: bool, junit: str | None, r
 
     refresh_result, refresh_unreachable = None, False
     if refresh != "none":
-        from pipeline.refresh import RefreshLocked, run_refresh
+        from pipeline.orchestration.refresh import RefreshLocked, run_refresh
 
         try:
             run = run_refresh(settings, mode=refresh, steps=["ingest", "load", "transform"])
@@ -87,7 +87,7 @@ def run_check_command(settings: Settings, *, as_json: bool, junit: str | None, r
         if r.service and r.status == "fail":
             err(f"bi-console: {r.service} unreachable: {r.evidence}")
     if code != EXIT_OK and settings.alert_webhook_url:
-        from pipeline.alerts import send_alert
+        from pipeline.checks.alerts import send_alert
 
         try:
             status = send_alert(settings.alert_webhook_url, results)

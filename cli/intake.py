@@ -43,8 +43,7 @@ def quarantine_group() -> None:
 @click.pass_context
 def list_command(ctx: click.Context, table: str | None, limit: int, as_json: bool) -> None:
     """Quarantined messages (offset, reason, preview) and rejected rows (offset, reason)."""
-    from pipeline import quarantine
-
+    from pipeline.steps import quarantine
     settings = _settings(ctx)
     entries, rejects = [], []
     for cfg in _tables(settings, table):
@@ -83,8 +82,7 @@ def show_command(ctx: click.Context, table: str, offset: int, partition: int, ep
                  as_json: bool) -> None:
     """The whole original message. Without --json the value's bytes go to stdout as they
     arrived (pipe them to a file or `jq`), the position and reason to stderr."""
-    from pipeline import quarantine
-
+    from pipeline.steps import quarantine
     settings = _settings(ctx)
     cfg = settings.table(table)
     try:
@@ -113,9 +111,9 @@ def replay_command(ctx: click.Context, table: str | None) -> None:
     """Check the quarantined messages against today's rules (after the cause is fixed, e.g.
     BI_INGEST_MAX_VALUE_BYTES raised) and hand those that pass to load. Idempotent.
     Exit 1 while some still fail."""
-    from pipeline import quarantine
-    from pipeline.diagnose import holding_refresh_lock
-    from pipeline.refresh import RefreshLocked
+    from pipeline.steps import quarantine
+    from pipeline.checks.diagnose import holding_refresh_lock
+    from pipeline.orchestration.refresh import RefreshLocked
 
     settings = _settings(ctx)
     try:
@@ -146,8 +144,8 @@ def raw_zone_group() -> None:
 @click.pass_context
 def audit_command(ctx: click.Context, table: str | None) -> None:
     """Loaded objects missing from the raw zone. Exit 1 when any is."""
-    from pipeline.db import connect
-    from pipeline.raw_zone import audit_raw_zone
+    from pipeline.stores.db import connect
+    from pipeline.checks.raw_zone import audit_raw_zone
 
     settings = _settings(ctx)
     conn = connect(settings)
@@ -167,8 +165,8 @@ def audit_command(ctx: click.Context, table: str | None) -> None:
 def recover_command(ctx: click.Context) -> None:
     """Rewrite the missing objects from the topic while it holds their offsets (the
     Troubleshoot view's bronze fix). Exit 1 when some are no longer in the topic."""
-    from pipeline.diagnose import fix_bronze_load
-    from pipeline.refresh import RefreshLocked
+    from pipeline.checks.diagnose import fix_bronze_load
+    from pipeline.orchestration.refresh import RefreshLocked
 
     settings = _settings(ctx)
     try:

@@ -46,9 +46,9 @@ class _Commands(click.Group):
     that is wrong: one line naming the setting, exit 3 or 2, never a traceback."""
 
     def invoke(self, ctx: click.Context):
-        from pipeline.db import ServiceUnreachable
+        from pipeline.stores.db import ServiceUnreachable
         from pipeline.runtime.model import RuntimeUnavailable
-        from pipeline.security import DefaultCredentialError
+        from pipeline.config.security import DefaultCredentialError
 
         try:
             return super().invoke(ctx)
@@ -117,7 +117,6 @@ def quickstart_command(ctx: click.Context, no_tui: bool) -> None:
         err(f"bi-console: {exc}")
         sys.exit(EXIT_FAILED)
     from pipeline import demo as demo_source
-
     if not demo_source.has_rows(settings):
         ctx.invoke(demo_seed, seed_value=42, no_wait=False)
         ctx.invoke(refresh_command, mode="full", steps=None, as_json=False, tables=())
@@ -192,7 +191,7 @@ def stack_logs(ctx: click.Context, service: str, follow: bool, tail: int) -> Non
     if service not in runtime.service_names():
         err(f"bi-console: unknown service {service!r} (known: {', '.join(runtime.service_names())})")
         sys.exit(EXIT_USAGE)
-    from pipeline.security import redact
+    from pipeline.config.security import redact
 
     secrets = settings.secret_values()
     try:
@@ -213,7 +212,7 @@ def embedded_or_exit(settings: Settings):
 
 def runtime_or_exit(settings: Settings):
     from pipeline.runtime.model import RuntimeUnavailable
-    from pipeline.security import DefaultCredentialError
+    from pipeline.config.security import DefaultCredentialError
 
     try:
         return runtime_for(settings)
@@ -233,7 +232,7 @@ def runtime_or_exit(settings: Settings):
 def connector_command(ctx: click.Context, action: str, only_failed: bool) -> None:
     """The CDC connector: status, restart, pause, resume."""
     settings = settings_or_exit(ctx)
-    from pipeline.connect_client import KafkaConnectError, KafkaConnectUnavailable
+    from pipeline.runtime.connect_client import KafkaConnectError, KafkaConnectUnavailable
     from pipeline.runtime.select import connector_for
 
     control = connector_for(settings)
@@ -269,7 +268,7 @@ def bi() -> None:
 
 def _superset_call(ctx: click.Context, call):
     settings = settings_or_exit(ctx)
-    from pipeline.db import ServiceUnreachable
+    from pipeline.stores.db import ServiceUnreachable
     from pipeline.superset.api import SupersetApiError, SupersetUnreachable
 
     try:
@@ -335,7 +334,7 @@ def demo() -> None:
 def demo_seed(ctx: click.Context, seed_value: int, no_wait: bool) -> None:
     settings = settings_or_exit(ctx)
     from pipeline import demo as demo_source
-    from pipeline.kafka import topic_event_count
+    from pipeline.stores.kafka import topic_event_count
 
     table = settings.tables[0]
     before = _safe_count(settings, table.topic)
@@ -357,7 +356,6 @@ def demo_seed(ctx: click.Context, seed_value: int, no_wait: bool) -> None:
 def demo_changes(ctx: click.Context, count: int, seed_value: int, no_wait: bool) -> None:
     settings = settings_or_exit(ctx)
     from pipeline import demo as demo_source
-
     table = settings.tables[0]
     before = _safe_count(settings, table.topic)
     result = demo_source.changes(settings, count, seed_value, log=err)
@@ -367,7 +365,7 @@ def demo_changes(ctx: click.Context, count: int, seed_value: int, no_wait: bool)
 
 
 def _safe_count(settings: Settings, topic: str) -> int:
-    from pipeline.kafka import topic_event_count
+    from pipeline.stores.kafka import topic_event_count
 
     try:
         return topic_event_count(settings, topic)
@@ -376,7 +374,7 @@ def _safe_count(settings: Settings, topic: str) -> int:
 
 
 def _wait_for_events(settings: Settings, topic: str, expected: int, timeout: float = 300) -> None:
-    from pipeline.kafka import topic_event_count
+    from pipeline.stores.kafka import topic_event_count
 
     deadline = time.monotonic() + timeout
     last = -1
@@ -396,7 +394,7 @@ def _wait_for_events(settings: Settings, topic: str, expected: int, timeout: flo
 def _connector_summary(settings: Settings) -> str:
     """What the connector says about itself (the runbook's connector check), for an operator
     whose events did not arrive."""
-    from pipeline.diagnose import connector_check
+    from pipeline.checks.diagnose import connector_check
 
     check, _ = connector_check(settings)
     return f"connector {check.evidence}" + (f"; {check.fix}" if check.fix else "")
@@ -413,7 +411,7 @@ def _connector_summary(settings: Settings) -> str:
 def refresh_command(ctx: click.Context, mode: str, steps: str | None, as_json: bool, tables: tuple[str, ...]) -> None:
     """Run the pipeline steps in order; stop at the first failure."""
     settings = settings_or_exit(ctx)
-    from pipeline.refresh import RefreshLocked, StepNames, run_refresh
+    from pipeline.orchestration.refresh import RefreshLocked, StepNames, run_refresh
 
     step_list = [s.strip() for s in steps.split(",")] if steps else None
     if step_list:
@@ -439,7 +437,7 @@ def refresh_command(ctx: click.Context, mode: str, steps: str | None, as_json: b
 
 
 def _print_progress(event) -> None:
-    from pipeline.refresh import StepFinished, StepLog, StepStarted
+    from pipeline.orchestration.refresh import StepFinished, StepLog, StepStarted
 
     if isinstance(event, StepStarted):
         err(f"▶ {event.table}:{event.step} ...")
@@ -470,7 +468,7 @@ def watch_command(ctx: click.Context, every: str, max_runs: int | None) -> None:
     settings = settings_or_exit(ctx)
     interval = parse_interval(every)
     from cli.check import run_check_command
-    from pipeline.refresh import RefreshLocked, run_refresh
+    from pipeline.orchestration.refresh import RefreshLocked, run_refresh
 
     runs = 0
     while max_runs is None or runs < max_runs:

@@ -100,7 +100,7 @@ class StackHandle:
         return self._seeded
 
     def psql(self, query: str, params=None) -> list[tuple]:
-        from pipeline.db import connect
+        from pipeline.stores.db import connect
 
         conn = connect(self.settings)
         try:

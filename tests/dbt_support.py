@@ -28,7 +28,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
-from pipeline.bronze import ensure_bronze
+from pipeline.stores.bronze import ensure_bronze
 from pipeline.config import Settings, load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"

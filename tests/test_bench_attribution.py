@@ -16,7 +16,7 @@ def test_native_frames_charge_the_service_waited_on():
     raw = "\n".join([
         _line("MainThread", ["ingest (pipeline/steps/ingest.py:250)", "_read_partition (pipeline/steps/ingest.py:390)",
                              "rd_kafka_consume_batch_queue (librdkafka.so.1)"], 20),
-        _line("MainThread", ["ingest (pipeline/steps/ingest.py:250)", "check_event (pipeline/envelope.py:60)"], 30),
+        _line("MainThread", ["ingest (pipeline/steps/ingest.py:250)", "check_event (pipeline/steps/envelope.py:60)"], 30),
         _line("load_0", ["write_object (pipeline/steps/load.py:260)", "copy_expert (psycopg2/_psycopg.so)",
                          "PQgetResult (libpq-a17e3caa.so.5.17)"], 40),
     ])
@@ -34,7 +34,7 @@ def test_thread_waits_belong_to_whoever_started_the_threads():
 
 
 def test_imports_are_marked_and_a_blocked_import_is_named():
-    importing_gx = ["_import_next_library (pipeline/refresh.py:180)", "_find_and_load (<frozen importlib._bootstrap>:1176)",
+    importing_gx = ["_import_next_library (pipeline/orchestration/refresh.py:180)", "_find_and_load (<frozen importlib._bootstrap>:1176)",
                     "<module> (great_expectations/__init__.py:1)"]
     blocked = ["validate (pipeline/steps/validate.py:100)", "_find_and_load (<frozen importlib._bootstrap>:1176)",
                "acquire (<frozen importlib._bootstrap>:100)"]

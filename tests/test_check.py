@@ -83,7 +83,7 @@ def test_deleted_marts_rows_fail_reconciliation_and_alert(stack, webhook, tmp_pa
 
 def test_prefect_flow_runs_to_success(stack):
     prefect_testing = pytest.importorskip("prefect.testing.utilities")
-    from pipeline.prefect_flow import sync_product_to_bi
+    from pipeline.orchestration.prefect_flow import sync_product_to_bi
 
     with prefect_testing.prefect_test_harness():
         result = sync_product_to_bi(full=True, settings=stack.settings)
@@ -147,7 +147,7 @@ def test_a_quarantined_message_is_reported_listed_and_shown_whole(stack, tmp_pat
     assert json.loads(replay.stdout)["still_failing"] == 1 and json.loads(replay.stdout)["replayed"] == 0
     assert f"still quarantined: {PRODUCT_TOPIC}[0]@{offset}: value is not JSON" in replay.stderr
 
-    from pipeline.diagnose import diagnose_bronze_load
+    from pipeline.checks.diagnose import diagnose_bronze_load
 
     panel = {c.name: c for c in diagnose_bronze_load(stack.settings)}
     assert not panel["Quarantine product"].ok and "1 quarantined" in panel["Quarantine product"].evidence
@@ -181,8 +181,8 @@ def anyio_backend():
 
 @pytest.mark.faults
 def test_raw_objects_lost_from_s3_fail_the_check_and_the_fix_rewrites_them(stack):
-    from pipeline.diagnose import diagnose_bronze_load
-    from pipeline.storage import RawStore
+    from pipeline.checks.diagnose import diagnose_bronze_load
+    from pipeline.stores.storage import RawStore
 
     stack.seeded()
     stack.cli("refresh", "--full", "--steps", "ingest,load", check=True, env={"BI_INGEST_BATCH_SIZE": "5000"})

@@ -27,7 +27,7 @@ import yaml
 from conftest import REPO, StackHandle, free_port, write_env
 from pipeline.config import load_settings
 from pipeline.runtime.compose import PROJECT_LABEL, ComposeRuntime
-from pipeline.security import compose_policy_problems
+from pipeline.config.security import compose_policy_problems
 
 pytestmark = [pytest.mark.compose]
 
@@ -285,7 +285,7 @@ def test_stop_start_restart_one_container(project):
 
 
 def test_postgres_killed_mid_load_names_the_service_exits_3_and_a_rerun_completes(project):
-    from pipeline.kafka import topic_offsets
+    from pipeline.stores.kafka import topic_offsets
 
     project.seeded()
     on_topic = sum(p.high for p in topic_offsets(project.settings, project.settings.table("product").topic))
@@ -371,8 +371,8 @@ async def test_a_container_in_a_restart_loop_shows_in_the_tui(project, crashloop
 def test_only_a_lost_server_is_reported_as_postgres_lost(project):
     import psycopg2
 
-    from pipeline.db import connect
-    from pipeline.refresh import postgres_lost
+    from pipeline.stores.db import connect
+    from pipeline.orchestration.refresh import postgres_lost
 
     conn = connect(project.settings)
     try:

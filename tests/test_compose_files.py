@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline.config import SECRET_VARIABLES
-from pipeline.security import compose_policy_problems, dockerfile_problems, image_pinned
+from pipeline.config.security import compose_policy_problems, dockerfile_problems, image_pinned
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose"

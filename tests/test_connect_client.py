@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.connect_client import KafkaConnectClient, KafkaConnectError, KafkaConnectUnavailable, main
+from pipeline.runtime.connect_client import KafkaConnectClient, KafkaConnectError, KafkaConnectUnavailable, main
 from pipeline.runtime.model import ConnectorControl
 from recordings.replay import ReplayServer, load
 

@@ -75,7 +75,7 @@ def test_connection_failure_is_a_result_not_an_exception(custom, tmp_path):
 
 def test_dbt_debug_in_a_child_process_reports_like_in_process(custom):
     """The TUI's dbt diagnosis runs `dbt debug` in its own process (dbt would hold the UI's GIL)."""
-    from pipeline.diagnose import diagnose_dbt
+    from pipeline.checks.diagnose import diagnose_dbt
     from pipeline.steps.transform import debug_in_child
 
     result = debug_in_child(custom)

@@ -1,4 +1,4 @@
-"""What ingest lets into the raw zone, event by event (pipeline/envelope.py).
+"""What ingest lets into the raw zone, event by event (pipeline/steps/envelope.py).
 
 A good event takes the fast path (simdjson, a key parsed from its payload alone); anything
 unusual takes the full path, which names what is wrong. These check that both decide the
@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from bench.producer import Generator
-from pipeline.envelope import PoisonMessage, check_event, unwrap
+from pipeline.steps.envelope import PoisonMessage, check_event, unwrap
 
 LIMIT = 4 * 1024 * 1024
 TOPIC = "cord.ConcordDb.dbo.Product"

@@ -98,7 +98,7 @@ def test_wrong_password_stack_status_exits_3_naming_bi_pg_password(stack, wrong_
 
 
 def test_wrong_reader_password_names_bi_pg_reader_password(stack):
-    from pipeline.db import ServiceUnreachable, connect_reader
+    from pipeline.stores.db import ServiceUnreachable, connect_reader
 
     wrong = stack.settings.model_copy(update={"pg_reader_password": "not-the-password"})
     with pytest.raises(ServiceUnreachable, match=r"^BI_PG_READER_PASSWORD: PostgreSQL at .* user 'bi_reader'$"):
@@ -156,8 +156,8 @@ def test_store_calls_raise_one_line_naming_the_setting(stack):
     botocore's own NoSuchKey (no setting is at fault)."""
     from botocore.exceptions import ClientError
 
-    from pipeline.db import ServiceUnreachable
-    from pipeline.storage import RawStore, S3Refused
+    from pipeline.stores.db import ServiceUnreachable
+    from pipeline.stores.storage import RawStore, S3Refused
 
     dead = RawStore(stack.settings.model_copy(update={"s3_endpoint": f"http://127.0.0.1:{free_port()}"}), retries=1)
     no_bucket = RawStore(stack.settings.model_copy(update={"s3_bucket": "no-such-bucket"}), retries=1)

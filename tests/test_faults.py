@@ -155,7 +155,7 @@ def producer(settings):
 
 
 def end_offset(settings, topic: str) -> int:
-    from pipeline.kafka import topic_offsets
+    from pipeline.stores.kafka import topic_offsets
 
     return topic_offsets(settings, topic)[0].high
 
@@ -169,7 +169,7 @@ def test_faults_s3_server_suspended_during_ingest(stack):
     from botocore.config import Config
 
     from pipeline.steps.ingest import ingest
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     ready(stack)
     settings = stack.settings
@@ -239,7 +239,7 @@ def test_faults_s3_server_suspended_during_ingest(stack):
 def _lock(stack, relation: str):
     """A session holding an ACCESS EXCLUSIVE lock: the step blocks on it, so the restart lands
     while the step is certainly mid-way. The restart ends this session too."""
-    from pipeline.db import connect
+    from pipeline.stores.db import connect
 
     conn = connect(stack.settings)
     conn.cursor().execute(f"LOCK TABLE {relation} IN ACCESS EXCLUSIVE MODE")
@@ -403,10 +403,10 @@ def _poisons(good: list) -> list[tuple[bytes | None, bytes | None, str]]:
 
 def test_faults_poison_messages_are_quarantined(stack):
     from pipeline.config import TableConfig
-    from pipeline.kafka import ensure_topic
+    from pipeline.stores.kafka import ensure_topic
     from pipeline.steps.ingest import ingest
     from pipeline.steps.load import load
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     ready(stack)
     settings = stack.settings
@@ -484,7 +484,7 @@ def test_faults_poison_messages_are_quarantined(stack):
 
 # -- schema drift -----------------------------------------------------------------------------
 def test_faults_schema_drift_new_source_column_reaches_bronze(stack):
-    from pipeline.db import connect_source
+    from pipeline.stores.db import connect_source
 
     ready(stack)
     settings = stack.settings
@@ -522,8 +522,8 @@ CDC_COLUMNS = ("ingested_at", "cdc_operation", "source_timestamp", "is_snapshot"
 
 def _wait_for_resnapshot(stack, timeout: float = 240) -> int:
     """Until the new snapshot holds every source row of the product table."""
-    from pipeline.db import connect_source
-    from pipeline.kafka import topic_offsets
+    from pipeline.stores.db import connect_source
+    from pipeline.stores.kafka import topic_offsets
 
     conn = connect_source(stack.settings)
     with conn.cursor() as cur:
@@ -551,7 +551,7 @@ def _active_staging(stack) -> list[tuple]:
 
 def _raw_offsets(stack, table) -> dict[int, set[int]]:
     """The offsets of every event line in the raw zone, by epoch, read from the lines themselves."""
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     store = RawStore(stack.settings)
     found: dict[int, set[int]] = {}
@@ -580,8 +580,8 @@ def test_faults_broker_restart_during_ingest(stack):
     back, says so in its normal output and its history, and goes on in a new epoch next to the
     old one: bronze and the raw zone keep every event read before, staging keeps the deleted
     products, the marts equal the fault-free result."""
-    from pipeline.refresh import read_history
-    from pipeline.storage import RawStore
+    from pipeline.orchestration.refresh import read_history
+    from pipeline.stores.storage import RawStore
 
     ready(stack)
     settings = stack.settings

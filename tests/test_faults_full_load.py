@@ -27,7 +27,7 @@ class Reader:
     """A session that counts bronze's rows while a load runs, as a dashboard would."""
 
     def __init__(self, stack):
-        from pipeline.db import connect
+        from pipeline.stores.db import connect
 
         self.conn = connect(stack.settings)
         self.conn.autocommit = True

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from conftest import stack_settings
-from pipeline import diagnose
-from pipeline.refresh import RefreshLock, RefreshLocked
+from pipeline.checks import diagnose
+from pipeline.orchestration.refresh import RefreshLock, RefreshLocked
 
 
 @pytest.fixture

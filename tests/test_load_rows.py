@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from bench.producer import Generator
-from pipeline.envelope import check_event
+from pipeline.steps.envelope import check_event
 from pipeline.steps.ingest import _line
 from pipeline.steps.load import CopyRows, _copy_row, _fast_copy_row, parse_line
 

@@ -108,7 +108,7 @@ def _objects() -> list[tuple[str, str, list[bytes], int]]:
 def test_each_unstorable_event_is_repaired_or_rejected_and_its_object_loads(stack):
     from pipeline.config import TableConfig
     from pipeline.steps.load import load
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     settings = stack.settings
     table = TableConfig(**TABLE)
@@ -193,7 +193,7 @@ def test_two_epochs_with_the_same_offsets_both_load_and_staging_keeps_a_delete(s
     Both epochs load in full; staging has one row per product, 901 the delete."""
     from pipeline.steps.load import load
     from pipeline.steps.transform import DbtProject
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     ev = event_factory()
     settings = stack.settings

@@ -135,7 +135,7 @@ def test_sigkill_of_ingest_and_load_loses_and_duplicates_nothing(stack):
 
 
 def _raw_objects(stack) -> list[dict]:
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     return list(RawStore(stack.settings).list(stack.settings.table("product").raw_objects_prefix))
 
@@ -145,8 +145,8 @@ def test_raw_zone_is_read_by_the_runbooks_loader(stack):
     credentials pointed at this stack), loads our raw zone into a scratch database."""
     from psycopg2 import sql
 
-    from pipeline.bronze import ensure_bronze
-    from pipeline.db import connect
+    from pipeline.stores.bronze import ensure_bronze
+    from pipeline.stores.db import connect
     from pipeline.runtime.pgserver import EmbeddedPostgres
 
     settings = stack.settings
@@ -208,7 +208,8 @@ def test_second_table_flows_end_to_end(stack):
 
 def test_pipeline_code_has_no_table_specific_path():
     generic = [REPO / "pipeline" / name for name in
-               ("refresh.py", "bronze.py", "envelope.py", "storage.py", "kafka.py", "db.py")]
+               ("orchestration/refresh.py", "stores/bronze.py", "steps/envelope.py",
+                "stores/storage.py", "stores/kafka.py", "stores/db.py")]
     generic += list((REPO / "pipeline" / "steps").glob("*.py"))
     offenders = [f"{p.name}:{n}" for p in generic if p.name != "bi.py"
                  for n, line in enumerate(p.read_text().splitlines(), 1)
@@ -217,7 +218,7 @@ def test_pipeline_code_has_no_table_specific_path():
 
 
 def test_second_refresh_is_refused_while_one_runs(stack):
-    from pipeline.refresh import RefreshLock, RefreshLocked
+    from pipeline.orchestration.refresh import RefreshLock, RefreshLocked
 
     lock = RefreshLock(stack.settings)
     lock.acquire({"run_id": "held-by-test", "mode": "full", "pid": os.getpid(), "started_at": "now"})

@@ -66,7 +66,7 @@ def test_raw_line_carries_its_epoch_after_the_offset_and_epoch_0_is_unchanged():
 
 
 def test_object_names_by_epoch():
-    from pipeline.quarantine import replay_key
+    from pipeline.steps.quarantine import replay_key
     from pipeline.steps.ingest import object_key, parse_object_key, quarantine_key
 
     assert object_key(TABLE, TOPIC, 0, 5, 99) == \
@@ -98,9 +98,9 @@ def test_s3_that_stays_away_names_bi_s3_endpoint(tmp_path):
     (the refresh then exits 3), after logging its retries."""
     from conftest import free_port, stack_settings
 
-    from pipeline.db import ServiceUnreachable
+    from pipeline.stores.db import ServiceUnreachable
     from pipeline.steps.ingest import put_with_retry
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     settings = stack_settings(tmp_path, s3_endpoint=f"http://127.0.0.1:{free_port()}")
     retries: list[str] = []
@@ -115,7 +115,7 @@ def test_s3_that_stays_away_names_bi_s3_endpoint(tmp_path):
 def test_kafka_that_is_away_names_bi_kafka_bootstrap(tmp_path):
     from conftest import free_port, stack_settings
 
-    from pipeline.db import ServiceUnreachable
+    from pipeline.stores.db import ServiceUnreachable
     from pipeline.steps.ingest import ingest
 
     settings = stack_settings(tmp_path, kafka_bootstrap=f"127.0.0.1:{free_port()}")
@@ -129,7 +129,7 @@ def produced(stack):
     """The test topic: good events and poison messages at the offsets of GOOD and POISON."""
     from confluent_kafka import Producer
 
-    from pipeline.kafka import ensure_topic
+    from pipeline.stores.kafka import ensure_topic
 
     ensure_topic(stack.settings, TOPIC)
     producer = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap, "acks": "all",
@@ -146,7 +146,7 @@ def produced(stack):
 @pytest.mark.faults
 @pytest.mark.stack
 def test_poison_messages_are_indexed_and_kept_whole(stack, produced):
-    from pipeline import quarantine
+    from pipeline.steps import quarantine
     from pipeline.steps.ingest import ingest
 
     settings = stack.settings
@@ -185,9 +185,9 @@ def test_poison_messages_are_indexed_and_kept_whole(stack, produced):
 @pytest.mark.faults
 @pytest.mark.stack
 def test_replay_after_the_limit_is_raised_moves_the_oversized_message_to_bronze(stack, produced):
-    from pipeline import quarantine
+    from pipeline.steps import quarantine
     from pipeline.steps.load import load
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     settings = stack.settings
     loaded = load(settings, TABLE, full=False, log=lambda line: None)
@@ -231,9 +231,9 @@ def test_replay_after_the_limit_is_raised_moves_the_oversized_message_to_bronze(
 @pytest.mark.faults
 @pytest.mark.stack
 def test_reject_summary_counts_load_rejects(stack, produced):
-    from pipeline import quarantine
+    from pipeline.steps import quarantine
     from pipeline.steps.load import load
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     settings = stack.settings
     assert quarantine.reject_summary(settings, TABLE).total == 0
@@ -253,7 +253,7 @@ def test_reject_summary_counts_load_rejects(stack, produced):
 @pytest.mark.stack
 def test_missing_raw_objects_are_recovered_from_the_topic_with_the_same_bytes(stack, produced):
     from pipeline.steps.ingest import recover_missing_objects
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     settings = stack.settings
     store = RawStore(settings)
@@ -287,7 +287,7 @@ def test_a_reread_replaces_objects_only_once_their_offsets_are_written_again(sta
     import threading
 
     from pipeline.steps.ingest import StepCancelled, ingest
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     settings = stack.settings
     store = RawStore(settings)

@@ -13,7 +13,7 @@ try:
 except ImportError:
     from dbt_support import fresh_settings, load_events, read_events
 
-from pipeline import queries
+from pipeline.stores import queries
 from pipeline.steps.transform import DbtProject
 
 pytestmark = pytest.mark.timeout(600)
@@ -106,7 +106,7 @@ def test_library_steps_import_no_ui():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "pipeline"
-    for path in (root / "queries.py", root / "steps" / "transform.py", root / "steps" / "validate.py"):
+    for path in (root / "stores" / "queries.py", root / "steps" / "transform.py", root / "steps" / "validate.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])

@@ -36,7 +36,7 @@ def read_env(path: Path) -> dict[str, str]:
 @pytest.mark.parametrize("compose", [False, True])
 def test_security_init_generates_every_secret(tmp_path, compose):
     from pipeline.config import SECRET_VARIABLES, load_settings
-    from pipeline.security import default_credential_problems
+    from pipeline.config.security import default_credential_problems
 
     flag = ["--compose"] if compose else []
     generated = []
@@ -70,7 +70,7 @@ def test_security_init_generates_every_secret(tmp_path, compose):
 def test_security_compose_runtime_refuses_default_credentials(tmp_path, monkeypatch, lines, named):
     from pipeline.config import generate_env, load_settings
     from pipeline.runtime.select import select_runtime
-    from pipeline.security import DefaultCredentialError
+    from pipeline.config.security import DefaultCredentialError
 
     for key in list(os.environ):
         if key.startswith("BI_"):

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pipeline.config import generate_env, load_settings
-from pipeline.security import (DefaultCredentialError, check_default_credentials, default_credential_problems,
+from pipeline.config.security import (DefaultCredentialError, check_default_credentials, default_credential_problems,
                                redact, sql_server_password_ok)
 
 

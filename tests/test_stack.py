@@ -149,7 +149,7 @@ def test_killed_cdc_resumes_from_offsets_without_snapshot(stack):
         if m.value() is not None:
             payload = json.loads(m.value())["payload"]
             latest[json.loads(m.key())["ID"]] = payload
-    from pipeline.db import connect_source
+    from pipeline.stores.db import connect_source
 
     with connect_source(settings) as conn, conn.cursor() as cur:
         cur.execute('SELECT "ID", "Description", "Deleted" FROM dbo."Product"')

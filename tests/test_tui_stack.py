@@ -53,7 +53,7 @@ async def test_full_refresh_on_f_then_quality_shows_115(stack):
         # The GE results of the run are shown, each suite with its expectations.
         assert quality.snapshot.validation.get("product", {}).get("success") is True
         # The run is in the history, which survives restarts (read back from disk).
-        from pipeline.refresh import read_history
+        from pipeline.orchestration.refresh import read_history
 
         assert read_history(stack.settings)[0]["run_id"] == run.run_id
         assert not app.errors, app.errors

@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from pipeline.diagnose import ConnectorSnapshot
+from pipeline.checks.diagnose import ConnectorSnapshot
 from tui.base import View
 
 STATE_STYLE = {"RUNNING": "bold green", "PAUSED": "bold yellow", "FAILED": "bold white on red"}
@@ -75,7 +75,7 @@ class ConnectorView(View):
 
     @work(thread=True, exit_on_error=False, group="connector", name="connector-status")
     def _load_worker(self, runtime) -> None:
-        from pipeline.diagnose import connector_snapshot
+        from pipeline.checks.diagnose import connector_snapshot
 
         try:
             snapshot = connector_snapshot(self.app.settings, runtime)
@@ -157,8 +157,7 @@ class ConnectorView(View):
 
     @work(thread=True, exit_on_error=False, group="connector-action", name="connector-action")
     def _act_worker(self, runtime, verb: str, only_failed: bool) -> None:
-        from pipeline import diagnose
-
+        from pipeline.checks import diagnose
         try:
             if verb.startswith("restart"):
                 state = diagnose.fix_restart_connector(self.app.settings, runtime, only_failed=only_failed)

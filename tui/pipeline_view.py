@@ -23,7 +23,7 @@ PER_TABLE_STEPS = ("ingest", "load", "validate")
 
 
 class RefreshEvent(Message):
-    """One StepStarted / StepFinished / RunFinished event of pipeline.refresh."""
+    """One StepStarted / StepFinished / RunFinished event of pipeline.orchestration.refresh."""
 
     def __init__(self, event: object) -> None:
         super().__init__()
@@ -59,7 +59,7 @@ def _counts_text(counts: dict) -> str:
 
 def planned_steps(settings, steps: list[str] | None = None, tables: list[str] | None = None) -> list[tuple[str, str]]:
     """(table, step) rows of a run, in the order run_refresh executes them."""
-    from pipeline.refresh import DEFAULT_STEPS, StepNames, superset_enabled
+    from pipeline.orchestration.refresh import DEFAULT_STEPS, StepNames, superset_enabled
 
     wanted = list(steps) if steps else [*DEFAULT_STEPS, *(["bi"] if superset_enabled(settings) else [])]
     names = tables or [t.name for t in settings.tables]
@@ -148,7 +148,7 @@ class PipelineView(View):
 
     @work(thread=True, exit_on_error=False, group="history", name="history")
     def _history_worker(self) -> None:
-        from pipeline.refresh import read_history
+        from pipeline.orchestration.refresh import read_history
 
         self.post_message(HistoryLoaded(read_history(self.app.settings, limit=50)))
 
@@ -184,8 +184,8 @@ class PipelineView(View):
 
     @work(thread=True, exit_on_error=False, group="refresh", name="refresh")
     def _refresh_worker(self, mode: str, steps, tables, cancel: threading.Event) -> None:
-        from pipeline.refresh import StepLog
-        from pipeline.refresh_process import run_refresh_in_child
+        from pipeline.orchestration.refresh import StepLog
+        from pipeline.orchestration.refresh_process import run_refresh_in_child
 
         def on_event(event: object) -> None:
             if isinstance(event, StepLog):
@@ -229,7 +229,7 @@ class PipelineView(View):
         self.apply_event(message.event)
 
     def apply_event(self, event: object, announce: bool = True) -> None:
-        from pipeline.refresh import RunFinished, StepFinished, StepStarted
+        from pipeline.orchestration.refresh import RunFinished, StepFinished, StepStarted
 
         if isinstance(event, StepStarted):
             self.set_step(event.table, event.step, "running")

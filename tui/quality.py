@@ -15,7 +15,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from pipeline.diagnose import QualitySnapshot
+from pipeline.checks.diagnose import QualitySnapshot
 from tui.base import View, error_text, human_duration
 
 COUNT_COLUMNS = ("bronze_total", "bronze_distinct", "staging_all", "staging_active", "marts")
@@ -95,7 +95,7 @@ class QualityView(View):
 
     @work(thread=True, exit_on_error=False, group="quality", name="quality")
     def _load_worker(self) -> None:
-        from pipeline.diagnose import quality_snapshot
+        from pipeline.checks.diagnose import quality_snapshot
 
         try:
             snapshot = quality_snapshot(self.app.settings)

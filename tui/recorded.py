@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from pipeline.diagnose import Check, ConnectorSnapshot, LayerCounts, PartitionLag, QualitySnapshot
-from pipeline.quarantine import QuarantineEntry, RejectEntry
-from pipeline.refresh import RefreshRun, RunFinished, StepFinished, StepStarted
+from pipeline.checks.diagnose import Check, ConnectorSnapshot, LayerCounts, PartitionLag, QualitySnapshot
+from pipeline.steps.quarantine import QuarantineEntry, RejectEntry
+from pipeline.orchestration.refresh import RefreshRun, RunFinished, StepFinished, StepStarted
 from pipeline.runtime.model import ConnectorStatus, ServiceStatus, TaskStatus
 
 RECORDED_NOW = datetime(2025, 10, 19, 12, 0, 0, tzinfo=timezone.utc)

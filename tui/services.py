@@ -168,7 +168,7 @@ class ServicesView(View):
 
     @work(thread=True, exit_on_error=False, group="logs", name="follow-log")
     def _follow_worker(self, runtime, service: str, stop: threading.Event) -> None:
-        from pipeline.security import redact
+        from pipeline.config.security import redact
 
         secrets = self.app.settings.secret_values()
         try:

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Static
 
-from pipeline.diagnose import PROBLEMS, Check
+from pipeline.checks.diagnose import PROBLEMS, Check
 from tui.base import View, error_text
 from tui.log_pane import LogPane
 
@@ -149,7 +149,7 @@ class TroubleshootView(View):
 
     @work(thread=True, exit_on_error=False, group="diagnose", name="diagnose")
     def _diagnose_worker(self, problem: str) -> None:
-        from pipeline.diagnose import DIAGNOSES
+        from pipeline.checks.diagnose import DIAGNOSES
 
         try:
             checks = DIAGNOSES[problem](self.app.settings, getattr(self.app, "runtime", None))
@@ -191,7 +191,7 @@ class TroubleshootView(View):
         self._fix_worker(problem)
 
     def _log(self, line: str) -> None:
-        from pipeline.security import redact
+        from pipeline.config.security import redact
 
         with self._log_lock:
             self._log_queue.append(redact(line, self.app.settings.secret_values()))
@@ -202,8 +202,7 @@ class TroubleshootView(View):
 
     @work(thread=True, exit_on_error=False, group="fix", name="fix")
     def _fix_worker(self, problem: str) -> None:
-        from pipeline import diagnose
-
+        from pipeline.checks import diagnose
         settings, runtime = self.app.settings, getattr(self.app, "runtime", None)
         try:
             if problem == "no_cdc_events":

@@ -116,7 +116,7 @@ decode({{ x }} #>> '{}', 'base64')
   plus kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, batch_file, ingested_at.
 
   record_key, cdc_operation, source_position and is_snapshot are generated columns of
-  the bronze table (pipeline/bronze.py computes them when a row is stored), so events are
+  the bronze table (pipeline/stores/bronze.py computes them when a row is stored), so events are
   ranked on those small columns: by source position, a streamed change after a snapshot
   record of the same position, then by Kafka position: epoch (a broker that lost its topics
   starts a new epoch at offset 0), then offset. A Kafka record is named by topic, epoch,

@@ -171,7 +171,7 @@ class Engine:
     def recover_from_broker_loss(self) -> None:
         """The memory broker forgets its topics when it restarts. Stored source offsets
         would then point past data that no longer exists, so start over with a snapshot."""
-        from pipeline.kafka import ensure_topic, topic_offsets
+        from pipeline.stores.kafka import ensure_topic, topic_offsets
 
         offsets_file = self.state_dir / "offsets.dat"
         lost = []

@@ -179,7 +179,7 @@ class EmbeddedRuntime:
         log(f"s3: starting moto on {host}:{port}")
         if not wait_until(lambda: _port_open(host, port), timeout=30):
             raise RuntimeError(f"s3 did not become ready; see {self.process('s3').log_file}")
-        from pipeline.storage import RawStore
+        from pipeline.stores.storage import RawStore
 
         RawStore(self.settings).ensure_bucket()
         log(f"s3: healthy, bucket {self.settings.s3_bucket} ready")
@@ -242,7 +242,7 @@ class EmbeddedRuntime:
             if service == "postgres":
                 return pgserver.probe(s)
             if service == "kafka":
-                from pipeline.kafka import probe_broker
+                from pipeline.stores.kafka import probe_broker
 
                 return probe_broker(s, timeout=1.0)
             if service == "s3":
@@ -263,7 +263,7 @@ class EmbeddedRuntime:
         # One client for every probe: building a boto3 client costs tens of milliseconds of
         # CPU, and the TUI probes every two seconds.
         if self._store is None:
-            from pipeline.storage import RawStore
+            from pipeline.stores.storage import RawStore
 
             self._store = RawStore(self.settings, timeout=1.0, retries=1, read_timeout=1.0)
         return self._store

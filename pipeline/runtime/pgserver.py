@@ -177,7 +177,7 @@ def grant_reader(s: Settings, conn) -> None:
 
 def probe(settings: Settings) -> tuple[bool, str]:
     """Connect over TCP as the analytics owner, as every step does."""
-    from pipeline.db import explain_pg_error
+    from pipeline.stores.db import explain_pg_error
 
     dsn = {**settings.pg_dsn(), "connect_timeout": 1}
     try:

@@ -11,7 +11,7 @@ def select_runtime(settings: Settings):
     if settings.runtime == "embedded":
         return EmbeddedRuntime(settings)
     from pipeline.runtime.compose import ComposeRuntime, detect_runtime
-    from pipeline.security import check_default_credentials
+    from pipeline.config.security import check_default_credentials
 
     if settings.runtime == "compose" or detect_runtime(settings) == "compose":
         check_default_credentials(settings)  # never start compose with a known default credential
@@ -23,7 +23,7 @@ def connector_for(settings: Settings):
     """ConnectorControl for the active runtime: Kafka Connect's REST API, or the embedded engine."""
     runtime = select_runtime(settings)
     if runtime.name == "compose":
-        from pipeline.connect_client import KafkaConnectClient
+        from pipeline.runtime.connect_client import KafkaConnectClient
 
         return KafkaConnectClient(settings.kafka_connect_url, settings.connector_name)
     return runtime.connector()

@@ -20,7 +20,7 @@ import psycopg2
 from psycopg2 import sql
 
 from pipeline.config import Settings, TableConfig
-from pipeline.db import ServiceUnreachable, connect_reader
+from pipeline.stores.db import ServiceUnreachable, connect_reader
 from pipeline.superset import api
 from pipeline.superset.install import health_url
 

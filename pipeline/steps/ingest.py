@@ -26,14 +26,14 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from psycopg2 import sql
 
-from pipeline import quarantine
-from pipeline.bronze import bronze_relation, ensure_meta
-from pipeline.db import ServiceUnreachable, connect
+from pipeline.steps import quarantine
+from pipeline.stores.bronze import bronze_relation, ensure_meta
+from pipeline.stores.db import ServiceUnreachable, connect
 from pipeline.config import Settings, TableConfig
-from pipeline.envelope import PoisonMessage, check_event
-from pipeline.kafka import PartitionOffsets, client_config, probe_broker, topic_offsets
-from pipeline.memory import release_freed_memory
-from pipeline.storage import RawStore, S3Refused
+from pipeline.steps.envelope import PoisonMessage, check_event
+from pipeline.stores.kafka import PartitionOffsets, client_config, probe_broker, topic_offsets
+from pipeline.process.memory import release_freed_memory
+from pipeline.stores.storage import RawStore, S3Refused
 
 Log = Callable[[str], None]
 UPLOADS_IN_FLIGHT = 2  # objects being written while the next batch is read

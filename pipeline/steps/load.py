@@ -29,12 +29,12 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from pipeline.bronze import POSITION, create_shadow, ensure_bronze, replace_with_shadow
-from pipeline.db import connect
+from pipeline.stores.bronze import POSITION, create_shadow, ensure_bronze, replace_with_shadow
+from pipeline.stores.db import connect
 from pipeline.config import Settings, TableConfig
-from pipeline.envelope import is_bare_json_object, unwrap
+from pipeline.steps.envelope import is_bare_json_object, unwrap
 from pipeline.steps.ingest import StepCancelled
-from pipeline.storage import RawStore
+from pipeline.stores.storage import RawStore
 
 Log = Callable[[str], None]
 COPY_CHUNK = 1 << 20  # bytes handed to PostgreSQL per read of the COPY stream

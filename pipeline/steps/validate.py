@@ -218,7 +218,7 @@ def _connection_string(settings: Settings) -> str:
 
 def import_gx_in_background() -> threading.Thread:
     """Start importing Great Expectations while an earlier step waits on PostgreSQL."""
-    from pipeline.background_import import import_in_background
+    from pipeline.process.background_import import import_in_background
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     return import_in_background("great_expectations")

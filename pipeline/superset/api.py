@@ -27,7 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from pipeline.config import Settings, TableConfig
-from pipeline.db import ServiceUnreachable
+from pipeline.stores.db import ServiceUnreachable
 
 Log = Callable[[str], None]
 

@@ -5,7 +5,7 @@
 \getenv reader_user BI_PG_READER_USER
 \getenv reader_password BI_PG_READER_PASSWORD
 
--- Bronze: every CDC event as it came from Kafka (the base DDL of pipeline/bronze.py; the
+-- Bronze: every CDC event as it came from Kafka (the base DDL of pipeline/stores/bronze.py; the
 -- loader adds the generated change columns and their index when it first runs).
 CREATE SCHEMA IF NOT EXISTS bronze;
 CREATE TABLE IF NOT EXISTS bronze.product_cdc (

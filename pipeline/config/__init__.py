@@ -2,7 +2,7 @@
 
 Connection settings and secrets come from `BI_*` environment variables (or a `.env`
 file); table definitions, thresholds, keymap and theme come from a TOML config file
-(`bi-console.toml`), whose defaults ship in `pipeline/default_config.toml`.
+(`bi-console.toml`), whose defaults ship in `pipeline/config/default_config.toml`.
 """
 
 from __future__ import annotations

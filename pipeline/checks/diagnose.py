@@ -75,7 +75,7 @@ def check_postgres(settings: Settings) -> tuple[Check, Any]:
     try:
         conn = _pg_connect(settings)
     except psycopg2.Error as exc:
-        from pipeline.db import explain_pg_error
+        from pipeline.stores.db import explain_pg_error
 
         text = explain_pg_error(exc, settings.pg_host, settings.pg_port, settings.pg_user) \
             if isinstance(exc, psycopg2.OperationalError) else _first_line(exc)
@@ -130,7 +130,7 @@ def _checkpoints(conn, settings: Settings) -> dict[tuple[str, int], int]:
 def connector_control(settings: Settings, runtime=None):
     if runtime is not None:
         if getattr(runtime, "name", "") == "compose":
-            from pipeline.connect_client import KafkaConnectClient
+            from pipeline.runtime.connect_client import KafkaConnectClient
 
             return KafkaConnectClient(settings.kafka_connect_url, settings.connector_name, timeout=PROBE_TIMEOUT)
         return runtime.connector()
@@ -164,7 +164,7 @@ def connector_check(settings: Settings, runtime=None) -> tuple[Check, Any]:
 
 def diagnose_no_cdc_events(settings: Settings, runtime=None) -> list[Check]:
     """Runbook issue 1: 'No CDC events in Kafka' (consumer fetches 0 records)."""
-    from pipeline.kafka import probe_broker, topic_offsets
+    from pipeline.stores.kafka import probe_broker, topic_offsets
 
     checks: list[Check] = []
     broker_ok, evidence = probe_broker(settings, timeout=PROBE_TIMEOUT)
@@ -215,7 +215,7 @@ def diagnose_bronze_load(settings: Settings) -> list[Check]:
     pg, conn = check_postgres(settings)
     checks.append(pg)
     try:
-        from pipeline.storage import RawStore
+        from pipeline.stores.storage import RawStore
 
         s3_ok, s3_evidence = RawStore(settings, timeout=1.0, retries=1, read_timeout=1.0).probe()
     except Exception as exc:
@@ -251,8 +251,7 @@ def diagnose_bronze_load(settings: Settings) -> list[Check]:
 
 def _intake_checks(settings: Settings) -> list[Check]:
     """Messages ingest quarantined and rows load rejected: events that are not in bronze."""
-    from pipeline import quarantine
-
+    from pipeline.steps import quarantine
     checks = []
     for table in settings.tables:
         try:
@@ -277,7 +276,7 @@ def _intake_checks(settings: Settings) -> list[Check]:
 def _raw_zone_checks(settings: Settings, conn, *, reachable: bool) -> list[Check]:
     """Every object the manifest says was loaded is still in the raw zone: the next full
     refresh rebuilds bronze from it."""
-    from pipeline.raw_zone import audit_raw_zone
+    from pipeline.checks.raw_zone import audit_raw_zone
 
     checks = []
     for table in settings.tables:
@@ -341,7 +340,7 @@ def superset_configured(settings: Settings) -> tuple[bool, str]:
         import pipeline.steps.bi  # noqa: F401
     except Exception as exc:  # absent or broken optional part
         return False, f"Superset not configured ({_first_line(exc)})"
-    from pipeline.refresh import superset_enabled
+    from pipeline.orchestration.refresh import superset_enabled
 
     if not superset_enabled(settings):
         return False, "Superset not configured (start the stack with `stack up --with superset`)"
@@ -394,7 +393,7 @@ def holding_refresh_lock(settings: Settings, what: str) -> Iterator[None]:
     message names the run that holds it."""
     import os
 
-    from pipeline.refresh import RefreshLock
+    from pipeline.orchestration.refresh import RefreshLock
 
     lock = RefreshLock(settings)
     lock.acquire({"run_id": "fix", "mode": what, "pid": os.getpid(),
@@ -406,8 +405,8 @@ def holding_refresh_lock(settings: Settings, what: str) -> Iterator[None]:
 
 
 def fix_create_bronze(settings: Settings, log: Log = _noop) -> list[str]:
-    from pipeline.bronze import ensure_bronze
-    from pipeline.db import connect
+    from pipeline.stores.bronze import ensure_bronze
+    from pipeline.stores.db import connect
 
     conn = connect(settings)
     try:
@@ -443,8 +442,8 @@ def fix_bronze_load(settings: Settings, log: Log = _noop) -> RawZoneRepair:
     """The 'Bronze load fails' fix: create what is missing of bronze, then rewrite the raw
     objects the manifest needs but the raw zone lost, from the topic while it still holds
     their offsets (same names, same lines)."""
-    from pipeline.db import connect
-    from pipeline.raw_zone import audit_raw_zone
+    from pipeline.stores.db import connect
+    from pipeline.checks.raw_zone import audit_raw_zone
     from pipeline.steps.ingest import recover_missing_objects
 
     repair = RawZoneRepair()
@@ -518,7 +517,7 @@ class ConnectorSnapshot:
 
 
 def connector_snapshot(settings: Settings, runtime=None) -> ConnectorSnapshot:
-    from pipeline.kafka import probe_broker, topic_offsets
+    from pipeline.stores.kafka import probe_broker, topic_offsets
 
     snap = ConnectorSnapshot(status=None)
     try:
@@ -578,8 +577,8 @@ class QualitySnapshot:
     suppliers: list[tuple[str, int]] = field(default_factory=list)
     multilingual: list[tuple[str, int]] = field(default_factory=list)
     validation: dict[str, dict] = field(default_factory=dict)  # table -> ValidationResult.as_dict()
-    quarantined: list[Any] = field(default_factory=list)  # pipeline.quarantine.QuarantineEntry
-    rejected: list[Any] = field(default_factory=list)  # pipeline.quarantine.RejectEntry
+    quarantined: list[Any] = field(default_factory=list)  # pipeline.steps.quarantine.QuarantineEntry
+    rejected: list[Any] = field(default_factory=list)  # pipeline.steps.quarantine.RejectEntry
     error: str | None = None
 
     def freshness_age(self, now: datetime | None = None) -> float | None:
@@ -615,8 +614,7 @@ def _has_column(conn, schema: str, relation: str, column: str) -> bool:
 
 
 def _layer_counts(conn, settings: Settings, table: TableConfig) -> LayerCounts:
-    from pipeline import queries
-
+    from pipeline.stores import queries
     records = [row["records"] for row in queries.layer_counts(conn, settings.file, table)]
     return LayerCounts(table.name, *records)
 
@@ -632,8 +630,7 @@ def quality_snapshot(settings: Settings) -> QualitySnapshot:
         snap.error = f"PostgreSQL unreachable: {_first_line(exc)}"
         return snap
     try:
-        from pipeline import quarantine
-
+        from pipeline.steps import quarantine
         snap.quarantined = [e for e in quarantine.list_entries(settings, limit=INTAKE_ROWS) if e.replayed_at is None]
         snap.rejected = quarantine.list_rejects(settings, limit=INTAKE_ROWS)
     except Exception as exc:
@@ -644,8 +641,7 @@ def quality_snapshot(settings: Settings) -> QualitySnapshot:
             cur.execute("SET statement_timeout = 60000")
         for table in settings.tables:
             snap.counts.append(_layer_counts(conn, settings, table))
-        from pipeline import queries
-
+        from pipeline.stores import queries
         f = settings.file
         first = settings.tables[0] if settings.tables else None
         if first and _relation_exists(conn, f.marts_schema, first.marts_relation):

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.config import Settings
-from pipeline.db import ServiceUnreachable
+from pipeline.stores.db import ServiceUnreachable
 
 
 _LIBRDKAFKA_LOG = logging.getLogger("bi_console.librdkafka")

@@ -6,7 +6,7 @@ import socket
 
 import httpx
 
-from pipeline.checks import CheckResult
+from pipeline.checks.monitoring import CheckResult
 
 
 def alert_message(results: list[CheckResult], *, source: str | None = None) -> dict:

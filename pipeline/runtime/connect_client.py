@@ -6,7 +6,7 @@ Every error names the method, the URL and the HTTP status, with Connect's own me
 
 Run as a module it registers (creates or updates) a connector from a JSON file, which is
 what compose's one-shot `connect-register` job does:
-    python -m pipeline.connect_client register compose/connectors/sqlserver-product-v2.json --url http://kafka-connect:8083
+    python -m pipeline.runtime.connect_client register compose/connectors/sqlserver-product-v2.json --url http://kafka-connect:8083
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def parse_status(body: dict) -> ConnectorStatus:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.connect_client",
+    parser = argparse.ArgumentParser(prog="python -m pipeline.runtime.connect_client",
                                      description="Register a Kafka Connect connector from a JSON file.")
     sub = parser.add_subparsers(dest="command", required=True)
     register = sub.add_parser("register", help="create or update the connector in FILE ({name, config})")

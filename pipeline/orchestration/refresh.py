@@ -24,8 +24,8 @@ import psycopg2
 from confluent_kafka import KafkaException
 
 from pipeline.config import ConfigError, Settings, TableConfig
-from pipeline.db import ServiceUnreachable, connect
-from pipeline.memory import release_freed_memory
+from pipeline.stores.db import ServiceUnreachable, connect
+from pipeline.process.memory import release_freed_memory
 from pipeline.steps.ingest import StepCancelled
 
 StepNames = ("ingest", "load", "transform", "test", "validate", "bi")
@@ -143,7 +143,7 @@ def superset_enabled(settings: Settings) -> bool:
 def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[str] | None = None,
                 tables: list[str] | None = None, on_event: Callable[[object], None] = lambda e: None,
                 cancel: threading.Event | None = None) -> RefreshRun:
-    from pipeline.security import redact
+    from pipeline.config.security import redact
 
     if mode not in ("full", "incremental"):
         raise ConfigError(f"refresh mode must be full or incremental, not {mode!r}")
@@ -178,7 +178,7 @@ def _import_next_library(step: str, wanted: list[str]) -> None:
     """Load dbt while load runs and GX while dbt test runs: both steps mostly wait on
     PostgreSQL. One library at a time, each after the previous step imported its own
     modules, so that two imports never race over the same module."""
-    from pipeline.background_import import import_in_background
+    from pipeline.process.background_import import import_in_background
 
     if step == "load" and "transform" in wanted:
         import_in_background("dbt.cli.main", after=("pipeline.steps.load",))

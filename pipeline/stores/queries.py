@@ -76,7 +76,7 @@ LAYER_STAGING_ACTIVE = "Staging (Active)"
 LAYER_MARTS = "Marts"
 
 # Distinct keys of the state-carrying events of a bronze table, from its generated
-# columns (pipeline/bronze.py): the same rule as the dbt macros.
+# columns (pipeline/stores/bronze.py): the same rule as the dbt macros.
 _BRONZE_DISTINCT_KEYS = """
 SELECT count(DISTINCT record_key) FROM {bronze} WHERE cdc_operation IS NOT NULL
 """

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.config import ConfigError, Settings
-from pipeline.refresh import (RefreshLocked, RefreshRun, RunFinished, StepFinished, StepLog, StepStarted,
+from pipeline.orchestration.refresh import (RefreshLocked, RefreshRun, RunFinished, StepFinished, StepLog, StepStarted,
                               run_refresh)
 
 _EVENTS = {cls.__name__: cls for cls in (StepStarted, StepLog, StepFinished)}
@@ -57,7 +57,7 @@ def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps
     # The child's own output (dbt's console, warnings) goes to a file nobody has to drain.
     with open(log_dir / "refresh.log", "ab") as child_log:
         # Lower priority: on a small machine the operator's key presses win over dbt's CPU work.
-        child = subprocess.Popen([sys.executable, "-m", "pipeline.refresh_process", request],
+        child = subprocess.Popen([sys.executable, "-m", "pipeline.orchestration.refresh_process", request],
                                  stdout=subprocess.PIPE, stderr=child_log, stdin=subprocess.DEVNULL, text=True,
                                  env=settings_environment(settings), start_new_session=True,
                                  preexec_fn=lambda: os.nice(nice))

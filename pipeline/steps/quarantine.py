@@ -21,8 +21,8 @@ from botocore.exceptions import ClientError
 from psycopg2 import sql
 
 from pipeline.config import FileConfig, Settings, TableConfig
-from pipeline.db import connect
-from pipeline.storage import RawStore
+from pipeline.stores.db import connect
+from pipeline.stores.storage import RawStore
 
 Log = Callable[[str], None]
 PREVIEW_CHARS = 160
@@ -329,7 +329,7 @@ def replay(settings: Settings, table: TableConfig | str | None = None, log: Log 
 
     Idempotent: a replayed message is not checked again, and a replay object is rewritten
     only to add messages, with the lines it already held."""
-    from pipeline.envelope import PoisonMessage, check_event
+    from pipeline.steps.envelope import PoisonMessage, check_event
     from pipeline.steps.ingest import _line
 
     tables = [_table(settings, table)] if table is not None else list(settings.tables)

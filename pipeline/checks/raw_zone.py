@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from psycopg2 import sql
 
 from pipeline.config import Settings, TableConfig
-from pipeline.storage import RawStore
+from pipeline.stores.storage import RawStore
 
 
 @dataclass

@@ -56,10 +56,10 @@ def _service_checks(settings: Settings, c: _Collector) -> bool:
     """Each probe's evidence on failure is one line that names the setting to fix
     (BI_PG_PASSWORD, BI_KAFKA_BOOTSTRAP, BI_S3_ENDPOINT, ...): `--check` prints it as is."""
     from pipeline.config import ConfigError
-    from pipeline.db import ServiceUnreachable
-    from pipeline.kafka import probe_broker
+    from pipeline.stores.db import ServiceUnreachable
+    from pipeline.stores.kafka import probe_broker
     from pipeline.runtime import pgserver
-    from pipeline.storage import RawStore
+    from pipeline.stores.storage import RawStore
 
     probes = {
         "postgres": lambda: pgserver.probe(settings),
@@ -113,7 +113,7 @@ def _restart_loop_checks(settings: Settings, c: _Collector) -> None:
 
 
 def _topic_checks(settings: Settings, table: TableConfig, conn, c: _Collector) -> None:
-    from pipeline.kafka import topic_offsets
+    from pipeline.stores.kafka import topic_offsets
 
     def body():
         offsets = topic_offsets(settings, table.topic)
@@ -135,7 +135,7 @@ def _topic_checks(settings: Settings, table: TableConfig, conn, c: _Collector) -
 
 
 def _raw_zone_check(settings: Settings, table: TableConfig, conn, c: _Collector) -> None:
-    from pipeline.raw_zone import audit_raw_zone
+    from pipeline.checks.raw_zone import audit_raw_zone
 
     def body():
         audit = audit_raw_zone(settings, table, conn)
@@ -152,8 +152,7 @@ def _raw_zone_check(settings: Settings, table: TableConfig, conn, c: _Collector)
 
 def _intake_checks(settings: Settings, table: TableConfig, since: datetime | None, c: _Collector) -> None:
     """Messages ingest quarantined and rows load rejected: data that is not in bronze."""
-    from pipeline import quarantine
-
+    from pipeline.steps import quarantine
     thresholds = settings.file.thresholds
 
     def status(count: int, limit: int) -> str:
@@ -213,7 +212,7 @@ def _count(conn, statement, params=None) -> int | float | None:
 
 
 def _table_checks(settings: Settings, table: TableConfig, conn, c: _Collector) -> None:
-    from pipeline.queries import layer_counts
+    from pipeline.stores.queries import layer_counts
 
     def reconciliation():
         counts = {row["layer"]: row["records"] for row in layer_counts(conn, settings.file, table)}
@@ -277,7 +276,7 @@ def _table_checks(settings: Settings, table: TableConfig, conn, c: _Collector) -
 
 def run_checks(settings: Settings, *, log: Log = lambda line: None, include_dbt: bool = True,
                include_gx: bool = True) -> list[CheckResult]:
-    from pipeline.db import connect
+    from pipeline.stores.db import connect
 
     c = _Collector(log)
     started_at = datetime.now(timezone.utc)

@@ -16,7 +16,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as 
                                  HTTPClientError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
 
 from pipeline.config import ConfigError, Settings
-from pipeline.db import ServiceUnreachable
+from pipeline.stores.db import ServiceUnreachable
 
 _TRANSPORT_ERRORS = (S3ConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError)
 _KEY_CODES = {"InvalidAccessKeyId": "BI_S3_ACCESS_KEY", "SignatureDoesNotMatch": "BI_S3_SECRET_KEY"}

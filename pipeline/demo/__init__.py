@@ -125,7 +125,7 @@ PRODUCT_COLUMNS = [
 BASE_TIME = datetime(2025, 10, 1, 8, 0, 0)
 
 
-from pipeline.db import connect_source  # noqa: E402
+from pipeline.stores.db import connect_source  # noqa: E402
 
 
 def ensure_source_tables(settings: Settings) -> None:

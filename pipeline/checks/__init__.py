@@ -1,0 +1,1 @@
+"""The checks: what `--check` and the TUI's troubleshooting panels report."""

@@ -1,0 +1,1 @@
+"""Running the steps: the refresh, its child process and the Prefect flow."""

@@ -1,0 +1,1 @@
+"""Process-level helpers: memory release, libraries imported in the background."""
