@@ -147,9 +147,6 @@ class EmbeddedPostgres:
 
         grant_reader(s, self.admin_connect(s.pg_database))
 
-    def superuser_dsn(self) -> dict:
-        return {"host": str(self.socket_dir), "port": self.settings.pg_port, "user": SUPERUSER}
-
 
 def grant_reader(s: Settings, conn) -> None:
     """bi_reader reads staging and marts, now and later, and nothing else."""
