@@ -169,3 +169,112 @@ async def test_help_overlay_lists_the_views_keys(tmp_path):
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
         assert not isinstance(app.screen, HelpScreen)
+
+
+class ControlRecordingRuntime:
+    """A runtime that only records the service controls it is asked for (no stack in the fast lane)."""
+
+    name = "embedded"
+
+    def __init__(self):
+        self.controls: list[tuple[str, str]] = []
+
+    def service_names(self):
+        return ["postgres", "cdc"]
+
+    def status_all(self):
+        return [ServiceStatus("postgres", "running", True, "ok"), ServiceStatus("cdc", "running", True, "ok")]
+
+    def logs(self, service, follow=False, tail=200, stop=lambda: False):
+        return iter(["records: 3 loaded", "other line"])
+
+    def start(self, service, log=None):
+        self.controls.append(("start", service))
+
+    def stop(self, service):
+        self.controls.append(("stop", service))
+
+    def restart(self, service, log=None):
+        self.controls.append(("restart", service))
+
+
+async def test_slash_with_the_table_focused_filters_the_log_and_no_key_reaches_the_table(tmp_path):
+    from textual import events
+    from textual.widgets import DataTable, Input
+
+    runtime = ControlRecordingRuntime()
+    app = BiConsoleApp(make_settings(tmp_path), runtime=runtime, poll_interval=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.focused, DataTable), what="the services table focused")
+        # Sent in one burst, as a terminal delivers typed text: no key waits for the focus to move.
+        for char in "/records":
+            app.post_message(events.Key("slash" if char == "/" else char, char))
+        await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        assert runtime.controls == []
+        assert isinstance(app.focused, Input)
+        await pilot.press("ctrl+u", *"records", "enter")
+        assert runtime.controls == []
+        view = app.query_one("#service-log LogView", LogView)
+        await wait_for(pilot, lambda: view.visible_lines == ["records: 3 loaded"], what="the log filtered")
+        # From another view too: `/` opens the filter of the log on screen.
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.query_one("#views").active == "pipeline")
+        await pilot.press("slash")
+        await wait_for(pilot, lambda: isinstance(app.focused, Input) and app.focused.id == "filter"
+                       and "step-log" in [a.id for a in app.focused.ancestors])
+
+
+async def test_stop_and_restart_ask_first_and_the_default_is_no(tmp_path):
+    from textual.widgets import DataTable
+
+    from tui.confirm import ConfirmScreen
+
+    runtime = ControlRecordingRuntime()
+    app = BiConsoleApp(make_settings(tmp_path), runtime=runtime, poll_interval=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.focused, DataTable) and app.view("services").selected)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("enter")  # the default answer
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        await app.workers.wait_for_complete()
+        assert runtime.controls == []
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: runtime.controls, what="the confirmed restart")
+        await app.workers.wait_for_complete()
+        assert runtime.controls == [("restart", "postgres")]
+
+
+async def test_a_fix_asks_first_unless_the_config_turns_confirmations_off(tmp_path):
+    from tui.confirm import ConfirmScreen
+
+    app = BiConsoleApp(make_settings(tmp_path), runtime=ControlRecordingRuntime(), poll_interval=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        troubleshoot = app.view("troubleshoot")
+        started = []
+        troubleshoot._start_fix = started.append  # the fix itself needs a stack: only whether it starts is asked
+        await pilot.press("5")
+        await wait_for(pilot, lambda: app.query_one("#views").active == "troubleshoot")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        assert started == []
+
+    config = tmp_path / "bi-console.toml"
+    config.write_text("confirm_actions = false\n")
+    runtime = ControlRecordingRuntime()
+    app = BiConsoleApp(make_settings(tmp_path, config), runtime=runtime, poll_interval=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.view("services").selected)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: runtime.controls, what="the stop, unasked")
+        await app.workers.wait_for_complete()
+        assert runtime.controls == [("stop", "postgres")] and not isinstance(app.screen, ConfirmScreen)

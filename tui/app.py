@@ -69,6 +69,8 @@ class BiConsoleApp(App):
         Binding("f", "full_refresh", "Full", id="full_refresh"),
         Binding("i", "incremental_refresh", "Incr", id="incremental_refresh"),
         Binding("q", "quit", "Quit", id="quit"),
+        # Here, not on the log only: with a table focused, the typed filter text would be its keys.
+        Binding("slash", "filter_log", "Filter log", show=False, id="log_filter"),
     ]
 
     def __init__(self, settings: Settings, *, runtime=None, live: bool | None = None, recorded: bool = False,
@@ -241,6 +243,15 @@ class BiConsoleApp(App):
         self.query_one("#views", TabbedContent).active = name
         # The pane is shown on the next refresh; a hidden widget cannot take the focus before that.
         self.call_after_refresh(self.view(name).focus_main)
+
+    def action_filter_log(self) -> None:
+        from tui.log_pane import LogPane
+
+        panes = [pane for pane in self.active_view.query(LogPane) if pane.display]
+        if not panes:
+            self.notify("this view has no log", severity="warning")
+            return
+        panes[0].open_filter()
 
     def action_full_refresh(self) -> None:
         self._refresh("full")

@@ -40,7 +40,6 @@ class LogView(ScrollView, can_focus=True):
         Binding("pagedown", "cursor(10)", show=False),
         Binding("home", "cursor_home", show=False),
         Binding("end", "follow", "Follow", show=False),
-        Binding("slash", "filter", "Filter", id="log_filter"),
         Binding("y", "copy", "Copy", id="log_copy"),
         Binding("j", "toggle_json", "JSON", show=False, id="log_json"),
         Binding("F", "toggle_follow", "Follow", show=False, id="log_follow"),
@@ -322,7 +321,8 @@ class LogPane(Vertical):
     def open_filter(self) -> None:
         self.add_class("filtering")
         box = self.query_one("#filter", Input)
-        box.focus()
+        # At once, not after a refresh: the keys typed next are already queued and must reach the box.
+        self.screen.set_focus(box)
 
     @on(Input.Submitted, "#filter")
     def _apply(self, event: Input.Submitted) -> None:
