@@ -278,3 +278,39 @@ async def test_a_fix_asks_first_unless_the_config_turns_confirmations_off(tmp_pa
         await wait_for(pilot, lambda: runtime.controls, what="the stop, unasked")
         await app.workers.wait_for_complete()
         assert runtime.controls == [("stop", "postgres")] and not isinstance(app.screen, ConfirmScreen)
+
+
+def screen_text(app) -> str:
+    return "\n".join("".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_pipeline_counts_are_never_cut_into_other_numbers(tmp_path, size):
+    import re
+
+    from pipeline.orchestration.refresh import StepFinished, StepStarted
+
+    app = BiConsoleApp(make_settings(tmp_path), recorded=True)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.query_one("#views").active == "pipeline")
+        pipeline = app.view("pipeline")
+        for table, inserted in (("product", 32530), ("measure_unit", 500)):
+            counts = {"objects": 1, "skipped_objects": 0, "lines": inserted, "inserted": inserted,
+                      "rejected": 0, "sanitized": 0}
+            pipeline.apply_event(StepStarted("r1", table, "load"), announce=False)
+            pipeline.apply_event(StepFinished("r1", table, "load", "ok", 1.0, counts), announce=False)
+        await pilot.pause(0.2)
+        await app.workers.wait_for_complete()
+        text = screen_text(app)
+        rows = {t: next(line for line in text.splitlines() if t in line and "load" in line)
+                for t in ("product", "measure_unit")}
+        assert "lines=32.5k" in rows["product"] and "lines=500" in rows["measure_unit"], rows
+        if size[0] >= 160:
+            assert "inserted=32.5k" in rows["product"] and "inserted=500" in rows["measure_unit"], rows
+        else:  # what does not fit is left out whole, and said so
+            assert all("…" in line for line in rows.values()), rows
+        # Whatever is shown of a count is the whole count.
+        for line in rows.values():
+            for value in re.findall(r"=([0-9.]+k?)", line):
+                assert value in ("1", "0", "500", "32.5k"), (value, line)
