@@ -314,3 +314,30 @@ async def test_pipeline_counts_are_never_cut_into_other_numbers(tmp_path, size):
         for line in rows.values():
             for value in re.findall(r"=([0-9.]+k?)", line):
                 assert value in ("1", "0", "500", "32.5k"), (value, line)
+
+
+async def test_help_and_footer_show_the_same_live_keys(tmp_path):
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    from tui.help import HelpScreen
+    from tui.log_pane import LogPane
+
+    config = tmp_path / "bi-console.toml"
+    config.write_text('[keymap]\nfull_refresh = "F"\nlog_copy = "c"\n')
+    for app in (BiConsoleApp(make_settings(tmp_path), recorded=True),
+                BiConsoleApp(make_settings(tmp_path, config), recorded=True)):
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.query_one(Footer).query(FooterKey), what="the footer drawn")
+            footer = {key.description: key.key_display for key in app.query_one(Footer).query(FooterKey)}
+            await pilot.press("question_mark")
+            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+            help_rows = {description: keys for _, rows in app.screen.sections for keys, description in rows}
+            for description in ("Quit", "Full", "Incr", "Help"):
+                assert help_rows[description].split()[0] == footer[description], (description, help_rows, footer)
+            copy = help_rows["copy selected lines"]
+            subtitle = app.query_one("#service-log", LogPane).border_subtitle
+            if app.settings.file.keymap:
+                assert footer["Full"] == "F" and copy == "c" and "c copy" in subtitle, (footer, copy, subtitle)
+            else:
+                assert footer["Quit"] == "q" and copy == "y" and "y copy" in subtitle

@@ -310,7 +310,14 @@ class LogPane(Vertical):
             parts.append(f"/{view.pattern.pattern.replace(chr(92), '')}")
         parts.append("following" if view.follow else "paused (End: follow)")
         self.border_title = " · ".join(parts)
-        self.border_subtitle = "/ filter · y copy · j json"
+        live_key = getattr(self.app, "live_key", None)
+        if callable(live_key):
+            filter_binding = next((b for b in self.app.BINDINGS if isinstance(b, Binding) and b.id == "log_filter"), None)
+            keys = {b.id: live_key(b) for b in LogView.BINDINGS if isinstance(b, Binding) and b.id}
+            slash = live_key(filter_binding) if filter_binding else "/"
+            self.border_subtitle = f"{slash} filter · {keys['log_copy']} copy · {keys['log_json']} json"
+        else:
+            self.border_subtitle = "/ filter · y copy · j json"
 
     def write_lines(self, lines: list[str]) -> None:
         self.view.write_lines(lines)
