@@ -19,7 +19,6 @@ from tui.log_pane import LogPane
 
 STATE_STYLE = {"pending": "dim", "running": "bold cyan", "ok": "green", "failed": "bold red",
                "cancelled": "bold yellow", "skipped": "dim yellow"}
-PER_TABLE_STEPS = ("ingest", "load", "validate")
 
 
 class RefreshEvent(Message):
@@ -98,19 +97,9 @@ class StepsTable(DataTable):
 
 def planned_steps(settings, steps: list[str] | None = None, tables: list[str] | None = None) -> list[tuple[str, str]]:
     """(table, step) rows of a run, in the order run_refresh executes them."""
-    from pipeline.orchestration.refresh import DEFAULT_STEPS, StepNames, superset_enabled
+    from pipeline.orchestration.plan import plan
 
-    wanted = list(steps) if steps else [*DEFAULT_STEPS, *(["bi"] if superset_enabled(settings) else [])]
-    names = tables or [t.name for t in settings.tables]
-    rows = []
-    for step in StepNames:
-        if step not in wanted:
-            continue
-        if step in PER_TABLE_STEPS:
-            rows += [(name, step) for name in names]
-        else:
-            rows.append(("all", step))
-    return rows
+    return [(entry.table, entry.step.name) for entry in plan(settings, steps, tables)]
 
 
 class PipelineView(View):
