@@ -76,7 +76,10 @@ def engine_or_skip():
         client = docker.from_env(timeout=10)
         client.ping()
     except Exception as exc:  # noqa: BLE001 - whatever the SDK raised, the reason is shown
-        pytest.skip(f"no Docker engine answers at {where}: {' '.join(str(exc).split())[:160]}")
+        reason = f"no Docker engine answers at {where}: {' '.join(str(exc).split())[:160]}"
+        if os.environ.get("BI_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"{reason} (BI_REQUIRE_DOCKER=1: compose mode must be proven here)")
+        pytest.skip(reason)
     version = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     assert version.returncode == 0, ("the engine answers but `docker compose` does not work (install the Compose "
                                      f"v2 CLI plugin; .ci/run does): {version.stderr.strip()}")
