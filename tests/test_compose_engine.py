@@ -414,10 +414,16 @@ async def test_tui_services_view_restarts_stops_and_starts_a_real_container(proj
         table.move_cursor(row=[row.value for row in table.rows].index("kafka-connect"))
         await wait_for(pilot, lambda: services.selected == "kafka-connect", 10, what="kafka-connect selected")
         before = project.container("kafka-connect").attrs["State"]["StartedAt"]
-        await pilot.press("r")
+        from tui.confirm import ConfirmScreen
+
+        await pilot.press("r")  # restart asks first (default no): answer yes
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, what="the restart's question")
+        await pilot.press("y")
         await wait_for(pilot, lambda: project.container("kafka-connect").attrs["State"]["StartedAt"] != before, 60,
                        interval=0.5, what="the container restarted by 'r'")
         await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, what="the stop's question")
+        await pilot.press("y")
         await wait_for(pilot, lambda: project.container("kafka-connect").status == "exited", 60, interval=0.5,
                        what="the container stopped by 'x'")
         # Stopped right after a restart, the stand-in may still be starting its JVM and end

@@ -299,7 +299,7 @@ def run_checks(settings: Settings, *, log: Log = lambda line: None, include_dbt:
             from pipeline.steps.transform import DbtProject
 
             selector = " ".join(t.dbt_selector for t in settings.tables)
-            result = DbtProject(settings).test(selector)
+            result = DbtProject(settings).test(selector, within_selection=True)
             counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
             if result.success:
                 return "pass", counts
