@@ -177,17 +177,22 @@ def test_connector_retrying_while_its_source_refuses_it_is_never_running(stack):
     with stack.source_refusing_logins():
         status = stack.wait_connector(lambda s: s.effective_state == "RETRYING", 60, "RETRYING")
         assert status.retry_attempt >= 1 and status.retry_limit == "infinity"
-        assert f'role "{stack.settings.source_user}" is not permitted to log in' in status.last_error
-        assert status.tasks[0].state == "RETRYING"
+        assert status.last_error and status.tasks[0].state == "RETRYING"  # the cut session, at first
         later = stack.wait_connector(lambda s: (s.retry_attempt or 0) > status.retry_attempt, 40,
                                      "counted a further attempt")
         assert later.effective_state == "RETRYING" and later.retrying_since == status.retrying_since
+        assert f'role "{stack.settings.source_user}" is not permitted to log in' in later.last_error
         healthy, detail = stack.runtime.probe("cdc")
         assert not healthy and f"RETRYING (attempt #" in detail and "not permitted to log in" in detail
         cli = stack.cli("connector", "status")
         shown = json.loads(cli.stdout)
         assert cli.returncode == 1 and shown["state"] == "RETRYING" and shown["retry_attempt"] >= 1
         assert "not permitted to log in" in shown["last_error"]
+        check = stack.cli("--check", "--json")
+        connector = {c["name"]: c for c in json.loads(check.stdout)["checks"]}["connector"]
+        assert check.returncode == 3, check.stderr[-2000:]  # README: 3, a service (here the source) unreachable
+        assert connector["status"] == "fail" and "RETRYING (attempt #" in connector["evidence"]
+        assert "not permitted to log in" in check.stderr.strip().splitlines()[-1]
     recovered = stack.wait_connector(lambda s: s.effective_state == "RUNNING", 60, "recovered")
     assert recovered.retry_attempt is None and recovered.last_error is None
     result = stack.cli("demo", "changes", "5", check=True)  # and it captures again
