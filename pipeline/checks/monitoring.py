@@ -86,10 +86,12 @@ def _connector_check(settings: Settings, c: _Collector) -> None:
     def body():
         status = connector_for(settings).status()
         state = status.effective_state
-        evidence = f"{status.name} {state}, {status.events_captured or 0} events captured"
-        if state == "FAILED":
-            trace = (status.error_trace or "").strip().splitlines()
-            return "fail", f"{evidence}: {trace[-1] if trace else 'no trace'}"
+        evidence = f"{status.name} {status.summary}; {status.events_captured or 0} events captured"
+        if state == "FAILED" and not status.last_error:
+            evidence += ": no trace"
+        # A retrying connector captures nothing until its error is fixed: as much a failure as FAILED.
+        if state in ("FAILED", "RETRYING"):
+            return "fail", evidence
         return ("pass" if state == "RUNNING" else "warn"), evidence
 
     c.run("connector", "connector", body, service="cdc")
