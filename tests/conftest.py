@@ -51,11 +51,7 @@ def stack_settings(data_dir: Path, **overrides) -> Settings:
 
 
 def write_env(settings: Settings, path: Path) -> Path:
-    lines = []
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            lines.append(f"BI_{name.upper()}={str(value).lower() if isinstance(value, bool) else value}")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("".join(f"{name}={value}\n" for name, value in settings.to_env().items()))
     return path
 
 

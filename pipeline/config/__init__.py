@@ -226,6 +226,17 @@ class Settings(BaseSettings):
             "application_name": "bi-console",
         }
 
+    def to_env(self) -> dict[str, str]:
+        """The settings as `BI_*` variables: what a child process or a `.env` needs to see
+        exactly this configuration. Unset (None) settings are left out, so the child's own
+        defaults apply; booleans are written as pydantic reads them back (true/false)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     def secret_values(self) -> list[str]:
         """Every secret in force, for redaction of logs and outputs."""
         values = [self.pg_password, self.pg_reader_password, self.source_password, self.s3_secret_key,

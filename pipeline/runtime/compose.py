@@ -20,6 +20,7 @@ import requests
 import yaml
 from docker.errors import APIError, DockerException, NotFound
 
+from pipeline.runtime.connect_client import DEFAULT_CONNECT_URL, DEFAULT_CONNECTOR, KafkaConnectClient
 from pipeline.runtime.model import RuntimeUnavailable, ServiceStatus
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -234,8 +235,12 @@ class ComposeRuntime:
 
     def __init__(self, project: str | None = None, *, files: Sequence[str | os.PathLike] = (),
                  base_url: str | None = None, client: docker.DockerClient | None = None,
-                 timeout: float = 10.0, stop_timeout: int = 10, env: Mapping[str, str] | None = None):
+                 timeout: float = 10.0, stop_timeout: int = 10, env: Mapping[str, str] | None = None,
+                 connect_url: str | None = None, connector_name: str | None = None):
         self.files = [Path(f) for f in files]
+        # In compose the connector runs in Kafka Connect, reached over its REST API.
+        self.connect_url = connect_url
+        self.connector_name = connector_name
         self.project = resolve_project_name(project, self.files, env)
         self.base_url = base_url
         self.timeout = timeout
@@ -249,6 +254,8 @@ class ComposeRuntime:
         files = split_compose_files(getattr(settings, "compose_files", None)) \
             or split_compose_files(os.environ.get("COMPOSE_FILE")) \
             or [str(p) for p in (DEFAULT_COMPOSE_FILE, _REPO_COMPOSE_FILE) if p.is_file()][:1]
+        kwargs.setdefault("connect_url", getattr(settings, "kafka_connect_url", None))
+        kwargs.setdefault("connector_name", getattr(settings, "connector_name", None))
         return cls(getattr(settings, "compose_project_name", None), files=files, **kwargs)
 
     # -- engine -------------------------------------------------------------------
@@ -409,6 +416,9 @@ class ComposeRuntime:
             done.set()
         if pending and not stopped.is_set():
             yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
+
+    def connector(self) -> KafkaConnectClient:
+        return KafkaConnectClient(self.connect_url or DEFAULT_CONNECT_URL, self.connector_name or DEFAULT_CONNECTOR)
 
     def close(self) -> None:
         if self._client is not None:

@@ -24,6 +24,10 @@ import httpx
 from pipeline.runtime.model import ConnectorStatus, TaskStatus
 
 
+DEFAULT_CONNECT_URL = "http://127.0.0.1:8083"
+DEFAULT_CONNECTOR = "sqlserver-product-v2"
+
+
 class KafkaConnectError(Exception):
     """Kafka Connect answered with an error. One line: method, URL, HTTP status, message."""
 
@@ -40,7 +44,7 @@ class KafkaConnectUnavailable(KafkaConnectError):
 class KafkaConnectClient:
     """Kafka Connect's REST API for one connector (and the worker's connector list)."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8083", connector: str = "sqlserver-product-v2", *,
+    def __init__(self, base_url: str = DEFAULT_CONNECT_URL, connector: str = DEFAULT_CONNECTOR, *,
                  timeout: float = 10.0, transport: httpx.BaseTransport | None = None,
                  auth: httpx.Auth | tuple[str, str] | None = None):
         self.base_url = base_url.rstrip("/")

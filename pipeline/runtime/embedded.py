@@ -45,13 +45,11 @@ def _host_port(url_or_hostport: str) -> tuple[str, int]:
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
-    """The settings as BI_* variables, so a child process sees exactly our configuration."""
-    env = dict(os.environ)
-    for field, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[f"BI_{field.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
+    """This process's environment with the settings on top, for a child process.
+
+    Kept for compose/standin/connect_standin.py; new code merges `Settings.to_env()`.
+    """
+    return {**os.environ, **settings.to_env()}
 
 
 class EmbeddedRuntime:
@@ -192,7 +190,7 @@ class EmbeddedRuntime:
         from pipeline.demo import ensure_source_tables
 
         ensure_source_tables(self.settings)
-        env = settings_environment(self.settings)
+        env = {**os.environ, **self.settings.to_env()}
         java = java_home()
         if java:
             env["JAVA_HOME"] = java
@@ -296,11 +294,11 @@ class EmbeddedRuntime:
 
     # -- logs -----------------------------------------------------------------
     def logs(self, service: str, *, follow: bool = False, tail: int | None = 200, since: datetime | None = None,
-             stop=lambda: False) -> Iterator[str]:
+             stop: Callable[[], bool] | None = None) -> Iterator[str]:
         proc = self.process(service)
         yield from proc.tail(tail or 200)
         if follow:
-            yield from proc.follow(stop=stop)
+            yield from proc.follow(stop=stop or (lambda: False))
 
     # -- connector ------------------------------------------------------------
     def connector_status(self) -> ConnectorStatus:

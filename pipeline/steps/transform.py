@@ -332,12 +332,10 @@ def _invoke_in_child(settings: Settings, args: list[str], log: Log | None, timeo
     import sys
     import tempfile
 
-    from pipeline.runtime.embedded import settings_environment
-
     command, started = args[0], time.monotonic()
     with tempfile.TemporaryFile(mode="w+") as errors:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.steps.transform", *args], stdout=subprocess.PIPE,
-                                stderr=errors, stdin=subprocess.DEVNULL, text=True, env=settings_environment(settings),
+                                stderr=errors, stdin=subprocess.DEVNULL, text=True, env={**os.environ, **settings.to_env()},
                                 preexec_fn=lambda: os.nice(nice))
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
