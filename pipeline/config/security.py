@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values  # a dependency of pydantic-settings
+
 from pipeline.config import ENV_PREFIX
 
 REDACTED = "***"
@@ -122,8 +124,6 @@ def _extra(settings: Any, field: str, env: Mapping[str, str] | None) -> str | No
 def _dotenv(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
-    from dotenv import dotenv_values  # a dependency of pydantic-settings
-
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 

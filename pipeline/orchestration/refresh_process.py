@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.config import ConfigError, Settings
+from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.orchestration.refresh import (RefreshLocked, RefreshRun, RunFinished, StepFinished, StepLog, StepStarted,
                               run_refresh)
 
@@ -88,8 +88,6 @@ def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps
 
 
 def main(argv: list[str]) -> int:
-    from pipeline.config import load_settings
-
     request = json.loads(argv[0])
     cancel = threading.Event()
     signal.signal(signal.SIGUSR1, lambda *_: cancel.set())

@@ -26,7 +26,12 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psycopg2
+from confluent_kafka import Producer
+
+from pipeline.config import load_settings
 from pipeline.runtime.model import ConnectorStatus, TaskStatus
+from pipeline.stores.kafka import ensure_topic, topic_offsets
 
 HEARTBEAT_STALE_SECONDS = 10
 RETRY_LINE = re.compile(r"Failed with retriable exception, will retry later; attempt #(\d+) out of (\S+)")
@@ -251,8 +256,6 @@ class Engine:
     def recover_from_broker_loss(self) -> None:
         """The memory broker forgets its topics when it restarts. Stored source offsets
         would then point past data that no longer exists, so start over with a snapshot."""
-        from pipeline.stores.kafka import ensure_topic, topic_offsets
-
         offsets_file = self.state_dir / "offsets.dat"
         lost = []
         for table in self.settings.tables:
@@ -268,8 +271,6 @@ class Engine:
             self._drop_slot()
 
     def _drop_slot(self) -> None:
-        import psycopg2
-
         with psycopg2.connect(**self.settings.source_dsn()) as conn:
             cur = conn.cursor()
             cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
@@ -308,8 +309,6 @@ class Engine:
             self.last_event_at = _now()
 
     def run(self) -> int:
-        from confluent_kafka import Producer
-
         threading.Thread(target=self.heartbeat_loop, daemon=True).start()
         if self.log_file is not None:
             threading.Thread(target=self.watch_log, daemon=True).start()
@@ -361,6 +360,7 @@ class Engine:
 def build_engine(owner: Engine, props: dict[str, str]):
     """The engine with callbacks: RUNNING only once the connector task has started, and the
     connector's own error (not a generic one) as the trace when it stops."""
+    # Heavy (ARCHITECTURE.md): only the engine's own process loads the JVM bridge.
     import jpype
     from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine
 
@@ -371,7 +371,7 @@ def build_engine(owner: Engine, props: dict[str, str]):
     class CallbackEngine(DebeziumJsonEngine):
         def _build_engine(self):
             self._ensure_jvm_started()
-            from pydbzengine.engine._jvm import JDebeziumEngine, JProperties
+            from pydbzengine.engine._jvm import JDebeziumEngine, JProperties  # needs the JVM started above
 
             @jpype.JImplements("io.debezium.engine.DebeziumEngine$ConnectorCallback")
             class ConnectorCallback:
@@ -416,8 +416,6 @@ def build_engine(owner: Engine, props: dict[str, str]):
 
 
 def main(argv: list[str]) -> int:
-    from pipeline.config import load_settings
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     state_dir = Path(argv[0])
     log_file = Path(argv[1]) if len(argv) > 1 else None
