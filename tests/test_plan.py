@@ -6,13 +6,12 @@ from pathlib import Path
 
 from pipeline.config import DEFAULT_CONFIG, load_settings
 from pipeline.orchestration.plan import plan
+from support.settings import make_settings
 
 
 def two_table_settings(tmp_path: Path, runtime: str = "embedded"):
     """The shipped config: two tables (product, measure_unit), so per-table steps show their split."""
-    return load_settings(env_file=None, data_dir=str(tmp_path / "data"), config_file=str(DEFAULT_CONFIG),
-                         runtime=runtime, pg_password="unit-pg-pass", pg_reader_password="unit-reader",
-                         source_password="unit-src", s3_access_key="unit-key", s3_secret_key="unit-secret")
+    return make_settings(tmp_path / "data", runtime=runtime)
 
 
 def rows(entries) -> list[tuple[str, str]]:

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, stack_settings
+from conftest import REPO
 from pipeline.config import load_settings
 from pipeline.runtime.compose import ComposeRuntime
 from pipeline.runtime.connect_client import KafkaConnectClient
 from pipeline.runtime.embedded import EmbeddedConnector, EmbeddedRuntime
 from pipeline.runtime.model import ConnectorControl, Runtime
 from pipeline.runtime.select import connector_for, select_runtime
+from support.settings import make_settings
 
 
 def protocol_members(protocol: type) -> list[str]:
@@ -59,7 +60,7 @@ def test_each_connector_implements_the_connector_protocol(implementation):
 
 
 def test_both_runtimes_and_their_connectors_are_instances_of_the_protocols(tmp_path):
-    settings = stack_settings(tmp_path / "data", kafka_connect_url="http://127.0.0.1:18083",
+    settings = make_settings(tmp_path / "data", kafka_connect_url="http://127.0.0.1:18083",
                               connector_name="orders-cdc")
     embedded = EmbeddedRuntime(settings)
     compose = ComposeRuntime.from_settings(settings)
@@ -74,10 +75,10 @@ def test_both_runtimes_and_their_connectors_are_instances_of_the_protocols(tmp_p
 
 
 def test_connector_for_asks_the_selected_runtime(tmp_path):
-    embedded = stack_settings(tmp_path / "data", runtime="embedded")
+    embedded = make_settings(tmp_path / "data", runtime="embedded")
     assert isinstance(select_runtime(embedded), EmbeddedRuntime)
     assert isinstance(connector_for(embedded), EmbeddedConnector)
-    compose = stack_settings(tmp_path / "data", runtime="compose", kafka_connect_url="http://127.0.0.1:18084")
+    compose = make_settings(tmp_path / "data", runtime="compose", kafka_connect_url="http://127.0.0.1:18084")
     control = connector_for(compose)
     assert isinstance(control, KafkaConnectClient) and control.base_url == "http://127.0.0.1:18084"
 
@@ -99,7 +100,7 @@ def test_no_step_imports_the_runtime():
 
 
 def test_settings_to_env_reads_back_as_the_same_settings(tmp_path):
-    settings = stack_settings(tmp_path / "data", cdc_schemas_enable=False, alert_webhook_url=None)
+    settings = make_settings(tmp_path / "data", cdc_schemas_enable=False, alert_webhook_url=None)
     env = settings.to_env()
     assert env["BI_CDC_SCHEMAS_ENABLE"] == "false"
     assert env["BI_DATA_DIR"] == str(tmp_path / "data")

@@ -16,7 +16,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from pipeline.runtime.embedded import EmbeddedRuntime
-from conftest import REPO, stack_settings
+from conftest import REPO
+from support.settings import make_settings
 
 pytestmark = pytest.mark.stack
 
@@ -251,7 +252,7 @@ def test_wrong_settings_fail_with_one_line_naming_the_setting(stack, tmp_path):
 
 
 def test_up_is_idempotent_and_down_leaves_nothing():
-    settings = stack_settings(Path(tempfile.mkdtemp(prefix="bi-console-updown-")) / "data")
+    settings = make_settings(Path(tempfile.mkdtemp(prefix="bi-console-updown-")) / "data", own_ports=True)
     runtime = EmbeddedRuntime(settings)
     try:
         runtime.up(log=lambda _: None)

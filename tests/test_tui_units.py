@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.config import DEFAULT_CONFIG, load_settings
 from pipeline.runtime.model import ServiceStatus
+from support.settings import make_settings
 from tui.app import BiConsoleApp
 from tui.log_pane import LogView
 try:
@@ -24,10 +25,7 @@ def anyio_backend():
 
 
 def make_settings(tmp_path, config_file=None):
-    return load_settings(env_file=None, data_dir=str(tmp_path / "data"),
-                         config_file=str(config_file or DEFAULT_CONFIG), runtime="embedded",
-                         pg_password="unit-pg-pass", pg_reader_password="unit-reader", source_password="unit-src",
-                         s3_access_key="unit-key", s3_secret_key="unit-secret")
+    return make_settings(tmp_path / "data", config_file=str(config_file or DEFAULT_CONFIG))
 
 
 async def test_log_pane_bounded_filter_highlight_copy_json(tmp_path):
