@@ -201,9 +201,9 @@ def run_child(stack: Stack, step: str, args: dict | None = None, guard: MemoryGu
 def _scratch_database(stack: Stack) -> None:
     from psycopg2 import sql
 
+    from pipeline.runtime.pgserver import EmbeddedPostgres
     from pipeline.stores.bronze import ensure_bronze
     from pipeline.stores.db import connect
-    from pipeline.runtime.pgserver import EmbeddedPostgres
 
     s = stack.settings
     admin = EmbeddedPostgres(s, Path(s.data_dir) / "postgres").admin_connect()

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -26,10 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness import bench_settings  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
 from tui.app import BiConsoleApp  # noqa: E402
-
-from bench.harness import bench_settings  # noqa: E402
 
 KEYS = ["2", "3", "down", "4", "5", "1", "down", "up", "3", "down"]
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
-import secrets
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -14,10 +14,6 @@ import atexit
 import json
 import os
 import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +135,7 @@ def query(settings: Settings, statement, params=None) -> list[dict]:
         if cur.description is None:
             return []
         cols = [d.name for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
 def execute(settings: Settings, statement, params=None) -> int:

@@ -25,11 +25,10 @@ import pytest
 import yaml
 
 from conftest import REPO, StackHandle, write_env
+from pipeline.config.security import compose_policy_problems
+from pipeline.runtime.compose import PROJECT_LABEL, ComposeRuntime
 from support.net import free_port
 from support.settings import make_settings
-from pipeline.config import load_settings
-from pipeline.runtime.compose import PROJECT_LABEL, ComposeRuntime
-from pipeline.config.security import compose_policy_problems
 
 pytestmark = [pytest.mark.compose]
 
@@ -372,8 +371,8 @@ async def test_a_container_in_a_restart_loop_shows_in_the_tui(project, crashloop
 def test_only_a_lost_server_is_reported_as_postgres_lost(project):
     import psycopg2
 
-    from pipeline.stores.db import connect
     from pipeline.orchestration.refresh import postgres_lost
+    from pipeline.stores.db import connect
 
     conn = connect(project.settings)
     try:

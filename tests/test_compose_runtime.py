@@ -3,14 +3,18 @@ exchanges (API 1.47), replayed over a real HTTP socket on 127.0.0.1."""
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from pipeline.runtime.compose import (ComposeRuntime, UnknownService, detect_runtime, parse_docker_time,
-                                      resolve_project_name)
+from pipeline.runtime.compose import (
+    ComposeRuntime,
+    UnknownService,
+    detect_runtime,
+    parse_docker_time,
+    resolve_project_name,
+)
 from pipeline.runtime.model import RuntimeUnavailable
 from recordings.replay import ReplayServer, load
 from support.net import free_port

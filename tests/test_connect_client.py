@@ -4,7 +4,6 @@ over a real HTTP socket on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from support.settings import make_settings
 from pipeline.checks import diagnose
 from pipeline.orchestration.refresh import RefreshLock, RefreshLocked
+from support.settings import make_settings
 
 
 @pytest.fixture

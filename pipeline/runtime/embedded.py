@@ -72,7 +72,7 @@ class EmbeddedRuntime:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700 if os.geteuid() != 0 else 0o711)
         self._with_superset = with_superset
-        self._store = None
+        self._store: RawStore | None = None
 
     # -- layout ---------------------------------------------------------------
     def process(self, service: str) -> ManagedProcess:
@@ -256,7 +256,7 @@ class EmbeddedRuntime:
             return False, f"{type(exc).__name__}: {exc}"
         return False, "unknown service"
 
-    def _probe_store(self):
+    def _probe_store(self) -> RawStore:
         # One client for every probe: building a boto3 client costs tens of milliseconds of
         # CPU, and the TUI probes every two seconds.
         if self._store is None:

