@@ -34,12 +34,12 @@ from confluent_kafka import KafkaError, TopicPartition
 from psycopg2 import sql
 
 from bench.services import service_cpu
-from pipeline.stores.bronze import bronze_relation
 from pipeline.config import Settings
+from pipeline.steps.ingest import UPLOADS_IN_FLIGHT, ingest_consumer
+from pipeline.steps.load import COPY_CHUNK, COPY_COLUMNS, CopyRows
+from pipeline.stores.bronze import bronze_relation
 from pipeline.stores.db import connect
 from pipeline.stores.kafka import topic_offsets
-from pipeline.steps.ingest import UPLOADS_IN_FLIGHT, ingest_consumer
-from pipeline.steps.load import COPY_COLUMNS, COPY_CHUNK, CopyRows
 from pipeline.stores.storage import RawStore
 
 SCRATCH_TABLE = "bench_postgres_ceiling"

@@ -39,7 +39,7 @@ import psutil
 
 from bench.producer import Generator, produce
 from pipeline.config import Settings, load_settings
-from pipeline.runtime.embedded import EmbeddedRuntime, settings_environment
+from pipeline.runtime.embedded import EmbeddedRuntime
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -147,7 +147,7 @@ class Stack:
         root = Path(tempfile.mkdtemp(prefix="bi-bench-"))
         settings = bench_settings(root / "data")
         runtime = EmbeddedRuntime(settings)
-        stack = cls(root, settings, runtime, settings_environment(settings))
+        stack = cls(root, settings, runtime, {**os.environ, **settings.to_env()})
         try:
             runtime.up(log=lambda line: log(f"  {line}"), services=["postgres", "kafka", "s3"])
             runtime.stop("cdc")  # not needed: the events come from the producer
@@ -201,9 +201,9 @@ def run_child(stack: Stack, step: str, args: dict | None = None, guard: MemoryGu
 def _scratch_database(stack: Stack) -> None:
     from psycopg2 import sql
 
+    from pipeline.runtime.pgserver import EmbeddedPostgres
     from pipeline.stores.bronze import ensure_bronze
     from pipeline.stores.db import connect
-    from pipeline.runtime.pgserver import EmbeddedPostgres
 
     s = stack.settings
     admin = EmbeddedPostgres(s, Path(s.data_dir) / "postgres").admin_connect()

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -26,27 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness import bench_settings  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
 from tui.app import BiConsoleApp  # noqa: E402
 
 KEYS = ["2", "3", "down", "4", "5", "1", "down", "up", "3", "down"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def temporary_settings(root: Path):
-    pg = _free_port()
-    return load_settings(
-        env_file=None, data_dir=str(root / "data"), runtime="embedded", pg_port=pg, source_port=pg,
-        kafka_bootstrap=f"127.0.0.1:{_free_port()}", s3_endpoint=f"http://127.0.0.1:{_free_port()}",
-        superset_url=f"http://127.0.0.1:{_free_port()}",
-        pg_password=secrets.token_urlsafe(18), pg_reader_password=secrets.token_urlsafe(18),
-        source_password=secrets.token_urlsafe(18), s3_access_key=secrets.token_urlsafe(12),
-        s3_secret_key=secrets.token_urlsafe(18))
 
 
 class TimedApp(BiConsoleApp):
@@ -129,7 +111,7 @@ def main() -> int:
         runtime = select_runtime(settings)
     else:
         root = Path(tempfile.mkdtemp(prefix="bi-console-bench-"))
-        settings = temporary_settings(root)
+        settings = bench_settings(root / "data")
         from pipeline.runtime.embedded import EmbeddedRuntime
 
         runtime = stack = EmbeddedRuntime(settings)

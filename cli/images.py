@@ -120,7 +120,7 @@ class Builder:
             self.client = docker.from_env(timeout=1800)
             self.client.ping()
         except Exception as exc:  # noqa: BLE001 - one line naming the engine, whatever the SDK raised
-            raise click.ClickException(f"Docker engine not reachable: {' '.join(str(exc).split())[:200]}")
+            raise click.ClickException(f"Docker engine not reachable: {' '.join(str(exc).split())[:200]}") from None
         self.cache = cache_dir()
         self.timings: dict[str, float] = {}
 

@@ -111,9 +111,9 @@ def replay_command(ctx: click.Context, table: str | None) -> None:
     """Check the quarantined messages against today's rules (after the cause is fixed, e.g.
     BI_INGEST_MAX_VALUE_BYTES raised) and hand those that pass to load. Idempotent.
     Exit 1 while some still fail."""
-    from pipeline.steps import quarantine
     from pipeline.checks.diagnose import holding_refresh_lock
     from pipeline.orchestration.refresh import RefreshLocked
+    from pipeline.steps import quarantine
 
     settings = _settings(ctx)
     try:
@@ -144,8 +144,8 @@ def raw_zone_group() -> None:
 @click.pass_context
 def audit_command(ctx: click.Context, table: str | None) -> None:
     """Loaded objects missing from the raw zone. Exit 1 when any is."""
-    from pipeline.stores.db import connect
     from pipeline.checks.raw_zone import audit_raw_zone
+    from pipeline.stores.db import connect
 
     settings = _settings(ctx)
     conn = connect(settings)

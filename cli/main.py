@@ -46,9 +46,9 @@ class _Commands(click.Group):
     that is wrong: one line naming the setting, exit 3 or 2, never a traceback."""
 
     def invoke(self, ctx: click.Context):
-        from pipeline.stores.db import ServiceUnreachable
-        from pipeline.runtime.model import RuntimeUnavailable
         from pipeline.config.security import DefaultCredentialError
+        from pipeline.runtime.model import RuntimeUnavailable
+        from pipeline.stores.db import ServiceUnreachable
 
         try:
             return super().invoke(ctx)
@@ -211,8 +211,8 @@ def embedded_or_exit(settings: Settings):
 
 
 def runtime_or_exit(settings: Settings):
-    from pipeline.runtime.model import RuntimeUnavailable
     from pipeline.config.security import DefaultCredentialError
+    from pipeline.runtime.model import RuntimeUnavailable
 
     try:
         return runtime_for(settings)

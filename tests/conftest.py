@@ -6,56 +6,23 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
-import secrets
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings
+from support.settings import make_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stack_settings(data_dir: Path, **overrides) -> Settings:
-    pg_port = free_port()
-    values = dict(
-        data_dir=str(data_dir),
-        runtime="embedded",
-        pg_port=pg_port,
-        source_port=pg_port,
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        s3_endpoint=f"http://127.0.0.1:{free_port()}",
-        superset_url=f"http://127.0.0.1:{free_port()}",
-        pg_password=secrets.token_urlsafe(18),
-        pg_reader_password=secrets.token_urlsafe(18),
-        source_password=secrets.token_urlsafe(18),
-        s3_access_key=secrets.token_urlsafe(12),
-        s3_secret_key=secrets.token_urlsafe(18),
-        superset_password=secrets.token_urlsafe(18),
-        superset_secret_key=secrets.token_urlsafe(48),
-    )
-    values.update(overrides)
-    return load_settings(env_file=None, **values)
-
-
 def write_env(settings: Settings, path: Path) -> Path:
-    lines = []
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            lines.append(f"BI_{name.upper()}={str(value).lower() if isinstance(value, bool) else value}")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("".join(f"{name}={value}\n" for name, value in settings.to_env().items()))
     return path
 
 
@@ -158,7 +125,7 @@ def stack(tmp_path_factory) -> StackHandle:
     # Not under pytest's own temp dir: every new pytest session resets that tree to 0700,
     # which would cut PostgreSQL (running as its own system user) off from its data.
     root = Path(tempfile.mkdtemp(prefix="bi-console-stack-"))
-    settings = stack_settings(root / "data")
+    settings = make_settings(root / "data", own_ports=True)
     runtime = EmbeddedRuntime(settings)
     started = time.monotonic()
     try:

@@ -1,10 +1,8 @@
 """PostgreSQL and bronze helpers for the dbt / validation / query tests.
 
 The server: `BI_TEST_PG_DSN` (a libpq URL or key=value DSN of a superuser-ish role
-that may CREATE DATABASE) when set; otherwise a throw-away PostgreSQL cluster started
-with the system binaries (`BI_TEST_PG_BINDIR`, default /usr/lib/postgresql/15/bin)
-in a temp dir on a free 127.0.0.1 port, password auth, stopped at interpreter exit.
-When running as root the cluster runs as the `postgres` system user.
+that may CREATE DATABASE) when set; otherwise a throw-away cluster of the tests' one
+PostgreSQL harness (support/postgres.py), password auth, stopped at interpreter exit.
 
 Every test module gets its own database (`fresh_settings`) so modules never see
 each other's bronze rows or dbt relations.
@@ -16,10 +14,6 @@ import atexit
 import json
 import os
 import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +22,10 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
+from pipeline.config import Settings
 from pipeline.stores.bronze import ensure_bronze
-from pipeline.config import Settings, load_settings
+from support.postgres import start_cluster
+from support.settings import make_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 
@@ -50,42 +46,11 @@ class PgServer:
 _SERVER: PgServer | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_local_server() -> PgServer:
-    bindir = Path(os.environ.get("BI_TEST_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
-    if not (bindir / "initdb").exists():
-        raise RuntimeError(f"no PostgreSQL binaries in {bindir}; set BI_TEST_PG_DSN or BI_TEST_PG_BINDIR")
-    root = Path(tempfile.mkdtemp(prefix="bi-dbt-pg-"))
     password = secrets.token_urlsafe(16)
-    port = _free_port()
-    as_root = os.geteuid() == 0
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-    pwfile = root / "pw"
-    pwfile.write_text(password + "\n")
-    if as_root:
-        shutil.chown(root, "postgres")
-        shutil.chown(pwfile, "postgres")
-    data = root / "data"
-    subprocess.run(prefix + [str(bindir / "initdb"), "-D", str(data), "-U", "analytics", f"--pwfile={pwfile}",
-                             "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
-                   check=True, capture_output=True)
-    opts = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-    subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"),
-                             "-w", "-t", "60", "start"], check=True, capture_output=True)
-
-    def stop() -> None:
-        subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-    atexit.register(stop)
-    return PgServer("127.0.0.1", port, "analytics", password)
+    cluster = start_cluster(superuser="analytics", password=password, prefix="bi-dbt-pg-")
+    atexit.register(cluster.stop)
+    return PgServer(cluster.host, cluster.port, cluster.superuser, password)
 
 
 def pg_server() -> PgServer:
@@ -111,20 +76,8 @@ def fresh_settings(name: str, data_dir: Path, **overrides) -> Settings:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     conn.close()
-    settings = load_settings(
-        env_file=None,
-        pg_host=server.host,
-        pg_port=server.port,
-        pg_user=server.user,
-        pg_password=server.password,
-        pg_database=name,
-        pg_reader_password="x",
-        source_password="x",
-        s3_access_key="x",
-        s3_secret_key="x",
-        data_dir=data_dir,
-        **overrides,
-    )
+    settings = make_settings(data_dir, pg_host=server.host, pg_port=server.port, pg_user=server.user,
+                             pg_password=server.password, pg_database=name, **overrides)
     with connect(settings) as conn, conn.cursor() as cur:
         for table in settings.tables:
             ensure_bronze(cur, settings.file, table)
@@ -182,7 +135,7 @@ def query(settings: Settings, statement, params=None) -> list[dict]:
         if cur.description is None:
             return []
         cols = [d.name for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
 def execute(settings: Settings, statement, params=None) -> int:

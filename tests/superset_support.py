@@ -1,7 +1,7 @@
 """Fixtures for the Superset tests: a real PostgreSQL 15 and a real Superset 6.1.
 
-- PostgreSQL: Debian's binaries, run as the `postgres` system user in a temp dir on a
-  free port, 127.0.0.1 only, scram-sha-256 passwords. It holds an `analytics` database
+- PostgreSQL: a cluster of the tests' one harness (support/postgres.py), scram-sha-256
+  passwords. It holds an `analytics` database
   with `bronze.product_cdc`, the view `staging_staging.stg_product` over it and the
   table `marts.dim_product`, and the read-only `bi_reader` role.
 - Superset: installed once into `$BI_TEST_SUPERSET_HOME/venv` (default
@@ -23,9 +23,7 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,21 +32,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG, Settings
+from pipeline.config import Settings
+from support.net import free_port
+from support.postgres import start_cluster
+from support.settings import make_settings as make_test_settings
 
-PG_BIN = Path(os.environ.get("BI_TEST_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 SUPERSET_CACHE = Path(os.environ.get("BI_TEST_SUPERSET_HOME", "/tmp/bi-console-superset-cache"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_postgres(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -177,31 +166,12 @@ def insert_products(pg: PgServer, ids: range | list[int], supplier: str = "SEM1"
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgServer]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail(f"PostgreSQL binaries not found in {PG_BIN} (set BI_TEST_PG_BINDIR)")
-    base = Path(tempfile.mkdtemp(prefix="bi-superset-pg-"))
-    shutil.chown(base, "postgres", "postgres")
-    os.chmod(base, 0o700)
-    data = base / "data"
-    server = PgServer(port=free_port(), superuser_password=secrets.token_urlsafe(18), owner="analytics",
+    superuser_password = secrets.token_urlsafe(18)
+    cluster = start_cluster(superuser="postgres", password=superuser_password, prefix="bi-superset-pg-",
+                            options=("-c shared_buffers=32MB", "-c max_connections=50"))
+    server = PgServer(port=cluster.port, superuser_password=superuser_password, owner="analytics",
                       owner_password=secrets.token_urlsafe(18), reader="bi_reader",
                       reader_password=secrets.token_urlsafe(18))
-    pwfile = base / "pw"
-    pwfile.write_text(server.superuser_password + "\n")
-    shutil.chown(pwfile, "postgres", "postgres")
-    os.chmod(pwfile, 0o600)
-    out = _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256",
-                       f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-sync")
-    pwfile.unlink()
-    if out.returncode:
-        pytest.fail(f"initdb failed: {out.stderr.strip()[-500:]}")
-    options = (f"-p {server.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
-               "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB -c max_connections=50")
-    out = _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w", "-t", "60",
-                       "-o", options, "start")
-    if out.returncode:
-        log = (base / "server.log").read_text()[-800:] if (base / "server.log").exists() else ""
-        pytest.fail(f"pg_ctl start failed: {out.stderr.strip()[-300:]} {log}")
     try:
         su = server.connect("postgres", database="postgres")
         with su.cursor() as cur:
@@ -216,8 +186,7 @@ def pg() -> Iterator[PgServer]:
         insert_products(server, range(7807600, 7807600 + 3), "SABO")
         yield server
     finally:
-        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop")
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.stop()
 
 
 # --------------------------------------------------------------------------- Superset
@@ -237,26 +206,11 @@ class SupersetServer:
 
 
 def make_settings(pg: PgServer, data_dir: Path, **overrides) -> Settings:
-    values = dict(
-        data_dir=data_dir,
-        config_file=DEFAULT_CONFIG,
-        pg_host=pg.host,
-        pg_port=pg.port,
-        pg_database=pg.database,
-        pg_user=pg.owner,
-        pg_password=pg.owner_password,
-        pg_reader_user=pg.reader,
-        pg_reader_password=pg.reader_password,
-        source_password=secrets.token_urlsafe(12),
-        s3_access_key=secrets.token_urlsafe(12),
-        s3_secret_key=secrets.token_urlsafe(12),
-        superset_url=f"http://127.0.0.1:{free_port()}",
-        superset_user="bi_admin",
-        superset_password=secrets.token_urlsafe(18),
-        superset_secret_key=secrets.token_urlsafe(48),
-    )
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
+    """The tests' settings, on this PostgreSQL and a Superset of its own port."""
+    values = dict(pg_host=pg.host, pg_port=pg.port, pg_database=pg.database, pg_user=pg.owner,
+                  pg_password=pg.owner_password, pg_reader_user=pg.reader, pg_reader_password=pg.reader_password,
+                  superset_url=f"http://127.0.0.1:{free_port()}", superset_user="bi_admin")
+    return make_test_settings(data_dir, **{**values, **overrides})
 
 
 def _record(timings: dict) -> None:

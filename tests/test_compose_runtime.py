@@ -3,16 +3,21 @@ exchanges (API 1.47), replayed over a real HTTP socket on 127.0.0.1."""
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from pipeline.runtime.compose import (ComposeRuntime, UnknownService, detect_runtime, parse_docker_time,
-                                      resolve_project_name)
+from pipeline.runtime.compose import (
+    ComposeRuntime,
+    UnknownService,
+    detect_runtime,
+    parse_docker_time,
+    resolve_project_name,
+)
 from pipeline.runtime.model import RuntimeUnavailable
 from recordings.replay import ReplayServer, load
+from support.net import free_port
 
 
 def replay(*names: str) -> ReplayServer:
@@ -119,14 +124,8 @@ def test_compose_restart_loop_is_restarting_and_unhealthy():
     assert status.uptime_seconds is None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_compose_engine_down_is_a_clear_runtime_unavailable():
-    url = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
+    url = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     runtime = ComposeRuntime("bi-console", base_url=url, timeout=2)
     with pytest.raises(RuntimeUnavailable) as info:
         runtime.status_all()
@@ -205,7 +204,7 @@ def test_compose_detect_runtime_honours_forcing_and_probes(project_server):
 
     assert detect_runtime(S(), compose_factory=lambda s: ComposeRuntime(
         s.compose_project_name, base_url=project_server.docker_url)) == "compose"
-    down = f"tcp://127.0.0.1:{_free_port()}"
+    down = f"tcp://127.0.0.1:{free_port()}"
     assert detect_runtime(S(), compose_factory=lambda s: ComposeRuntime(
         s.compose_project_name, base_url=down, timeout=2)) == "embedded"
 

@@ -4,7 +4,6 @@ over a real HTTP socket on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from pipeline.runtime.connect_client import KafkaConnectClient, KafkaConnectError, KafkaConnectUnavailable, main
 from pipeline.runtime.model import ConnectorControl
 from recordings.replay import ReplayServer, load
+from support.net import free_port
 
 CONNECTOR_FILE = Path(__file__).resolve().parents[1] / "compose" / "connectors" / "sqlserver-product-v2.json"
 
@@ -80,9 +80,7 @@ def test_connect_client_errors_name_url_and_status():
 
 
 def test_connect_client_unreachable_names_the_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with KafkaConnectClient(f"http://127.0.0.1:{port}", timeout=2) as client:
         with pytest.raises(KafkaConnectUnavailable) as info:
             client.status()

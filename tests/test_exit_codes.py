@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from support.net import free_port
 
 pytestmark = [pytest.mark.faults, pytest.mark.stack]
 

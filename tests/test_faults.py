@@ -403,9 +403,9 @@ def _poisons(good: list) -> list[tuple[bytes | None, bytes | None, str]]:
 
 def test_faults_poison_messages_are_quarantined(stack):
     from pipeline.config import TableConfig
-    from pipeline.stores.kafka import ensure_topic
     from pipeline.steps.ingest import ingest
     from pipeline.steps.load import load
+    from pipeline.stores.kafka import ensure_topic
     from pipeline.stores.storage import RawStore
 
     ready(stack)

@@ -7,14 +7,14 @@ import os
 
 import pytest
 
-from conftest import stack_settings
 from pipeline.checks import diagnose
 from pipeline.orchestration.refresh import RefreshLock, RefreshLocked
+from support.settings import make_settings
 
 
 @pytest.fixture
 def held_lock(tmp_path):
-    settings = stack_settings(tmp_path / "data")
+    settings = make_settings(tmp_path / "data", own_ports=True)
     lock = RefreshLock(settings)
     lock.acquire({"run_id": "run-under-test", "mode": "full", "pid": os.getpid(), "started_at": "2026-12-02T17:00"})
     yield settings

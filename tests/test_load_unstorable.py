@@ -125,7 +125,7 @@ def test_each_unstorable_event_is_repaired_or_rejected_and_its_object_loads(stac
     assert result.inserted == lines_total - len(refused)
 
     stored = dict(stack.psql("SELECT kafka_offset, cdc_payload -> 'after' ->> 'Name' FROM bronze.unstorable_cdc"))
-    for case, key, lines, at in objects:
+    for case, key, _lines, at in objects:
         expected_name = dict((c[0], c[3]) for c in CASES)[case]
         good = [at - GOOD_AROUND + i for i in range(2 * GOOD_AROUND + 1) if i != GOOD_AROUND]
         assert all(stored.get(offset) == f"good {offset}" for offset in good), case

@@ -3,6 +3,7 @@ the state earlier ones leave)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -130,7 +131,7 @@ def test_sigkill_of_ingest_and_load_loses_and_duplicates_nothing(stack):
     refresh(stack, "--full", "--steps", "load,transform", env=env)
     keys = [o["Key"] for o in _raw_objects(stack)]
     spans = sorted(tuple(int(x) for x in k.rsplit(".", 1)[0].split("+")[-2:]) for k in keys)
-    assert spans[0][0] == 0 and all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:])), spans  # no gap, no overlap
+    assert spans[0][0] == 0 and all(a[1] + 1 == b[0] for a, b in itertools.pairwise(spans)), spans  # no gap, no overlap
     assert snapshot(stack, ("batch_file",)) == expected
 
 
@@ -145,9 +146,9 @@ def test_raw_zone_is_read_by_the_runbooks_loader(stack):
     credentials pointed at this stack), loads our raw zone into a scratch database."""
     from psycopg2 import sql
 
+    from pipeline.runtime.pgserver import EmbeddedPostgres
     from pipeline.stores.bronze import ensure_bronze
     from pipeline.stores.db import connect
-    from pipeline.runtime.pgserver import EmbeddedPostgres
 
     settings = stack.settings
     admin = EmbeddedPostgres(settings, Path(settings.data_dir) / "postgres").admin_connect()
@@ -218,7 +219,7 @@ def test_pipeline_code_has_no_table_specific_path():
 
 
 def test_second_refresh_is_refused_while_one_runs(stack):
-    from pipeline.orchestration.refresh import RefreshLock, RefreshLocked
+    from pipeline.orchestration.refresh import RefreshLock
 
     lock = RefreshLock(stack.settings)
     lock.acquire({"run_id": "held-by-test", "mode": "full", "pid": os.getpid(), "started_at": "now"})

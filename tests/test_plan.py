@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import DEFAULT_CONFIG, load_settings
 from pipeline.orchestration.plan import plan
+from support.settings import make_settings
 
 
 def two_table_settings(tmp_path: Path, runtime: str = "embedded"):
     """The shipped config: two tables (product, measure_unit), so per-table steps show their split."""
-    return load_settings(env_file=None, data_dir=str(tmp_path / "data"), config_file=str(DEFAULT_CONFIG),
-                         runtime=runtime, pg_password="unit-pg-pass", pg_reader_password="unit-reader",
-                         source_password="unit-src", s3_access_key="unit-key", s3_secret_key="unit-secret")
+    return make_settings(tmp_path / "data", runtime=runtime)
 
 
 def rows(entries) -> list[tuple[str, str]]:
@@ -61,7 +59,7 @@ def test_named_steps_run_in_pipeline_order_for_the_selected_tables(tmp_path):
 
 def test_full_and_incremental_runs_share_one_plan(tmp_path):
     """The mode changes what a step does (full reload, dbt --full-refresh), not which steps run."""
-    from pipeline.orchestration.plan import StepContext, STEP_BY_NAME
+    from pipeline.orchestration.plan import STEP_BY_NAME, StepContext
 
     settings = two_table_settings(tmp_path)
     assert [step for step, _ in rows(plan(settings))] == [

@@ -66,8 +66,8 @@ def test_raw_line_carries_its_epoch_after_the_offset_and_epoch_0_is_unchanged():
 
 
 def test_object_names_by_epoch():
-    from pipeline.steps.quarantine import replay_key
     from pipeline.steps.ingest import object_key, parse_object_key, quarantine_key
+    from pipeline.steps.quarantine import replay_key
 
     assert object_key(TABLE, TOPIC, 0, 5, 99) == \
         "quarantined/raw/batch=test.quarantine+0+00000000000000000005+00000000000000000099.jsonl"
@@ -96,13 +96,13 @@ def test_epoch_reset_notice_says_what_was_kept():
 def test_s3_that_stays_away_names_bi_s3_endpoint(tmp_path):
     """A real client against a port nobody listens on: ingest gives up with the setting to fix
     (the refresh then exits 3), after logging its retries."""
-    from conftest import free_port, stack_settings
-
-    from pipeline.stores.db import ServiceUnreachable
     from pipeline.steps.ingest import put_with_retry
+    from pipeline.stores.db import ServiceUnreachable
     from pipeline.stores.storage import RawStore
+    from support.net import free_port
+    from support.settings import make_settings
 
-    settings = stack_settings(tmp_path, s3_endpoint=f"http://127.0.0.1:{free_port()}")
+    settings = make_settings(tmp_path, own_ports=True, s3_endpoint=f"http://127.0.0.1:{free_port()}")
     retries: list[str] = []
     with pytest.raises(ServiceUnreachable) as raised:
         put_with_retry(RawStore(settings, timeout=1.0, retries=1), "product/raw/batch=x.jsonl", b"{}\n",
@@ -113,12 +113,12 @@ def test_s3_that_stays_away_names_bi_s3_endpoint(tmp_path):
 
 
 def test_kafka_that_is_away_names_bi_kafka_bootstrap(tmp_path):
-    from conftest import free_port, stack_settings
-
-    from pipeline.stores.db import ServiceUnreachable
     from pipeline.steps.ingest import ingest
+    from pipeline.stores.db import ServiceUnreachable
+    from support.net import free_port
+    from support.settings import make_settings
 
-    settings = stack_settings(tmp_path, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    settings = make_settings(tmp_path, own_ports=True, kafka_bootstrap=f"127.0.0.1:{free_port()}")
     with pytest.raises(ServiceUnreachable, match=f"^BI_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: "):
         ingest(settings, TABLE, full=False, log=lambda line: None)
 

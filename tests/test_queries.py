@@ -13,8 +13,8 @@ try:
 except ImportError:
     from dbt_support import fresh_settings, load_events, read_events
 
-from pipeline.stores import queries
 from pipeline.steps.transform import DbtProject
+from pipeline.stores import queries
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -69,8 +69,8 @@ def test_security_init_generates_every_secret(tmp_path, compose):
 ])
 def test_security_compose_runtime_refuses_default_credentials(tmp_path, monkeypatch, lines, named):
     from pipeline.config import generate_env, load_settings
-    from pipeline.runtime.select import select_runtime
     from pipeline.config.security import DefaultCredentialError
+    from pipeline.runtime.select import select_runtime
 
     for key in list(os.environ):
         if key.startswith("BI_"):

@@ -7,8 +7,13 @@ import os
 import pytest
 
 from pipeline.config import generate_env, load_settings
-from pipeline.config.security import (DefaultCredentialError, check_default_credentials, default_credential_problems,
-                               redact, sql_server_password_ok)
+from pipeline.config.security import (
+    DefaultCredentialError,
+    check_default_credentials,
+    default_credential_problems,
+    redact,
+    sql_server_password_ok,
+)
 
 
 def settings_from(tmp_path, monkeypatch, text: str, **overrides):
@@ -75,7 +80,8 @@ def test_security_sa_password_from_explicit_env(tmp_path, monkeypatch):
 
 def test_security_generated_sa_password_meets_sql_server_policy():
     for _ in range(200):
-        line = next(l for l in generate_env(compose=True).splitlines() if l.startswith("BI_SOURCE_SA_PASSWORD="))
+        line = next(entry for entry in generate_env(compose=True).splitlines()
+                    if entry.startswith("BI_SOURCE_SA_PASSWORD="))
         value = line.split("=", 1)[1]
         assert sql_server_password_ok(value), value
         assert not set(value) & set("$#'\"\\ `"), "safe in .env, compose interpolation and shells"

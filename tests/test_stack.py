@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,8 +15,9 @@ import psutil
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from conftest import REPO
 from pipeline.runtime.embedded import EmbeddedRuntime
-from conftest import REPO, stack_settings
+from support.settings import make_settings
 
 pytestmark = pytest.mark.stack
 
@@ -183,7 +184,7 @@ def test_connector_retrying_while_its_source_refuses_it_is_never_running(stack):
         assert later.effective_state == "RETRYING" and later.retrying_since == status.retrying_since
         assert f'role "{stack.settings.source_user}" is not permitted to log in' in later.last_error
         healthy, detail = stack.runtime.probe("cdc")
-        assert not healthy and f"RETRYING (attempt #" in detail and "not permitted to log in" in detail
+        assert not healthy and "RETRYING (attempt #" in detail and "not permitted to log in" in detail
         cli = stack.cli("connector", "status")
         shown = json.loads(cli.stdout)
         assert cli.returncode == 1 and shown["state"] == "RETRYING" and shown["retry_attempt"] >= 1
@@ -251,7 +252,7 @@ def test_wrong_settings_fail_with_one_line_naming_the_setting(stack, tmp_path):
 
 
 def test_up_is_idempotent_and_down_leaves_nothing():
-    settings = stack_settings(Path(tempfile.mkdtemp(prefix="bi-console-updown-")) / "data")
+    settings = make_settings(Path(tempfile.mkdtemp(prefix="bi-console-updown-")) / "data", own_ports=True)
     runtime = EmbeddedRuntime(settings)
     try:
         runtime.up(log=lambda _: None)

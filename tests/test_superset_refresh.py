@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.steps import bi
 from pipeline.superset import api
-from tests.superset_support import free_port, insert_products
+from support.net import free_port
+from tests.superset_support import insert_products
 
 pytest_plugins = ["tests.superset_support"]  # the pg and superset fixtures, once per session
 pytestmark = [pytest.mark.superset, pytest.mark.timeout(2400)]

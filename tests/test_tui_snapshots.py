@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG, load_settings
+from support.settings import make_settings
 from tui.app import BiConsoleApp
 
 SIZES = [(80, 24), (160, 48)]
@@ -13,10 +13,7 @@ VIEWS = {"services": "1", "connector": "2", "pipeline": "3", "quality": "4", "tr
 
 
 def recorded_settings(tmp_path):
-    return load_settings(env_file=None, data_dir=str(tmp_path / "data"), config_file=str(DEFAULT_CONFIG),
-                         runtime="embedded", pg_password="snapshot-pg", pg_reader_password="snapshot-reader",
-                         source_password="snapshot-source", s3_access_key="snapshot-key",
-                         s3_secret_key="snapshot-secret")
+    return make_settings(tmp_path / "data")
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

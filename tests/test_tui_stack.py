@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tui.app import BiConsoleApp
+
 try:
     from tests.tui_support import wait_for
 except ImportError:  # tests/ is not a package
@@ -44,7 +45,7 @@ async def test_full_refresh_on_f_then_quality_shows_115(stack):
                                     and quality.layer_counts("product"), 120, what="quality counts")
         except AssertionError:
             snap = quality.snapshot
-            raise AssertionError(f"quality: {snap and snap.error}, {snap and snap.counts}, errors {app.errors}")
+            raise AssertionError(f"quality: {snap and snap.error}, {snap and snap.counts}, errors {app.errors}") from None
         assert counts["staging_active"] == 115 and counts["marts"] == 115, counts
         row = await wait_for(pilot, lambda: next((line for line in screen_text(app).splitlines()
                                                   if "product" in line and line.count("115") >= 2), None),

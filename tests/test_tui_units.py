@@ -6,10 +6,12 @@ import json
 
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG, load_settings
+from pipeline.config import DEFAULT_CONFIG
 from pipeline.runtime.model import ServiceStatus
+from support import settings as support_settings
 from tui.app import BiConsoleApp
 from tui.log_pane import LogView
+
 try:
     from tests.tui_support import wait_for
 except ImportError:  # tests/ is not a package
@@ -24,10 +26,7 @@ def anyio_backend():
 
 
 def make_settings(tmp_path, config_file=None):
-    return load_settings(env_file=None, data_dir=str(tmp_path / "data"),
-                         config_file=str(config_file or DEFAULT_CONFIG), runtime="embedded",
-                         pg_password="unit-pg-pass", pg_reader_password="unit-reader", source_password="unit-src",
-                         s3_access_key="unit-key", s3_secret_key="unit-secret")
+    return support_settings.make_settings(tmp_path / "data", config_file=str(config_file or DEFAULT_CONFIG))
 
 
 async def test_log_pane_bounded_filter_highlight_copy_json(tmp_path):
@@ -328,10 +327,11 @@ async def test_help_and_footer_show_the_same_live_keys(tmp_path):
     for app in (BiConsoleApp(make_settings(tmp_path), recorded=True),
                 BiConsoleApp(make_settings(tmp_path, config), recorded=True)):
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait_for(pilot, lambda: app.query_one(Footer).query(FooterKey), what="the footer drawn")
+            # The lambdas below run within this iteration, with this iteration's app.
+            await wait_for(pilot, lambda: app.query_one(Footer).query(FooterKey), what="the footer drawn")  # noqa: B023
             footer = {key.description: key.key_display for key in app.query_one(Footer).query(FooterKey)}
             await pilot.press("question_mark")
-            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))  # noqa: B023
             help_rows = {description: keys for _, rows in app.screen.sections for keys, description in rows}
             for description in ("Quit", "Full", "Incr", "Help"):
                 assert help_rows[description].split()[0] == footer[description], (description, help_rows, footer)

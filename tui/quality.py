@@ -91,7 +91,7 @@ class QualityView(View):
     def on_mount(self) -> None:
         counts = self.query_one("#counts-table", DataTable)
         counts.add_column("table", key="table")
-        for key, label in zip(COUNT_COLUMNS, COUNT_LABELS):
+        for key, label in zip(COUNT_COLUMNS, COUNT_LABELS, strict=True):
             counts.add_column(label, key=key)
         ge = self.query_one("#ge-table", DataTable)
         for label in ("", "suite / expectation", "column", "observed"):
@@ -181,7 +181,7 @@ class QualityView(View):
         ge.clear()
         if not snap.validation:
             ge.add_row("", Text("no validation results yet (v runs them)", style="dim"), "", "")
-        for table, result in snap.validation.items():
+        for result in snap.validation.values():
             for suite in result.get("suites", []):
                 ok = suite.get("success")
                 ge.add_row(Text("✓" if ok else "✗", style="green" if ok else "bold red"),

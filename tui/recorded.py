@@ -8,9 +8,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from pipeline.checks.diagnose import Check, ConnectorSnapshot, LayerCounts, PartitionLag, QualitySnapshot
-from pipeline.steps.quarantine import QuarantineEntry, RejectEntry
 from pipeline.orchestration.refresh import RefreshRun, RunFinished, StepFinished, StepStarted
 from pipeline.runtime.model import ConnectorStatus, ServiceStatus, TaskStatus
+from pipeline.steps.quarantine import QuarantineEntry, RejectEntry
 
 RECORDED_NOW = datetime(2025, 10, 19, 12, 0, 0, tzinfo=timezone.utc)
 STARTED = RECORDED_NOW - timedelta(hours=1, minutes=12, seconds=5)

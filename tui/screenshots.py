@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import secrets
+import sys
 import tempfile
 from pathlib import Path
 

@@ -126,7 +126,7 @@ class ServicesView(View):
         else:
             for s in statuses:
                 for column, value in zip(("name", "state", "health", "uptime", "ports", "detail"),
-                                         self._cells(s, now)):
+                                         self._cells(s, now), strict=False):
                     table.update_cell(s.name, column, value, update_width=True)
         down = [s.name for s in statuses if not s.healthy]
         table.border_title = "services" + (f" · DOWN: {', '.join(down)}" if down else " · all healthy")

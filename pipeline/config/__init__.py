@@ -14,9 +14,9 @@ import string
 import tomllib
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BI_"
@@ -51,7 +51,7 @@ class TableChecks(BaseModel):
 
     @field_validator("freshness_column", "coverage_column")
     @classmethod
-    def _plain(cls, v: str | None, info) -> str | None:
+    def _plain(cls, v: str | None, info: ValidationInfo) -> str | None:
         return None if v is None else safe_identifier(v, f"tables.checks.{info.field_name}")
 
     @field_validator("flag_shares")
@@ -78,7 +78,7 @@ class TableConfig(BaseModel):
 
     @field_validator("name", "bronze_table", "staging_relation", "marts_relation", "key_column")
     @classmethod
-    def _plain(cls, v: str, info) -> str:
+    def _plain(cls, v: str, info: ValidationInfo) -> str:
         return safe_identifier(v, f"tables.{info.field_name}")
 
     @property
@@ -126,8 +126,8 @@ class FileConfig(BaseModel):
 
     @field_validator("staging_schema", "marts_schema", "bronze_schema", "meta_schema")
     @classmethod
-    def _plain_schema(cls, v: str, info) -> str:
-        return safe_identifier(v, info.field_name)
+    def _plain_schema(cls, v: str, info: ValidationInfo) -> str:
+        return safe_identifier(v, str(info.field_name))
 
 
 class Settings(BaseSettings):
@@ -186,8 +186,8 @@ class Settings(BaseSettings):
 
     @field_validator("pg_database", "pg_user", "pg_reader_user", "source_database", "source_user")
     @classmethod
-    def _plain_names(cls, v: str, info) -> str:
-        return safe_identifier(v, ENV_PREFIX + info.field_name.upper())
+    def _plain_names(cls, v: str, info: ValidationInfo) -> str:
+        return safe_identifier(v, ENV_PREFIX + str(info.field_name).upper())
 
     @cached_property
     def file(self) -> FileConfig:
@@ -204,7 +204,7 @@ class Settings(BaseSettings):
         known = ", ".join(t.name for t in self.tables)
         raise ConfigError(f"table {name!r} is not configured (known: {known})")
 
-    def pg_dsn(self, database: str | None = None, *, user: str | None = None, password: str | None = None) -> dict:
+    def pg_dsn(self, database: str | None = None, *, user: str | None = None, password: str | None = None) -> dict[str, Any]:
         return {
             "host": self.pg_host,
             "port": self.pg_port,
@@ -215,7 +215,7 @@ class Settings(BaseSettings):
             "application_name": "bi-console",
         }
 
-    def source_dsn(self) -> dict:
+    def source_dsn(self) -> dict[str, Any]:
         return {
             "host": self.source_host,
             "port": self.source_port,
@@ -225,6 +225,17 @@ class Settings(BaseSettings):
             "connect_timeout": 5,
             "application_name": "bi-console",
         }
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as `BI_*` variables: what a child process or a `.env` needs to see
+        exactly this configuration. Unset (None) settings are left out, so the child's own
+        defaults apply; booleans are written as pydantic reads them back (true/false)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
 
     def secret_values(self) -> list[str]:
         """Every secret in force, for redaction of logs and outputs."""
@@ -287,7 +298,7 @@ def xdg_config_file() -> Path:
     return base / "bi-console" / "bi-console.toml"
 
 
-def load_settings(env_file: Path | str | None = ".env", **overrides) -> Settings:
+def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Settings:
     """Build the settings, turning pydantic's report into one line naming the variable."""
     try:
         return Settings(_env_file=env_file, **overrides)

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values  # a dependency of pydantic-settings
+
 from pipeline.config import ENV_PREFIX
 
 REDACTED = "***"
@@ -122,8 +124,6 @@ def _extra(settings: Any, field: str, env: Mapping[str, str] | None) -> str | No
 def _dotenv(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
-    from dotenv import dotenv_values  # a dependency of pydantic-settings
-
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
@@ -165,7 +165,7 @@ def image_pinned(image: str | None) -> bool:
     return bool(tag) and tag.lower() != "latest" and "$" not in tag and any(ch.isdigit() for ch in tag)
 
 
-def _environment(service: Mapping) -> dict[str, str | None]:
+def _environment(service: Mapping[str, Any]) -> dict[str, str | None]:
     env = service.get("environment") or {}
     if isinstance(env, list):
         out: dict[str, str | None] = {}
@@ -176,14 +176,14 @@ def _environment(service: Mapping) -> dict[str, str | None]:
     return {str(k): (None if v is None else str(v)) for k, v in env.items()}
 
 
-def _is_one_shot(service: Mapping) -> bool:
+def _is_one_shot(service: Mapping[str, Any]) -> bool:
     labels = service.get("labels") or {}
     if isinstance(labels, list):
         labels = dict(str(item).partition("=")[::2] for item in labels)
     return str(labels.get(ONE_SHOT_LABEL, "")).lower() == "true"
 
 
-def _port_problems(name: str, ports: list) -> list[str]:
+def _port_problems(name: str, ports: list[Any] | None) -> list[str]:
     problems = []
     for port in ports or []:
         if isinstance(port, Mapping):
@@ -198,21 +198,19 @@ def _port_problems(name: str, ports: list) -> list[str]:
         spec = re.sub(r"\$\{[^}]*\}", "VAR", shown)
         if spec.startswith("["):
             host_ip = spec[1:spec.index("]")]
-            rest = spec[spec.index("]") + 2:]
         else:
             parts = spec.split(":")
             host_ip = parts[0] if len(parts) == 3 else None
-            rest = ":".join(parts[1:]) if len(parts) == 3 else spec
         if host_ip not in _LOOPBACK:
             problems.append(f"service {name}: port {shown} is published on "
                             f"{host_ip or 'every interface'}, not 127.0.0.1")
     return problems
 
 
-def compose_policy_problems(doc: Mapping, *, base_dir: Path | None = None) -> list[str]:
+def compose_policy_problems(doc: Mapping[str, Any], *, base_dir: Path | None = None) -> list[str]:
     """Every breach of the project's compose rules in a parsed compose file, one line each."""
     problems: list[str] = []
-    services: Mapping = doc.get("services") or {}
+    services: Mapping[str, Any] = doc.get("services") or {}
     for name, service in services.items():
         service = service or {}
         one_shot = _is_one_shot(service)

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import Settings, TableConfig
+from pipeline.steps.bi import run_bi_refresh
+from pipeline.steps.ingest import ingest
+from pipeline.steps.load import load
+from pipeline.steps.transform import DbtProject
+from pipeline.steps.validate import run_validation
 from pipeline.stores.db import connect
 
 StepResult = dict  # the counts a step reports
@@ -53,8 +58,6 @@ def _database_answers(settings: Settings) -> None:
 
 
 def _ingest(ctx: StepContext) -> StepResult:
-    from pipeline.steps.ingest import ingest
-
     def on_reset(reset) -> None:
         # The run goes on in the new epoch: the earlier epochs stay in the raw zone and
         # bronze, so an incremental load and transform are enough.
@@ -66,15 +69,11 @@ def _ingest(ctx: StepContext) -> StepResult:
 
 
 def _load(ctx: StepContext) -> StepResult:
-    from pipeline.steps.load import load
-
     return load(ctx.settings, ctx.table, full=ctx.table.name in ctx.full_tables, log=ctx.log,
                 cancel=ctx.cancel).counts()
 
 
 def _transform(ctx: StepContext) -> StepResult:
-    from pipeline.steps.transform import DbtProject
-
     _database_answers(ctx.settings)
     full = bool(ctx.full_tables)
     result = DbtProject(ctx.settings, ctx.log).run(ctx.selector, full_refresh=full)
@@ -85,8 +84,6 @@ def _transform(ctx: StepContext) -> StepResult:
 
 
 def _test(ctx: StepContext) -> StepResult:
-    from pipeline.steps.transform import DbtProject
-
     _database_answers(ctx.settings)
     result = DbtProject(ctx.settings, ctx.log).test(ctx.selector, within_selection=True)
     if not result.success:
@@ -101,8 +98,6 @@ def _validate(ctx: StepContext) -> StepResult:
         log(f"validate: no suites configured for {table.name}")
         return {"suites": 0}
     _database_answers(ctx.settings)
-    from pipeline.steps.validate import run_validation
-
     result = run_validation(ctx.settings, table, log)
     ctx.details.setdefault("validation", {})[table.name] = result.as_dict()
     for suite in result.suites:
@@ -116,8 +111,6 @@ def _validate(ctx: StepContext) -> StepResult:
 
 
 def _bi(ctx: StepContext) -> StepResult:
-    from pipeline.steps.bi import run_bi_refresh
-
     return run_bi_refresh(ctx.settings, ctx.log)
 
 

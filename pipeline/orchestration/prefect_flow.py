@@ -6,10 +6,12 @@ library functions as `bi-console refresh`, one task per step and table.
 
 from __future__ import annotations
 
+import httpx
 from prefect import flow, get_run_logger, task
 
 from pipeline.config import Settings, load_settings
-from pipeline.orchestration.plan import plan
+from pipeline.orchestration.plan import STEP_BY_NAME, StepContext, plan
+from pipeline.steps.transform import DbtProject
 
 
 def _log():
@@ -20,8 +22,6 @@ def _log():
 @task(retries=2, retry_delay_seconds=10)
 def table_step_task(settings: Settings, step_name: str, table_name: str, full: bool) -> dict:
     """One per-table step of the refresh's plan, run by the refresh's own Step."""
-    from pipeline.orchestration.plan import STEP_BY_NAME, StepContext
-
     table = settings.table(table_name)
     resets: list[str] = []
 
@@ -39,8 +39,6 @@ TASK_NAMES = {"ingest": "ingest_kafka_to_s3", "load": "load_bronze_from_s3"}
 
 @task(name="run_dbt_transformations")
 def dbt_run_task(settings: Settings, selector: str, full: bool) -> dict:
-    from pipeline.steps.transform import DbtProject
-
     result = DbtProject(settings, _log()).run(selector, full_refresh=full)
     if not result.success:
         raise RuntimeError(f"dbt run failed: {[n.name for n in result.failed] or result.error}")
@@ -49,8 +47,6 @@ def dbt_run_task(settings: Settings, selector: str, full: bool) -> dict:
 
 @task(name="run_dbt_tests")
 def dbt_test_task(settings: Settings, selector: str) -> dict:
-    from pipeline.steps.transform import DbtProject
-
     result = DbtProject(settings, _log()).test(selector, within_selection=True)
     return {"success": result.success, **result.counts, "failed": [n.name for n in result.failed]}
 
@@ -58,8 +54,6 @@ def dbt_test_task(settings: Settings, selector: str) -> dict:
 @task(name="send_alert")
 def alert_task(settings: Settings, message: str) -> None:
     if settings.alert_webhook_url:
-        import httpx
-
         httpx.post(settings.alert_webhook_url, json={"text": message}, timeout=10)
     get_run_logger().error(message)
 

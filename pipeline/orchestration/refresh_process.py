@@ -18,9 +18,16 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.config import ConfigError, Settings
-from pipeline.orchestration.refresh import (RefreshLocked, RefreshRun, RunFinished, StepFinished, StepLog, StepStarted,
-                              run_refresh)
+from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.orchestration.refresh import (
+    RefreshLocked,
+    RefreshRun,
+    RunFinished,
+    StepFinished,
+    StepLog,
+    StepStarted,
+    run_refresh,
+)
 
 _EVENTS = {cls.__name__: cls for cls in (StepStarted, StepLog, StepFinished)}
 _ERRORS = {"RefreshLocked": RefreshLocked, "ConfigError": ConfigError}
@@ -49,8 +56,6 @@ def _decode(line: str) -> object | None:
 def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps: list[str] | None = None,
                          tables: list[str] | None = None, on_event: Callable[[object], None] = lambda e: None,
                          cancel: threading.Event | None = None, nice: int = 10) -> RefreshRun:
-    from pipeline.runtime.embedded import settings_environment
-
     request = json.dumps({"mode": mode, "steps": steps, "tables": tables})
     log_dir = Path(settings.data_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +64,7 @@ def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps
         # Lower priority: on a small machine the operator's key presses win over dbt's CPU work.
         child = subprocess.Popen([sys.executable, "-m", "pipeline.orchestration.refresh_process", request],
                                  stdout=subprocess.PIPE, stderr=child_log, stdin=subprocess.DEVNULL, text=True,
-                                 env=settings_environment(settings), start_new_session=True,
+                                 env={**os.environ, **settings.to_env()}, start_new_session=True,
                                  preexec_fn=lambda: os.nice(nice))
     done = threading.Event()
 
@@ -90,8 +95,6 @@ def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps
 
 
 def main(argv: list[str]) -> int:
-    from pipeline.config import load_settings
-
     request = json.loads(argv[0])
     cancel = threading.Event()
     signal.signal(signal.SIGUSR1, lambda *_: cancel.set())

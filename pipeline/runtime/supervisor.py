@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,7 +153,7 @@ class ManagedProcess:
             data = fh.read().decode("utf-8", "replace")
         return data.splitlines()[-lines:]
 
-    def follow(self, poll: float = 0.25, stop=lambda: False):
+    def follow(self, poll: float = 0.25, stop: Callable[[], bool] = lambda: False) -> Iterator[str]:
         """Yield new log lines as they are written, until stop() is true."""
         self.log_file.touch(exist_ok=True)
         with open(self.log_file, "rb") as fh:
@@ -169,7 +170,7 @@ class ManagedProcess:
                     yield line.decode("utf-8", "replace")
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -22,17 +22,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import orjson
-
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from psycopg2 import sql
 
+from pipeline.config import Settings, TableConfig
+from pipeline.process.memory import release_freed_memory
 from pipeline.steps import quarantine
+from pipeline.steps.envelope import PoisonMessage, check_event
 from pipeline.stores.bronze import bronze_relation, ensure_meta
 from pipeline.stores.db import ServiceUnreachable, connect
-from pipeline.config import Settings, TableConfig
-from pipeline.steps.envelope import PoisonMessage, check_event
 from pipeline.stores.kafka import PartitionOffsets, client_config, probe_broker, topic_offsets
-from pipeline.process.memory import release_freed_memory
 from pipeline.stores.storage import RawStore, S3Refused
 
 Log = Callable[[str], None]

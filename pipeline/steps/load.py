@@ -20,20 +20,19 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import msgspec
 import orjson
-
 import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from pipeline.stores.bronze import POSITION, create_shadow, ensure_bronze, replace_with_shadow
-from pipeline.stores.db import connect
 from pipeline.config import Settings, TableConfig
 from pipeline.steps.envelope import is_bare_json_object, unwrap
 from pipeline.steps.ingest import StepCancelled
+from pipeline.stores.bronze import POSITION, create_shadow, ensure_bronze, replace_with_shadow
+from pipeline.stores.db import connect
 from pipeline.stores.storage import RawStore
 
 Log = Callable[[str], None]
@@ -240,7 +239,7 @@ class _RawLine(msgspec.Struct):
     offset: int
     value: msgspec.Raw
     epoch: int = 0  # absent: the topic's first epoch
-    timestamp: Optional[int] = None
+    timestamp: int | None = None
     key: msgspec.Raw = msgspec.UNSET
 
 

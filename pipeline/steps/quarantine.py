@@ -21,6 +21,8 @@ from botocore.exceptions import ClientError
 from psycopg2 import sql
 
 from pipeline.config import FileConfig, Settings, TableConfig
+from pipeline.steps import ingest  # a module import: ingest imports this module back
+from pipeline.steps.envelope import PoisonMessage, check_event
 from pipeline.stores.db import connect
 from pipeline.stores.storage import RawStore
 
@@ -329,9 +331,6 @@ def replay(settings: Settings, table: TableConfig | str | None = None, log: Log 
 
     Idempotent: a replayed message is not checked again, and a replay object is rewritten
     only to add messages, with the lines it already held."""
-    from pipeline.steps.envelope import PoisonMessage, check_event
-    from pipeline.steps.ingest import _line
-
     tables = [_table(settings, table)] if table is not None else list(settings.tables)
     store = store or RawStore(settings)
     result = ReplayResult()
@@ -370,7 +369,7 @@ def replay(settings: Settings, table: TableConfig | str | None = None, log: Log 
                         if str(poison) != entry.reason:
                             reasons.append((str(poison), entry))
                         continue
-                    passed[position] = _line(record_["topic"], record_["partition"], record_["offset"],
+                    passed[position] = ingest._line(record_["topic"], record_["partition"], record_["offset"],
                                              record_.get("timestamp"), key_json, value_json, epoch=position[0])
                 with conn, conn.cursor() as cur:
                     for reason, entry in reasons:

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.config import Settings
+from pipeline.config import Settings, load_settings
 
 Log = Callable[[str], None]
 
@@ -117,7 +120,7 @@ def write_profile(settings: Settings, threads: int = 4) -> Path:
         "host": settings.pg_host,
         "port": int(settings.pg_port),
         "user": settings.pg_user,
-        "password": "{{ env_var('%s') }}" % PASSWORD_ENV,
+        "password": "{{ env_var('" + PASSWORD_ENV + "') }}",
         "dbname": settings.pg_database,
         "schema": settings.file.staging_schema,
         "threads": threads,
@@ -328,16 +331,10 @@ def run_in_child(settings: Settings, selector: str, log: Log | None = None, *, d
 def _invoke_in_child(settings: Settings, args: list[str], log: Log | None, timeout: float, nice: int) -> DbtResult:
     """`python -m pipeline.steps.transform ARGS`: its stdout carries one JSON object a line,
     {"log": line} while dbt runs, then {"result": ...}; stderr is kept for a crash report."""
-    import subprocess
-    import sys
-    import tempfile
-
-    from pipeline.runtime.embedded import settings_environment
-
     command, started = args[0], time.monotonic()
     with tempfile.TemporaryFile(mode="w+") as errors:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.steps.transform", *args], stdout=subprocess.PIPE,
-                                stderr=errors, stdin=subprocess.DEVNULL, text=True, env=settings_environment(settings),
+                                stderr=errors, stdin=subprocess.DEVNULL, text=True, env={**os.environ, **settings.to_env()},
                                 preexec_fn=lambda: os.nice(nice))
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
@@ -370,10 +367,6 @@ def _invoke_in_child(settings: Settings, args: list[str], log: Log | None, timeo
 
 def _main(argv: list[str]) -> int:
     """`python -m pipeline.steps.transform debug | run [--debug] SELECTOR...`, for _invoke_in_child."""
-    import sys
-
-    from pipeline.config import load_settings
-
     if not argv or argv[0] not in ("debug", "run"):
         print("usage: python -m pipeline.steps.transform debug | run [--debug] SELECTOR...", file=sys.stderr)
         return 2
@@ -396,6 +389,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(_main(sys.argv[1:]))

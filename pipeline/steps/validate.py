@@ -42,6 +42,7 @@ import psycopg2
 from psycopg2 import sql
 
 from pipeline.config import Settings, TableConfig
+from pipeline.process.background_import import import_in_background
 
 Log = Callable[[str], None]
 
@@ -203,7 +204,7 @@ def render_suite(data: dict, settings: Settings, table: TableConfig, conn, now: 
 
 
 def _connection_string(settings: Settings) -> str:
-    from sqlalchemy.engine import URL
+    from sqlalchemy.engine import URL  # heavy, and only GX needs it
 
     url = URL.create(
         "postgresql+psycopg2",
@@ -218,8 +219,6 @@ def _connection_string(settings: Settings) -> str:
 
 def import_gx_in_background() -> threading.Thread:
     """Start importing Great Expectations while an earlier step waits on PostgreSQL."""
-    from pipeline.process.background_import import import_in_background
-
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     return import_in_background("great_expectations")
 
@@ -227,7 +226,7 @@ def import_gx_in_background() -> threading.Thread:
 def _new_context(docs_dir: Path):
     """An in-memory GX context (nothing persisted but the Data Docs site under docs_dir)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
+    import great_expectations as gx  # heavy (seconds): loaded only when a suite runs
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
@@ -250,7 +249,7 @@ def _new_context(docs_dir: Path):
 
 
 def _build_suite(gx, name: str, rendered: dict):
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # heavy
 
     expectations = []
     for i, spec in enumerate(rendered["expectations"]):
@@ -364,7 +363,7 @@ def run_validation(
     pending: dict[str, tuple[Any, SuiteOutcome]] = {}
     try:
         if names:
-            import great_expectations as gx
+            import great_expectations as gx  # heavy: only when there are suites to run
 
             context = _new_context(docs_dir)
             datasource = context.data_sources.add_postgres(

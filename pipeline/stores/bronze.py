@@ -6,9 +6,13 @@ Every identifier comes from configuration and is quoted with `psycopg2.sql`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg2 import sql
+from psycopg2.extensions import cursor
 
 from pipeline.config import ConfigError, FileConfig, TableConfig
+from pipeline.stores.db import one_row
 
 _BRONZE_TABLE = """
 CREATE TABLE IF NOT EXISTS {bronze}.{table} (
@@ -86,7 +90,7 @@ _META_COLUMNS = [
 ]
 
 
-def ensure_meta(cur, file_config: FileConfig) -> None:
+def ensure_meta(cur: cursor, file_config: FileConfig) -> None:
     meta = sql.Identifier(file_config.meta_schema)
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(meta))
     for statement in _META_TABLES:
@@ -141,7 +145,7 @@ def _change_columns(key_column: str) -> list[tuple[str, str, str]]:
     ]
 
 
-def ensure_bronze(cur, file_config: FileConfig, table: TableConfig) -> None:
+def ensure_bronze(cur: cursor, file_config: FileConfig, table: TableConfig) -> None:
     """Create the bronze schema, the table's event table and the bookkeeping tables."""
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(file_config.bronze_schema)))
     ensure_event_table(cur, file_config, table, table.bronze_table)
@@ -154,7 +158,7 @@ def object_names(name: str) -> dict[str, str]:
             "ingested_at": f"{name}_ingested_at_idx"}
 
 
-def ensure_event_table(cur, file_config: FileConfig, table: TableConfig, name: str) -> None:
+def ensure_event_table(cur: cursor, file_config: FileConfig, table: TableConfig, name: str) -> None:
     """Create or bring up to date the event table `name` (bronze's, or a full load's shadow).
 
     The change columns are added to an existing table too (PostgreSQL computes them for
@@ -196,7 +200,7 @@ def ensure_event_table(cur, file_config: FileConfig, table: TableConfig, name: s
     # cost ~15 % of the load for the 2x disk it saves. Applies to rows stored from now on.
     cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'cdc_payload'",
                 (relation.as_string(cur),))
-    if cur.fetchone()[0] != "e":
+    if one_row(cur)[0] != "e":
         cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN cdc_payload SET STORAGE EXTERNAL").format(relation))
 
 
@@ -219,13 +223,13 @@ def shadow_name(table: TableConfig) -> str:
     return table.bronze_table + SHADOW_SUFFIX
 
 
-def _bookkeeping(cur, file_config: FileConfig, statement: str, *params) -> None:
+def _bookkeeping(cur: cursor, file_config: FileConfig, statement: str, *params: Any) -> None:
     meta = sql.Identifier(file_config.meta_schema)
     for name in ("load_manifest", "load_rejects"):
         cur.execute(sql.SQL(statement).format(meta=meta, table=sql.Identifier(name)), params)
 
 
-def create_shadow(cur, file_config: FileConfig, table: TableConfig) -> str:
+def create_shadow(cur: cursor, file_config: FileConfig, table: TableConfig) -> str:
     """An empty shadow of the event table, built by the same DDL; a leftover one (a full load
     that crashed) and its manifest and rejects rows are dropped first. Returns its name."""
     shadow = shadow_name(table)
@@ -236,7 +240,7 @@ def create_shadow(cur, file_config: FileConfig, table: TableConfig) -> str:
     return shadow
 
 
-def _copy_grants(cur, source: sql.Composed, target: sql.Composed) -> None:
+def _copy_grants(cur: cursor, source: sql.Composed, target: sql.Composed) -> None:
     """Give `target` the table privileges other roles hold on `source` (none by default: bronze
     is the owner's alone), so that a swap takes nothing from anyone."""
     cur.execute("SELECT a.grantee, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable "
@@ -250,7 +254,7 @@ def _copy_grants(cur, source: sql.Composed, target: sql.Composed) -> None:
             sql.SQL(privilege), target, role, sql.SQL(" WITH GRANT OPTION" if grantable else "")))
 
 
-def replace_with_shadow(cur, file_config: FileConfig, table: TableConfig, lock_timeout_s: int = 120) -> None:
+def replace_with_shadow(cur: cursor, file_config: FileConfig, table: TableConfig, lock_timeout_s: int = 120) -> None:
     """Put the filled shadow in bronze's place, within the caller's transaction.
 
     Readers see the old table until the commit and the new one after it (a query waiting on
@@ -266,7 +270,7 @@ def replace_with_shadow(cur, file_config: FileConfig, table: TableConfig, lock_t
     shadow_relation = sql.SQL("{}.{}").format(schema, sql.Identifier(shadow))
     cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_s}s")))
     cur.execute("SELECT to_regclass(%s)", (canonical.as_string(cur),))
-    if cur.fetchone()[0] is not None:
+    if one_row(cur)[0] is not None:
         _copy_grants(cur, canonical, shadow_relation)
         cur.execute(sql.SQL("DROP TABLE {}").format(canonical))
     cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(shadow_relation, sql.Identifier(table.bronze_table)))

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg2
+from psycopg2.extensions import connection, cursor
 
 from pipeline.config import Settings
+
+
+def one_row(cur: cursor) -> tuple[Any, ...]:
+    """The row of a statement that always returns one (an aggregate, a catalog lookup)."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
 
 
 class ServiceUnreachable(Exception):
@@ -26,27 +37,30 @@ def explain_pg_error(exc: psycopg2.OperationalError, host: str, port: int, user:
     return f"BI_{prefix}_PORT={port} (BI_{prefix}_HOST={host}): cannot connect to PostgreSQL: {text}"
 
 
-def connect(settings: Settings, **overrides):
+def connect(settings: Settings, **overrides: Any) -> connection:
     dsn = {**settings.pg_dsn(), **overrides}
     try:
-        return psycopg2.connect(**dsn)
+        conn: connection = psycopg2.connect(**dsn)
+        return conn
     except psycopg2.OperationalError as exc:
         raise ServiceUnreachable(explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"])) from None
 
 
-def connect_source(settings: Settings):
+def connect_source(settings: Settings) -> connection:
     dsn = settings.source_dsn()
     try:
-        return psycopg2.connect(**dsn)
+        conn: connection = psycopg2.connect(**dsn)
+        return conn
     except psycopg2.OperationalError as exc:
         raise ServiceUnreachable(explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"], "SOURCE")) from None
 
 
-def connect_reader(settings: Settings):
+def connect_reader(settings: Settings) -> connection:
     """As the read-only BI role (what Superset connects as)."""
     dsn = settings.pg_dsn(user=settings.pg_reader_user, password=settings.pg_reader_password)
     try:
-        return psycopg2.connect(**dsn)
+        conn: connection = psycopg2.connect(**dsn)
+        return conn
     except psycopg2.OperationalError as exc:
         text = explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"], role="PG_READER")
         raise ServiceUnreachable(text) from None

@@ -5,20 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # exported, not re-declared
 
 from pipeline.config import Settings
 from pipeline.stores.db import ServiceUnreachable
-
 
 _LIBRDKAFKA_LOG = logging.getLogger("bi_console.librdkafka")
 _LIBRDKAFKA_LOG.addHandler(logging.NullHandler())
 _LIBRDKAFKA_LOG.propagate = False
 
 
-def client_config(settings: Settings, **options) -> dict:
+def client_config(settings: Settings, **options: Any) -> dict[str, Any]:
     """The base of every Kafka client's configuration. librdkafka's own log lines
     (`%3|...|FAIL|...` for every refused connection) go to a Python logger instead of
     stderr: an unreachable broker is reported once, by the caller, naming BI_KAFKA_BOOTSTRAP."""
@@ -126,12 +126,14 @@ def _true_high(consumer: Consumer, topic: str, partition: int, low: int, high: i
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for message in consumer.consume(500, timeout=0.1):
-            error = message.error()
+            error, offset = message.error(), message.offset()
+            if offset is None:
+                continue
             if error is None:
-                end = max(end, message.offset() + 1)
+                end = max(end, offset + 1)
             elif error.code() == KafkaError._PARTITION_EOF:
                 consumer.unassign()
-                return max(end, message.offset())
+                return max(end, offset)
     consumer.unassign()
     return end
 

@@ -17,9 +17,14 @@ last_modified_in_source, ingested_timestamp).
 
 from __future__ import annotations
 
+from types import TracebackType
+from typing import Any
+
 from psycopg2 import sql
+from psycopg2.extensions import connection, cursor
 
 from pipeline.config import FileConfig, TableConfig
+from pipeline.stores.db import one_row
 
 # The runbook's "Validation Queries" section, verbatim.
 RUNBOOK_VALIDATION_SQL: dict[str, str] = {
@@ -97,50 +102,53 @@ def relations(file_config: FileConfig, table: TableConfig) -> dict[str, tuple[st
 class _Cursor:
     """Accept a connection or a cursor; close only what we opened."""
 
-    def __init__(self, conn_or_cursor):
-        self.own = hasattr(conn_or_cursor, "cursor")
-        self.cur = conn_or_cursor.cursor() if self.own else conn_or_cursor
+    def __init__(self, conn_or_cursor: connection | cursor):
+        self.own = isinstance(conn_or_cursor, connection)
+        self.cur = conn_or_cursor.cursor() if isinstance(conn_or_cursor, connection) else conn_or_cursor
 
-    def __enter__(self):
+    def __enter__(self) -> cursor:
         return self.cur
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
         if self.own:
             self.cur.close()
 
 
-def _rows(cur) -> list[dict]:
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, row)) for row in cur.fetchall()]
+def _rows(cur: cursor) -> list[dict[str, Any]]:
+    cols = [d[0] for d in cur.description or ()]
+    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
-def _exists(cur, schema: str, name: str) -> bool:
+def _exists(cur: cursor, schema: str, name: str) -> bool:
     cur.execute("SELECT to_regclass(%s) IS NOT NULL", (_rel(schema, name).as_string(cur),))
-    return bool(cur.fetchone()[0])
+    row = cur.fetchone()
+    return bool(row and row[0])
 
 
-def fetch(conn, statement, params=None) -> list[dict]:
+def fetch(conn: connection | cursor, statement: str | sql.Composable,
+          params: tuple[Any, ...] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Run any statement (e.g. one of RUNBOOK_VALIDATION_SQL) and return its rows as dicts."""
     with _Cursor(conn) as cur:
         cur.execute(statement, params)
         return _rows(cur) if cur.description else []
 
 
-def layer_counts(conn, file_config: FileConfig, table: TableConfig) -> list[dict]:
+def layer_counts(conn: connection | cursor, file_config: FileConfig, table: TableConfig) -> list[dict[str, Any]]:
     """Rows {'layer', 'records'}: bronze total, bronze distinct keys, staging all, staging active,
     marts. `records` is None for a relation that does not exist yet."""
     rel = relations(file_config, table)
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     with _Cursor(conn) as cur:
         bronze_ok = _exists(cur, *rel["bronze"])
         staging_ok = _exists(cur, *rel["staging"])
         marts_ok = _exists(cur, *rel["marts"])
 
-        def count(ok: bool, statement) -> int | None:
+        def count(ok: bool, statement: sql.Composable) -> int | None:
             if not ok:
                 return None
             cur.execute(statement)
-            return int(cur.fetchone()[0])
+            return int(one_row(cur)[0])
 
         bronze = _rel(*rel["bronze"])
         staging = _rel(*rel["staging"])
@@ -151,7 +159,7 @@ def layer_counts(conn, file_config: FileConfig, table: TableConfig) -> list[dict
         if staging_ok:
             # One scan for both counts.
             cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE deleted = false) FROM {}").format(staging))
-            staging_all, staging_active = (int(v) for v in cur.fetchone())
+            staging_all, staging_active = (int(v) for v in one_row(cur))
         out.append({"layer": LAYER_STAGING_ALL, "records": staging_all})
         out.append({"layer": LAYER_STAGING_ACTIVE, "records": staging_active})
         out.append({"layer": LAYER_MARTS,
@@ -159,7 +167,7 @@ def layer_counts(conn, file_config: FileConfig, table: TableConfig) -> list[dict
     return out
 
 
-def supplier_distribution(conn, file_config: FileConfig, table: TableConfig) -> list[dict]:
+def supplier_distribution(conn: connection | cursor, file_config: FileConfig, table: TableConfig) -> list[dict[str, Any]]:
     """Rows {'supplier_name', 'product_count', 'percentage'} (percentage: Decimal, 2 places), largest first."""
     marts = _rel(*relations(file_config, table)["marts"])
     statement = sql.SQL(
@@ -170,7 +178,7 @@ def supplier_distribution(conn, file_config: FileConfig, table: TableConfig) -> 
     return fetch(conn, statement)
 
 
-def multilingual_coverage(conn, file_config: FileConfig, table: TableConfig) -> list[dict]:
+def multilingual_coverage(conn: connection | cursor, file_config: FileConfig, table: TableConfig) -> list[dict[str, Any]]:
     """Rows {'multilingual_status', 'product_count'}, largest first."""
     marts = _rel(*relations(file_config, table)["marts"])
     statement = sql.SQL(
@@ -180,7 +188,7 @@ def multilingual_coverage(conn, file_config: FileConfig, table: TableConfig) -> 
     return fetch(conn, statement)
 
 
-def data_freshness(conn, file_config: FileConfig, table: TableConfig) -> list[dict]:
+def data_freshness(conn: connection | cursor, file_config: FileConfig, table: TableConfig) -> list[dict[str, Any]]:
     """One row {'latest_source_update', 'latest_ingest', 'data_age'} (data_age: timedelta or None)."""
     marts = _rel(*relations(file_config, table)["marts"])
     statement = sql.SQL(

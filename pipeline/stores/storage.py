@@ -9,11 +9,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as S3ConnectionError, ConnectTimeoutError,
-                                 HTTPClientError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    HTTPClientError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import ConnectionError as S3ConnectionError
 
 from pipeline.config import ConfigError, Settings
 from pipeline.stores.db import ServiceUnreachable
@@ -95,7 +104,7 @@ class RawStore:
         return None
 
     @contextmanager
-    def _named_failures(self):
+    def _named_failures(self) -> Iterator[None]:
         try:
             yield
         except (BotoCoreError, ClientError) as exc:
@@ -128,11 +137,12 @@ class RawStore:
     def put(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> str:
         with self._named_failures():
             response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=metadata or {})
-        return response.get("ETag", "").strip('"')
+        return str(response.get("ETag", "")).strip('"')
 
     def get(self, key: str) -> bytes:
         with self._named_failures():
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return body
 
     def lines(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """The object's lines (JSONL: split on \n only) as they arrive, without holding the
@@ -150,7 +160,7 @@ class RawStore:
             finally:
                 body.close()
 
-    def list(self, prefix: str) -> Iterator[dict]:
+    def list(self, prefix: str) -> Iterator[dict[str, Any]]:
         """Objects under prefix in key order, each {'Key', 'ETag', 'Size'}."""
         with self._named_failures():
             paginator = self.client.get_paginator("list_objects_v2")

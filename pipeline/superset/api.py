@@ -583,7 +583,7 @@ def invalidate_and_warm(settings: Settings, datasets: Iterable[str] | None = Non
         warmed = 0
         failed: list[dict] = []
         seen: set[int] = set()
-        for name, ds_id in found.items():
+        for ds_id in found.values():
             for chart in client.find("chart", "datasource_id", ds_id):
                 if chart.get("datasource_type", "table") != "table" or chart["id"] in seen:
                     continue
