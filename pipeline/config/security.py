@@ -40,6 +40,8 @@ class DefaultCredentialError(ValueError):
     """A known default or too weak credential is configured. One line, naming the variable."""
 
 
+_ARG_REFERENCE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
 def _is_known_default(value: str) -> bool:
     v = value.strip().lower()
     return v in KNOWN_DEFAULT_VALUES or v.startswith("change_me") or v.startswith("changeme")
@@ -280,7 +282,7 @@ def dockerfile_problems(service: str, build: Any, base_dir: Path) -> list[str]:
             defaults[name] = value.strip('"')
         if len(words) >= 2 and words[0].upper() == "FROM":
             image = next(w for w in words[1:] if not w.startswith("--"))
-            image = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: defaults.get(m.group(1), m.group(0)), image)
+            image = _ARG_REFERENCE.sub(lambda m: defaults.get(str(m.group(1)), str(m.group(0))), image)
             if not image_pinned(image):
                 problems.append(f"service {service}: {path.name} starts FROM {image}, not a pinned version")
     return problems
