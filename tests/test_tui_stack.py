@@ -122,6 +122,10 @@ async def test_no_cdc_events_panel_diagnoses_stopped_connector_and_fix_restarts_
                            what="'✗ Connector state' on screen")
 
             await pilot.press("c")  # the panel's fix: restart connector
+            from tui.confirm import ConfirmScreen
+
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, what="the fix's question")
+            await pilot.press("y")
             await wait_for(pilot, lambda: "no_cdc_events" in view._fixing, 2, interval=0.02, what="fix to start")
             await wait_for(pilot, lambda: "no_cdc_events" not in view._fixing, 180, interval=0.5,
                            what="the fix to end")

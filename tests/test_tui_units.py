@@ -169,3 +169,175 @@ async def test_help_overlay_lists_the_views_keys(tmp_path):
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
         assert not isinstance(app.screen, HelpScreen)
+
+
+class ControlRecordingRuntime:
+    """A runtime that only records the service controls it is asked for (no stack in the fast lane)."""
+
+    name = "embedded"
+
+    def __init__(self):
+        self.controls: list[tuple[str, str]] = []
+
+    def service_names(self):
+        return ["postgres", "cdc"]
+
+    def status_all(self):
+        return [ServiceStatus("postgres", "running", True, "ok"), ServiceStatus("cdc", "running", True, "ok")]
+
+    def logs(self, service, follow=False, tail=200, stop=lambda: False):
+        return iter(["records: 3 loaded", "other line"])
+
+    def start(self, service, log=None):
+        self.controls.append(("start", service))
+
+    def stop(self, service):
+        self.controls.append(("stop", service))
+
+    def restart(self, service, log=None):
+        self.controls.append(("restart", service))
+
+
+async def test_slash_with_the_table_focused_filters_the_log_and_no_key_reaches_the_table(tmp_path):
+    from textual import events
+    from textual.widgets import DataTable, Input
+
+    runtime = ControlRecordingRuntime()
+    app = BiConsoleApp(make_settings(tmp_path), runtime=runtime, poll_interval=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.focused, DataTable), what="the services table focused")
+        # Sent in one burst, as a terminal delivers typed text: no key waits for the focus to move.
+        for char in "/records":
+            app.post_message(events.Key("slash" if char == "/" else char, char))
+        await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        assert runtime.controls == []
+        assert isinstance(app.focused, Input)
+        await pilot.press("ctrl+u", *"records", "enter")
+        assert runtime.controls == []
+        view = app.query_one("#service-log LogView", LogView)
+        await wait_for(pilot, lambda: view.visible_lines == ["records: 3 loaded"], what="the log filtered")
+        # From another view too: `/` opens the filter of the log on screen.
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.query_one("#views").active == "pipeline")
+        await pilot.press("slash")
+        await wait_for(pilot, lambda: isinstance(app.focused, Input) and app.focused.id == "filter"
+                       and "step-log" in [a.id for a in app.focused.ancestors])
+
+
+async def test_stop_and_restart_ask_first_and_the_default_is_no(tmp_path):
+    from textual.widgets import DataTable
+
+    from tui.confirm import ConfirmScreen
+
+    runtime = ControlRecordingRuntime()
+    app = BiConsoleApp(make_settings(tmp_path), runtime=runtime, poll_interval=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.focused, DataTable) and app.view("services").selected)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("enter")  # the default answer
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        await app.workers.wait_for_complete()
+        assert runtime.controls == []
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: runtime.controls, what="the confirmed restart")
+        await app.workers.wait_for_complete()
+        assert runtime.controls == [("restart", "postgres")]
+
+
+async def test_a_fix_asks_first_unless_the_config_turns_confirmations_off(tmp_path):
+    from tui.confirm import ConfirmScreen
+
+    app = BiConsoleApp(make_settings(tmp_path), runtime=ControlRecordingRuntime(), poll_interval=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        troubleshoot = app.view("troubleshoot")
+        started = []
+        troubleshoot._start_fix = started.append  # the fix itself needs a stack: only whether it starts is asked
+        await pilot.press("5")
+        await wait_for(pilot, lambda: app.query_one("#views").active == "troubleshoot")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        assert started == []
+
+    config = tmp_path / "bi-console.toml"
+    config.write_text("confirm_actions = false\n")
+    runtime = ControlRecordingRuntime()
+    app = BiConsoleApp(make_settings(tmp_path, config), runtime=runtime, poll_interval=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.view("services").selected)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: runtime.controls, what="the stop, unasked")
+        await app.workers.wait_for_complete()
+        assert runtime.controls == [("stop", "postgres")] and not isinstance(app.screen, ConfirmScreen)
+
+
+def screen_text(app) -> str:
+    return "\n".join("".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_pipeline_counts_are_never_cut_into_other_numbers(tmp_path, size):
+    import re
+
+    from pipeline.orchestration.refresh import StepFinished, StepStarted
+
+    app = BiConsoleApp(make_settings(tmp_path), recorded=True)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.query_one("#views").active == "pipeline")
+        pipeline = app.view("pipeline")
+        for table, inserted in (("product", 32530), ("measure_unit", 500)):
+            counts = {"objects": 1, "skipped_objects": 0, "lines": inserted, "inserted": inserted,
+                      "rejected": 0, "sanitized": 0}
+            pipeline.apply_event(StepStarted("r1", table, "load"), announce=False)
+            pipeline.apply_event(StepFinished("r1", table, "load", "ok", 1.0, counts), announce=False)
+        await pilot.pause(0.2)
+        await app.workers.wait_for_complete()
+        text = screen_text(app)
+        rows = {t: next(line for line in text.splitlines() if t in line and "load" in line)
+                for t in ("product", "measure_unit")}
+        assert "lines=32.5k" in rows["product"] and "lines=500" in rows["measure_unit"], rows
+        if size[0] >= 160:
+            assert "inserted=32.5k" in rows["product"] and "inserted=500" in rows["measure_unit"], rows
+        else:  # what does not fit is left out whole, and said so
+            assert all("…" in line for line in rows.values()), rows
+        # Whatever is shown of a count is the whole count.
+        for line in rows.values():
+            for value in re.findall(r"=([0-9.]+k?)", line):
+                assert value in ("1", "0", "500", "32.5k"), (value, line)
+
+
+async def test_help_and_footer_show_the_same_live_keys(tmp_path):
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    from tui.help import HelpScreen
+    from tui.log_pane import LogPane
+
+    config = tmp_path / "bi-console.toml"
+    config.write_text('[keymap]\nfull_refresh = "F"\nlog_copy = "c"\n')
+    for app in (BiConsoleApp(make_settings(tmp_path), recorded=True),
+                BiConsoleApp(make_settings(tmp_path, config), recorded=True)):
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.query_one(Footer).query(FooterKey), what="the footer drawn")
+            footer = {key.description: key.key_display for key in app.query_one(Footer).query(FooterKey)}
+            await pilot.press("question_mark")
+            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+            help_rows = {description: keys for _, rows in app.screen.sections for keys, description in rows}
+            for description in ("Quit", "Full", "Incr", "Help"):
+                assert help_rows[description].split()[0] == footer[description], (description, help_rows, footer)
+            copy = help_rows["copy selected lines"]
+            subtitle = app.query_one("#service-log", LogPane).border_subtitle
+            if app.settings.file.keymap:
+                assert footer["Full"] == "F" and copy == "c" and "c copy" in subtitle, (footer, copy, subtitle)
+            else:
+                assert footer["Quit"] == "q" and copy == "y" and "y copy" in subtitle

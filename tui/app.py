@@ -69,6 +69,8 @@ class BiConsoleApp(App):
         Binding("f", "full_refresh", "Full", id="full_refresh"),
         Binding("i", "incremental_refresh", "Incr", id="incremental_refresh"),
         Binding("q", "quit", "Quit", id="quit"),
+        # Here, not on the log only: with a table focused, the typed filter text would be its keys.
+        Binding("slash", "filter_log", "Filter log", show=False, id="log_filter"),
     ]
 
     def __init__(self, settings: Settings, *, runtime=None, live: bool | None = None, recorded: bool = False,
@@ -87,6 +89,7 @@ class BiConsoleApp(App):
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.errors: list[str] = []
         self.status_updates = 0
+        self.keymap: dict[str, str] = {}  # binding id -> key, from the config file
 
     # -- layout -------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -122,7 +125,12 @@ class BiConsoleApp(App):
             if unknown:
                 self.notify(f"config keymap: unknown action(s) {', '.join(unknown)}; known: "
                             f"{', '.join(sorted(known))}", severity="warning", timeout=10)
-            self.set_keymap({k: v for k, v in file.keymap.items() if k in known})
+            self.keymap = {k: v for k, v in file.keymap.items() if k in known}
+            self.set_keymap(self.keymap)
+            from tui.log_pane import LogPane
+
+            for pane in self.query(LogPane):  # their key hints were drawn before the keymap was known
+                pane.update_title()
 
     def binding_ids(self) -> set[str]:
         from tui.log_pane import LogView
@@ -242,6 +250,15 @@ class BiConsoleApp(App):
         # The pane is shown on the next refresh; a hidden widget cannot take the focus before that.
         self.call_after_refresh(self.view(name).focus_main)
 
+    def action_filter_log(self) -> None:
+        from tui.log_pane import LogPane
+
+        panes = [pane for pane in self.active_view.query(LogPane) if pane.display]
+        if not panes:
+            self.notify("this view has no log", severity="warning")
+            return
+        panes[0].open_filter()
+
     def action_full_refresh(self) -> None:
         self._refresh("full")
 
@@ -256,30 +273,40 @@ class BiConsoleApp(App):
         self.action_view("pipeline")
         pipeline.start_refresh(mode)
 
+    def live_key(self, binding: Binding) -> str:
+        """The key a binding answers to now, as the footer shows it (the config's keymap applied)."""
+        keys = self.keymap.get(binding.id, binding.key) if binding.id else binding.key
+        return format_key(self, keys.split(",")[0].strip())
+
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        sections: list[tuple[str, list[tuple[str, str]]]] = []
-        seen: set[str] = set()
-        view_rows, app_rows = [], []
+        from tui.log_pane import LogView
+
+        # One row per action with all its keys, the footer's key first: help and footer never disagree.
+        rows: dict[tuple[bool, str, str], list[tuple[bool, str]]] = {}
         for key, active in self.active_bindings.items():
             binding = active.binding
             description = binding.description or binding.action
-            if (binding.action, description) in seen or not description:
+            if not description or binding.action == "command_palette":
                 continue
             if not binding.id and active.node is not self and binding.action not in ("focus_next", "focus_previous"):
                 continue  # widgets' own scrolling keys: not worth the space
-            seen.add((binding.action, description))
-            if binding.action == "command_palette":
-                continue
-            row = (format_key(self, key), description)
-            (app_rows if active.node is self else view_rows).append(row)
+            rows.setdefault((active.node is self, binding.action, description), []).append(
+                (not binding.show, format_key(self, key)))
+        view_rows, app_rows = [], []
+        for (is_app, _, description), keys in rows.items():
+            shown = " ".join(dict.fromkeys(k for _, k in sorted(keys, key=lambda k: k[0])))
+            (app_rows if is_app else view_rows).append((shown, description))
         title = VIEWS.get(self.query_one("#views", TabbedContent).active, ("View",))[0]
-        sections.append((f"{title} view", view_rows))
-        sections.append(("Everywhere", app_rows + [(format_key(self, "ctrl+p"), "Command palette"),
-                                                   ("mouse", "click tabs, rows and buttons; wheel scrolls")]))
-        sections.append(("Log panes", [("/", "filter (Enter applies, Esc clears)"), ("↑ ↓", "move"),
-                                       ("shift+↑ ↓", "select lines"), ("y", "copy selected lines"),
-                                       ("End", "follow"), ("j", "pretty-print JSON on/off")]))
-        return sections
+        log_keys = {b.id: self.live_key(b) for b in LogView.BINDINGS if isinstance(b, Binding) and b.id}
+        filter_key = next(self.live_key(b) for b in self.BINDINGS if isinstance(b, Binding) and b.id == "log_filter")
+        return [
+            (f"{title} view", view_rows),
+            ("Everywhere", app_rows + [(format_key(self, self.COMMAND_PALETTE_BINDING), "Command palette"),
+                                       ("mouse", "click tabs, rows and buttons; wheel scrolls")]),
+            ("Log panes", [(filter_key, "filter (Enter applies, Esc clears)"), ("↑ ↓", "move"),
+                           ("shift+↑ ↓", "select lines"), (log_keys["log_copy"], "copy selected lines"),
+                           ("End", "follow"), (log_keys["log_json"], "pretty-print JSON on/off")]),
+        ]
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Static
 
 from pipeline.checks.diagnose import ConnectorSnapshot
 from tui.base import View
+from tui.confirm import confirm_then
 
 STATE_STYLE = {"RUNNING": "bold green", "PAUSED": "bold yellow", "FAILED": "bold white on red"}
 
@@ -135,10 +136,11 @@ class ConnectorView(View):
         self.refresh_data()
 
     def action_restart(self, only_failed: bool) -> None:
-        self._act("restart failed tasks" if only_failed else "restart", only_failed=only_failed)
+        verb = "restart failed tasks" if only_failed else "restart"
+        confirm_then(self, f"Connector: {verb}?", lambda: self._act(verb, only_failed=only_failed))
 
     def action_pause(self) -> None:
-        self._act("pause")
+        confirm_then(self, "Pause the connector?", lambda: self._act("pause"), "Changes stop being captured.")
 
     def action_resume(self) -> None:
         self._act("resume")

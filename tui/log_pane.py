@@ -40,7 +40,6 @@ class LogView(ScrollView, can_focus=True):
         Binding("pagedown", "cursor(10)", show=False),
         Binding("home", "cursor_home", show=False),
         Binding("end", "follow", "Follow", show=False),
-        Binding("slash", "filter", "Filter", id="log_filter"),
         Binding("y", "copy", "Copy", id="log_copy"),
         Binding("j", "toggle_json", "JSON", show=False, id="log_json"),
         Binding("F", "toggle_follow", "Follow", show=False, id="log_follow"),
@@ -311,7 +310,14 @@ class LogPane(Vertical):
             parts.append(f"/{view.pattern.pattern.replace(chr(92), '')}")
         parts.append("following" if view.follow else "paused (End: follow)")
         self.border_title = " · ".join(parts)
-        self.border_subtitle = "/ filter · y copy · j json"
+        live_key = getattr(self.app, "live_key", None)
+        if callable(live_key):
+            filter_binding = next((b for b in self.app.BINDINGS if isinstance(b, Binding) and b.id == "log_filter"), None)
+            keys = {b.id: live_key(b) for b in LogView.BINDINGS if isinstance(b, Binding) and b.id}
+            slash = live_key(filter_binding) if filter_binding else "/"
+            self.border_subtitle = f"{slash} filter · {keys['log_copy']} copy · {keys['log_json']} json"
+        else:
+            self.border_subtitle = "/ filter · y copy · j json"
 
     def write_lines(self, lines: list[str]) -> None:
         self.view.write_lines(lines)
@@ -322,7 +328,8 @@ class LogPane(Vertical):
     def open_filter(self) -> None:
         self.add_class("filtering")
         box = self.query_one("#filter", Input)
-        box.focus()
+        # At once, not after a refresh: the keys typed next are already queued and must reach the box.
+        self.screen.set_focus(box)
 
     @on(Input.Submitted, "#filter")
     def _apply(self, event: Input.Submitted) -> None:

@@ -19,7 +19,6 @@ from tui.log_pane import LogPane
 
 STATE_STYLE = {"pending": "dim", "running": "bold cyan", "ok": "green", "failed": "bold red",
                "cancelled": "bold yellow", "skipped": "dim yellow"}
-PER_TABLE_STEPS = ("ingest", "load", "validate")
 
 
 class RefreshEvent(Message):
@@ -46,32 +45,61 @@ class HistoryLoaded(Message):
         self.runs = runs
 
 
-def _counts_text(counts: dict) -> str:
+def compact_number(value: int | float) -> str:
+    """500 -> "500", 32530 -> "32.5k", 1234567 -> "1.2M": short, and never read as another number."""
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.1f}"
+    value = int(value)
+    for limit, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if abs(value) >= limit:
+            scaled = value / limit
+            text = f"{scaled:.1f}" if abs(scaled) < 100 else f"{scaled:.0f}"
+            return text.removesuffix(".0") + suffix
+    return str(value)
+
+
+def _counts_text(counts: dict, width: int | None = None) -> str:
+    """The counts as `key=value` parts that fit in `width` cells. A part that does not fit is
+    left out whole (zeros first), and "…" says so: a cut part would read as another number."""
     parts = []
     for key, value in counts.items():
         if isinstance(value, (dict, list)):
             continue
         if isinstance(value, bool):
             value = "yes" if value else "no"
+        elif isinstance(value, (int, float)):
+            value = compact_number(value)
         parts.append(f"{key}={value}")
-    return " ".join(parts)
+    text = " ".join(parts)
+    if width is None or len(text) <= width:
+        return text
+    kept = [p for p in parts if not p.endswith("=0")]
+    while kept and len(" ".join(kept)) + 2 > width:
+        kept.pop()
+    return " ".join([*kept, "…"])
+
+
+class StepsTable(DataTable):
+    """The step table; tells its view when its width changes, so that the counts refit."""
+
+    class Resized(Message):
+        pass
+
+    def on_resize(self) -> None:
+        self.post_message(self.Resized())
+
+    def counts_width(self) -> int | None:
+        if not self.size.width:
+            return None  # not laid out yet (a hidden tab): refit on the first resize
+        others = sum(column.get_render_width(self) for key, column in self.columns.items() if key.value != "counts")
+        return max(4, self.scrollable_content_region.width - others - 2 * self.cell_padding)
 
 
 def planned_steps(settings, steps: list[str] | None = None, tables: list[str] | None = None) -> list[tuple[str, str]]:
     """(table, step) rows of a run, in the order run_refresh executes them."""
-    from pipeline.orchestration.refresh import DEFAULT_STEPS, StepNames, superset_enabled
+    from pipeline.orchestration.plan import plan
 
-    wanted = list(steps) if steps else [*DEFAULT_STEPS, *(["bi"] if superset_enabled(settings) else [])]
-    names = tables or [t.name for t in settings.tables]
-    rows = []
-    for step in StepNames:
-        if step not in wanted:
-            continue
-        if step in PER_TABLE_STEPS:
-            rows += [(name, step) for name in names]
-        else:
-            rows.append(("all", step))
-    return rows
+    return [(entry.table, entry.step.name) for entry in plan(settings, steps, tables)]
 
 
 class PipelineView(View):
@@ -95,7 +123,7 @@ class PipelineView(View):
     def compose(self) -> ComposeResult:
         yield Static("idle · f full refresh · i incremental · s run selected step", id="pipeline-status")
         with Horizontal(id="pipeline-top"):
-            steps = DataTable(id="steps-table", cursor_type="row")
+            steps = StepsTable(id="steps-table", cursor_type="row")
             steps.border_title = "steps"
             yield steps
             history = DataTable(id="history-table", cursor_type="row")
@@ -135,8 +163,19 @@ class PipelineView(View):
         self.rows[(name, step)].update(state=state, duration=duration, counts=counts or {}, error=error)
         table.update_cell(key, "state", Text(state, style=STATE_STYLE.get(state, "")))
         table.update_cell(key, "time", human_duration(duration) if duration is not None else "-", update_width=True)
-        detail = error if error else _counts_text(counts or {})
+        self._show_counts(key, self.rows[(name, step)])
+
+    def _show_counts(self, key: str, row: dict) -> None:
+        table = self.query_one("#steps-table", StepsTable)
+        error = row.get("error")
+        detail = error if error else _counts_text(row.get("counts") or {}, table.counts_width())
         table.update_cell(key, "counts", Text(detail or "", style="red" if error else ""), update_width=True)
+
+    @on(StepsTable.Resized)
+    def _refit_counts(self) -> None:
+        for (name, step), row in self.rows.items():
+            if row.get("counts") and not row.get("error"):
+                self._show_counts(f"{name}:{step}", row)
 
     def step_states(self) -> dict[str, str]:
         return {f"{name}:{step}": row.get("state", "?") for (name, step), row in self.rows.items()}

@@ -16,6 +16,7 @@ from textual.widgets import DataTable
 
 from pipeline.runtime.model import ServiceStatus
 from tui.base import View, human_duration
+from tui.confirm import confirm_then
 from tui.log_pane import LogPane
 
 
@@ -213,10 +214,16 @@ class ServicesView(View):
         self._control("start")
 
     def action_stop(self) -> None:
-        self._control("stop")
+        self._confirm_control("stop")
 
     def action_restart(self) -> None:
-        self._control("restart")
+        self._confirm_control("restart")
+
+    def _confirm_control(self, verb: str) -> None:
+        service = self._selected_or_warn()
+        if service:
+            confirm_then(self, f"{verb.capitalize()} {service}?", lambda: self._control(verb),
+                         "Whatever depends on it stops working until it is back.")
 
     def _control(self, verb: str) -> None:
         service = self._selected_or_warn()

@@ -16,6 +16,7 @@ from textual.widgets import Button, Static
 
 from pipeline.checks.diagnose import PROBLEMS, Check
 from tui.base import View, error_text
+from tui.confirm import confirm_then
 from tui.log_pane import LogPane
 
 # problem -> (fix id, key, label)
@@ -177,6 +178,10 @@ class TroubleshootView(View):
                 self.action_fix(problem)
 
     def action_fix(self, problem: str) -> None:
+        confirm_then(self, f"Run the fix: {FIXES[problem][2]}?", lambda: self._start_fix(problem),
+                     "It writes to the stack.")
+
+    def _start_fix(self, problem: str) -> None:
         if not self.live:
             self.notify("no live stack (recorded data)", severity="warning")
             return

@@ -117,6 +117,8 @@ class FileConfig(BaseModel):
     thresholds: Thresholds = Thresholds()
     keymap: dict[str, str] = Field(default_factory=dict)
     theme: str = "textual-dark"
+    # The TUI asks before a stop, a restart or a fix that writes; false skips the question.
+    confirm_actions: bool = True
     staging_schema: str = "staging_staging"
     marts_schema: str = "marts"
     bronze_schema: str = "bronze"

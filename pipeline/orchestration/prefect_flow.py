@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from pipeline.config import Settings, load_settings
+from pipeline.orchestration.plan import plan
 
 
 def _log():
@@ -16,25 +17,24 @@ def _log():
     return lambda line: logger.info(line)
 
 
-@task(name="ingest_kafka_to_s3", retries=2, retry_delay_seconds=10)
-def ingest_task(settings: Settings, table_name: str, full: bool) -> dict:
-    from pipeline.steps.ingest import ingest
+@task(retries=2, retry_delay_seconds=10)
+def table_step_task(settings: Settings, step_name: str, table_name: str, full: bool) -> dict:
+    """One per-table step of the refresh's plan, run by the refresh's own Step."""
+    from pipeline.orchestration.plan import STEP_BY_NAME, StepContext
 
+    table = settings.table(table_name)
     resets: list[str] = []
 
-    def reset(event) -> None:  # a topic reset starts a new epoch; nothing is re-read or deleted
-        resets.append(event.notice())
-        get_run_logger().warning(event.notice())
+    def reset(line: str) -> None:  # a topic reset starts a new epoch; nothing is re-read or deleted
+        resets.append(line)
+        get_run_logger().warning(line)
 
-    counts = ingest(settings, settings.table(table_name), full=full, log=_log(), on_reset=reset).counts()
+    context = StepContext(settings, [table], table, {table_name} if full else set(), _log(), notice=reset)
+    counts = STEP_BY_NAME[step_name].run(context)
     return {**counts, "topic_resets": resets} if resets else counts
 
 
-@task(name="load_bronze_from_s3", retries=2, retry_delay_seconds=10)
-def load_task(settings: Settings, table_name: str, full: bool) -> dict:
-    from pipeline.steps.load import load
-
-    return load(settings, settings.table(table_name), full=full, log=_log()).counts()
+TASK_NAMES = {"ingest": "ingest_kafka_to_s3", "load": "load_bronze_from_s3"}
 
 
 @task(name="run_dbt_transformations")
@@ -69,9 +69,12 @@ def sync_product_to_bi(full: bool = False, settings: Settings | None = None) -> 
     """Kafka -> S3 -> bronze -> dbt run -> dbt test for every configured table."""
     settings = settings or load_settings()
     bronze = {}
-    for table in settings.tables:
-        ingest_task(settings, table.name, full)
-        bronze[table.name] = load_task(settings, table.name, full)
+    # The refresh's own plan, so the flow runs the tables and steps in the order a refresh does.
+    for entry in plan(settings, list(TASK_NAMES)):
+        counts = table_step_task.with_options(name=TASK_NAMES[entry.step.name])(
+            settings, entry.step.name, entry.table, full)
+        if entry.step.name == "load":
+            bronze[entry.table] = counts
     selector = " ".join(t.dbt_selector for t in settings.tables)
     dbt_run = dbt_run_task(settings, selector, full)
     dbt_test = dbt_test_task(settings, selector)

@@ -24,12 +24,12 @@ import psycopg2
 from confluent_kafka import KafkaException
 
 from pipeline.config import ConfigError, Settings, TableConfig
-from pipeline.stores.db import ServiceUnreachable, connect
+from pipeline.orchestration.plan import DEFAULT_STEPS, StepContext, StepNames, plan, superset_enabled, wanted_steps
+from pipeline.stores.db import ServiceUnreachable
 from pipeline.process.memory import release_freed_memory
 from pipeline.steps.ingest import StepCancelled
 
-StepNames = ("ingest", "load", "transform", "test", "validate", "bi")
-DEFAULT_STEPS = ("ingest", "load", "transform", "test", "validate")
+__all__ = ["DEFAULT_STEPS", "StepNames", "superset_enabled"]  # re-exported for the CLI and the TUI
 
 
 @dataclass
@@ -136,10 +136,6 @@ def read_history(settings: Settings, limit: int = 20) -> list[dict]:
     return runs[-limit:][::-1]
 
 
-def superset_enabled(settings: Settings) -> bool:
-    return settings.runtime == "compose" or (Path(settings.data_dir) / "run" / "superset.enabled").exists()
-
-
 def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[str] | None = None,
                 tables: list[str] | None = None, on_event: Callable[[object], None] = lambda e: None,
                 cancel: threading.Event | None = None) -> RefreshRun:
@@ -148,7 +144,8 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
     if mode not in ("full", "incremental"):
         raise ConfigError(f"refresh mode must be full or incremental, not {mode!r}")
     selected = [settings.table(name) for name in tables] if tables else list(settings.tables)
-    wanted = list(steps) if steps else [*DEFAULT_STEPS, *(["bi"] if superset_enabled(settings) else [])]
+    wanted = wanted_steps(settings, steps)
+    entries = plan(settings, wanted, [t.name for t in selected])
     run = RefreshRun(run_id=uuid.uuid4().hex[:12], mode=mode, started_at=datetime.now(timezone.utc).isoformat())
     lock = RefreshLock(settings)
     lock.acquire({"run_id": run.run_id, "mode": mode, "pid": os.getpid(), "started_at": run.started_at})
@@ -156,10 +153,14 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
     started = time.monotonic()
     try:
         runner = _Runner(settings, run, selected, mode, on_event, cancel, lambda line: redact(line, secrets))
-        for step in StepNames:
-            if step in wanted and run.outcome == "running":
-                _import_next_library(step, wanted)
-                runner.run_step(step)
+        previous_step = None
+        for entry in entries:
+            if run.outcome != "running":
+                break
+            if entry.step.name != previous_step:
+                _import_next_library(entry.step.name, wanted)
+                previous_step = entry.step.name
+            runner.run_entry(entry)
         if run.outcome == "running":
             run.outcome = "ok"
     finally:
@@ -200,14 +201,15 @@ class _Runner:
         self.full_tables: set[str] = {t.name for t in tables} if mode == "full" else set()
         self.notice: Callable[[str], None] = lambda line: None  # the running step's, set by _execute
 
-    def run_step(self, step: str) -> None:
-        if step in ("ingest", "load", "validate"):
-            for table in self.tables:
-                if self.run.outcome != "running":
-                    return
-                self._execute(step, table.name, lambda log, t=table: getattr(self, f"_{step}")(t, log))
-        else:
-            self._execute(step, "all", lambda log: getattr(self, f"_{step}")(log))
+    def run_entry(self, entry) -> None:
+        table = self.settings.table(entry.table) if entry.step.per_table else None
+
+        def body(log):
+            context = StepContext(self.settings, self.tables, table, self.full_tables, log,
+                                  notice=self.notice, cancel=self.cancel, details=self.run.details)
+            return entry.step.run(context)
+
+        self._execute(entry.step.name, entry.table, body)
 
     def _execute(self, step: str, table: str, body: Callable) -> None:
         run_id = self.run.run_id
@@ -249,78 +251,6 @@ class _Runner:
             self.run.outcome = "cancelled" if state == "cancelled" else "failed"
             self.run.failed_step = f"{table}:{step}"
             self.run.error = error
-
-    # -- steps ----------------------------------------------------------------
-    def _ingest(self, table: TableConfig, log) -> dict:
-        from pipeline.steps.ingest import ingest
-
-        notice = self.notice
-
-        def on_reset(reset) -> None:
-            # The run goes on in the new epoch: the earlier epochs stay in the raw zone and
-            # bronze, so an incremental load and transform are enough.
-            notice(reset.notice())
-            self.run.details.setdefault("topic_resets", []).append(reset.as_detail())
-
-        full = table.name in self.full_tables
-        return ingest(self.settings, table, full=full, log=log, cancel=self.cancel, on_reset=on_reset).counts()
-
-    def _load(self, table: TableConfig, log) -> dict:
-        from pipeline.steps.load import load
-
-        return load(self.settings, table, full=table.name in self.full_tables, log=log, cancel=self.cancel).counts()
-
-    def _selector(self) -> str:
-        return " ".join(t.dbt_selector for t in self.tables)
-
-    def _database_answers(self) -> None:
-        """dbt and GX report a refused password as their own error text (exit 1); one
-        connection first makes it the one line naming BI_PG_PASSWORD (exit 3)."""
-        connect(self.settings).close()
-
-    def _transform(self, log) -> dict:
-        from pipeline.steps.transform import DbtProject
-
-        self._database_answers()
-        full = bool(self.full_tables)
-        result = DbtProject(self.settings, log).run(self._selector(), full_refresh=full)
-        if not result.success:
-            failed = ", ".join(f"{n.name}: {(n.message or '').strip()[:300]}" for n in result.failed)
-            raise RuntimeError(f"dbt run failed: {failed or result.error}")
-        return {**result.counts, "full_refresh": full}
-
-    def _test(self, log) -> dict:
-        from pipeline.steps.transform import DbtProject
-
-        self._database_answers()
-        result = DbtProject(self.settings, log).test(self._selector())
-        if not result.success:
-            failed = ", ".join(f"{n.name} ({n.failures} rows)" for n in result.failed)
-            raise RuntimeError(f"dbt tests failed: {failed or result.error}")
-        return result.counts
-
-    def _validate(self, table: TableConfig, log) -> dict:
-        if not table.suites:
-            log(f"validate: no suites configured for {table.name}")
-            return {"suites": 0}
-        self._database_answers()
-        from pipeline.steps.validate import run_validation
-
-        result = run_validation(self.settings, table, log)
-        self.run.details.setdefault("validation", {})[table.name] = result.as_dict()
-        for suite in result.suites:
-            for warning in suite.warnings:
-                log(f"validate: WARNING {suite.name}: {warning.type} {warning.column or ''} observed {warning.observed_value}")
-        if not result.success:
-            failed = [f"{s.name}: {s.error or ', '.join(f'{e.type}({e.column or e.check}) observed {e.observed_value}' for e in s.failed)}"
-                      for s in result.suites if not s.success]
-            raise RuntimeError(f"Great Expectations suites failed: {'; '.join(failed)}")
-        return result.counts
-
-    def _bi(self, log) -> dict:
-        from pipeline.steps.bi import run_bi_refresh
-
-        return run_bi_refresh(self.settings, log)
 
 
 def postgres_lost(settings: Settings, step: str, exc: Exception) -> str | None:

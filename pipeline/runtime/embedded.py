@@ -116,7 +116,11 @@ class EmbeddedRuntime:
         return stopped
 
     def start(self, service: str, log: Log = print) -> None:
-        starter = getattr(self, f"_start_{service}")
+        starters = {"postgres": self._start_postgres, "kafka": self._start_kafka, "s3": self._start_s3,
+                    "cdc": self._start_cdc, "superset": self._start_superset}
+        if service not in starters:
+            raise ValueError(f"unknown service {service!r} (known: {', '.join(starters)})")
+        starter = starters[service]
         if self.process(service).is_running():
             health = self.probe(service)
             if health[0]:
