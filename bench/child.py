@@ -56,7 +56,7 @@ def step_test(settings, args: dict) -> dict:
 
     table = settings.table(args.get("table", "product"))
     started = time.monotonic()
-    result = DbtProject(settings, _quiet).test(table.dbt_selector)
+    result = DbtProject(settings, _quiet).test(table.dbt_selector, within_selection=True)
     slowest = sorted(((n.name, round(n.execution_time, 3)) for n in result.nodes), key=lambda x: -x[1])[:5]
     return {"seconds": time.monotonic() - started, "success": result.success, "counts": result.counts,
             "slowest": slowest, "failed": [n.name for n in result.failed]}

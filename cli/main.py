@@ -256,6 +256,10 @@ def connector_command(ctx: click.Context, action: str, only_failed: bool) -> Non
         "events_captured": status.events_captured,
         "last_event_at": status.last_event_at.isoformat() if status.last_event_at else None,
         "trace": status.error_trace,
+        "last_error": status.last_error,
+        "retry_attempt": status.retry_attempt,
+        "retry_limit": status.retry_limit,
+        "retrying_since": status.retrying_since.isoformat() if status.retrying_since else None,
     }, indent=2))
     sys.exit(EXIT_OK if status.effective_state in ("RUNNING", "PAUSED") else EXIT_FAILED)
 
@@ -373,11 +377,15 @@ def _safe_count(settings: Settings, topic: str) -> int:
         return 0
 
 
+NOT_RUNNING_GRACE = 4.0
+
+
 def _wait_for_events(settings: Settings, topic: str, expected: int, timeout: float = 300) -> None:
     from pipeline.stores.kafka import topic_event_count
 
     deadline = time.monotonic() + timeout
     last = -1
+    not_running_since = None
     while time.monotonic() < deadline:
         count = topic_event_count(settings, topic)
         if count != last:
@@ -385,10 +393,30 @@ def _wait_for_events(settings: Settings, topic: str, expected: int, timeout: flo
             last = count
         if count >= expected:
             return
+        state = _connector_state(settings)
+        if state in ("RUNNING", "STARTING"):
+            not_running_since = None
+        elif not_running_since is None:
+            not_running_since = time.monotonic()
+        # Nothing captures the changes: waiting out the timeout would only hide that. A few
+        # seconds' grace covers Kafka Connect's UNASSIGNED moment while it assigns a task.
+        if not_running_since is not None and time.monotonic() - not_running_since >= NOT_RUNNING_GRACE:
+            err(f"bi-console: the changes are in the source, but {last} of {expected} events are on {topic} and "
+                f"no more will arrive while the connector is {state}: {_connector_summary(settings)}")
+            sys.exit(EXIT_FAILED)
         time.sleep(1)
     err(f"bi-console: only {last} of {expected} events reached {topic} in {timeout:.0f}s; "
         f"{_connector_summary(settings)}")
     sys.exit(EXIT_FAILED)
+
+
+def _connector_state(settings: Settings) -> str:
+    from pipeline.runtime.select import connector_for
+
+    try:
+        return connector_for(settings).status().effective_state
+    except Exception as exc:  # Kafka Connect unreachable: its state is unknown, and no event comes
+        return f"UNKNOWN ({' '.join(str(exc).split())[:200]})"
 
 
 def _connector_summary(settings: Settings) -> str:

@@ -3,6 +3,7 @@ ports in a temporary data directory, with generated secrets."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -98,6 +99,42 @@ class StackHandle:
 
             self._seeded.update(json.loads(result.stdout.strip().splitlines()[-1]))
         return self._seeded
+
+    @contextlib.contextmanager
+    def source_refusing_logins(self):
+        """The CDC source as an outage looks to Debezium: its role may not log in and its
+        sessions are cut, while the analytics database (the same server here) keeps serving."""
+        from pipeline.runtime import pgserver
+
+        server = pgserver.EmbeddedPostgres(self.settings, self.runtime.state_dir("postgres"))
+        user = self.settings.source_user
+
+        def admin(query: str) -> None:
+            conn = server.admin_connect()
+            conn.autocommit = True
+            try:
+                conn.cursor().execute(query)
+            finally:
+                conn.close()
+
+        admin(f'ALTER ROLE "{user}" NOLOGIN')
+        try:
+            admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{user}'")
+            yield
+        finally:
+            admin(f'ALTER ROLE "{user}" LOGIN')
+
+    def wait_connector(self, predicate, timeout: float, what: str):
+        """The connector status once predicate(status) holds; the cdc log tail if it never does."""
+        deadline = time.monotonic() + timeout
+        status = self.runtime.connector_status()
+        while not predicate(status):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"connector never {what} in {timeout:.0f}s: {status}"
+                                     f"{self.service_log_tails()}")
+            time.sleep(0.5)
+            status = self.runtime.connector_status()
+        return status
 
     def psql(self, query: str, params=None) -> list[tuple]:
         from pipeline.stores.db import connect

@@ -140,6 +140,7 @@ def test_killed_cdc_resumes_from_offsets_without_snapshot(stack):
     assert not cdc.is_running()
     status = stack.runtime.connector_status()
     assert status.effective_state != "RUNNING"  # a dead engine is never shown RUNNING
+    assert status.effective_state == "STOPPED" and "exited without being stopped" in status.last_error
     result = stack.cli("demo", "changes", "60", "--no-wait", check=True)
     assert json.loads(result.stdout)["events"] == 60
     up = stack.cli("stack", "up", check=True)
@@ -167,6 +168,58 @@ def test_killed_cdc_resumes_from_offsets_without_snapshot(stack):
         for product_id, description, deleted in cur.fetchall():
             row = latest[product_id]["after"]
             assert (row["Description"], row["Deleted"]) == (description, deleted), product_id
+
+
+def test_connector_retrying_while_its_source_refuses_it_is_never_running(stack):
+    """Issue 18, point 2: Debezium retries an unreachable source with its task still started;
+    the library reports RETRYING with the attempt count and the error retried."""
+    stack.seeded()
+    with stack.source_refusing_logins():
+        status = stack.wait_connector(lambda s: s.effective_state == "RETRYING", 60, "RETRYING")
+        assert status.retry_attempt >= 1 and status.retry_limit == "infinity"
+        assert status.last_error and status.tasks[0].state == "RETRYING"  # the cut session, at first
+        later = stack.wait_connector(lambda s: (s.retry_attempt or 0) > status.retry_attempt, 40,
+                                     "counted a further attempt")
+        assert later.effective_state == "RETRYING" and later.retrying_since == status.retrying_since
+        assert f'role "{stack.settings.source_user}" is not permitted to log in' in later.last_error
+        healthy, detail = stack.runtime.probe("cdc")
+        assert not healthy and f"RETRYING (attempt #" in detail and "not permitted to log in" in detail
+        cli = stack.cli("connector", "status")
+        shown = json.loads(cli.stdout)
+        assert cli.returncode == 1 and shown["state"] == "RETRYING" and shown["retry_attempt"] >= 1
+        assert "not permitted to log in" in shown["last_error"]
+        check = stack.cli("--check", "--json")
+        connector = {c["name"]: c for c in json.loads(check.stdout)["checks"]}["connector"]
+        assert check.returncode == 3, check.stderr[-2000:]  # README: 3, a service (here the source) unreachable
+        assert connector["status"] == "fail" and "RETRYING (attempt #" in connector["evidence"]
+        assert "not permitted to log in" in check.stderr.strip().splitlines()[-1]
+    recovered = stack.wait_connector(lambda s: s.effective_state == "RUNNING", 60, "recovered")
+    assert recovered.retry_attempt is None and recovered.last_error is None
+    result = stack.cli("demo", "changes", "5", check=True)  # and it captures again
+    assert json.loads(result.stdout)["events"] == 5
+
+
+def test_stopped_engine_reads_stopped_with_its_reason(stack):
+    stack.runtime.stop("cdc")
+    try:
+        status = stack.runtime.connector_status()
+        assert status.effective_state == "STOPPED"
+        assert status.last_error == "the cdc engine is stopped; start the cdc service"
+        from pipeline.checks.diagnose import connector_check
+
+        check, _ = connector_check(stack.settings, stack.runtime)
+        assert not check.ok and "STOPPED" in check.evidence and check.fix == "start the cdc service"
+        # Issue 18, point 7: `demo changes` does not wait out its 300 s for events nothing captures.
+        started = time.monotonic()
+        result = stack.cli("demo", "changes", "10")
+        elapsed = time.monotonic() - started
+        print(f"demo changes with cdc stopped failed in {elapsed:.1f}s", file=sys.stderr)
+        assert result.returncode == 1 and elapsed < 10, (elapsed, result.stderr[-2000:])
+        last = result.stderr.strip().splitlines()[-1]
+        assert "the connector is STOPPED" in last and "start the cdc service" in last, last
+    finally:
+        stack.runtime.start("cdc", log=lambda _: None)
+    assert stack.runtime.connector_status().effective_state == "RUNNING"
 
 
 def test_wrong_settings_fail_with_one_line_naming_the_setting(stack, tmp_path):

@@ -341,3 +341,72 @@ async def test_help_and_footer_show_the_same_live_keys(tmp_path):
                 assert footer["Full"] == "F" and copy == "c" and "c copy" in subtitle, (footer, copy, subtitle)
             else:
                 assert footer["Quit"] == "q" and copy == "y" and "y copy" in subtitle
+
+
+async def test_pipeline_status_and_fix_buttons_read_the_live_keymap(tmp_path):
+    from textual.widgets import Button, Static
+
+    config = tmp_path / "bi-console.toml"
+    config.write_text('[keymap]\nfull_refresh = "F"\nrun_step = "S"\nfix_dbt = "T"\n')
+    # Live (no recorded run on the status line): the idle hint is what is shown.
+    app = BiConsoleApp(make_settings(tmp_path, config), runtime=ControlRecordingRuntime(), poll_interval=60)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.query_one("#views").active == "pipeline")
+        await app.workers.wait_for_complete()
+        status = str(app.query_one("#pipeline-status", Static).render())
+        assert "F full refresh" in status and "S run selected step" in status, status
+        assert "f full refresh" not in status
+        assert str(app.query_one("#btn-fix_dbt", Button).label).startswith("T "), app.query_one("#btn-fix_dbt").label
+
+
+async def test_command_palette_holds_every_views_actions(tmp_path):
+    from textual.command import CommandList, CommandPalette
+
+    from tui.confirm import ConfirmScreen
+
+    runtime = ControlRecordingRuntime()
+    app = BiConsoleApp(make_settings(tmp_path), runtime=runtime, poll_interval=60)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.view("services").statuses, what="the statuses")
+
+        async def offered(query: str) -> list[str]:
+            await pilot.press("ctrl+p")
+            await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), what="the palette")
+            await pilot.press(*query)
+            await pilot.pause(0.6)
+            await app.workers.wait_for_complete()
+            commands = app.screen.query_one(CommandList)
+            return [str(commands.get_option_at_index(i).prompt) for i in range(commands.option_count)]
+
+        names = await offered("restart")
+        for wanted in ("Restart postgres", "Restart cdc", "Restart connector"):
+            assert any(wanted in n for n in names), (wanted, names)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette))
+        for query, wanted in (("pause", "Pause connector"), ("resume", "Resume connector"),
+                              ("fix", "Fix: rerun dbt with debug logging"), ("incremental", "Incremental refresh"),
+                              ("run step transform", "Run step transform")):
+            names = await offered(query)
+            assert any(wanted in n for n in names), (wanted, names)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette))
+        # A command runs what its key runs: a stop from the palette asks first too.
+        await offered("stop cdc")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: runtime.controls, what="the stop")
+        await app.workers.wait_for_complete()
+        assert runtime.controls == [("stop", "cdc")]
+
+
+async def test_a_passed_expectation_with_unexpected_rows_is_shown_as_a_warning(tmp_path):
+    app = BiConsoleApp(make_settings(tmp_path), recorded=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("4")
+        await wait_for(pilot, lambda: app.query_one("#views").active == "quality")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        row = next(line for line in screen_text(app).splitlines() if "is_for_sale" in line)
+        assert "✓!" in row and "18 of 115 unexpected" in row and "allowed" in row, row

@@ -26,6 +26,7 @@ from pipeline.config import Settings
 from tui.base import View, WorkerFailed, error_text
 from tui.connector import ConnectorView
 from tui.help import HelpScreen, format_key
+from tui.palette import ActionsProvider
 from tui.pipeline_view import PipelineView
 from tui.quality import QualityView
 from tui.services import ServicesView, StatusesLoaded
@@ -59,6 +60,8 @@ class BiConsoleApp(App):
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))
     # The first view's table takes the focus at once (a focus moved later would steal it from a key press).
     AUTO_FOCUS = "#services-table"
+    # Beside the system commands: every view's actions (tui/palette.py).
+    COMMANDS = App.COMMANDS | {ActionsProvider}
     BINDINGS = [
         Binding("question_mark", "help", "Help", id="help"),
         Binding("1", "view('services')", "Services", show=False, id="view_services"),
@@ -131,6 +134,8 @@ class BiConsoleApp(App):
 
             for pane in self.query(LogPane):  # their key hints were drawn before the keymap was known
                 pane.update_title()
+            for view in self.query(View):
+                view.keys_changed()
 
     def binding_ids(self) -> set[str]:
         from tui.log_pane import LogView
@@ -265,18 +270,32 @@ class BiConsoleApp(App):
     def action_incremental_refresh(self) -> None:
         self._refresh("incremental")
 
-    def _refresh(self, mode: str) -> None:
+    def refresh_steps(self, steps: list[str]) -> None:
+        self._refresh("incremental", steps)
+
+    def _refresh(self, mode: str, steps: list[str] | None = None) -> None:
         if not self.live:
             self.notify("no live stack (recorded data)", severity="warning")
             return
         pipeline = self.view("pipeline")
         self.action_view("pipeline")
-        pipeline.start_refresh(mode)
+        pipeline.start_refresh(mode, steps)
 
     def live_key(self, binding: Binding) -> str:
         """The key a binding answers to now, as the footer shows it (the config's keymap applied)."""
         keys = self.keymap.get(binding.id, binding.key) if binding.id else binding.key
         return format_key(self, keys.split(",")[0].strip())
+
+    def key_for(self, binding_id: str) -> str:
+        """The live key of the binding with this id, wherever it is declared (app, a view, the log)."""
+        from tui.log_pane import LogView
+
+        classes = [type(self), *(cls for _, cls in VIEWS.values()), LogView]
+        for cls in classes:
+            for binding in cls.BINDINGS:
+                if isinstance(binding, Binding) and binding.id == binding_id:
+                    return self.live_key(binding)
+        raise KeyError(binding_id)
 
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         from tui.log_pane import LogView
@@ -318,10 +337,6 @@ class BiConsoleApp(App):
         yield from super().get_system_commands(screen)
         for key, (title, _) in VIEWS.items():
             yield SystemCommand(f"Go to {title}", f"Show the {title} view", lambda k=key: self.action_view(k))
-        yield SystemCommand("Full refresh", "Run every step, rebuilding everything", self.action_full_refresh)
-        yield SystemCommand("Incremental refresh", "Run every step on new data", self.action_incremental_refresh)
-        yield SystemCommand("Cancel refresh", "Stop the running refresh cleanly",
-                            lambda: self.view("pipeline").action_cancel())
         yield SystemCommand("Diagnose all problems", "Run every troubleshooting check",
                             lambda: (self.action_view("troubleshoot"), self.view("troubleshoot").action_diagnose_all()))
         yield SystemCommand("Run Great Expectations", "Validate every table's suites",

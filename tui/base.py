@@ -34,6 +34,19 @@ class View(Vertical):
     def refresh_data(self) -> None:
         """Load fresh data (live mode). Called when the view becomes active."""
 
+    def keys_changed(self) -> None:
+        """Hook: redraw the key hints written in the view's own text (the keymap was applied)."""
+
+    def key(self, binding_id: str) -> str:
+        """The live key of a binding, for a hint; the declared key when no app can say (a bare test)."""
+        key_for = getattr(self.app, "key_for", None)
+        if callable(key_for):
+            return key_for(binding_id)
+        for binding in type(self).BINDINGS:
+            if getattr(binding, "id", None) == binding_id:
+                return binding.key
+        return "?"
+
     def focus_main(self) -> None:
         for widget in self.query("*"):
             if widget.focusable:

@@ -119,9 +119,10 @@ class PipelineView(View):
         self._log_queue: deque[str] = deque()
         self._log_posted = False
         self.run_count = 0
+        self._idle = True  # the status line still shows the idle hint (redrawn when the keymap changes)
 
     def compose(self) -> ComposeResult:
-        yield Static("idle · f full refresh · i incremental · s run selected step", id="pipeline-status")
+        yield Static(self._idle_text(), id="pipeline-status")
         with Horizontal(id="pipeline-top"):
             steps = StepsTable(id="steps-table", cursor_type="row")
             steps.border_title = "steps"
@@ -130,6 +131,15 @@ class PipelineView(View):
             history.border_title = "history"
             yield history
         yield LogPane("step log", id="step-log")
+
+    def _idle_text(self) -> str:
+        return (f"idle · {self.key('full_refresh')} full refresh · {self.key('incremental_refresh')} incremental"
+                f" · {self.key('run_step')} run selected step")
+
+    def keys_changed(self) -> None:
+        if self._idle:
+            self._set_status(self._idle_text())
+            self._idle = True
 
     def on_mount(self) -> None:
         steps = self.query_one("#steps-table", DataTable)
@@ -208,7 +218,7 @@ class PipelineView(View):
     # -- running ------------------------------------------------------------------------
     def start_refresh(self, mode: str, steps: list[str] | None = None, tables: list[str] | None = None) -> bool:
         if self.running:
-            self.notify("a refresh is already running (x cancels it)", severity="warning")
+            self.notify(f"a refresh is already running ({self.key('cancel_refresh')} cancels it)", severity="warning")
             return False
         self.running = True
         self.run_count += 1
@@ -217,7 +227,7 @@ class PipelineView(View):
         pane = self.query_one("#step-log", LogPane)
         pane.clear()
         what = f"step {', '.join(steps)}" + (f" of {', '.join(tables)}" if tables else "") if steps else f"{mode} refresh"
-        self._set_status(Text.assemble(("running ", "bold cyan"), what, " · x cancels"))
+        self._set_status(Text.assemble(("running ", "bold cyan"), what, f" · {self.key('cancel_refresh')} cancels"))
         self._refresh_worker(mode, steps, tables, self.cancel_event)
         return True
 
@@ -302,6 +312,7 @@ class PipelineView(View):
                 refreshed(run)
 
     def _set_status(self, text) -> None:
+        self._idle = False
         self.query_one("#pipeline-status", Static).update(text)
 
     # -- actions ------------------------------------------------------------------------

@@ -44,6 +44,23 @@ def _observed(value) -> str:
     return str(value)[:60]
 
 
+def _tolerated(expectation: dict) -> str | None:
+    """For an expectation that passed with rows out of bounds (a `mostly` below 1): how many,
+    and that they are within what the suite allows."""
+    observed = expectation.get("observed_value")
+    if not isinstance(observed, dict):
+        return None
+    unexpected, total = observed.get("unexpected_count"), observed.get("element_count")
+    if not isinstance(unexpected, int) or unexpected <= 0:
+        return None
+    share = observed.get("unexpected_percent")
+    if not isinstance(share, (int, float)):
+        share = 100.0 * unexpected / total if total else None
+    of = f" of {total}" if total is not None else ""
+    pct = f" ({share:.1f}%)" if share is not None else ""
+    return f"{unexpected}{of} unexpected{pct}, within the allowed share (mostly)"
+
+
 class QualityView(View):
     BINDINGS = [
         Binding("g", "reload", "Reload", id="quality_reload"),
@@ -174,8 +191,12 @@ class QualityView(View):
                     good = e.get("success")
                     mark, style = ("✓", "green") if good else (("✗", "bold red") if e.get("severity") == "error"
                                                              else ("!", "yellow"))
+                    observed: str | Text = _observed(e.get("observed_value"))
+                    tolerated = _tolerated(e) if good else None
+                    if tolerated:  # a bare count beside a ✓ reads as a contradiction: say why it passed
+                        mark, style, observed = "✓!", "bold yellow", Text(tolerated, style="yellow")
                     ge.add_row(Text(mark, style=style), "  " + str(e.get("type", "?")).removeprefix("expect_"),
-                               e.get("column") or "", _observed(e.get("observed_value")))
+                               e.get("column") or "", observed)
         ge.border_subtitle = ", ".join(
             f"{t}: {'passed' if r.get('success') else 'FAILED'} {str(r.get('started_at', ''))[:16]}"
             for t, r in snap.validation.items())

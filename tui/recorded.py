@@ -112,6 +112,9 @@ def quality() -> QualitySnapshot:
                  "severity": "error", "observed_value": {"element_count": 115, "unexpected_count": 0}},
                 {"type": "expect_column_values_to_not_be_null", "column": "vendor_code", "success": False,
                  "severity": "error", "observed_value": {"element_count": 115, "unexpected_count": 2}},
+                {"type": "expect_column_values_to_be_in_set", "column": "is_for_sale", "success": True,
+                 "severity": "warning", "observed_value": {"element_count": 115, "unexpected_count": 18,
+                                                           "unexpected_percent": 15.65}},
                 {"type": "expect_column_mean_to_be_between", "column": "is_for_web", "success": False,
                  "severity": "warning", "observed_value": 0.4609}]},
         ]}}

@@ -211,25 +211,35 @@ class ServicesView(View):
         self.query_one("#service-log LogView").focus()
 
     def action_start(self) -> None:
-        self._control("start")
+        self.control(self._selected_or_warn(), "start")
 
     def action_stop(self) -> None:
-        self._confirm_control("stop")
+        self.control(self._selected_or_warn(), "stop")
 
     def action_restart(self) -> None:
-        self._confirm_control("restart")
+        self.control(self._selected_or_warn(), "restart")
 
-    def _confirm_control(self, verb: str) -> None:
-        service = self._selected_or_warn()
-        if service:
-            confirm_then(self, f"{verb.capitalize()} {service}?", lambda: self._control(verb),
-                         "Whatever depends on it stops working until it is back.")
-
-    def _control(self, verb: str) -> None:
-        service = self._selected_or_warn()
-        runtime = getattr(self.app, "runtime", None)
+    def control(self, service: str | None, verb: str) -> None:
+        """Start, stop or restart a service (the selected one, or one named in the command palette)."""
         if not service:
             return
+        if verb == "start":
+            self._control(service, verb)
+            return
+        confirm_then(self, f"{verb.capitalize()} {service}?", lambda: self._control(service, verb),
+                     "Whatever depends on it stops working until it is back.")
+
+    def service_names(self) -> list[str]:
+        if self.statuses:
+            return [s.name for s in self.statuses]
+        runtime = getattr(self.app, "runtime", None)
+        try:
+            return list(runtime.service_names()) if runtime is not None else []
+        except Exception:  # the palette lists what it can; the poll reports the runtime's error
+            return []
+
+    def _control(self, service: str, verb: str) -> None:
+        runtime = getattr(self.app, "runtime", None)
         if runtime is None:
             self.notify("no runtime (recorded data)", severity="warning")
             return

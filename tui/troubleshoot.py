@@ -72,11 +72,26 @@ class ProblemPanel(Vertical):
         self.running = False
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("not diagnosed yet (d diagnoses every problem)", style="dim"), classes="checks")
-        fix_id, key, label = FIXES[self.problem]
+        yield Static(self._undiagnosed_text(), classes="checks")
+        fix_id, _, label = FIXES[self.problem]
         with Horizontal(classes="fixes"):
-            yield Button(f"{key} {label}", id=f"btn-{fix_id}", compact=True, variant="warning")
-            yield Button("d diagnose", id=f"btn-diagnose-{self.problem}", compact=True)
+            yield Button(f"{self._key(fix_id)} {label}", id=f"btn-{fix_id}", compact=True, variant="warning")
+            yield Button(f"{self._key('diagnose')} diagnose", id=f"btn-diagnose-{self.problem}", compact=True)
+
+    def _key(self, binding_id: str) -> str:
+        key_for = getattr(self.app, "key_for", None)
+        return key_for(binding_id) if callable(key_for) else next(
+            b.key for b in TroubleshootView.BINDINGS if b.id == binding_id)
+
+    def _undiagnosed_text(self) -> Text:
+        return Text(f"not diagnosed yet ({self._key('diagnose')} diagnoses every problem)", style="dim")
+
+    def keys_changed(self) -> None:
+        fix_id, _, label = FIXES[self.problem]
+        self.query_one(f"#btn-{fix_id}", Button).label = f"{self._key(fix_id)} {label}"
+        self.query_one(f"#btn-diagnose-{self.problem}", Button).label = f"{self._key('diagnose')} diagnose"
+        if self.checks is None and not self.running:
+            self.query_one(".checks", Static).update(self._undiagnosed_text())
 
     def on_mount(self) -> None:
         self.border_title = PROBLEMS[self.problem]
@@ -122,6 +137,10 @@ class TroubleshootView(View):
             for problem in PROBLEMS:
                 yield ProblemPanel(problem)
             yield LogPane("fix output", max_lines=2000, id="fix-log")
+
+    def keys_changed(self) -> None:
+        for panel in self.query(ProblemPanel):
+            panel.keys_changed()
 
     def panel(self, problem: str) -> ProblemPanel:
         return self.query_one(f"#problem-{problem}", ProblemPanel)

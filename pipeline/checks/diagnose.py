@@ -148,14 +148,17 @@ def connector_check(settings: Settings, runtime=None) -> tuple[Check, Any]:
                      fix="start the cdc service / Kafka Connect"), None
     state = status.effective_state
     evidence = f"{status.name}: {state}"
+    if state == "RETRYING" and status.retry_attempt is not None:
+        evidence += f" (attempt #{status.retry_attempt} of {status.retry_limit or 'infinity'})"
     if status.tasks:
         evidence += " (tasks: " + ", ".join(f"{t.id} {t.state}" for t in status.tasks) + ")"
     if status.events_captured is not None:
         evidence += f", {status.events_captured} events captured"
-    if state == "FAILED" and status.error_trace:
-        evidence += f"; {_first_line(status.error_trace.strip().splitlines()[-1])}"
-    fix = {"FAILED": "restart the connector", "PAUSED": "resume the connector"}.get(
-        state, "restart the connector (start the cdc service)")
+    if state != "RUNNING" and status.last_error:
+        evidence += f"; {_first_line(status.last_error)}"
+    fix = {"FAILED": "restart the connector", "PAUSED": "resume the connector",
+           "RETRYING": "fix the error it retries (its source database?); it resumes by itself",
+           "STOPPED": "start the cdc service"}.get(state, "restart the connector (start the cdc service)")
     return Check("Connector state", state == "RUNNING", evidence, fix=fix if state != "RUNNING" else ""), status
 
 

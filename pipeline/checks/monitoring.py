@@ -86,10 +86,12 @@ def _connector_check(settings: Settings, c: _Collector) -> None:
     def body():
         status = connector_for(settings).status()
         state = status.effective_state
-        evidence = f"{status.name} {state}, {status.events_captured or 0} events captured"
-        if state == "FAILED":
-            trace = (status.error_trace or "").strip().splitlines()
-            return "fail", f"{evidence}: {trace[-1] if trace else 'no trace'}"
+        evidence = f"{status.name} {status.summary}; {status.events_captured or 0} events captured"
+        if state == "FAILED" and not status.last_error:
+            evidence += ": no trace"
+        # A retrying connector captures nothing until its error is fixed: as much a failure as FAILED.
+        if state in ("FAILED", "RETRYING"):
+            return "fail", evidence
         return ("pass" if state == "RUNNING" else "warn"), evidence
 
     c.run("connector", "connector", body, service="cdc")
@@ -299,7 +301,7 @@ def run_checks(settings: Settings, *, log: Log = lambda line: None, include_dbt:
             from pipeline.steps.transform import DbtProject
 
             selector = " ".join(t.dbt_selector for t in settings.tables)
-            result = DbtProject(settings).test(selector)
+            result = DbtProject(settings).test(selector, within_selection=True)
             counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
             if result.success:
                 return "pass", counts

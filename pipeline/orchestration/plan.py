@@ -88,7 +88,7 @@ def _test(ctx: StepContext) -> StepResult:
     from pipeline.steps.transform import DbtProject
 
     _database_answers(ctx.settings)
-    result = DbtProject(ctx.settings, ctx.log).test(ctx.selector)
+    result = DbtProject(ctx.settings, ctx.log).test(ctx.selector, within_selection=True)
     if not result.success:
         failed = ", ".join(f"{n.name} ({n.failures} rows)" for n in result.failed)
         raise RuntimeError(f"dbt tests failed: {failed or result.error}")

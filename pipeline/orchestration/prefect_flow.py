@@ -51,7 +51,7 @@ def dbt_run_task(settings: Settings, selector: str, full: bool) -> dict:
 def dbt_test_task(settings: Settings, selector: str) -> dict:
     from pipeline.steps.transform import DbtProject
 
-    result = DbtProject(settings, _log()).test(selector)
+    result = DbtProject(settings, _log()).test(selector, within_selection=True)
     return {"success": result.success, **result.counts, "failed": [n.name for n in result.failed]}
 
 

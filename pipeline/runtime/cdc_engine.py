@@ -1,9 +1,14 @@
 """The `cdc` service: Debezium's embedded engine running the PostgreSQL connector on the
 demo source, producing each change to Kafka as Kafka Connect would.
 
-Run as `python -m pipeline.runtime.cdc_engine STATE_DIR`. It writes `status.json`
-(state, events captured, last event time, error trace, heartbeat) and obeys
-`control.json` (`{"paused": true}`). Source offsets live in `offsets.dat` and are
+Run as `python -m pipeline.runtime.cdc_engine STATE_DIR [LOG_FILE]`. It writes `status.json`
+(state, events captured, last event time, error trace, retry attempt, heartbeat) and obeys
+`control.json` (`{"paused": true}`).
+
+While its source is unreachable Debezium keeps the task "started" and retries on its own;
+the only record of that is its log (`Failed with retriable exception, will retry later;
+attempt #6 out of infinity`). The engine reads its own log (LOG_FILE, where its output
+goes) so that the state it publishes is RETRYING then, with the attempt and the error. Source offsets live in `offsets.dat` and are
 committed only after every event of a batch is acknowledged by the broker.
 """
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -23,6 +29,9 @@ from pathlib import Path
 from pipeline.runtime.model import ConnectorStatus, TaskStatus
 
 HEARTBEAT_STALE_SECONDS = 10
+RETRY_LINE = re.compile(r"Failed with retriable exception, will retry later; attempt #(\d+) out of (\S+)")
+# Debezium's coordinator logs this once the task (re)started and reads changes again.
+STREAMING_LINE = re.compile(r"ChangeEventSourceCoordinator.* - Starting streaming")
 
 
 def _now() -> str:
@@ -47,36 +56,86 @@ def mark_starting(state_dir: Path) -> None:
         data = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         data = {}
-    data.update(state="STARTING", trace=None, heartbeat=_now())
+    data.update(state="STARTING", trace=None, retry=None, heartbeat=_now())
     _write_json(path, data)
 
 
-def read_status(state_dir: Path, name: str, *, process_alive: bool) -> ConnectorStatus:
-    """The connector's state as Kafka Connect would report it; a dead engine is never RUNNING."""
+class RetryWatch:
+    """Debezium's retries, read from its log lines: the attempt count and the error retried."""
+
+    def __init__(self) -> None:
+        self.attempt: int | None = None
+        self.limit: str | None = None
+        self.since: str | None = None
+        self.trace: str | None = None
+        self._collecting: list[str] | None = None
+
+    def feed(self, line: str) -> None:
+        if self._collecting is not None:
+            # The exception logged with the retry line: its head, its frames and its causes.
+            if line.startswith(("\t", " ", "Caused by:")) or (not self._collecting and line.strip()):
+                self._collecting.append(line)
+                self.trace = "\n".join(self._collecting)
+                return
+            self._collecting = None
+        retry = RETRY_LINE.search(line)
+        if retry:
+            if self.attempt is None:
+                self.since = _now()
+            self.attempt, self.limit = int(retry.group(1)), retry.group(2)
+            self.trace = None
+            self._collecting = []
+        elif STREAMING_LINE.search(line):
+            self.recovered()
+
+    def recovered(self) -> None:
+        self.attempt = self.limit = self.since = self.trace = None
+        self._collecting = None
+
+    @property
+    def retrying(self) -> bool:
+        return self.attempt is not None
+
+
+def read_status(state_dir: Path, name: str, *, process_alive: bool, exited: bool = False) -> ConnectorStatus:
+    """The connector's state as Kafka Connect would report it; a dead engine is never RUNNING,
+    and an engine whose task retries is RETRYING, not RUNNING.
+
+    `exited`: the engine's process ended without being stopped (its pid record is left)."""
     try:
         data = json.loads((state_dir / "status.json").read_text())
     except (FileNotFoundError, ValueError):
         data = {}
-    state = data.get("state", "UNASSIGNED")
+    state = data.get("state", "STOPPED")
     trace = data.get("trace")
+    retry = data.get("retry") or {}
     if not process_alive:
         if state != "FAILED":
-            state = "UNASSIGNED"
-    elif state in ("RUNNING", "PAUSED"):
+            state = "STOPPED"
+            trace = ("the cdc engine exited without being stopped (killed or crashed); start the cdc service"
+                     if exited else "the cdc engine is stopped; start the cdc service")
+        retry = {}
+    elif state in ("RUNNING", "PAUSED", "RETRYING"):
         heartbeat = data.get("heartbeat")
         if heartbeat:
             age = (datetime.now(timezone.utc) - datetime.fromisoformat(heartbeat)).total_seconds()
             if age > HEARTBEAT_STALE_SECONDS:
-                state, trace = "FAILED", f"engine heartbeat is {age:.0f}s old: the engine is hung"
+                state, trace, retry = "FAILED", f"engine heartbeat is {age:.0f}s old: the engine is hung", {}
+    if state != "RETRYING":
+        retry = {}
     last = data.get("last_event_at")
-    task_state = state if state in ("RUNNING", "PAUSED", "FAILED") else "UNASSIGNED"
+    task_state = state if state in ("RUNNING", "RETRYING", "PAUSED", "FAILED", "STOPPED") else "UNASSIGNED"
     return ConnectorStatus(
         name=name,
         state=state,
-        tasks=[TaskStatus(id=0, state=task_state, worker_id="embedded", trace=trace if task_state == "FAILED" else None)],
+        tasks=[TaskStatus(id=0, state=task_state, worker_id="embedded",
+                          trace=trace if task_state in ("FAILED", "RETRYING") else None)],
         trace=trace,
         events_captured=data.get("events_captured"),
         last_event_at=datetime.fromisoformat(last) if last else None,
+        retry_attempt=retry.get("attempt"),
+        retry_limit=retry.get("limit"),
+        retrying_since=datetime.fromisoformat(retry["since"]) if retry.get("since") else None,
     )
 
 
@@ -123,9 +182,11 @@ def topic_for(settings, destination: str) -> str:
 
 
 class Engine:
-    def __init__(self, settings, state_dir: Path):
+    def __init__(self, settings, state_dir: Path, log_file: Path | None = None):
         self.settings = settings
         self.state_dir = state_dir
+        self.log_file = log_file
+        self.retry = RetryWatch()
         self.status_path = state_dir / "status.json"
         self.control_path = state_dir / "control.json"
         previous = self._previous_status()
@@ -151,12 +212,17 @@ class Engine:
             return False
 
     def publish_status(self) -> None:
-        state = self.state
-        if state == "RUNNING" and self.paused():
+        state, trace, retry = self.state, self.trace, None
+        if state in ("STARTING", "RUNNING") and self.retry.retrying:
+            # A retrying task captures nothing, paused or not: RETRYING is what an operator must see.
+            state, trace = "RETRYING", self.retry.trace
+            retry = {"attempt": self.retry.attempt, "limit": self.retry.limit, "since": self.retry.since}
+        elif state == "RUNNING" and self.paused():
             state = "PAUSED"
         _write_json(self.status_path, {
             "state": state,
-            "trace": self.trace,
+            "trace": trace,
+            "retry": retry,
             "events_captured": self.events_total,
             "last_event_at": self.last_event_at,
             "heartbeat": _now(),
@@ -167,6 +233,20 @@ class Engine:
         while not self.stopping.is_set():
             self.publish_status()
             self.stopping.wait(0.5)
+
+    def watch_log(self) -> None:
+        """Follow our own log from its current end (earlier runs' retries are not ours)."""
+        with open(self.log_file, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            pending = b""
+            while not self.stopping.is_set():
+                chunk = fh.read()
+                if not chunk:
+                    self.stopping.wait(0.25)
+                    continue
+                *complete, pending = (pending + chunk).split(b"\n")
+                for line in complete:
+                    self.retry.feed(line.decode("utf-8", "replace"))
 
     def recover_from_broker_loss(self) -> None:
         """The memory broker forgets its topics when it restarts. Stored source offsets
@@ -231,6 +311,8 @@ class Engine:
         from confluent_kafka import Producer
 
         threading.Thread(target=self.heartbeat_loop, daemon=True).start()
+        if self.log_file is not None:
+            threading.Thread(target=self.watch_log, daemon=True).start()
         try:
             self.recover_from_broker_loss()
             self.producer = Producer({
@@ -338,8 +420,9 @@ def main(argv: list[str]) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     state_dir = Path(argv[0])
+    log_file = Path(argv[1]) if len(argv) > 1 else None
     settings = load_settings(env_file=None)
-    return Engine(settings, state_dir).run()
+    return Engine(settings, state_dir, log_file).run()
 
 
 if __name__ == "__main__":

@@ -200,16 +200,18 @@ class EmbeddedRuntime:
         from pipeline.runtime.cdc_engine import mark_starting
 
         mark_starting(state)
-        argv = [sys.executable, "-m", "pipeline.runtime.cdc_engine", str(state)]
+        argv = [sys.executable, "-m", "pipeline.runtime.cdc_engine", str(state), str(self.process("cdc").log_file)]
         self.process("cdc").start(argv, env=env, cwd=state)
         log("cdc: starting Debezium embedded engine (PostgreSQL connector)")
-        if not wait_until(lambda: self.connector_status().state in ("RUNNING", "FAILED"), timeout=120, interval=0.5):
+        if not wait_until(lambda: self.connector_status().state in ("RUNNING", "RETRYING", "FAILED"),
+                          timeout=120, interval=0.5):
             raise RuntimeError(f"cdc did not start; see {self.process('cdc').log_file}")
         status = self.connector_status()
         if status.state == "FAILED":
             last_line = (status.trace or "").strip().splitlines()[-1:] or ["no trace"]
             raise RuntimeError(f"cdc FAILED: {last_line[0]} (full trace in {self.process('cdc').log_file})")
-        log("cdc: RUNNING")
+        # RETRYING: the engine is up and keeps retrying on its own until its source answers.
+        log(f"cdc: {status.summary}")
 
     def _start_superset(self, log: Log) -> None:
         from pipeline.superset import install
@@ -253,7 +255,7 @@ class EmbeddedRuntime:
                 return self._probe_store().probe()
             if service == "cdc":
                 status = self.connector_status()
-                return status.effective_state == "RUNNING", f"connector {status.effective_state}"
+                return status.effective_state == "RUNNING", f"connector {status.summary}"
             if service == "superset":
                 import httpx
 
@@ -304,8 +306,11 @@ class EmbeddedRuntime:
     def connector_status(self) -> ConnectorStatus:
         from pipeline.runtime.cdc_engine import read_status
 
-        running = self.process("cdc").is_running()
-        return read_status(self.root / "cdc", self.settings.connector_name, process_alive=running)
+        cdc = self.process("cdc")
+        running = cdc.is_running()
+        # A pid record left behind means the engine ended without `stop`: killed or crashed.
+        return read_status(self.root / "cdc", self.settings.connector_name, process_alive=running,
+                           exited=not running and cdc.record() is not None)
 
     def connector(self) -> EmbeddedConnector:
         return EmbeddedConnector(self)

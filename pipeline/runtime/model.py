@@ -46,7 +46,7 @@ class ServiceStatus:
 @dataclass
 class TaskStatus:
     id: int
-    state: str  # RUNNING | PAUSED | FAILED | UNASSIGNED
+    state: str  # RUNNING | RETRYING | PAUSED | FAILED | UNASSIGNED | STOPPED
     worker_id: str = ""
     trace: str | None = None
 
@@ -54,19 +54,48 @@ class TaskStatus:
 @dataclass
 class ConnectorStatus:
     name: str
-    state: str  # RUNNING | PAUSED | FAILED | UNASSIGNED | STOPPED | UNKNOWN
+    state: str  # RUNNING | RETRYING | PAUSED | FAILED | UNASSIGNED | STOPPED | STARTING | UNKNOWN
     tasks: list[TaskStatus] = field(default_factory=list)
     trace: str | None = None
     events_captured: int | None = None
     last_event_at: datetime | None = None
     kind: str = "source"
+    # While Debezium retries a retriable error (its source unreachable) its task still
+    # "runs", so these are what tells RETRYING apart from RUNNING.
+    retry_attempt: int | None = None
+    retry_limit: str | None = None  # "infinity" unless errors.max.retries is set
+    retrying_since: datetime | None = None
 
     @property
     def effective_state(self) -> str:
         """FAILED if the connector or any task failed: a failed task is never shown as RUNNING."""
         if self.state == "FAILED" or any(t.state == "FAILED" for t in self.tasks):
             return "FAILED"
+        if self.state == "RETRYING" or any(t.state == "RETRYING" for t in self.tasks):
+            return "RETRYING"
         return self.state
+
+    @property
+    def last_error(self) -> str | None:
+        """The one line an operator acts on: the deepest cause of the trace."""
+        lines = [line.strip() for line in (self.error_trace or "").strip().splitlines() if line.strip()]
+        causes = [line for line in lines if line.startswith("Caused by:")]
+        if causes:
+            return causes[-1].removeprefix("Caused by:").strip()
+        if lines and not lines[0].startswith("Traceback") and any(line.startswith("at ") for line in lines):
+            return lines[0]  # a Java trace without causes: its head is the exception
+        return lines[-1] if lines else None
+
+    @property
+    def summary(self) -> str:
+        """State with what explains it: `RETRYING (attempt #6 of infinity): <last error>`."""
+        state = self.effective_state
+        text = state
+        if state == "RETRYING" and self.retry_attempt is not None:
+            text += f" (attempt #{self.retry_attempt} of {self.retry_limit or 'infinity'})"
+        if state != "RUNNING" and self.last_error:
+            text += f": {self.last_error}"
+        return text
 
     @property
     def error_trace(self) -> str | None:

@@ -171,9 +171,14 @@ class DbtProject:
         args = _selection(selector) + (["--full-refresh"] if full_refresh else [])
         return self.invoke("run", args)
 
-    def test(self, selector: str | Iterable[str] | None = None) -> DbtResult:
-        """`dbt test [--select ...]`: data tests of the selected models."""
-        return self.invoke("test", _selection(selector))
+    def test(self, selector: str | Iterable[str] | None = None, *, within_selection: bool = False) -> DbtResult:
+        """`dbt test [--select ...]`: data tests of the selected models.
+
+        within_selection leaves out the tests that also read a model outside the selection
+        (a relationships test to a table this run does not build): a refresh of some tables
+        cannot judge them, and their other model may not exist yet."""
+        cautious = ["--indirect-selection", "cautious"] if within_selection and selector else []
+        return self.invoke("test", _selection(selector) + cautious)
 
     def build(self, selector: str | Iterable[str] | None = None, full_refresh: bool = False) -> DbtResult:
         args = _selection(selector) + (["--full-refresh"] if full_refresh else [])

@@ -1,7 +1,7 @@
 {#-
   dim_product: the BI product dimension. Active products only (deleted = false),
   about 30 columns, with the computed columns dashboards rely on (data contract):
-    supplier_name        first 4 characters of vendor_code; 'Unknown' when missing or shorter
+    supplier_name        first 4 characters of vendor_code (trimmed); 'Unknown' when missing, blank or shorter
     multilingual_status  'Complete' (name_pl and name_ua present), 'Partial' (one), 'Missing'
     weight_category      'Missing' (null or 0), 'Light (<1kg)', 'Medium (1-10kg)', 'Heavy (>10kg)'
     days_since_created / days_since_updated   whole days up to current_date
@@ -27,8 +27,9 @@ select
     name_pl,
     name_ua,
     vendor_code,
-    case when vendor_code is null or length(vendor_code) < 4 then 'Unknown'
-         else left(vendor_code, 4) end as supplier_name,
+    {#- A blank code is a missing one; surrounding spaces are not part of the prefix. #}
+    case when length(btrim(coalesce(vendor_code, ''))) < 4 then 'Unknown'
+         else left(btrim(vendor_code), 4) end as supplier_name,
     case when nullif(trim(name_pl), '') is not null and nullif(trim(name_ua), '') is not null then 'Complete'
          when nullif(trim(name_pl), '') is not null or nullif(trim(name_ua), '') is not null then 'Partial'
          else 'Missing' end as multilingual_status,
