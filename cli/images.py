@@ -4,11 +4,12 @@ host with no registry (an air-gapped install, and what CI runs).
 The base is Debian itself (debootstrap, then `docker import`), the project's image is
 `compose/Dockerfile` with that base as its BASE build argument and the dependencies
 installed offline from a wheelhouse built on the host, and each stand-in is a thin
-image over it (`compose/standin/Dockerfile.*`). Superset is the project's second own image:
-`compose/superset/Dockerfile` on the same base, with Superset installed offline from a
-wheelhouse of its own (it pins SQLAlchemy 1.4, which cannot share the project's). An image whose inputs (every file of its
-build context, its Dockerfile, its build arguments and its parent image) did not change
-since it was built is not built again: the inputs' digest is a label on the image.
+image over it (`compose/standin/Dockerfile.*`). Superset is the project's second own
+image: `compose/superset/Dockerfile` on the same base, Superset installed offline from a
+wheelhouse of its own (it pins SQLAlchemy 1.4, which cannot share the project's). An image
+whose inputs (every file of its build context, its Dockerfile, its build arguments and its
+parent image) did not change since it was built is not built again: the inputs' digest is
+a label on the image.
 
 Run as `python -m cli.images build [--force] [--only NAME]`.
 """
@@ -233,11 +234,12 @@ class Builder:
         pip_wheel = [sys.executable, "-m", "pip", "wheel", "--progress-bar", "off", "--wheel-dir", str(path),
                      "--find-links", str(path), "-r", str(path / "requirements.txt")]
         self.log(f"superset wheelhouse: {' '.join(superset_requirements())} into {path}")
+        wheel_lines = ("Saved ", "File was already downloaded")  # one per wheel: the progress
         try:
-            self._run(self._niced([*pip_wheel, "--no-index"]), "pip wheel (offline)", progress=("Saved ", "File was already downloaded"))
+            self._run(self._niced([*pip_wheel, "--no-index"]), "pip wheel (offline)", progress=wheel_lines)
         except click.ClickException:
             self.log("superset wheelhouse: the wheels at hand do not satisfy it; fetching from the index")
-            self._run(self._niced(pip_wheel), "pip wheel", progress=("Saved ", "File was already downloaded"))
+            self._run(self._niced(pip_wheel), "pip wheel", progress=wheel_lines)
         stamp.write_text(inputs)
         self.timings["superset wheelhouse"] = time.monotonic() - started
         self.log(f"superset wheelhouse: {len(list(path.glob('*.whl')))} wheels in "
