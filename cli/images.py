@@ -4,9 +4,12 @@ host with no registry (an air-gapped install, and what CI runs).
 The base is Debian itself (debootstrap, then `docker import`), the project's image is
 `compose/Dockerfile` with that base as its BASE build argument and the dependencies
 installed offline from a wheelhouse built on the host, and each stand-in is a thin
-image over it (`compose/standin/Dockerfile.*`). An image whose inputs (every file of its
-build context, its Dockerfile, its build arguments and its parent image) did not change
-since it was built is not built again: the inputs' digest is a label on the image.
+image over it (`compose/standin/Dockerfile.*`). Superset is the project's second own
+image: `compose/superset/Dockerfile` on the same base, Superset installed offline from a
+wheelhouse of its own (it pins SQLAlchemy 1.4, which cannot share the project's). An image
+whose inputs (every file of its build context, its Dockerfile, its build arguments and its
+parent image) did not change since it was built is not built again: the inputs' digest is
+a label on the image.
 
 Run as `python -m cli.images build [--force] [--only NAME]`.
 """
@@ -34,6 +37,11 @@ VERSION = "0.1.0"
 
 BASE_IMAGE = "bi-console-base-debian:bookworm"
 PROJECT_IMAGE = f"bi-console:{VERSION}"
+# The exact release the image holds, so that its tag says what is in it; the embedded
+# Superset follows install.SUPERSET_SPEC (the same minor), with the same extras.
+SUPERSET_VERSION = "6.1.0"
+SUPERSET_IMAGE = f"bi-console-superset:{SUPERSET_VERSION}-local"
+SUPERSET_DIR = ROOT / "compose" / "superset"
 DEBOOTSTRAP = ["--variant=minbase", "--include=python3,python3-venv,ca-certificates", "bookworm"]
 DEBIAN_MIRROR = os.environ.get("BI_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
@@ -100,6 +108,15 @@ def dependency_spec() -> dict:
     return {"dependencies": project.get("dependencies", []), "requires-python": project.get("requires-python")}
 
 
+def superset_requirements() -> list[str]:
+    """What the Superset image installs: the release, install.py's extras (the same pins the
+    embedded Superset is verified with), and async-timeout, which redis needs on Debian's
+    Python 3.11.2 but does not declare for it."""
+    from pipeline.superset.install import EXTRA_PACKAGES
+
+    return [f"apache-superset=={SUPERSET_VERSION}", *EXTRA_PACKAGES, "async-timeout>=4.0.3"]
+
+
 def tracked_files(root: Path) -> list[str]:
     """The repository's files as git knows them: a build context without venvs, secrets or caches."""
     out = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], check=True, capture_output=True).stdout
@@ -162,11 +179,17 @@ class Builder:
         self.timings[BASE_IMAGE] = time.monotonic() - started
         self.log(f"{BASE_IMAGE}: built in {self.timings[BASE_IMAGE]:.0f}s")
 
-    def _run(self, argv: list[str], what: str) -> None:
+    def _run(self, argv: list[str], what: str, progress: tuple[str, ...] = ()) -> None:
+        """Run argv; lines starting with `progress` are counted and the count shown now and then."""
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         tail: list[str] = []
+        done = 0
         for line in proc.stdout:
             tail = (tail + [line.rstrip()])[-20:]
+            if progress and line.lstrip().startswith(progress):
+                done += 1
+                if done % 25 == 0:
+                    self.log(f"  {what}: {done} done")
             if line.startswith(("I: Retrieving", "I: Extracting", "I: Installing", "I: Configuring", "I: Base")):
                 continue  # hundreds of these; the last lines are shown on failure
         if proc.wait():
@@ -194,7 +217,49 @@ class Builder:
         self.log(f"wheelhouse: {len(list(path.glob('*.whl')))} wheels in {self.timings['wheelhouse']:.0f}s")
         return path
 
+    def superset_wheelhouse(self) -> Path:
+        """Superset's wheels, fetched by the host's pip. Wheels already in the directory are
+        used first, offline; only what they do not satisfy is fetched from the index."""
+        path = self.cache / "superset-wheelhouse"
+        requirements = "\n".join(superset_requirements()) + "\n"
+        inputs = digest([requirements.encode(), sys.version.encode()])
+        stamp = path / ".inputs"
+        if not self.force and stamp.is_file() and stamp.read_text() == inputs:
+            self.log(f"superset wheelhouse: up to date ({len(list(path.glob('*.whl')))} wheels), not rebuilt")
+            return path
+        started = time.monotonic()
+        path.mkdir(parents=True, exist_ok=True)
+        stamp.unlink(missing_ok=True)
+        (path / "requirements.txt").write_text(requirements)
+        pip_wheel = [sys.executable, "-m", "pip", "wheel", "--progress-bar", "off", "--wheel-dir", str(path),
+                     "--find-links", str(path), "-r", str(path / "requirements.txt")]
+        self.log(f"superset wheelhouse: {' '.join(superset_requirements())} into {path}")
+        wheel_lines = ("Saved ", "File was already downloaded")  # one per wheel: the progress
+        try:
+            self._run(self._niced([*pip_wheel, "--no-index"]), "pip wheel (offline)", progress=wheel_lines)
+        except click.ClickException:
+            self.log("superset wheelhouse: the wheels at hand do not satisfy it; fetching from the index")
+            self._run(self._niced(pip_wheel), "pip wheel", progress=wheel_lines)
+        stamp.write_text(inputs)
+        self.timings["superset wheelhouse"] = time.monotonic() - started
+        self.log(f"superset wheelhouse: {len(list(path.glob('*.whl')))} wheels in "
+                 f"{self.timings['superset wheelhouse']:.0f}s")
+        return path
+
     # -- docker build ---------------------------------------------------------
+    def superset(self, wheels: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=self.cache, prefix="superset-context-") as tmp:
+            context = Path(tmp)
+            for source in SUPERSET_DIR.iterdir():
+                if source.is_file():
+                    shutil.copy2(source, context / source.name)
+            house = context / ".wheelhouse"
+            house.mkdir()
+            for wheel in wheels.glob("*.whl"):
+                os.link(wheel, house / wheel.name)
+            shutil.copy2(wheels / "requirements.txt", house / "requirements.txt")
+            self.build(Image(SUPERSET_IMAGE, "Dockerfile", context, BASE_IMAGE, {"SUPERSET_BASE": BASE_IMAGE}))
+
     def project(self, wheels: Path) -> None:
         with tempfile.TemporaryDirectory(dir=self.cache, prefix="context-") as tmp:
             context = Path(tmp)
@@ -236,6 +301,7 @@ class Builder:
         self.base()
         wheels = self.wheelhouse()
         self.project(wheels)
+        self.superset(self.superset_wheelhouse())
         for image in standin_images():
             if only and only not in image.tag:
                 continue
@@ -249,9 +315,9 @@ def images() -> None:
 
 @images.command("build")
 @click.option("--force", is_flag=True, help="Rebuild even when the inputs did not change.")
-@click.option("--only", help="Only the stand-in whose tag contains this text (the base and bi-console always).")
+@click.option("--only", help="Only the stand-in whose tag contains this text (the base, bi-console and Superset always).")
 def build_command(force: bool, only: str | None) -> None:
-    """Build the base, bi-console and every stand-in image; skip those whose inputs did not change."""
+    """Build the base, bi-console, Superset and every stand-in image; skip those whose inputs did not change."""
     started = time.monotonic()
     builder = Builder(force=force)
     builder.all(only)
@@ -261,7 +327,8 @@ def build_command(force: bool, only: str | None) -> None:
 @images.command("list")
 def list_command() -> None:
     """The profile's images, with the upstream image each stand-in replaces."""
-    for image in [Image(BASE_IMAGE, "", ROOT), Image(PROJECT_IMAGE, "compose/Dockerfile", ROOT), *standin_images()]:
+    for image in [Image(BASE_IMAGE, "", ROOT), Image(PROJECT_IMAGE, "compose/Dockerfile", ROOT),
+                  Image(SUPERSET_IMAGE, "compose/superset/Dockerfile", SUPERSET_DIR), *standin_images()]:
         click.echo(f"{image.tag:55} {('stand-in for ' + image.standin_for) if image.standin_for else ''}")
 
 

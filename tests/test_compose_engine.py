@@ -1,7 +1,7 @@
 """Compose mode on a real Docker Engine: the stand-in profile (compose/docker-compose.standin.yml)
 built by `images build`, started by `docker compose up --wait`, and bi-console driving its
-containers: status, logs, service control, full and incremental refreshes, --check, and
-faults (PostgreSQL killed mid-load, a container in a restart loop).
+containers: status, logs, service control, full and incremental refreshes (through the
+containerized Superset too), --check, and faults (PostgreSQL killed mid-load, a container in a restart loop).
 
 Skipped, with the reason, only when no Docker engine answers. Every container, network and
 volume a test makes carries the test project's label and is removed by it at the end.
@@ -33,10 +33,16 @@ from support.settings import make_settings
 pytestmark = [pytest.mark.compose]
 
 STANDIN_FILE = REPO / "compose" / "docker-compose.standin.yml"
-SERVICES = ["kafka", "kafka-connect", "postgres", "s3"]
+SERVICES = ["kafka", "kafka-connect", "postgres", "s3", "superset", "superset-init"]
+ONE_SHOTS = {"superset-init"}
+# The project's own images, built here from their Dockerfiles: not stand-ins, and never
+# tagged with an upstream name either.
+LOCAL_TAGS = ["bi-console-superset:6.1.0-local"]
 STANDIN_TAGS = ["bi-console-standin-kafka-tansu:0.1.0", "bi-console-standin-s3-moto:0.1.0",
                 "bi-console-standin-postgres-debian:0.1.0", "bi-console-standin-connect-debezium-engine:0.1.0"]
-UPSTREAM_NAMES = ("apache/kafka", "minio/minio", "postgres:", "quay.io/debezium/connect", "mcr.microsoft.com/mssql")
+UPSTREAM_NAMES = ("apache/kafka", "minio/minio", "postgres:", "quay.io/debezium/connect", "mcr.microsoft.com/mssql",
+                  "apache/superset")
+BI_STEPS = "ingest,load,transform,test,validate,bi"
 
 
 def test_standin_file_is_valid_compose_and_keeps_the_policy():
@@ -45,8 +51,11 @@ def test_standin_file_is_valid_compose_and_keeps_the_policy():
     assert [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(doc)] == []
     assert compose_policy_problems(doc, base_dir=STANDIN_FILE.parent) == []
     for name, service in doc["services"].items():
-        assert "standin" in service["image"], f"{name} runs {service['image']}, not a stand-in image"
+        assert "standin" in service["image"] or service["image"] in LOCAL_TAGS, \
+            f"{name} runs {service['image']}, not a stand-in image nor one of the project's own"
+        assert not service["image"].startswith(UPSTREAM_NAMES), service["image"]
         assert service["pull_policy"] == "never"
+    assert {doc["services"][name]["image"] for name in ("superset", "superset-init")} == set(LOCAL_TAGS)
 
 
 def test_a_container_running_briefly_between_crashes_is_in_a_restart_loop():
@@ -139,15 +148,17 @@ def project():
 
     name = f"bi-console-test-{secrets.token_hex(4)}"
     root = Path(tempfile.mkdtemp(prefix="bi-console-compose-"))
-    pg, kafka, s3, connect = free_port(), free_port(), free_port(), free_port()
+    pg, kafka, s3, connect, superset = free_port(), free_port(), free_port(), free_port(), free_port()
     settings = make_settings(
         root / "data", runtime="compose", compose_project_name=name,
         compose_files=str(STANDIN_FILE), pg_port=pg, source_host="127.0.0.1", source_port=pg,
         kafka_bootstrap=f"127.0.0.1:{kafka}", s3_endpoint=f"http://127.0.0.1:{s3}",
-        kafka_connect_url=f"http://127.0.0.1:{connect}")
+        kafka_connect_url=f"http://127.0.0.1:{connect}", superset_url=f"http://127.0.0.1:{superset}",
+        superset_pg_host="postgres", superset_pg_port=5432)
     env_file = write_env(settings, root / ".env")
     with env_file.open("a") as f:  # the compose file's own variables: the host ports of the stand-ins
-        f.write(f"BI_STANDIN_KAFKA_PORT={kafka}\nBI_STANDIN_S3_PORT={s3}\nBI_STANDIN_CONNECT_PORT={connect}\n")
+        f.write(f"BI_STANDIN_KAFKA_PORT={kafka}\nBI_STANDIN_S3_PORT={s3}\nBI_STANDIN_CONNECT_PORT={connect}\n"
+                f"BI_SUPERSET_PORT={superset}\n")
     handle = ComposeHandle(settings=settings, runtime=ComposeRuntime(name, files=[STANDIN_FILE]), env_file=env_file)
     handle.project, handle.root, handle.client = name, root, client
     try:
@@ -172,12 +183,18 @@ def test_images_are_standins_by_name_and_rebuilds_are_skipped(project):
         image = project.client.images.get(tag)
         assert image.labels.get("bi-console.standin-for"), tag
         assert not [t for t in image.tags if t.startswith(UPSTREAM_NAMES)], image.tags
+    for tag in LOCAL_TAGS:
+        image = project.client.images.get(tag)
+        assert "bi-console.standin-for" not in image.labels, tag
+        assert not [t for t in image.tags if t.startswith(UPSTREAM_NAMES)], image.tags
     started = time.monotonic()
     again = subprocess.run([sys.executable, "-m", "cli.images", "build"], cwd=REPO, capture_output=True, text=True,
                            timeout=600, check=True)
-    assert again.stdout.count("up to date, not rebuilt") == 2 + len(STANDIN_TAGS), again.stdout
+    assert again.stdout.count("up to date, not rebuilt") == 2 + len(LOCAL_TAGS) + len(STANDIN_TAGS), again.stdout
     assert "wheelhouse: up to date" in again.stdout
+    assert "superset wheelhouse: up to date" in again.stdout
     assert time.monotonic() - started < 120
+    print(f"images build, nothing changed: {time.monotonic() - started:.1f}s", file=sys.stderr)
 
 
 def test_status_lists_every_container_with_state_health_and_uptime(project):
@@ -187,6 +204,10 @@ def test_status_lists_every_container_with_state_health_and_uptime(project):
     assert sorted(by_name) == SERVICES
     for name, status in by_name.items():
         attrs = project.container(name).attrs
+        if name in ONE_SHOTS:
+            assert (status["state"], status["healthy"], status["health_detail"]) == \
+                ("exited", True, "completed (exit code 0)"), status
+            continue
         assert (status["state"], status["healthy"]) == ("running", True), status
         assert status["pid"] == attrs["State"]["Pid"]
         assert status["uptime_seconds"] > 0
@@ -195,6 +216,7 @@ def test_status_lists_every_container_with_state_health_and_uptime(project):
         assert all(b["HostIp"] == "127.0.0.1" for bindings in attrs["NetworkSettings"]["Ports"].values()
                    for b in bindings or [])
     assert by_name["postgres"]["ports"] == [project.settings.pg_port]
+    assert by_name["superset"]["ports"] == [int(project.settings.superset_url.rsplit(":", 1)[1])]
 
 
 def test_logs_show_and_follow_a_container(project):
@@ -231,7 +253,7 @@ def test_full_and_incremental_refresh_through_containers_match_the_embedded_figu
     seeded = project.seeded()
     assert seeded["topic_events"] == 31_970
     started = time.monotonic()
-    result, run = cli_json(project, "refresh", "--full", "--steps", "ingest,load,transform,test,validate", "--json")
+    result, run = cli_json(project, "refresh", "--full", "--steps", BI_STEPS, "--json")
     print(f"full refresh through containers: {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert result.returncode == 0, result.stderr[-3000:]
     assert run["outcome"] == "ok"
@@ -241,11 +263,11 @@ def test_full_and_incremental_refresh_through_containers_match_the_embedded_figu
     assert project.psql(STEP4_QUERY) == [("Staging", "115"), ("Marts", "115")]
     assert project.psql("SELECT count(*) FROM bronze.measure_unit_cdc") == [(14,)]
     assert project.psql("SELECT count(*) FROM staging_staging.stg_measure_unit") == [(7,)]
+    assert_superset_shows(project, run, 115)
 
     changes = json.loads(project.cli("demo", "changes", "500", check=True).stdout.strip().splitlines()[-1])
     started = time.monotonic()
-    result, run = cli_json(project, "refresh", "--incremental", "--steps", "ingest,load,transform,test,validate",
-                           "--json")
+    result, run = cli_json(project, "refresh", "--incremental", "--steps", BI_STEPS, "--json")
     print(f"incremental refresh through containers: {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert result.returncode == 0, result.stderr[-3000:]
     ingest = next(s for s in run["steps"] if s["step"] == "ingest" and s["table"] == "product")
@@ -254,12 +276,55 @@ def test_full_and_incremental_refresh_through_containers_match_the_embedded_figu
         == [(32_470, 32_470)]
     active = 115 + changes["insert"] - changes["soft_delete"]
     assert project.psql(STEP4_QUERY) == [("Staging", str(active)), ("Marts", str(active))]
+    assert_superset_shows(project, run, active)
+
+
+def assert_superset_shows(project: ComposeHandle, run: dict, products: int) -> None:
+    """The refresh's bi step warmed every chart in the Superset container, which reads the
+    marts from the postgres container over the compose network, and the dashboard shows
+    the marts' count."""
+    from pipeline.superset import api
+
+    bi = next(s for s in run["steps"] if s["step"] == "bi")
+    assert bi["counts"]["charts_warmed"] == len(api.PRODUCT_CATALOG.charts), bi
+    assert bi["counts"]["charts_failed"] == 0, bi
+    with api.SupersetClient.from_settings(project.settings) as client:
+        database = api.find_database(client)
+        uri = client.get(f"/api/v1/database/{database['id']}/connection")["result"]["sqlalchemy_uri"]
+        assert "@postgres:5432/" in uri, uri
+        dashboard = api.find_dashboard(client, api.PRODUCT_CATALOG.title)
+        charts = {c["slice_name"]: int(c["id"]) for c in api.dashboard_charts(client, int(dashboard["id"]))}
+        shown = client.chart_data(charts["Product Catalog: Active products"])
+    assert shown["is_cached"] is True  # warmed by the bi step
+    assert shown["data"][0]["product_count"] == products
 
 
 def test_check_passes_on_the_containers(project):
     result = project.cli("--check")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "service:postgres" in result.stdout and "PostgreSQL 15" in result.stdout
+    # Judged with Superset in the project: the server healthy, its one-shot init completed.
+    statuses = {s.name: s for s in project.runtime.status_all()}
+    assert (statuses["superset"].state, statuses["superset"].healthy) == ("running", True)
+    assert (statuses["superset-init"].state, statuses["superset-init"].healthy) == ("exited", True)
+
+
+def test_superset_metadata_is_in_postgres_and_the_reader_cannot_connect_to_it(project):
+    import psycopg2
+
+    settings = project.settings
+    assert project.psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'superset'") \
+        == [(settings.pg_user,)]
+    conn = psycopg2.connect(**settings.pg_dsn("superset"))
+    try:
+        with conn.cursor() as cur:  # written by superset-init: the admin from .env
+            cur.execute("SELECT username FROM ab_user")
+            assert cur.fetchall() == [(settings.superset_user,)]
+    finally:
+        conn.close()
+    with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+        psycopg2.connect(**settings.pg_dsn("superset", user=settings.pg_reader_user,
+                                           password=settings.pg_reader_password)).close()
 
 
 def test_stop_start_restart_one_container(project):

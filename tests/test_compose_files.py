@@ -184,3 +184,84 @@ def test_compose_no_literal_secret_in_any_file(path):
     text = (COMPOSE / path).read_text()
     for needle in ("minioadmin", "thisISaSECRET_1234", "admin:admin", "password=admin", "PASSWORD: admin"):
         assert needle not in text, f"{path} holds {needle}"
+
+
+def _run_config(path: Path, monkeypatch, **env: str) -> dict:
+    import runpy
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(path))
+
+
+def test_compose_superset_config_has_the_embedded_superset_cache_model(tmp_path, monkeypatch):
+    """The bi step's invalidate-and-warm relies on install.py's cache settings; the
+    containerized Superset must have the same ones (only the directory differs)."""
+    from pipeline.config import load_settings
+    from pipeline.superset.install import write_config
+
+    key = "k" * 48
+    settings = load_settings(env_file=None, data_dir=str(tmp_path), pg_password="p" * 12, pg_reader_password="r" * 12,
+                             source_password="s" * 12, s3_access_key="a" * 12, s3_secret_key="b" * 12,
+                             superset_secret_key=key, superset_password="c" * 12)
+    embedded = _run_config(write_config(settings), monkeypatch, SUPERSET_SECRET_KEY=key)
+    compose_env = {"SUPERSET_SECRET_KEY": key, "BI_PG_USER": "analytics", "BI_PG_PASSWORD": "p@ss/word"}
+    compose = _run_config(COMPOSE / "superset" / "superset_config.py", monkeypatch, **compose_env)
+
+    assert compose["STORE_CACHE_KEYS_IN_METADATA_DB"] is embedded["STORE_CACHE_KEYS_IN_METADATA_DB"] is True
+    def without_dir(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k != "CACHE_DIR"}
+    assert without_dir(compose["DATA_CACHE_CONFIG"]) == without_dir(embedded["DATA_CACHE_CONFIG"])
+    assert compose["CACHE_CONFIG"] == compose["DATA_CACHE_CONFIG"]
+    assert compose["DATA_CACHE_CONFIG"]["CACHE_DIR"].startswith("/app/superset_home/")  # the superset_home volume
+    assert compose["WTF_CSRF_TIME_LIMIT"] is embedded["WTF_CSRF_TIME_LIMIT"] is None
+    assert compose["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg2://analytics:p%40ss%2Fword@postgres:5432/superset"
+
+    tuned = _run_config(COMPOSE / "superset" / "superset_config.py", monkeypatch, **compose_env,
+                        BI_SUPERSET_CACHE_TIMEOUT="120", BI_SUPERSET_CACHE_DIR="/data/cache")
+    assert (tuned["DATA_CACHE_CONFIG"]["CACHE_DEFAULT_TIMEOUT"], tuned["CACHE_CONFIG"]["CACHE_DIR"]) == (120, "/data/cache")
+
+
+def test_standin_superset_image_is_the_one_images_build_makes():
+    from cli.images import SUPERSET_IMAGE, SUPERSET_VERSION, superset_requirements
+    from pipeline.superset.install import EXTRA_PACKAGES, SUPERSET_SPEC
+
+    services = yaml.safe_load((COMPOSE / "docker-compose.standin.yml").read_text())["services"]
+    assert services["superset"]["image"] == services["superset-init"]["image"] == SUPERSET_IMAGE
+    assert SUPERSET_IMAGE == f"bi-console-superset:{SUPERSET_VERSION}-local"
+    # The image's release is one the embedded Superset's spec (6.1.*) accepts, with its extras.
+    assert SUPERSET_VERSION.startswith(SUPERSET_SPEC.split("==")[1].rstrip("*"))
+    assert superset_requirements()[0] == f"apache-superset=={SUPERSET_VERSION}"
+    assert set(EXTRA_PACKAGES) <= set(superset_requirements())
+    assert services["superset-init"]["labels"]["bi-console.one-shot"] == "true"
+    assert services["superset"]["ports"] == ["127.0.0.1:${BI_SUPERSET_PORT:-8088}:8088"]
+    assert "/health" in " ".join(services["superset"]["healthcheck"]["test"])
+
+
+def test_superset_metadata_initdb_file_is_new_and_idempotent():
+    """The stand-in runs it on every start and the postgres image after 10-bi-console.sql,
+    which creates the same database: it creates the database only when it is missing."""
+    sql = (COMPOSE / "postgres" / "initdb" / "20-superset-metadata.sql").read_text()
+    assert re.search(r"WHERE NOT EXISTS \(SELECT FROM pg_database WHERE datname = 'superset'\) \\gexec", sql)
+    assert "REVOKE ALL ON DATABASE superset FROM PUBLIC" in sql
+    standin = yaml.safe_load((COMPOSE / "docker-compose.standin.yml").read_text())["services"]["postgres"]
+    assert "./postgres/initdb/20-superset-metadata.sql:/opt/bi-console/initdb/20-superset-metadata.sql:ro" \
+        in standin["volumes"]
+
+
+def test_superset_reaches_postgres_where_its_container_can(tmp_path):
+    """The connection Superset queries the marts through names PostgreSQL as the Superset
+    server reaches it: the compose service from a container, else where bi-console does."""
+    from pipeline.config import generate_env, load_settings
+    from pipeline.superset.api import reader_uri
+
+    secrets = dict(pg_password="p" * 12, pg_reader_password="r@d/r" * 3, source_password="s" * 12,
+                   s3_access_key="a" * 12, s3_secret_key="b" * 12)
+    host = load_settings(env_file=None, data_dir=str(tmp_path), pg_port=6543, **secrets)
+    assert reader_uri(host) == f"postgresql+psycopg2://bi_reader:{'r%40d%2Fr' * 3}@127.0.0.1:6543/analytics"
+    env_file = tmp_path / ".env"
+    env_file.write_text(generate_env(compose=True))
+    compose = load_settings(env_file=env_file, data_dir=str(tmp_path))
+    assert (compose.superset_pg_host, compose.superset_pg_port) == ("postgres", 5432)
+    assert reader_uri(compose).endswith("@postgres:5432/analytics")
+    assert compose.pg_port == 5433  # bi-console itself still uses the published port

@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     superset_user: str = "bi_admin"
     superset_password: str | None = None
     superset_secret_key: str | None = None
+    # PostgreSQL as the Superset server reaches it, for the connection it queries the marts
+    # through; unset, where bi-console reaches it. A Superset container reaches the compose
+    # network's `postgres:5432`, not the port published on the host.
+    superset_pg_host: str | None = None
+    superset_pg_port: int | None = None
 
     compose_project_name: str | None = None
     compose_files: str | None = None
@@ -329,5 +334,7 @@ def generate_env(compose: bool = False) -> str:
             f"{ENV_PREFIX}PG_PORT=5433",
             f"{ENV_PREFIX}S3_ENDPOINT=http://127.0.0.1:9000",
             f"{ENV_PREFIX}KAFKA_BOOTSTRAP=127.0.0.1:9092",
+            f"{ENV_PREFIX}SUPERSET_PG_HOST=postgres",
+            f"{ENV_PREFIX}SUPERSET_PG_PORT=5432",
         ]
     return "\n".join(lines) + "\n"

@@ -332,9 +332,15 @@ def dataset_names(settings: Settings, tables: Iterable[TableConfig] | None = Non
     return names
 
 
+def superset_pg_address(settings: Settings) -> tuple[str, int]:
+    """Where the Superset server reaches PostgreSQL (a container: the compose service)."""
+    return settings.superset_pg_host or settings.pg_host, settings.superset_pg_port or settings.pg_port
+
+
 def reader_uri(settings: Settings) -> str:
+    host, port = superset_pg_address(settings)
     return (f"postgresql+psycopg2://{quote(settings.pg_reader_user, safe='')}:"
-            f"{quote(settings.pg_reader_password, safe='')}@{settings.pg_host}:{settings.pg_port}/"
+            f"{quote(settings.pg_reader_password, safe='')}@{host}:{port}/"
             f"{quote(settings.pg_database, safe='')}")
 
 
@@ -366,7 +372,7 @@ def ensure_database(client: SupersetClient, settings: Settings, log: Log = _noop
         payload["cache_timeout"] = DEFAULT_DATABASE_CACHE_TIMEOUT
         created = client.post("/api/v1/database/", payload)
         log(f"superset: created database connection {DATABASE_NAME!r} (id {created['id']}) as "
-            f"{settings.pg_reader_user}@{settings.pg_host}:{settings.pg_port}/{settings.pg_database}")
+            f"{settings.pg_reader_user}@{':'.join(map(str, superset_pg_address(settings)))}/{settings.pg_database}")
         return int(created["id"])
     # The operator's cache timeout is kept; everything else is brought back to the settings.
     client.put(f"/api/v1/database/{existing['id']}", payload)
