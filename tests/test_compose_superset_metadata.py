@@ -7,17 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_compose_postgres_init import BINDIR, _run, psql, server  # noqa: F401 - the fixture
+from test_compose_postgres_init import psql, server  # noqa: F401 - the fixture
 
 METADATA_SQL = Path(__file__).resolve().parents[1] / "compose" / "postgres" / "initdb" / "20-superset-metadata.sql"
 
 
 def run_metadata_sql(server, user: str, *variables: str):  # noqa: F811
-    sock, port = server
-    argv = [str(BINDIR / "psql"), "-X", "-q", "-h", str(sock), "-p", str(port), "-U", user, "-d", "analytics"]
+    argv = ["psql", "-X", "-q", "-h", server.socket_dir, "-p", str(server.port), "-U", user, "-d", "analytics"]
     for variable in variables:
         argv += ["-v", variable]
-    return _run([*argv, "-f", str(METADATA_SQL)], check=False)
+    return server.run([*argv, "-f", METADATA_SQL], check=False)
 
 
 def owner_of_superset(server) -> str:  # noqa: F811
