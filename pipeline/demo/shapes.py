@@ -82,8 +82,22 @@ MEASURE_UNITS = [
     (5, "комплект", "komplet", "комплект"), (6, "пара", "para", "пара"), (7, "упаковка", "opakowanie", "упаковка"),
 ]
 
-# Products the demo seeds besides the profile-shaped ones: {id: column overrides}.
-CASES: dict[int, dict] = {}
+# Products the demo seeds besides the profile-shaped ones, one per rule of dim_product
+# (dbt/models/marts/dim_product.sql), so that the marts hold every category and the
+# end-to-end tests can compare them with hand-written rows. They stay active and take
+# their prefixes out of SUPPLIER_PREFIXES, so the supplier distribution is unchanged.
+CASES: dict[int, dict] = {
+    7_960_001: {"VendorCode": "SEM1-P1", "NameUA": None, "HasAnalogue": True},          # Partial: no Ukrainian name
+    7_960_002: {"VendorCode": "SABO-P2", "NamePL": "   ", "HasAnalogue": True},         # Partial: blank Polish name
+    7_960_003: {"VendorCode": "SEM1-M3", "NamePL": None, "NameUA": "", "HasAnalogue": True},  # Missing
+    7_960_004: {"VendorCode": "WBR0-W4", "Weight": 4.2, "HasAnalogue": True},           # Medium
+    7_960_005: {"VendorCode": "YP-1-W5", "Weight": 10.0, "HasAnalogue": False},         # Medium: exactly 10 kg
+    7_960_006: {"VendorCode": "SABO-W6", "Weight": 12.5, "HasAnalogue": False},         # Heavy
+    7_960_007: {"VendorCode": "0340-W7", "Weight": 0.0, "HasAnalogue": False},          # Missing weight: zero
+    7_960_008: {"VendorCode": "", "Weight": None, "HasAnalogue": False},                # Missing weight: null
+    7_960_009: {"VendorCode": "YP-6-S9", "IsForSale": True, "HasAnalogue": True},       # for sale
+    7_960_010: {"VendorCode": "SEM1-N10", "IsForWeb": False, "HasAnalogue": False},     # not for web
+}
 
 
 def _digest(product_id: int, salt: bytes) -> bytes:
