@@ -23,76 +23,21 @@ call continues the same history (the incremental benchmark's 10,000 new events).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import orjson
 from confluent_kafka import Producer
 
-from pipeline.demo import PART_NAMES
+from pipeline.demo import rows, shapes
 
 FIRST_ID = 7_800_000
 PRODUCTS = 61_400
 TOPIC_PREFIX = "cord"
 DATABASE = "ConcordDb"
-
-# (name, Kafka Connect type, Debezium logical name, optional)
-COLUMNS: list[tuple[str, str, str | None, bool]] = [
-    ("ID", "int64", None, False),
-    ("NetUID", "string", None, False),
-    ("Created", "int64", "io.debezium.time.Timestamp", False),
-    ("Updated", "int64", "io.debezium.time.Timestamp", False),
-    ("Deleted", "boolean", None, False),
-    ("Name", "string", None, False),
-    ("VendorCode", "string", None, True),
-    ("Description", "string", None, True),
-    ("Size", "string", None, True),
-    ("Weight", "double", None, True),
-    ("Volume", "string", None, True),
-    ("Image", "string", None, True),
-    ("MainOriginalNumber", "string", None, True),
-    ("MeasureUnitID", "int64", None, True),
-    ("Top", "string", None, True),
-    ("NamePL", "string", None, True),
-    ("DescriptionPL", "string", None, True),
-    ("NotesPL", "string", None, True),
-    ("SynonymsPL", "string", None, True),
-    ("NameUA", "string", None, True),
-    ("DescriptionUA", "string", None, True),
-    ("NotesUA", "string", None, True),
-    ("SynonymsUA", "string", None, True),
-    ("SearchName", "string", None, True),
-    ("SearchDescription", "string", None, True),
-    ("SearchSize", "string", None, True),
-    ("SearchVendorCode", "string", None, True),
-    ("SearchNamePL", "string", None, True),
-    ("SearchDescriptionPL", "string", None, True),
-    ("SearchSynonymsPL", "string", None, True),
-    ("SearchNameUA", "string", None, True),
-    ("SearchDescriptionUA", "string", None, True),
-    ("SearchSynonymsUA", "string", None, True),
-    ("HasAnalogue", "boolean", None, False),
-    ("HasImage", "boolean", None, False),
-    ("IsForSale", "boolean", None, False),
-    ("IsForWeb", "boolean", None, False),
-    ("IsForZeroSale", "boolean", None, False),
-    ("HasComponent", "boolean", None, False),
-    ("UCGFEA", "string", None, True),
-    ("Standard", "string", None, True),
-    ("OrderStandard", "string", None, True),
-    ("PackingStandard", "string", None, True),
-    ("SourceAmgID", "bytes", None, True),
-    ("SourceFenixID", "bytes", None, True),
-    ("ParentAmgID", "bytes", None, True),
-    ("ParentFenixID", "bytes", None, True),
-    ("SourceAmgCode", "int64", None, True),
-    ("SourceFenixCode", "int64", None, True),
-]
-assert len(COLUMNS) == 49
 
 _SOURCE_FIELDS = [
     ("version", "string", False), ("connector", "string", False), ("name", "string", False),
@@ -103,16 +48,12 @@ _SOURCE_FIELDS = [
 ]
 
 
-def _field(name: str, kind: str, logical: str | None, optional: bool) -> dict:
-    out = {"type": kind, "optional": optional}
-    if logical:
-        out.update({"name": logical, "version": 1})
-    out["field"] = name
-    return out
+MODEL = shapes.product_model()
+_ENCODE = rows.sqlserver_encoder(MODEL)
 
 
 def value_schema(topic: str) -> dict:
-    row = [_field(*column) for column in COLUMNS]
+    row = rows.connect_fields(MODEL)
     source = [{"type": t, "optional": o, **({"name": "io.debezium.data.Enum", "version": 1,
                                               "parameters": {"allowed": "true,last,false,incremental"},
                                               "default": "false"} if n == "snapshot" else {}), "field": n}
@@ -145,94 +86,20 @@ def key_schema(topic: str) -> dict:
             "optional": False, "name": f"{topic}.Key"}
 
 
-# Realistic text: pneumatic suspension and chassis parts in three languages.
-PARTS = [
-    *PART_NAMES,  # the demo source's names, plus two more kinds of part
-    ("Амортизатор кабины", "Amortyzator kabiny", "Амортизатор кабіни"),
-    ("Тормозная камера", "Siłownik hamulcowy", "Гальмівна камера"),
-]
-PREFIXES = ["SEM1"] * 43 + ["SABO"] * 36 + ["WBR0"] * 5 + ["YP-1"] * 4 + ["0340", "YP-6", "RL35", "9025", "4213",
-                                                                           "BPW0", "SAF1", "", "MB-9", "TRW1"]
-VEHICLES = ["MAN TGA", "DAF XF105", "Scania R", "Volvo FH", "Mercedes Actros", "Iveco Stralis", "Renault Magnum",
-            "SAF Intra", "BPW ECO Plus", "Schmitz Cargobull"]
 EPOCH_MS_BASE = 1_577_836_800_000  # 2020-01-01
+_EPOCH = datetime(1970, 1, 1)
 
 
-def _guid(product_id: int, salt: bytes = b"net") -> str:
-    digest = hashlib.blake2b(salt + product_id.to_bytes(8, "big"), digest_size=16).hexdigest().upper()
-    return f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-A{digest[17:20]}-{digest[20:32]}"
-
-
-def _b64(product_id: int, salt: bytes) -> str:
-    return base64.b64encode(hashlib.blake2b(salt + product_id.to_bytes(8, "big"), digest_size=16).digest()).decode()
+def _at(epoch_ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=epoch_ms)
 
 
 def product_row(rng: random.Random, product_id: int, now_ms: int) -> dict:
-    ru, pl, ua = PARTS[product_id % len(PARTS)]
-    vehicle = VEHICLES[(product_id // 7) % len(VEHICLES)]
-    model = f"{product_id % 9 + 1}{'ABCDEKMNPT'[product_id % 10]}{100 + product_id % 900}"
-    prefix = PREFIXES[product_id % len(PREFIXES)]
-    vendor = f"{prefix}{10000 + product_id % 90000}" if prefix else ""
+    """The shared dbo.Product row (pipeline.demo.shapes) as the SQL Server connector writes it;
+    one in ten products is for sale, so that the flag's share is not a constant."""
     created = EPOCH_MS_BASE + (product_id % 1500) * 86_400_000 + (product_id % 86_400) * 1000
-    name = f"{ru} {model}"
-    description = (f"{ru} для подвески {vehicle}, модель {model}. Оригинальный номер {1000000 + product_id}, "
-                   f"рабочее давление 8 бар, ход {150 + product_id % 250} мм, поставляется в сборе с креплениями.")
-    description_pl = (f"{pl} do zawieszenia {vehicle}, model {model}. Numer oryginalny {1000000 + product_id}, "
-                      f"ciśnienie robocze 8 bar, skok {150 + product_id % 250} mm, dostarczany z mocowaniami.")
-    description_ua = (f"{ua} для підвіски {vehicle}, модель {model}. Оригінальний номер {1000000 + product_id}, "
-                      f"робочий тиск 8 бар, хід {150 + product_id % 250} мм, постачається в зборі з кріпленнями.")
-    size = f"{150 + product_id % 250}x{150 + (product_id // 3) % 250}"
-    return {
-        "ID": product_id,
-        "NetUID": _guid(product_id),
-        "Created": created,
-        "Updated": max(created, now_ms - rng.randint(0, 86_400_000)),
-        "Deleted": False,
-        "Name": name,
-        "VendorCode": vendor,
-        "Description": description,
-        "Size": size,
-        "Weight": round(0.05 + (product_id % 300) / 1000, 3),
-        "Volume": None,
-        "Image": None,
-        "MainOriginalNumber": str(1000000 + product_id),
-        "MeasureUnitID": 1 + product_id % 7,
-        "Top": ("", "TOP", None)[product_id % 3],
-        "NamePL": f"{pl} {model}",
-        "DescriptionPL": description_pl,
-        "NotesPL": None,
-        "SynonymsPL": f"{pl.lower()}, {vehicle.lower()}",
-        "NameUA": f"{ua} {model}",
-        "DescriptionUA": description_ua,
-        "NotesUA": None,
-        "SynonymsUA": f"{ua.lower()}, {vehicle.lower()}",
-        "SearchName": name.lower(),
-        "SearchDescription": description.lower(),
-        "SearchSize": size,
-        "SearchVendorCode": vendor.lower(),
-        "SearchNamePL": f"{pl} {model}".lower(),
-        "SearchDescriptionPL": None,
-        "SearchSynonymsPL": None,
-        "SearchNameUA": f"{ua} {model}".lower(),
-        "SearchDescriptionUA": None,
-        "SearchSynonymsUA": None,
-        "HasAnalogue": product_id % 3 != 0,
-        "HasImage": False,
-        "IsForSale": product_id % 10 == 0,
-        "IsForWeb": True,
-        "IsForZeroSale": False,
-        "HasComponent": False,
-        "UCGFEA": "8708801000",
-        "Standard": None,
-        "OrderStandard": None,
-        "PackingStandard": None,
-        "SourceAmgID": _b64(product_id, b"amg"),
-        "SourceFenixID": None,
-        "ParentAmgID": _b64(product_id // 10, b"amg-parent"),
-        "ParentFenixID": None,
-        "SourceAmgCode": 100000 + product_id % 900000,
-        "SourceFenixCode": None,
-    }
+    updated = max(created, now_ms - rng.randint(0, 86_400_000))
+    return _ENCODE(shapes.product_row(product_id, _at(created), _at(updated), IsForSale=product_id % 10 == 0))
 
 
 @dataclass

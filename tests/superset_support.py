@@ -1,9 +1,10 @@
 """Fixtures for the Superset tests: a real PostgreSQL 15 and a real Superset 6.1.
 
 - PostgreSQL: a cluster of the tests' one harness (support/postgres.py), scram-sha-256
-  passwords. It holds an `analytics` database
-  with `bronze.product_cdc`, the view `staging_staging.stg_product` over it and the
-  table `marts.dim_product`, and the read-only `bi_reader` role.
+  passwords. Its `analytics` database gets the pipeline's own grants (the read-only
+  `bi_reader` role) and bronze tables, CDC events of eight products (the shared row
+  generator, via tests/fixtures/events/make_events.py), and the staging views and marts
+  tables that dbt builds from them.
 - Superset: installed once into `$BI_TEST_SUPERSET_HOME/venv` (default
   /tmp/bi-console-superset-cache) and reused by later runs; each session gets its own
   data dir (the venv is symlinked in) and metadata database: a copy of the one the
@@ -33,82 +34,17 @@ import psycopg2
 import pytest
 
 from pipeline.config import Settings
+from pipeline.runtime.pgserver import grant_reader
+from pipeline.stores.bronze import ensure_bronze
 from support.net import free_port
 from support.postgres import start_cluster
 from support.settings import make_settings as make_test_settings
+from tests.dbt_support import event_factory, load_events, read_events
 
 SUPERSET_CACHE = Path(os.environ.get("BI_TEST_SUPERSET_HOME", "/tmp/bi-console-superset-cache"))
 
 
 # --------------------------------------------------------------------------- PostgreSQL
-
-SCHEMA_SQL = """
-CREATE SCHEMA bronze;
-CREATE SCHEMA staging_staging;
-CREATE SCHEMA marts;
-
-CREATE TABLE bronze.product_cdc (
-    kafka_topic      text        NOT NULL,
-    kafka_partition  integer     NOT NULL,
-    kafka_offset     bigint      NOT NULL,
-    kafka_timestamp  bigint,
-    kafka_key        jsonb,
-    cdc_payload      jsonb,
-    batch_file       text,
-    ingested_at      timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (kafka_topic, kafka_partition, kafka_offset)
-);
-
--- Like dbt's stg_product: typed columns out of the JSON payload, latest event per product.
-CREATE VIEW staging_staging.stg_product AS
-SELECT DISTINCT ON ((cdc_payload->'after'->>'ID')::bigint)
-    (cdc_payload->'after'->>'ID')::bigint          AS product_id,
-    cdc_payload->'after'->>'NetUID'                 AS net_uid,
-    cdc_payload->'after'->>'Name'                   AS name,
-    cdc_payload->'after'->>'VendorCode'             AS vendor_code,
-    cdc_payload->'after'->>'NamePL'                 AS name_pl,
-    cdc_payload->'after'->>'NameUA'                 AS name_ua,
-    (cdc_payload->'after'->>'Weight')::float8       AS weight,
-    (cdc_payload->'after'->>'IsForSale')::boolean   AS is_for_sale,
-    (cdc_payload->'after'->>'IsForWeb')::boolean    AS is_for_web,
-    (cdc_payload->'after'->>'Deleted')::boolean     AS deleted,
-    cdc_payload->>'op'                              AS cdc_operation,
-    kafka_offset,
-    ingested_at
-FROM bronze.product_cdc
-ORDER BY (cdc_payload->'after'->>'ID')::bigint, kafka_offset DESC;
-
-CREATE TABLE marts.dim_product (
-    product_id               bigint PRIMARY KEY,
-    net_uid                  text NOT NULL UNIQUE,
-    name                     text,
-    supplier_name            text NOT NULL,
-    multilingual_status      text NOT NULL,
-    weight_category          text NOT NULL,
-    is_for_sale              boolean NOT NULL,
-    is_for_web               boolean NOT NULL,
-    is_for_zero_sale         boolean NOT NULL,
-    has_analogue             boolean NOT NULL,
-    has_image                boolean NOT NULL,
-    has_component            boolean NOT NULL,
-    last_modified_in_source  timestamp,
-    ingested_timestamp       timestamptz NOT NULL
-);
-"""
-
-# What the pipeline's migrations must grant the reader (kept here for the tests):
-# schema usage + SELECT on existing and FUTURE relations (dbt drops and re-creates
-# its tables and views on every run), nothing on bronze, no TEMP, read-only sessions.
-READER_SQL = """
-REVOKE ALL ON DATABASE {db} FROM PUBLIC;
-GRANT CONNECT ON DATABASE {db} TO {reader};
-REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA staging_staging, marts TO {reader};
-GRANT SELECT ON ALL TABLES IN SCHEMA staging_staging, marts TO {reader};
-ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA staging_staging, marts GRANT SELECT ON TABLES TO {reader};
-ALTER ROLE {reader} SET default_transaction_read_only = on;
-"""
-
 
 @dataclass
 class PgServer:
@@ -120,6 +56,8 @@ class PgServer:
     reader_password: str
     database: str = "analytics"
     host: str = "127.0.0.1"
+    # The pipeline's settings for this server (dbt writes its profile under data_dir).
+    settings: Settings | None = None
 
     def connect(self, user: str | None = None, password: str | None = None, database: str | None = None):
         user = user or self.owner
@@ -137,35 +75,28 @@ class PgServer:
             return cur.fetchall() if cur.description else []
 
 
-def _product_row(product_id: int, supplier: str, status: str = "Complete") -> dict:
-    return {"product_id": product_id, "net_uid": f"00000000-0000-4000-8000-{product_id:012d}",
-            "name": f"Пневмоподушка {product_id}", "supplier_name": supplier, "multilingual_status": status,
-            "weight_category": "Light (<1kg)", "is_for_sale": False, "is_for_web": True, "is_for_zero_sale": False,
-            "has_analogue": product_id % 3 != 0, "has_image": False, "has_component": False}
+def insert_products(pg: PgServer, ids: range | list[int], supplier: str = "SEM1") -> None:
+    """Products as a refresh brings them: their CDC events into bronze, then the dbt models
+    of the product table (incremental, as a refresh runs them) build staging and the marts."""
+    from pipeline.steps.transform import DbtProject
 
-
-def insert_products(pg: PgServer, ids: range | list[int], supplier: str = "SEM1", status: str = "Complete") -> None:
-    """Rows into bronze (as CDC events) and into marts (as a dbt run would), ingested now."""
-    with pg.connect() as conn, conn.cursor() as cur:
-        for pid in ids:
-            row = _product_row(pid, supplier, status)
-            after = {"ID": pid, "NetUID": row["net_uid"], "Name": row["name"], "VendorCode": supplier + "-X",
-                     "NamePL": "Resor pneumatyczny", "NameUA": "Пневмоподушка", "Weight": 0.35,
-                     "IsForSale": False, "IsForWeb": True, "Deleted": False}
-            cur.execute("INSERT INTO bronze.product_cdc (kafka_topic, kafka_partition, kafka_offset, kafka_key,"
-                        " cdc_payload, batch_file) VALUES (%s, 0, %s, %s, %s, %s)",
-                        ("cord.ConcordDb.dbo.Product", pid, json.dumps({"ID": pid}),
-                         json.dumps({"op": "r", "after": after}), "product/raw/batch=test.jsonl"))
-            cur.execute("INSERT INTO marts.dim_product (product_id, net_uid, name, supplier_name, multilingual_status,"
-                        " weight_category, is_for_sale, is_for_web, is_for_zero_sale, has_analogue, has_image,"
-                        " has_component, last_modified_in_source, ingested_timestamp) VALUES (%(product_id)s,"
-                        " %(net_uid)s, %(name)s, %(supplier_name)s, %(multilingual_status)s, %(weight_category)s,"
-                        " %(is_for_sale)s, %(is_for_web)s, %(is_for_zero_sale)s, %(has_analogue)s, %(has_image)s,"
-                        " %(has_component)s, now() - interval '1 day', clock_timestamp())", row)
+    settings = pg.settings
+    events = event_factory()
+    table = settings.table("product")
+    records = [events.record(pid, {"ID": pid}, events.env("c", None, events.product_row(pid, VendorCode=f"{supplier}-{pid}"),
+                                                          events.sqlserver_source(f"{pid:08x}:00000001:0003",
+                                                                                  f"{pid:08x}:00000001:0002", 1,
+                                                                                  1700000000000)),
+                              topic=table.topic)
+               for pid in ids]
+    load_events(settings, "product", records, batch_file="product/raw/batch=superset-test.jsonl")
+    result = DbtProject(settings).run(table.dbt_selector)
+    if not result.success:
+        raise AssertionError(f"dbt run failed: {result}")
 
 
 @pytest.fixture(scope="session")
-def pg() -> Iterator[PgServer]:
+def pg(tmp_path_factory) -> Iterator[PgServer]:
     superuser_password = secrets.token_urlsafe(18)
     cluster = start_cluster(superuser="postgres", password=superuser_password, prefix="bi-superset-pg-",
                             options=("-c shared_buffers=32MB", "-c max_connections=50"))
@@ -179,9 +110,19 @@ def pg() -> Iterator[PgServer]:
             cur.execute(f"CREATE ROLE {server.reader} LOGIN PASSWORD %s", (server.reader_password,))
             cur.execute(f"CREATE DATABASE {server.database} OWNER {server.owner}")
         su.close()
-        server.execute(SCHEMA_SQL)
-        with server.connect("postgres") as conn, conn.cursor() as cur:
-            cur.execute(READER_SQL.format(db=server.database, reader=server.reader, owner=server.owner))
+        # The schemas, grants and bronze tables as the pipeline's migrations make them, then
+        # the marts built by dbt from bronze events: what a refresh leaves, not a copy of it.
+        server.settings = make_settings(server, tmp_path_factory.mktemp("bi-marts"))
+        grant_reader(server.settings, server.connect("postgres"))
+        with server.connect() as conn, conn.cursor() as cur:
+            for table in server.settings.tables:
+                ensure_bronze(cur, server.settings.file, table)
+        load_events(server.settings, "measure_unit", read_events("measure_unit_sqlserver.jsonl"))
+        from pipeline.steps.transform import DbtProject
+
+        built = DbtProject(server.settings).run()
+        if not built.success:
+            pytest.fail(f"dbt run failed: {built}")
         insert_products(server, range(7807552, 7807552 + 5), "SEM1")
         insert_products(server, range(7807600, 7807600 + 3), "SABO")
         yield server

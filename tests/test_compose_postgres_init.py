@@ -39,7 +39,9 @@ def test_compose_postgres_init_creates_bronze_and_dbt_schemas(server):
     out = psql(server, "analytics", "SELECT string_agg(column_name || ':' || data_type, ',' ORDER BY ordinal_position) "
                                     "FROM information_schema.columns WHERE table_schema='bronze' AND table_name='product_cdc'")
     assert out.stdout.strip() == ("kafka_topic:text,kafka_partition:integer,kafka_offset:bigint,kafka_epoch:integer,kafka_timestamp:bigint,"
-                                  "kafka_key:jsonb,cdc_payload:jsonb,batch_file:text,ingested_at:timestamp with time zone")
+                                  "kafka_key:jsonb,cdc_payload:jsonb,batch_file:text,ingested_at:timestamp with time zone,"
+                                  # the change columns, now created with the table (the DDL of bronze.py)
+                                  "record_key:text,cdc_operation:text,source_position:text,is_snapshot:boolean")
     insert = ("INSERT INTO bronze.product_cdc (kafka_topic, kafka_partition, kafka_offset) "
               "VALUES ('cord.ConcordDb.dbo.Product', 0, 1)")
     assert psql(server, "analytics", insert).returncode == 0

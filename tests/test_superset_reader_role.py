@@ -75,3 +75,15 @@ def test_reader_password_is_required(pg):
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         psycopg2.connect(host=pg.host, port=pg.port, dbname=pg.database, user=pg.reader,
                          password="not-the-password", connect_timeout=5)
+
+
+def test_the_marts_are_what_dbt_builds(pg):
+    # Superset's tests read a refresh's relations: dbt's columns, a view for staging, and no
+    # constraint dbt does not declare (the incremental model, not an index, keeps keys unique).
+    columns = {r[0] for r in pg.execute("SELECT column_name FROM information_schema.columns "
+                                        "WHERE table_schema = 'marts' AND table_name = 'dim_product'")}
+    assert {"days_since_created", "days_since_updated", "measure_unit_id", "weight", "name_pl"} <= columns
+    kinds = dict(pg.execute("SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                            " WHERE (n.nspname, c.relname) IN (('marts', 'dim_product'), ('staging_staging', 'stg_product'))"))
+    assert kinds == {"dim_product": "r", "stg_product": "v"}
+    assert pg.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'marts.dim_product'::regclass") == []

@@ -1,33 +1,39 @@
 """Bronze schema: the CDC event tables and the pipeline's own bookkeeping tables.
 
 Migrations are idempotent (`IF NOT EXISTS`), so every step may call them first.
-Every identifier comes from configuration and is quoted with `psycopg2.sql`.
+Every identifier comes from configuration (plain names, see safe_identifier) and is quoted.
+The DDL is written once, here: the migrations run it, and `bronze_script` renders the same
+statements as text for compose's initdb (`python -m pipeline.stores.bronze FILE` rewrites
+its generated section) and for anything else that must create bronze without a connection.
 """
 
 from __future__ import annotations
 
+import re
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 from psycopg2 import sql
 from psycopg2.extensions import cursor
 
-from pipeline.config import ConfigError, FileConfig, TableConfig
+from pipeline.config import DEFAULT_CONFIG, ConfigError, FileConfig, TableConfig, load_file_config
 from pipeline.stores.db import one_row
 
-_BRONZE_TABLE = """
-CREATE TABLE IF NOT EXISTS {bronze}.{table} (
-    kafka_topic      text        NOT NULL,
-    kafka_partition  integer     NOT NULL,
-    kafka_offset     bigint      NOT NULL,
-    kafka_epoch      integer     NOT NULL DEFAULT 0,
-    kafka_timestamp  bigint,
-    kafka_key        jsonb,
-    cdc_payload      jsonb,
-    batch_file       text,
-    ingested_at      timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT {unique_name} UNIQUE ({position})
-)
-"""
+# The event table's own columns; the change columns (_change_columns) follow them.
+_EVENT_COLUMNS = [
+    ("kafka_topic", "text NOT NULL"),
+    ("kafka_partition", "integer NOT NULL"),
+    ("kafka_offset", "bigint NOT NULL"),
+    ("kafka_epoch", "integer NOT NULL DEFAULT 0"),
+    ("kafka_timestamp", "bigint"),
+    ("kafka_key", "jsonb"),
+    ("cdc_payload", "jsonb"),
+    ("batch_file", "text"),
+    ("ingested_at", "timestamptz NOT NULL DEFAULT now()"),
+]
+_INDEXED = ("record_key", "ingested_at")
 
 # A Kafka record's place: the epoch counts the times the broker lost the topic and its
 # offsets began again at 0 (see ingest), so equal offsets of two epochs are two records.
@@ -90,11 +96,21 @@ _META_COLUMNS = [
 ]
 
 
+def quote_ident(name: str) -> str:
+    """An identifier as SQL text: bare when it is a plain lowercase name, else double-quoted."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def meta_statements(file_config: FileConfig) -> list[str]:
+    meta = quote_ident(file_config.meta_schema)
+    return [f"CREATE SCHEMA IF NOT EXISTS {meta}",
+            *(textwrap.dedent(statement.format(meta=meta)).strip() for statement in _META_TABLES)]
+
+
 def ensure_meta(cur: cursor, file_config: FileConfig) -> None:
     meta = sql.Identifier(file_config.meta_schema)
-    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(meta))
-    for statement in _META_TABLES:
-        cur.execute(sql.SQL(statement).format(meta=meta))
+    for statement in meta_statements(file_config):
+        cur.execute(statement)
     cur.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
                 (file_config.meta_schema,))
     present = set(cur.fetchall())
@@ -145,6 +161,49 @@ def _change_columns(key_column: str) -> list[tuple[str, str, str]]:
     ]
 
 
+def event_table_statements(file_config: FileConfig, table: TableConfig, name: str) -> list[str]:
+    """The event table `name` as a new database gets it: its columns, the change columns,
+    the unique Kafka position, the indexes, and payloads stored uncompressed (see below)."""
+    relation = f"{quote_ident(file_config.bronze_schema)}.{quote_ident(name)}"
+    names = object_names(name)
+    lines = [f"    {column:<16} {definition}" for column, definition in _EVENT_COLUMNS]
+    lines += [f"    {column:<16} {type_name} GENERATED ALWAYS AS ({expression}) STORED"
+              for column, type_name, expression in _change_columns(table.key_column)]
+    lines.append(f"    CONSTRAINT {quote_ident(names['position'])} UNIQUE ({POSITION})")
+    return [
+        f"CREATE TABLE IF NOT EXISTS {relation} (\n" + ",\n".join(lines) + "\n)",
+        *(f"CREATE INDEX IF NOT EXISTS {quote_ident(names[column])} ON {relation} ({column})" for column in _INDEXED),
+        # A load is bound by PostgreSQL's CPU, pglz is the only method some builds offer (no
+        # lz4), and compressing every payload cost ~15 % of the load for the 2x disk it saves.
+        f"ALTER TABLE {relation} ALTER COLUMN cdc_payload SET STORAGE EXTERNAL",
+    ]
+
+
+def bronze_statements(file_config: FileConfig, tables: list[TableConfig]) -> list[str]:
+    """Everything ensure_bronze creates for these tables, in order."""
+    return [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(file_config.bronze_schema)}",
+            *(statement for table in tables
+              for statement in event_table_statements(file_config, table, table.bronze_table)),
+            *meta_statements(file_config)]
+
+
+def bronze_script(file_config: FileConfig) -> str:
+    """bronze_statements for every configured table, as a SQL script."""
+    return "".join(statement + ";\n\n" for statement in bronze_statements(file_config, file_config.tables))
+
+
+GENERATED_BEGIN = "-- BEGIN bronze DDL, generated by `python -m pipeline.stores.bronze FILE` from the default config"
+GENERATED_END = "-- END bronze DDL"
+
+
+def with_generated_section(text: str, file_config: FileConfig) -> str:
+    """`text` with the lines between the generated-section markers replaced by bronze_script."""
+    head, found, rest = text.partition(GENERATED_BEGIN + "\n")
+    if not found or GENERATED_END not in rest:
+        raise ValueError(f"no section between {GENERATED_BEGIN!r} and {GENERATED_END!r}")
+    return head + GENERATED_BEGIN + "\n" + bronze_script(file_config) + GENERATED_END + rest.split(GENERATED_END, 1)[1]
+
+
 def ensure_bronze(cur: cursor, file_config: FileConfig, table: TableConfig) -> None:
     """Create the bronze schema, the table's event table and the bookkeeping tables."""
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(file_config.bronze_schema)))
@@ -168,20 +227,14 @@ def ensure_event_table(cur: cursor, file_config: FileConfig, table: TableConfig,
     readers even when it has nothing to do."""
     relation = sql.SQL("{}.{}").format(sql.Identifier(file_config.bronze_schema), sql.Identifier(name))
     names = object_names(name)
-    cur.execute(
-        sql.SQL(_BRONZE_TABLE).format(
-            bronze=sql.Identifier(file_config.bronze_schema),
-            table=sql.Identifier(name),
-            unique_name=sql.Identifier(names["position"]),
-            position=sql.SQL(POSITION),
-        )
-    )
+    create, *indexes, storage = event_table_statements(file_config, table, name)
+    cur.execute(create)
     cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
                 (file_config.bronze_schema, name))
     present = {column for (column,) in cur.fetchall()}
     if "kafka_epoch" not in present:
-        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS kafka_epoch integer NOT NULL DEFAULT 0")
-                    .format(relation))
+        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS kafka_epoch {}")
+                    .format(relation, sql.SQL(dict(_EVENT_COLUMNS)["kafka_epoch"])))
     cur.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
                 (relation.as_string(cur), names["position"]))
     found = cur.fetchone()
@@ -192,16 +245,13 @@ def ensure_event_table(cur: cursor, file_config: FileConfig, table: TableConfig,
         if column not in present:
             cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {} GENERATED ALWAYS AS ({}) STORED").format(
                 relation, sql.Identifier(column), sql.SQL(type_name), sql.SQL(expression)))
-    for column in ("record_key", "ingested_at"):
-        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-            sql.Identifier(names[column]), relation, sql.Identifier(column)))
-    # Payloads are stored out of line without compression: a load is bound by PostgreSQL's
-    # CPU, pglz is the only method some builds offer (no lz4), and compressing every payload
-    # cost ~15 % of the load for the 2x disk it saves. Applies to rows stored from now on.
+    for statement in indexes:
+        cur.execute(statement)
+    # Applies to rows stored from now on; skipped when set, since ALTER TABLE locks out readers.
     cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'cdc_payload'",
                 (relation.as_string(cur),))
     if one_row(cur)[0] != "e":
-        cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN cdc_payload SET STORAGE EXTERNAL").format(relation))
+        cur.execute(storage)
 
 
 def bronze_relation(file_config: FileConfig, table: TableConfig) -> sql.Composed:
@@ -283,3 +333,9 @@ def replace_with_shadow(cur: cursor, file_config: FileConfig, table: TableConfig
     _bookkeeping(cur, file_config, "DELETE FROM {meta}.{table} WHERE bronze_table = %s", table.bronze_table)
     _bookkeeping(cur, file_config, "UPDATE {meta}.{table} SET bronze_table = %s WHERE bronze_table = %s",
                  table.bronze_table, shadow)
+
+
+if __name__ == "__main__":
+    # python -m pipeline.stores.bronze compose/postgres/initdb/10-bi-console.sql
+    target = Path(sys.argv[1])
+    target.write_text(with_generated_section(target.read_text(), load_file_config(DEFAULT_CONFIG)))

@@ -1,0 +1,183 @@
+"""Rows of a source table, from its SQL Server DDL: the one column model behind the demo
+source (PostgreSQL), the bench's synthetic Debezium stream and the test fixtures.
+
+Nothing here knows a table: the columns come from a `CREATE TABLE` text (the data
+contract's, for dbo.Product) and the values from a shape (pipeline.demo.shapes). A row
+is a dict of source-native Python values (int, str, float, bool, bytes, datetime, None);
+the encoders turn it into what each consumer needs.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str  # as SQL Server spells it: nvarchar(500), bigint, bit, ...
+    nullable: bool
+    has_default: bool = False
+
+    @property
+    def base_type(self) -> str:
+        return self.sql_type.split("(", 1)[0].lower()
+
+    @property
+    def length(self) -> str | None:
+        found = re.search(r"\((\w+)\)", self.sql_type)
+        return found.group(1) if found else None
+
+
+@dataclass(frozen=True)
+class TableModel:
+    schema: str
+    table: str
+    columns: tuple[Column, ...]
+    key: str
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def blank_row(self) -> dict:
+        return {c.name: None for c in self.columns}
+
+
+_COLUMN_LINE = re.compile(r"^\s*\[?(\w+)\]?\s+(\w+(?:\s*\(\s*\w+\s*(?:,\s*\w+\s*)?\))?)(.*)$")
+
+
+def parse_sqlserver_ddl(text: str) -> TableModel:
+    """The first `CREATE TABLE` of a SQL Server script: its columns, their types and nullability."""
+    found = re.search(r"CREATE TABLE\s+\[?(\w+)\]?\.\[?(\w+)\]?\s*\((.*?)\n\);", text, flags=re.S | re.I)
+    if not found:
+        raise ValueError("no CREATE TABLE schema.table (...); in the DDL")
+    schema, table, body = found.groups()
+    columns: list[Column] = []
+    key = None
+    for raw in body.splitlines():
+        line = raw.split("--", 1)[0].strip().rstrip(",")
+        match = _COLUMN_LINE.match(line)
+        if not line or not match or match.group(1).upper() in ("CONSTRAINT", "PRIMARY", "UNIQUE"):
+            continue
+        name, sql_type, rest = match.groups()
+        upper = rest.upper()
+        columns.append(Column(name, re.sub(r"\s+", "", sql_type), nullable="NOT NULL" not in upper,
+                              has_default="DEFAULT" in upper))
+        if "PRIMARY KEY" in upper:
+            key = name
+    if key is None:
+        raise ValueError(f"{schema}.{table}: no column is the PRIMARY KEY")
+    return TableModel(schema, table, tuple(columns), key)
+
+
+# SQL Server type -> (PostgreSQL type of the embedded demo source, Kafka Connect type and
+# logical name as the Debezium SQL Server connector writes it with time.precision.mode=adaptive).
+_TYPES: dict[str, tuple[str, str, str | None]] = {
+    "bigint": ("bigint", "int64", None),
+    "int": ("integer", "int32", None),
+    "smallint": ("smallint", "int16", None),
+    "bit": ("boolean", "boolean", None),
+    "float": ("double precision", "double", None),
+    "real": ("real", "float", None),
+    "uniqueidentifier": ("uuid", "string", None),
+    "datetime": ("timestamp", "int64", "io.debezium.time.Timestamp"),
+    "datetime2": ("timestamp", "int64", "io.debezium.time.NanoTimestamp"),
+    "date": ("date", "int32", "io.debezium.time.Date"),
+    "nvarchar": ("varchar", "string", None),
+    "varchar": ("varchar", "string", None),
+    "nchar": ("char", "string", None),
+    "varbinary": ("bytea", "bytes", None),
+}
+
+
+def _type(column: Column) -> tuple[str, str, str | None]:
+    try:
+        return _TYPES[column.base_type]
+    except KeyError:
+        raise ValueError(f"column {column.name}: SQL Server type {column.sql_type} has no mapping") from None
+
+
+def postgres_type(column: Column) -> str:
+    pg = _type(column)[0]
+    if pg in ("varchar", "char"):
+        return "text" if column.length in (None, "max", "MAX") else f"{pg}({column.length})"
+    return pg
+
+
+def postgres_ddl(model: TableModel) -> str:
+    """The table as the embedded demo source holds it: same names, nearest PostgreSQL types,
+    and REPLICA IDENTITY FULL so that Debezium sees a deleted row's values."""
+    lines = []
+    for c in model.columns:
+        line = f'    "{c.name}" {postgres_type(c)}'
+        if c.name == model.key:
+            line += " PRIMARY KEY"
+        elif not c.nullable:
+            line += " NOT NULL"
+            if c.has_default and c.base_type == "bit":
+                line += " DEFAULT false"
+        lines.append(line)
+    relation = f'{model.schema}."{model.table}"'
+    return (f"CREATE TABLE IF NOT EXISTS {relation} (\n" + ",\n".join(lines) + "\n);\n"
+            f"ALTER TABLE {relation} REPLICA IDENTITY FULL;\n")
+
+
+def insert_sql(model: TableModel, columns: list[str] | None = None) -> str:
+    names = columns or model.names
+    return (f'INSERT INTO {model.schema}."{model.table}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+            f'VALUES ({", ".join(f"%({n})s" for n in names)})')
+
+
+def connect_fields(model: TableModel) -> list[dict]:
+    """The row struct's fields of the Debezium value schema."""
+    out = []
+    for c in model.columns:
+        _, kind, logical = _type(c)
+        field = {"type": kind, "optional": c.nullable}
+        if logical:
+            field.update({"name": logical, "version": 1})
+        field["field"] = c.name
+        out.append(field)
+    return out
+
+
+def _epoch_ms(value: datetime) -> int:
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return (value - _EPOCH) // _MS
+
+
+
+def _encoder(column: Column) -> Callable[[object], object] | None:
+    kind = column.base_type
+    if kind == "datetime":
+        return _epoch_ms
+    if kind == "uniqueidentifier":
+        return lambda v: str(v).upper()
+    if kind == "varbinary":
+        return lambda v: base64.b64encode(v).decode()
+    return None
+
+
+def sqlserver_encoder(model: TableModel) -> Callable[[dict], dict]:
+    """row -> the row as the Debezium SQL Server connector writes it in JSON: datetime as epoch
+    ms, uniqueidentifier as an uppercase GUID, varbinary as base64, the rest as they are."""
+    encoders = [(c.name, e) for c in model.columns if (e := _encoder(c)) is not None]
+
+    def encode(row: dict) -> dict:
+        out = dict(row)
+        for name, convert in encoders:
+            value = out[name]
+            if value is not None:
+                out[name] = convert(value)
+        return out
+
+    return encode
