@@ -171,7 +171,10 @@ class ConnectorView(View):
         for task in (status.tasks if status else []):
             first = (task.trace or "").strip().splitlines()
             # A task without its own trace that is not running says why through its connector's.
-            error = first[-1] if first else (status.last_error or "" if task.state != "RUNNING" else "")
+            if first:
+                error = first[-1]
+            else:
+                error = (status.last_error or "") if task.state != "RUNNING" else ""
             tasks.add_row(str(task.id), Text(task.state, style=STATE_STYLE.get(task.state, "red")), task.worker_id,
                           error if len(error) <= 48 else error[:47] + "…")
         offsets = self.query_one("#connector-offsets", DataTable)

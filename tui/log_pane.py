@@ -349,12 +349,36 @@ class LogView(ScrollView, can_focus=True):
             self.parent.update_title()
 
 
-class LinesQueued(Message):
-    """A follower queued new lines (coalesced: one message per burst)."""
+class _Feed:
+    """One follower's lines on their way to the pane: its own queue, so that a line of the
+    service shown before can never land in the log of the one shown now."""
 
     def __init__(self, source: str) -> None:
-        super().__init__()
         self.source = source
+        self.stop = threading.Event()
+        self.lines: deque[str] = deque()
+        self.lock = threading.Lock()
+        self.posted = False
+
+    def put(self, line: str) -> bool:
+        """Queue a line; True when the pane must be told (one message per burst)."""
+        with self.lock:
+            self.lines.append(line)
+            post, self.posted = not self.posted, True
+        return post
+
+    def take(self) -> list[str]:
+        with self.lock:
+            lines = list(self.lines)
+            self.lines.clear()
+            self.posted = False
+        return lines
+
+
+class LinesQueued(Message):
+    def __init__(self, feed: _Feed) -> None:
+        super().__init__()
+        self.feed = feed
 
 
 class LogPane(Vertical):
@@ -380,10 +404,7 @@ class LogPane(Vertical):
         # Per source: None while following, else the line the operator paused on (or "" for none).
         self._paused_at: dict[str, str | None] = {}
         self._restore_line: str | None = None
-        self._stop = threading.Event()
-        self._queue: deque[str] = deque()
-        self._queue_lock = threading.Lock()
-        self._queue_posted = False
+        self._feed: _Feed | None = None
 
     def compose(self) -> ComposeResult:
         yield LogView(self.max_lines)
@@ -397,7 +418,7 @@ class LogPane(Vertical):
         self.update_title()
 
     def on_unmount(self) -> None:
-        self._stop.set()
+        self.stop_following()
 
     @property
     def view(self) -> LogView:
@@ -469,8 +490,7 @@ class LogPane(Vertical):
         index = view.cursor if view.cursor >= 0 else view.scroll_offset.y
         if not 0 <= index < len(view._view):
             return ""
-        raw_id = view._view[index][0]
-        return next((line for i, line in view._raw if i == raw_id), "")
+        return self._raw_line(view._view[index][0]) or ""
 
     def _restore_position(self) -> None:
         view = self.view
@@ -493,44 +513,37 @@ class LogPane(Vertical):
 
     def follow_service(self, runtime, service: str, title: str | None = None) -> None:
         """Show `service`'s last lines and every new one, until another source is shown."""
-        self._stop.set()
-        self._stop = threading.Event()
-        with self._queue_lock:
-            self._queue.clear()
+        self.stop_following()
         self.show_source(service, title or f"{service} log")
-        self._follow_worker(runtime, service, self._stop)
+        self._feed = _Feed(service)
+        self._follow_worker(runtime, self._feed)
 
     def stop_following(self) -> None:
-        self._stop.set()
+        if self._feed is not None:
+            self._feed.stop.set()
+            self._feed = None
 
     @work(thread=True, exit_on_error=False, group="logs", name="follow-log")
-    def _follow_worker(self, runtime, service: str, stop: threading.Event) -> None:
+    def _follow_worker(self, runtime, feed: _Feed) -> None:
         from pipeline.config.security import redact
 
         settings = getattr(self.app, "settings", None)
         secrets = settings.secret_values() if settings is not None else []
         try:
-            lines = runtime.logs(service, follow=True, tail=FOLLOW_TAIL, stop=stop.is_set)
+            lines = runtime.logs(feed.source, follow=True, tail=FOLLOW_TAIL, stop=feed.stop.is_set)
         except TypeError:  # a runtime whose logs() takes no stop callable
-            lines = runtime.logs(service, follow=True, tail=FOLLOW_TAIL)
+            lines = runtime.logs(feed.source, follow=True, tail=FOLLOW_TAIL)
         for line in lines:
-            if stop.is_set():
+            if feed.stop.is_set():
                 return
-            with self._queue_lock:
-                self._queue.append(redact(line, secrets))
-                post = not self._queue_posted
-                self._queue_posted = True
-            if post:
-                self.post_message(LinesQueued(service))
+            if feed.put(redact(line, secrets)):
+                self.post_message(LinesQueued(feed))
 
     @on(LinesQueued)
     def _drain(self, message: LinesQueued) -> None:
         message.stop()
-        with self._queue_lock:
-            lines = list(self._queue)
-            self._queue.clear()
-            self._queue_posted = False
-        if message.source == self.source and not self._stop.is_set():
+        lines = message.feed.take()
+        if message.feed is self._feed:
             self.write_lines(lines)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -544,6 +557,7 @@ class LogPane(Vertical):
         box = self.query_one("#filter", Input)
         # At once, not after a refresh: the keys typed next are already queued and must reach the box.
         self.screen.set_focus(box)
+
     @on(Input.Submitted, "#filter")
     def _apply(self, event: Input.Submitted) -> None:
         event.stop()
