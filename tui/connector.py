@@ -1,5 +1,6 @@
-"""Connector: the CDC connector's state (a failed task is never shown as RUNNING), its
-tasks, the topics' end offsets and the ingest position's lag; restart, pause, resume."""
+"""Connector: the CDC connector's state (a failed task is never shown as RUNNING, a stopped
+one reads STOPPED with its reason), its tasks, the topics' end offsets and the ingest
+position's lag, and the connector's own log; restart, pause, resume."""
 
 from __future__ import annotations
 
@@ -14,14 +15,24 @@ from textual.widgets import DataTable, Static
 from pipeline.checks.diagnose import ConnectorSnapshot
 from tui.base import View
 from tui.confirm import confirm_then
+from tui.log_pane import LogPane
 
-STATE_STYLE = {"RUNNING": "bold green", "PAUSED": "bold yellow", "FAILED": "bold white on red"}
+STATE_STYLE = {"RUNNING": "bold green", "PAUSED": "bold yellow", "FAILED": "bold white on red",
+               "RETRYING": "bold black on yellow", "STOPPED": "bold white on red"}
+# The service whose log is the connector's: the embedded engine, or Kafka Connect under compose.
+CONNECTOR_SERVICES = ("cdc", "kafka-connect")
 
 
 class ConnectorLoaded(Message):
     def __init__(self, snapshot: ConnectorSnapshot) -> None:
         super().__init__()
         self.snapshot = snapshot
+
+
+class ConnectorLogFound(Message):
+    def __init__(self, service: str | None, known: list[str]) -> None:
+        super().__init__()
+        self.service, self.known = service, known
 
 
 class ConnectorActionDone(Message):
@@ -37,6 +48,8 @@ class ConnectorView(View):
         Binding("p", "pause", "Pause", id="connector_pause"),
         Binding("u", "resume", "Resume", id="connector_resume"),
         Binding("g", "reload", "Reload", id="connector_reload"),
+        Binding("l", "focus_log", "Log", id="connector_log"),
+        Binding("h", "toggle_probes", "Probes", id="log_probes"),
     ]
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -44,6 +57,7 @@ class ConnectorView(View):
         self.snapshot: ConnectorSnapshot | None = None
         self._loading = False
         self._busy = False
+        self._log_found = False
 
     def compose(self) -> ComposeResult:
         yield Static("connector: loading…", id="connector-state")
@@ -55,6 +69,7 @@ class ConnectorView(View):
             offsets = DataTable(id="connector-offsets", cursor_type="row")
             offsets.border_title = "topics · end offsets · ingest lag"
             yield offsets
+        yield LogPane("connector log", probes=True, id="connector-log")
 
     def on_mount(self) -> None:
         tasks = self.query_one("#connector-tasks", DataTable)
@@ -63,16 +78,46 @@ class ConnectorView(View):
         offsets = self.query_one("#connector-offsets", DataTable)
         for label in ("topic", "part", "low", "end", "position", "lag"):
             offsets.add_column(label, key=label)
+        if getattr(self.app, "recorded", False):
+            from tui import recorded
+
+            self.show_log(recorded.CONNECTOR_LOG, recorded.CONNECTOR_SERVICE)
+
+    def show_log(self, lines: list[str], service: str = "cdc") -> None:
+        pane = self.query_one("#connector-log", LogPane)
+        pane.set_title(f"{service} log")
+        pane.write_lines(lines)
 
     def refresh_data(self) -> None:
         runtime = getattr(self.app, "runtime", None)
-        if runtime is None or self._loading:
+        if runtime is None:
+            return
+        if not self._log_found:
+            self._log_found = True
+            self._find_log_worker(runtime)
+        if self._loading:
             return
         self._loading = True
         self._load_worker(runtime)
 
+    @work(thread=True, exit_on_error=False, group="connector", name="connector-log-service")
+    def _find_log_worker(self, runtime) -> None:
+        names = list(runtime.service_names())
+        self.post_message(ConnectorLogFound(next((n for n in CONNECTOR_SERVICES if n in names), None), names))
+
+    @on(ConnectorLogFound)
+    def _log_service_found(self, message: ConnectorLogFound) -> None:
+        pane = self.query_one("#connector-log", LogPane)
+        if message.service is None:
+            pane.set_title(f"connector log: no {' or '.join(CONNECTOR_SERVICES)} service "
+                           f"(known: {', '.join(message.known) or 'none'})")
+            return
+        pane.follow_service(self.app.runtime, message.service)
+
     def worker_failed(self, worker) -> None:
         self._loading = self._busy = False
+        if worker.name == "connector-log-service":
+            self._log_found = False  # try again on the next refresh
 
     @work(thread=True, exit_on_error=False, group="connector", name="connector-status")
     def _load_worker(self, runtime) -> None:
@@ -101,10 +146,18 @@ class ConnectorView(View):
             state = status.effective_state
             line = Text.assemble(("connector ", "bold"), (status.name, "bold"), "  ",
                                  (f" {state} ", STATE_STYLE.get(state, "bold red")))
+            if state == "RETRYING" and status.retry_attempt is not None:
+                line.append(f"  attempt #{status.retry_attempt} of {status.retry_limit or 'infinity'}",
+                            style="yellow")
             if status.events_captured is not None:
                 line.append(f"  {status.events_captured} events captured")
             if status.last_event_at is not None:
                 line.append(f", last {status.last_event_at.strftime('%Y-%m-%d %H:%M:%S')}")
+            # What a state that is not RUNNING needs: why (a stopped engine says what stopped it).
+            if state != "RUNNING" and status.last_error:
+                line.append("\n")
+                line.append("last error: " if state in ("RETRYING", "FAILED") else "reason: ", style="bold")
+                line.append(status.last_error, style="red" if state != "PAUSED" else "yellow")
             state_widget.update(line)
             trace = status.error_trace if state == "FAILED" else None
             trace_widget.display = bool(trace)
@@ -117,8 +170,13 @@ class ConnectorView(View):
         tasks.clear()
         for task in (status.tasks if status else []):
             first = (task.trace or "").strip().splitlines()
+            # A task without its own trace that is not running says why through its connector's.
+            if first:
+                error = first[-1]
+            else:
+                error = (status.last_error or "") if task.state != "RUNNING" else ""
             tasks.add_row(str(task.id), Text(task.state, style=STATE_STYLE.get(task.state, "red")), task.worker_id,
-                          first[-1][:80] if first else "")
+                          error if len(error) <= 48 else error[:47] + "…")
         offsets = self.query_one("#connector-offsets", DataTable)
         offsets.clear()
         for p in snap.partitions:
@@ -134,6 +192,12 @@ class ConnectorView(View):
     # -- actions ------------------------------------------------------------------------
     def action_reload(self) -> None:
         self.refresh_data()
+
+    def action_focus_log(self) -> None:
+        self.query_one("#connector-log LogView").focus()
+
+    def action_toggle_probes(self) -> None:
+        self.query_one("#connector-log", LogPane).toggle_probes()
 
     def action_restart(self, only_failed: bool) -> None:
         verb = "restart failed tasks" if only_failed else "restart"

@@ -1,17 +1,21 @@
-"""A log pane: follows, keeps a bounded buffer, filters with `/` and highlights matches,
-selects lines (shift+arrows) and copies them, and pretty-prints JSON lines."""
+"""A log pane: follows (showing the tail), keeps a bounded buffer, filters with `/` and
+highlights matches, selects lines (shift+arrows) and copies them, pretty-prints JSON lines,
+and hides the console's own health probes until asked. It can follow a service's log itself,
+remembering for each service whether the operator paused it."""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from collections import deque
+from urllib.parse import quote
 
 from rich.cells import cell_len
 from rich.highlighter import JSONHighlighter
 from rich.style import Style
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -22,10 +26,26 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input
+from textual.worker import Worker, WorkerState
+
+from tui.base import View, WorkerFailed
 
 DEFAULT_MAX_LINES = 5000
 _JSON = JSONHighlighter()
 _LEVEL = re.compile(r"\b(ERROR|FATAL|FAILED|WARN(?:ING)?)\b")
+FOLLOW_TAIL = 500
+
+
+def console_probe_pattern(bucket: str | None = None, connector: str | None = None) -> re.Pattern:
+    """The access-log lines of the health probes sent every poll: the console's one-key listing
+    of the bucket (RawStore.probe) and its connector status read, and the /health and
+    /connector-plugins checks of Superset and Kafka Connect (theirs and the compose healthchecks)."""
+    paths = [r"/health/?", r"/connector-plugins/?"]
+    if bucket:
+        paths.append(rf"/{re.escape(bucket)}\?list-type=2&max-keys=1(?:&[^\s\"]*)?")
+    if connector:
+        paths.append(rf"/connectors/{re.escape(quote(connector, safe=''))}/status")
+    return re.compile(rf'"(?:GET|HEAD) (?:{"|".join(paths)}) HTTP/')
 
 
 class LogView(ScrollView, can_focus=True):
@@ -67,6 +87,10 @@ class LogView(ScrollView, can_focus=True):
         self.pretty_json = True
         self.cursor = -1
         self.anchor: int | None = None
+        # Lines of the console's own probes: kept in the buffer (copy, counts) but not shown.
+        self.probe_pattern: re.Pattern | None = None
+        self.show_probes = False
+        self._probe_ids: deque[int] = deque()
 
     # -- content ------------------------------------------------------------------
     @property
@@ -77,12 +101,36 @@ class LogView(ScrollView, can_focus=True):
     def visible_lines(self) -> list[str]:
         return [t.plain for _, t in self._view]
 
+    @property
+    def hidden_probes(self) -> int:
+        """Probe lines in the buffer that are not shown."""
+        return 0 if self.show_probes else len(self._probe_ids)
+
+    def _is_probe(self, line: str) -> bool:
+        return self.probe_pattern is not None and self.probe_pattern.search(line) is not None
+
+    def _shown(self, line: str, probe: bool) -> bool:
+        if probe and not self.show_probes:
+            return False
+        return self.pattern is None or self.pattern.search(line) is not None
+
+    def set_probe_pattern(self, pattern: re.Pattern | None) -> None:
+        self.probe_pattern = pattern
+        self._probe_ids = deque(i for i, line in self._raw if self._is_probe(line))
+        self._rebuild()
+
+    def set_show_probes(self, show: bool) -> None:
+        self.show_probes = show
+        self._rebuild()
+
     def clear(self) -> None:
         self._raw.clear()
+        self._probe_ids.clear()
         self._view.clear()
         self._width = 0
         self.cursor, self.anchor = -1, None
         self.virtual_size = Size(0, 0)
+        self.scroll_to(0, 0, animate=False, immediate=True)
         self.refresh()
 
     def write_lines(self, lines: list[str]) -> None:
@@ -91,12 +139,17 @@ class LogView(ScrollView, can_focus=True):
         for line in lines:
             line = line.rstrip("\n").replace("\t", "    ")
             self._raw.append((self._next_id, line))
-            if self.pattern is None or self.pattern.search(line):
+            probe = self._is_probe(line)
+            if probe:
+                self._probe_ids.append(self._next_id)
+            if self._shown(line, probe):
                 for t in self._render(line):
                     self._view.append((self._next_id, t))
                     self._width = max(self._width, cell_len(t.plain))
             self._next_id += 1
         oldest = self._raw[0][0]
+        while self._probe_ids and self._probe_ids[0] < oldest:
+            self._probe_ids.popleft()
         if self._view and self._view[0][0] < oldest:  # the buffer dropped lines: drop them here too
             drop = 0
             while drop < len(self._view) and self._view[drop][0] < oldest:
@@ -109,23 +162,49 @@ class LogView(ScrollView, can_focus=True):
         if self.follow:
             self.cursor = len(self._view) - 1
             self.anchor = None
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._show_tail()
         self.refresh()
+        self._content_changed()
 
     def set_filter(self, text: str) -> None:
         self.pattern = re.compile(re.escape(text), re.IGNORECASE) if text else None
         self._rebuild()
 
     def _rebuild(self) -> None:
-        self._view = [(i, t) for i, line in self._raw if self.pattern is None or self.pattern.search(line)
+        probes = set(self._probe_ids)
+        self._view = [(i, t) for i, line in self._raw if self._shown(line, i in probes)
                       for t in self._render(line)]
         self._width = 0
         self.cursor = len(self._view) - 1 if self.follow else min(self.cursor, len(self._view) - 1)
         self.anchor = None
         self._resize()
         if self.follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._show_tail()
         self.refresh()
+        self._content_changed()
+
+    def _show_tail(self) -> None:
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def _show_tail_if_following(self) -> None:
+        if self.follow:
+            self._show_tail()
+
+    # A scroll asked before the layout gave the view its scrollbar (the first lines, a filter
+    # cleared) is refused; these catch the moments it becomes possible.
+    def watch_show_vertical_scrollbar(self, shown: bool) -> None:
+        if shown:
+            self._show_tail_if_following()
+
+    def on_resize(self) -> None:
+        self._show_tail_if_following()
+
+    def on_show(self) -> None:
+        self._show_tail_if_following()
+
+    def _content_changed(self) -> None:
+        if isinstance(self.parent, LogPane):
+            self.parent.lines_changed()
 
     def _render(self, line: str) -> list[Text]:
         texts: list[Text]
@@ -226,7 +305,7 @@ class LogView(ScrollView, can_focus=True):
         self.follow = True
         self.anchor = None
         self.cursor = len(self._view) - 1
-        self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self._show_tail()
         self.refresh()
 
     def action_toggle_follow(self) -> None:
@@ -270,8 +349,43 @@ class LogView(ScrollView, can_focus=True):
             self.parent.update_title()
 
 
+class _Feed:
+    """One follower's lines on their way to the pane: its own queue, so that a line of the
+    service shown before can never land in the log of the one shown now."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.stop = threading.Event()
+        self.lines: deque[str] = deque()
+        self.lock = threading.Lock()
+        self.posted = False
+
+    def put(self, line: str) -> bool:
+        """Queue a line; True when the pane must be told (one message per burst)."""
+        with self.lock:
+            self.lines.append(line)
+            post, self.posted = not self.posted, True
+        return post
+
+    def take(self) -> list[str]:
+        with self.lock:
+            lines = list(self.lines)
+            self.lines.clear()
+            self.posted = False
+        return lines
+
+
+class LinesQueued(Message):
+    def __init__(self, feed: _Feed) -> None:
+        super().__init__()
+        self.feed = feed
+
+
 class LogPane(Vertical):
-    """A titled LogView with a filter box (`/`, Enter applies, Escape clears)."""
+    """A titled LogView with a filter box (`/`, Enter applies, Escape clears).
+
+    `probes=True`: the console's own health probes are hidden until `toggle_probes()`, and the
+    border counts them. `follow_service()` shows a service's log as it grows."""
 
     DEFAULT_CSS = """
     LogPane { height: 1fr; border: round $primary 50%; }
@@ -280,17 +394,31 @@ class LogPane(Vertical):
     LogPane > LogView { height: 1fr; }
     """
 
-    def __init__(self, title: str = "log", max_lines: int = DEFAULT_MAX_LINES, *, id: str | None = None) -> None:
+    def __init__(self, title: str = "log", max_lines: int = DEFAULT_MAX_LINES, *, probes: bool = False,
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self._title = title
         self.max_lines = max_lines
+        self.probes = probes
+        self.source: str | None = None
+        # Per source: None while following, else the line the operator paused on (or "" for none).
+        self._paused_at: dict[str, str | None] = {}
+        self._restore_line: str | None = None
+        self._feed: _Feed | None = None
 
     def compose(self) -> ComposeResult:
         yield LogView(self.max_lines)
         yield Input(placeholder="filter (Enter: apply, Esc: clear)", id="filter")
 
     def on_mount(self) -> None:
+        if self.probes:
+            settings = getattr(self.app, "settings", None)
+            self.view.set_probe_pattern(console_probe_pattern(getattr(settings, "s3_bucket", None),
+                                                              getattr(settings, "connector_name", None)))
         self.update_title()
+
+    def on_unmount(self) -> None:
+        self.stop_following()
 
     @property
     def view(self) -> LogView:
@@ -300,6 +428,12 @@ class LogPane(Vertical):
         self._title = title
         self.update_title()
 
+    def lines_changed(self) -> None:
+        if self._restore_line is not None:
+            self._restore_position()
+        if self.probes:
+            self.update_title()
+
     def update_title(self) -> None:
         try:
             view = self.view
@@ -308,16 +442,20 @@ class LogPane(Vertical):
         parts = [self._title]
         if view.pattern is not None:
             parts.append(f"/{view.pattern.pattern.replace(chr(92), '')}")
+        hidden = view.hidden_probes
+        if hidden:
+            parts.append(f"{hidden} probe line{'s' if hidden != 1 else ''} hidden")
         parts.append("following" if view.follow else "paused (End: follow)")
         self.border_title = " · ".join(parts)
-        live_key = getattr(self.app, "live_key", None)
-        if callable(live_key):
-            filter_binding = next((b for b in self.app.BINDINGS if isinstance(b, Binding) and b.id == "log_filter"), None)
-            keys = {b.id: live_key(b) for b in LogView.BINDINGS if isinstance(b, Binding) and b.id}
-            slash = live_key(filter_binding) if filter_binding else "/"
-            self.border_subtitle = f"{slash} filter · {keys['log_copy']} copy · {keys['log_json']} json"
+        key_for = getattr(self.app, "key_for", None)
+        if callable(key_for):
+            keys = {binding_id: key_for(binding_id) for binding_id in ("log_filter", "log_copy", "log_json")}
         else:
-            self.border_subtitle = "/ filter · y copy · j json"
+            keys = {"log_filter": "/", "log_copy": "y", "log_json": "j"}
+        hint = f"{keys['log_filter']} filter · {keys['log_copy']} copy · {keys['log_json']} json"
+        if self.probes:
+            hint += f" · {key_for('log_probes') if callable(key_for) else 'h'} probes"
+        self.border_subtitle = hint
 
     def write_lines(self, lines: list[str]) -> None:
         self.view.write_lines(lines)
@@ -325,6 +463,95 @@ class LogPane(Vertical):
     def clear(self) -> None:
         self.view.clear()
 
+    def toggle_probes(self) -> None:
+        view = self.view
+        view.set_show_probes(not view.show_probes)
+        self.update_title()
+        self.notify(f"probe lines {'shown' if view.show_probes else 'hidden'}", timeout=2)
+
+    # -- a source's log, and its follow state -------------------------------------------
+    def show_source(self, source: str, title: str | None = None) -> None:
+        """Empty the pane for another source's log: following, unless the operator paused
+        that source's log, which then opens paused on the line it was paused on."""
+        view = self.view
+        if self.source is not None and self.source != source:
+            self._paused_at[self.source] = None if view.follow else self._paused_line()
+        self.source = source
+        view.clear()
+        paused_at = self._paused_at.get(source)
+        self._restore_line = paused_at or None
+        view.follow = paused_at is None
+        if title is not None:
+            self._title = title
+        self.update_title()
+
+    def _paused_line(self) -> str:
+        view = self.view
+        index = view.cursor if view.cursor >= 0 else view.scroll_offset.y
+        if not 0 <= index < len(view._view):
+            return ""
+        return self._raw_line(view._view[index][0]) or ""
+
+    def _restore_position(self) -> None:
+        view = self.view
+        wanted = self._restore_line
+        for index in range(len(view._view) - 1, -1, -1):
+            raw_id = view._view[index][0]
+            if view._raw and raw_id >= view._raw[0][0] and self._raw_line(raw_id) == wanted:
+                self._restore_line = None
+                view.cursor, view.anchor = index, None
+                view.call_after_refresh(view.scroll_to_region_line, index)
+                view.refresh()
+                return
+        if len(view._raw) >= FOLLOW_TAIL:  # the tail is in and the line is not: it scrolled out
+            self._restore_line = None
+
+    def _raw_line(self, raw_id: int) -> str | None:
+        raw = self.view._raw
+        offset = raw_id - raw[0][0]
+        return raw[offset][1] if 0 <= offset < len(raw) else None
+
+    def follow_service(self, runtime, service: str, title: str | None = None) -> None:
+        """Show `service`'s last lines and every new one, until another source is shown."""
+        self.stop_following()
+        self.show_source(service, title or f"{service} log")
+        self._feed = _Feed(service)
+        self._follow_worker(runtime, self._feed)
+
+    def stop_following(self) -> None:
+        if self._feed is not None:
+            self._feed.stop.set()
+            self._feed = None
+
+    @work(thread=True, exit_on_error=False, group="logs", name="follow-log")
+    def _follow_worker(self, runtime, feed: _Feed) -> None:
+        from pipeline.config.security import redact
+
+        settings = getattr(self.app, "settings", None)
+        secrets = settings.secret_values() if settings is not None else []
+        try:
+            lines = runtime.logs(feed.source, follow=True, tail=FOLLOW_TAIL, stop=feed.stop.is_set)
+        except TypeError:  # a runtime whose logs() takes no stop callable
+            lines = runtime.logs(feed.source, follow=True, tail=FOLLOW_TAIL)
+        for line in lines:
+            if feed.stop.is_set():
+                return
+            if feed.put(redact(line, secrets)):
+                self.post_message(LinesQueued(feed))
+
+    @on(LinesQueued)
+    def _drain(self, message: LinesQueued) -> None:
+        message.stop()
+        lines = message.feed.take()
+        if message.feed is self._feed:
+            self.write_lines(lines)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            owner = next((type(a).__name__ for a in self.ancestors if isinstance(a, View)), "LogPane")
+            self.app.post_message(WorkerFailed(f"{owner}.{event.worker.name}", event.worker.error))
+
+    # -- the filter box -------------------------------------------------------------------
     def open_filter(self) -> None:
         self.add_class("filtering")
         box = self.query_one("#filter", Input)

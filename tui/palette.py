@@ -51,6 +51,11 @@ def palette_actions(app) -> Iterator[PaletteAction]:
              lambda: connector.action_restart(True))):
         yield PaletteAction(name, f"{text} ({hint(binding_id, 'Connector')})", shown("connector", then))
 
+    for view_name, title in (("services", "Services"), ("connector", "Connector")):
+        yield PaletteAction(f"Show or hide probe lines in the {title} log",
+                            f"the console's own health checks, hidden by default ({hint('log_probes', title)})",
+                            shown(view_name, app.view(view_name).action_toggle_probes))
+
     troubleshoot = app.view("troubleshoot")
     from pipeline.checks.diagnose import PROBLEMS
 

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from pipeline.checks.diagnose import Check, ConnectorSnapshot, LayerCounts, PartitionLag, QualitySnapshot
+from pipeline.checks.diagnose import (
+    Check,
+    ConnectorSnapshot,
+    LayerCounts,
+    PartitionLag,
+    QualitySnapshot,
+    connector_check,
+)
 from pipeline.orchestration.refresh import RefreshRun, RunFinished, StepFinished, StepStarted
 from pipeline.runtime.model import ConnectorStatus, ServiceStatus, TaskStatus
 from pipeline.steps.quarantine import QuarantineEntry, RejectEntry
@@ -35,18 +42,57 @@ SERVICE_LOG = [
 ]
 
 
-def connector(failed: bool = True) -> ConnectorSnapshot:
+# The engine's own log, as the embedded runtime writes it: snapshot, streaming, then the engine
+# process gone (the services above show cdc exited).
+CONNECTOR_SERVICE = "cdc"
+CONNECTOR_LOG = [
+    "2025-10-19 10:47:54 INFO  Starting embedded engine for connector sqlserver-product-v2",
+    "2025-10-19 10:47:55 INFO  Starting PostgresConnectorTask with configuration:",
+    '{"ts": "2025-10-19T10:47:56Z", "level": "INFO", "msg": "snapshot completed", "tables": 2, "rows": 2400}',
+    "2025-10-19 10:47:57 INFO  Streaming changes from LSN 0/1A2B3C8",
+    "2025-10-19 11:56:58 INFO  3 records sent during previous 00:01:00.012, last recorded offset: "
+    "{lsn_proc=27273064, lsn=27273064}",
+    "2025-10-19 11:57:01 WARN  Connection to the source database lost; the engine exits",
+]
+# What the live model reads for an engine whose process ended without `stop`
+# (pipeline.runtime.cdc_engine.read_status): STOPPED with its reason, never UNASSIGNED.
+STOPPED_REASON = "the cdc engine exited without being stopped (killed or crashed); start the cdc service"
+
+
+def connector(state: str = "STOPPED") -> ConnectorSnapshot:
+    """The connector in one recorded state: STOPPED (the default: cdc exited) or FAILED."""
+    partitions = [
+        PartitionLag("cord.ConcordDb.dbo.Product", 0, 0, 2400, 2380),
+        PartitionLag("cord.ConcordDb.dbo.MeasureUnit", 0, 0, 12, 12),
+    ]
+    captured = dict(events_captured=2403, last_event_at=RECORDED_NOW - timedelta(minutes=3))
+    if state == "STOPPED":
+        status = ConnectorStatus(name="sqlserver-product-v2", state="STOPPED",
+                                 tasks=[TaskStatus(0, "STOPPED", "embedded")], trace=STOPPED_REASON, **captured)
+        return ConnectorSnapshot(status=status, partitions=partitions)
     trace = ("org.apache.kafka.connect.errors.ConnectException: An exception occurred in the change event producer.\n"
              "\tat io.debezium.pipeline.ErrorHandler.setProducerThrowable(ErrorHandler.java:67)\n"
              "Caused by: org.postgresql.util.PSQLException: FATAL: terminating connection due to administrator command")
-    status = ConnectorStatus(
-        name="sqlserver-product-v2", state="RUNNING",
-        tasks=[TaskStatus(0, "FAILED" if failed else "RUNNING", "embedded", trace if failed else None)],
-        events_captured=2403, last_event_at=RECORDED_NOW - timedelta(minutes=3))
-    return ConnectorSnapshot(status=status, partitions=[
-        PartitionLag("cord.ConcordDb.dbo.Product", 0, 0, 2400, 2380),
-        PartitionLag("cord.ConcordDb.dbo.MeasureUnit", 0, 0, 12, 12),
-    ])
+    status = ConnectorStatus(name="sqlserver-product-v2", state="RUNNING",
+                             tasks=[TaskStatus(0, "FAILED", "embedded", trace)], **captured)
+    return ConnectorSnapshot(status=status, partitions=partitions)
+
+
+class _RecordedConnector:
+    """The recorded connector behind the same check the live views run (diagnose.connector_check)."""
+
+    name = "recorded"
+
+    def connector(self) -> _RecordedConnector:
+        return self
+
+    def status(self) -> ConnectorStatus:
+        return connector().status
+
+
+def connector_state_check() -> Check:
+    check, _ = connector_check(None, _RecordedConnector())
+    return check
 
 
 def run_events() -> list[object]:
@@ -144,8 +190,7 @@ def diagnoses() -> dict[str, list[Check]]:
     return {
         "no_cdc_events": [
             Check("Kafka broker reachable", True, "1 broker(s), 3 topic(s) at 127.0.0.1:9092"),
-            Check("Connector state", False, "sqlserver-product-v2: UNASSIGNED (tasks: 0 UNASSIGNED), 2403 events captured",
-                  fix="restart the connector (start the cdc service)"),
+            connector_state_check(),
             Check("Topic cord.ConcordDb.dbo.Product", True, "exists, 1 partition(s), end offset 2400, 2400 event(s)"),
             Check("Topic cord.ConcordDb.dbo.MeasureUnit", True, "exists, 1 partition(s), end offset 12, 12 event(s)"),
         ],

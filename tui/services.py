@@ -3,9 +3,7 @@ start, stop and restart the selected one; its log in a pane that follows."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
 
 from rich.text import Text
 from textual import on, work
@@ -24,14 +22,6 @@ class StatusesLoaded(Message):
     def __init__(self, statuses: list[ServiceStatus], elapsed: float) -> None:
         super().__init__()
         self.statuses, self.elapsed = statuses, elapsed
-
-
-class LogLinesReady(Message):
-    """New lines are waiting in the view's log queue (coalesced: one message per burst)."""
-
-    def __init__(self, service: str) -> None:
-        super().__init__()
-        self.service = service
 
 
 class ActionDone(Message):
@@ -56,6 +46,7 @@ class ServicesView(View):
         Binding("x", "stop", "Stop", id="service_stop"),
         Binding("r", "restart", "Restart", id="service_restart"),
         Binding("l", "focus_log", "Log", id="service_log"),
+        Binding("h", "toggle_probes", "Probes", id="log_probes"),
     ]
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -63,18 +54,13 @@ class ServicesView(View):
         self.statuses: list[ServiceStatus] = []
         self.selected: str | None = None
         self._polling = False
-        self._log_stop = threading.Event()
-        self._log_queue: deque[str] = deque()
-        self._log_lock = threading.Lock()
-        self._log_posted = False
-        self._log_service: str | None = None
         self.last_poll_elapsed: float | None = None
 
     def compose(self) -> ComposeResult:
         table = DataTable(id="services-table", cursor_type="row", zebra_stripes=True)
         table.border_title = "services"
         yield table
-        yield LogPane("log", id="service-log")
+        yield LogPane("log", probes=True, id="service-log")
 
     def on_mount(self) -> None:
         table = self.query_one("#services-table", DataTable)
@@ -155,51 +141,14 @@ class ServicesView(View):
             return
         self.selected = service
         pane = self.query_one("#service-log", LogPane)
-        pane.set_title(f"{service} log")
         runtime = getattr(self.app, "runtime", None)
         if runtime is None or not self.live:
+            pane.set_title(f"{service} log")
             return
-        self._log_stop.set()
-        self._log_stop = threading.Event()
-        pane.clear()
-        with self._log_lock:
-            self._log_queue.clear()
-        self._log_service = service
-        self._follow_worker(runtime, service, self._log_stop)
-
-    @work(thread=True, exit_on_error=False, group="logs", name="follow-log")
-    def _follow_worker(self, runtime, service: str, stop: threading.Event) -> None:
-        from pipeline.config.security import redact
-
-        secrets = self.app.settings.secret_values()
-        try:
-            lines = runtime.logs(service, follow=True, tail=500, stop=stop.is_set)
-        except TypeError:  # a runtime whose logs() takes no stop callable
-            lines = runtime.logs(service, follow=True, tail=500)
-        for line in lines:
-            if stop.is_set():
-                return
-            with self._log_lock:
-                self._log_queue.append(redact(line, secrets))
-                post = not self._log_posted
-                self._log_posted = True
-            if post:
-                self.post_message(LogLinesReady(service))
-
-    @on(LogLinesReady)
-    def _drain(self, message: LogLinesReady) -> None:
-        with self._log_lock:
-            lines = list(self._log_queue)
-            self._log_queue.clear()
-            self._log_posted = False
-        if message.service == self._log_service:
-            self.query_one("#service-log", LogPane).write_lines(lines)
+        pane.follow_service(runtime, service)
 
     def show_log(self, lines: list[str]) -> None:
         self.query_one("#service-log", LogPane).write_lines(lines)
-
-    def on_unmount(self) -> None:
-        self._log_stop.set()
 
     # -- actions --------------------------------------------------------------------
     def _selected_or_warn(self) -> str | None:
@@ -209,6 +158,9 @@ class ServicesView(View):
 
     def action_focus_log(self) -> None:
         self.query_one("#service-log LogView").focus()
+
+    def action_toggle_probes(self) -> None:
+        self.query_one("#service-log", LogPane).toggle_probes()
 
     def action_start(self) -> None:
         self.control(self._selected_or_warn(), "start")
