@@ -6,7 +6,6 @@ Connector view has the connector's log, and typed text never reaches a table."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from textual.widgets import DataTable, Input
