@@ -119,6 +119,7 @@ class PipelineView(View):
         self._log_queue: deque[str] = deque()
         self._log_posted = False
         self.run_count = 0
+        self.running_text = ""  # what the running refresh is, for the quit question
         self._idle = True  # the status line still shows the idle hint (redrawn when the keymap changes)
 
     def compose(self) -> ComposeResult:
@@ -227,6 +228,7 @@ class PipelineView(View):
         pane = self.query_one("#step-log", LogPane)
         pane.clear()
         what = f"step {', '.join(steps)}" + (f" of {', '.join(tables)}" if tables else "") if steps else f"{mode} refresh"
+        self.running_text = f"running {what}"
         self._set_status(Text.assemble(("running ", "bold cyan"), what, f" · {self.key('cancel_refresh')} cancels"))
         self._refresh_worker(mode, steps, tables, self.cancel_event)
         return True
@@ -322,6 +324,11 @@ class PipelineView(View):
             return
         self.cancel_event.set()
         self._set_status(Text("cancelling: the running step stops at its next safe point…", style="bold yellow"))
+
+    def cancel_for_quit(self) -> None:
+        self.cancel_event.set()
+        self._set_status(Text("cancelling the refresh: bi-console quits as soon as the running step has stopped…",
+                              style="bold yellow"))
 
     def action_run_step(self) -> None:
         table = self.query_one("#steps-table", DataTable)
