@@ -62,3 +62,86 @@ async def test_a_fixs_output_is_scrolled_into_view(tmp_path):
                        what="the fix to end with output")
         await pilot.pause(0.2)
         assert in_view(problems, pane), (problems.scroll_offset, pane.virtual_region, problems.size)
+
+
+def failed_step_runs(settings, count: int) -> list:
+    """Real one-step refreshes, which end at once here: nothing listens on the database's port."""
+    from pipeline.orchestration.refresh import run_refresh
+
+    return [run_refresh(settings, steps=["transform"]) for _ in range(count)]
+
+
+def test_a_single_step_run_is_recorded_as_that_step_with_its_log(tmp_path):
+    from pipeline.orchestration.refresh import read_history, read_run, run_label, run_refresh
+
+    settings = make_settings(tmp_path)
+    step_run, = failed_step_runs(settings, 1)
+    table_run = run_refresh(settings, steps=["load"], tables=["product"])
+    whole_run = run_refresh(settings, mode="incremental")
+    history = read_history(settings)
+    assert [r["run_id"] for r in history] == [whole_run.run_id, table_run.run_id, step_run.run_id]
+    labels = [run_label(r) for r in history]
+    assert labels == ["incremental", "step load of product", "step transform"], labels
+    assert history[2]["selected_steps"] == ["transform"] and history[2]["selected_tables"] is None
+    assert history[1]["selected_tables"] == ["product"]
+    assert history[0]["selected_steps"] is None
+
+    record, lines = read_run(settings, step_run.run_id)
+    assert record["run_id"] == step_run.run_id and record["outcome"] == "failed"
+    assert lines[0] == "[all:transform] started", lines
+    assert lines[-1].startswith("[all:transform] failed in ") and str(settings.pg_port) in lines[-1], lines
+
+
+def test_run_logs_are_bounded_in_count(tmp_path, monkeypatch):
+    from pipeline.orchestration import refresh
+
+    monkeypatch.setattr(refresh, "RUN_LOGS_KEPT", 2)
+    settings = make_settings(tmp_path)
+    runs = failed_step_runs(settings, 3)
+    kept = sorted(p.stem for p in refresh.run_logs_dir(settings).glob("*.log"))
+    assert kept == sorted(r.run_id for r in runs[1:]), kept
+    # The oldest run stays in the history; it says its log is gone.
+    record, lines = refresh.read_run(settings, runs[0].run_id)
+    assert record is not None and lines is None
+
+
+async def test_a_single_step_run_keeps_the_step_table_whole_and_any_past_run_opens(tmp_path):
+    from textual.widgets import DataTable
+
+    from tui.pipeline_view import planned_steps
+    from tui.run_screen import PastRunScreen
+
+    settings = make_settings(tmp_path)
+    earlier, = failed_step_runs(settings, 1)
+    app = BiConsoleApp(settings, runtime=EmbeddedRuntime(settings))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        pipeline = app.view("pipeline")
+        whole = planned_steps(settings)
+        steps = pipeline.query_one("#steps-table", DataTable)
+        steps.focus()
+        steps.move_cursor(row=[key for _, key in whole].index("transform"))
+        await pilot.press("s")  # the selected step only: transform
+        await wait_for(pilot, lambda: pipeline.running, 5, what="the step to start")
+        await wait_for(pilot, lambda: not pipeline.running and pipeline.last_run, 120, interval=0.2,
+                       what="the step to end")
+        assert pipeline.last_run.selected_steps == ["transform"]
+        assert steps.row_count == len(whole), pipeline.step_states()
+        states = pipeline.step_states()
+        assert states["all:transform"] == "failed" and states["product:ingest"] == "pending", states
+
+        history = pipeline.query_one("#history-table", DataTable)
+        await wait_for(pilot, lambda: history.row_count == 2, 20, what="both runs in the history")
+        assert [str(history.get_row_at(n)[1]) for n in range(2)] == ["step transform", "step transform"]
+        history.focus()
+        history.move_cursor(row=1)  # the earlier run, from before this app started
+        await pilot.press("enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, PastRunScreen) and app.screen, 10,
+                                what="the past run to open")
+        assert screen.record["run_id"] == earlier.run_id
+        table = screen.query_one("#past-run-steps", DataTable)
+        assert table.row_count == 1 and str(table.get_row_at(0)[2]) == "failed"
+        log = screen.query_one("#past-run-log").view.raw_lines
+        assert log[0] == "[all:transform] started" and log[-1].startswith("[all:transform] failed"), log
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, PastRunScreen), 5, what="the run to close")
