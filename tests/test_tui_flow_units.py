@@ -145,3 +145,56 @@ async def test_a_single_step_run_keeps_the_step_table_whole_and_any_past_run_ope
         assert log[0] == "[all:transform] started" and log[-1].startswith("[all:transform] failed"), log
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, PastRunScreen), 5, what="the run to close")
+
+
+def enable_superset(settings) -> None:
+    from pathlib import Path
+
+    run_dir = Path(settings.data_dir) / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "superset.enabled").touch()  # as `stack up --with superset` leaves it
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["enabled-but-stopped", "not-enabled"])
+def test_the_bi_step_is_skipped_with_a_warning_when_superset_is_stopped(tmp_path, enabled):
+    from pipeline.orchestration.refresh import read_history, run_refresh
+
+    settings = make_settings(tmp_path)
+    if enabled:
+        enable_superset(settings)
+    run = run_refresh(settings, steps=["bi"])
+    assert run.outcome == "ok", (run.failed_step, run.error)
+    bi, = run.steps
+    assert bi.state == "skipped" and bi.error is None
+    assert bi.notices and bi.notices[0].startswith("skipped: superset stopped"), bi.notices
+    assert ("BI_SUPERSET_URL" in bi.notices[0]) if enabled else ("not enabled" in bi.notices[0])
+    assert read_history(settings)[0]["steps"][0]["state"] == "skipped"
+
+
+def test_a_superset_that_answers_badly_still_fails_the_bi_step(tmp_path):
+    """Only a Superset that is not there is skipped: one that is up and broken is an outage."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from pipeline.orchestration.refresh import run_refresh
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b"starting")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = make_settings(tmp_path).model_copy(
+            update={"superset_url": f"http://127.0.0.1:{server.server_address[1]}"})
+        enable_superset(settings)
+        run = run_refresh(settings, steps=["bi"])
+    finally:
+        server.shutdown()
+    assert run.outcome == "failed" and run.unreachable, run
+    assert "503" in run.error and run.steps[0].state == "failed", run.error

@@ -186,22 +186,23 @@ class PipelineView(View):
         self.run_rows = set(run_plan)
 
     def set_step(self, name: str, step: str, state: str, duration: float | None = None,
-                 counts: dict | None = None, error: str | None = None) -> None:
+                 counts: dict | None = None, error: str | None = None, note: str | None = None) -> None:
         table = self.query_one("#steps-table", DataTable)
         key = f"{name}:{step}"
         if (name, step) not in self.rows:
             self.rows[(name, step)] = {}
             table.add_row(name, step, "", "", "", key=key)
-        self.rows[(name, step)].update(state=state, duration=duration, counts=counts or {}, error=error)
+        self.rows[(name, step)].update(state=state, duration=duration, counts=counts or {}, error=error, note=note)
         table.update_cell(key, "state", Text(state, style=STATE_STYLE.get(state, "")))
         table.update_cell(key, "time", human_duration(duration) if duration is not None else "-", update_width=True)
         self._show_counts(key, self.rows[(name, step)])
 
     def _show_counts(self, key: str, row: dict) -> None:
         table = self.query_one("#steps-table", StepsTable)
-        error = row.get("error")
-        detail = error if error else _counts_text(row.get("counts") or {}, table.counts_width())
-        table.update_cell(key, "counts", Text(detail or "", style="red" if error else ""), update_width=True)
+        error, note = row.get("error"), row.get("note")
+        detail = error or note or _counts_text(row.get("counts") or {}, table.counts_width())
+        style = "red" if error else ("yellow" if note else "")
+        table.update_cell(key, "counts", Text(detail or "", style=style), update_width=True)
 
     @on(StepsTable.Resized)
     def _refit_counts(self) -> None:
@@ -347,7 +348,9 @@ class PipelineView(View):
             pane = self.query_one("#step-log", LogPane)
             pane.set_title(f"{event.table}:{event.step} log")
         elif isinstance(event, StepFinished):
-            self.set_step(event.table, event.step, event.state, event.duration, event.counts, event.error)
+            # A skipped step says why (Superset stopped): a warning, where the counts would be.
+            note = event.notices[0] if event.state == "skipped" and event.notices else None
+            self.set_step(event.table, event.step, event.state, event.duration, event.counts, event.error, note)
             for notice in event.notices if announce else ():  # a topic reset: said, not only logged
                 self.notify(notice, severity="warning", title=f"{event.table}:{event.step}", timeout=30)
         elif isinstance(event, RunFinished):

@@ -116,8 +116,11 @@ def _validate(ctx: StepContext) -> StepResult:
 
 
 def _bi(ctx: StepContext) -> StepResult:
-    from pipeline.steps.bi import run_bi_refresh
+    from pipeline.steps.bi import SupersetStopped, run_bi_refresh
 
+    if not superset_enabled(ctx.settings):  # named with --steps bi on a stack without Superset
+        raise SupersetStopped("superset stopped (not enabled in this stack; "
+                              "`bi-console stack up --with superset` enables it)")
     return run_bi_refresh(ctx.settings, ctx.log)
 
 

@@ -27,6 +27,7 @@ from pipeline.config import ConfigError, Settings, TableConfig
 from pipeline.orchestration.plan import DEFAULT_STEPS, StepContext, StepNames, plan, superset_enabled, wanted_steps
 from pipeline.stores.db import ServiceUnreachable
 from pipeline.process.memory import release_freed_memory
+from pipeline.steps import StepSkipped
 from pipeline.steps.ingest import StepCancelled
 
 __all__ = ["DEFAULT_STEPS", "StepNames", "superset_enabled"]  # re-exported for the CLI and the TUI
@@ -52,7 +53,7 @@ class StepFinished:
     run_id: str
     table: str
     step: str
-    state: str  # ok | failed | cancelled | skipped
+    state: str  # ok | failed | cancelled | skipped (not run, or its service switched off: see notices)
     duration: float
     counts: dict = field(default_factory=dict)
     error: str | None = None
@@ -328,6 +329,9 @@ class _Runner:
             counts = body(log) or {}
         except StepCancelled as exc:
             state, error = "cancelled", str(exc)
+        except StepSkipped as exc:  # before ServiceUnreachable: an optional service switched off
+            state = "skipped"
+            notice(f"skipped: {self.redact(str(exc))}")
         except (ServiceUnreachable, KafkaException) as exc:
             state, error = "failed", self.redact(str(exc))
             self.run.unreachable = True
@@ -342,7 +346,7 @@ class _Runner:
         finished = StepFinished(run_id, table, step, state, time.monotonic() - started, counts, error, notices)
         self.run.steps.append(finished)
         self.on_event(finished)
-        if state != "ok":
+        if state not in ("ok", "skipped"):
             self.run.outcome = "cancelled" if state == "cancelled" else "failed"
             self.run.failed_step = f"{table}:{step}"
             self.run.error = error

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ import psycopg2
 from psycopg2 import sql
 
 from pipeline.config import Settings, TableConfig
+from pipeline.steps import StepSkipped
 from pipeline.stores.db import ServiceUnreachable, connect_reader
 from pipeline.superset import api
 from pipeline.superset.install import health_url
@@ -51,6 +53,27 @@ def _check_health(settings: Settings) -> tuple[bool, str]:
     return False, f"GET {url} -> {response.status_code}: {response.text.strip()[:80]!r}"
 
 
+class SupersetStopped(StepSkipped, ServiceUnreachable):
+    """Nothing listens at BI_SUPERSET_URL, or Superset is not enabled: Superset is optional, so a
+    refresh skips its BI step with a warning, while `bi refresh` (which asks for it) still fails."""
+
+
+def superset_stopped_reason(settings: Settings) -> str | None:
+    """Why Superset is stopped (its port refuses connections), or None when something listens
+    there or the answer is not a refusal (a timeout, an unknown host: an outage, not a stop)."""
+    parts = urlsplit(settings.superset_url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=2.0).close()
+    except ConnectionRefusedError:
+        return (f"superset stopped (nothing listens at BI_SUPERSET_URL={settings.superset_url}; "
+                "`bi-console stack start superset` starts it)")
+    except OSError:
+        return None
+    return None
+
+
 def run_bi_refresh(settings: Settings, log: Log = _noop, *, tables: list[str] | None = None,
                    provision_missing: bool = True) -> dict:
     """Invalidate + warm, for every managed dataset (or those of `tables`).
@@ -61,6 +84,9 @@ def run_bi_refresh(settings: Settings, log: Log = _noop, *, tables: list[str] | 
     """
     ok, evidence = _check_health(settings)
     if not ok:
+        stopped = superset_stopped_reason(settings)
+        if stopped:
+            raise SupersetStopped(stopped)
         raise ServiceUnreachable(f"BI_SUPERSET_URL={settings.superset_url}: Superset is not reachable ({evidence})")
     with api.SupersetClient.from_settings(settings) as client:
         missing = api.find_database(client) is None or any(
