@@ -289,7 +289,7 @@ class PipelineView(View):
         pane = self.query_one("#step-log", LogPane)
         pane.clear()
         what = f"step {', '.join(steps)}" + (f" of {', '.join(tables)}" if tables else "") if steps else f"{mode} refresh"
-        self.running_text = f"running {what}"
+        self.running_text = f"running: {what}"
         self._set_status(Text.assemble(("running ", "bold cyan"), what, f" · {self.key('cancel_refresh')} cancels"))
         self._refresh_worker(mode, steps, tables, self.cancel_event)
         return True
@@ -366,6 +366,8 @@ class PipelineView(View):
                                  f" in {human_duration(run.duration)}")
             if run.error:
                 text.append(f" · {run.failed_step}: {run.error}", style="red")
+            if getattr(self.app, "quit_pending", False):
+                text.append(" · quitting", style="bold")
             self._set_status(text)
             if not announce:
                 return
