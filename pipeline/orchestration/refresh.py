@@ -141,7 +141,7 @@ def run_log_path(settings: Settings, run_id: str) -> Path:
 
 def run_label(run: dict) -> str:
     """What a run was, as the history shows it: "full", "incremental", or the steps (and
-    tables) of a partial run, e.g. "step transform" or "steps load, transform of product"."""
+    tables) of a partial run, e.g. "step transform" or "steps ingest, load of orders"."""
     steps, tables = run.get("selected_steps"), run.get("selected_tables")
     if not steps:
         label = str(run.get("mode") or "?")
