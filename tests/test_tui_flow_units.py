@@ -43,18 +43,21 @@ async def test_a_fixs_output_is_scrolled_into_view(tmp_path):
     from textual.containers import VerticalScroll
 
     from tui.confirm import ConfirmScreen
+    from tui.troubleshoot import ProblemPanel
 
     settings = make_settings(tmp_path)
     app = BiConsoleApp(settings, runtime=EmbeddedRuntime(settings))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("5")
         view = app.view("troubleshoot")
-        await wait_for(pilot, lambda: all(p.checks is not None and not p.running for p in
-                                          (view.panel(name) for name in ("no_cdc_events", "stale_bi"))), 60,
-                       what="the first diagnosis")
+        # Every panel diagnosed: their heights are final, and so is the place of the fix output.
+        await wait_for(pilot, lambda: all(p.checks is not None and not p.running for p in view.query(ProblemPanel)),
+                       120, what="the first diagnosis")
+        await pilot.pause(0.2)
         problems = view.query_one("#problems", VerticalScroll)
         pane = view.query_one("#fix-log")
-        assert not in_view(problems, pane), "at 100x30 the fix output starts below the fold"
+        assert not in_view(problems, pane), ("at 100x30 the fix output starts below the fold",
+                                             problems.scroll_offset, pane.virtual_region)
         await pilot.press("e")  # refresh BI: fails at once here (no Superset), and says so in its output
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, what="the fix's question")
         await pilot.press("y")

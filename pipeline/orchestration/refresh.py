@@ -331,7 +331,7 @@ class _Runner:
             state, error = "cancelled", str(exc)
         except StepSkipped as exc:  # before ServiceUnreachable: an optional service switched off
             state = "skipped"
-            notice(f"skipped: {self.redact(str(exc))}")
+            notice(f"skipped: {self.redact(exc.notice)}")
         except (ServiceUnreachable, KafkaException) as exc:
             state, error = "failed", self.redact(str(exc))
             self.run.unreachable = True

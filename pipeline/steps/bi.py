@@ -58,20 +58,27 @@ class SupersetStopped(StepSkipped, ServiceUnreachable):
     refresh skips its BI step with a warning, while `bi refresh` (which asks for it) still fails."""
 
 
-def superset_stopped_reason(settings: Settings) -> str | None:
-    """Why Superset is stopped (its port refuses connections), or None when something listens
-    there or the answer is not a refusal (a timeout, an unknown host: an outage, not a stop)."""
+def superset_stopped(settings: Settings) -> bool:
+    """Superset's port refuses connections: nothing runs there. A timeout or an unknown host
+    is an outage, not a stop, and stays a failure."""
     parts = urlsplit(settings.superset_url)
     host = parts.hostname or "localhost"
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         socket.create_connection((host, port), timeout=2.0).close()
     except ConnectionRefusedError:
-        return (f"superset stopped (nothing listens at BI_SUPERSET_URL={settings.superset_url}; "
-                "`bi-console stack start superset` starts it)")
+        return True
     except OSError:
-        return None
-    return None
+        return False
+    return False
+
+
+def _stopped(settings: Settings) -> SupersetStopped:
+    start = "`bi-console stack start superset` starts it"
+    # The command's line starts with the setting, as every unreachable service's does.
+    return SupersetStopped(f"BI_SUPERSET_URL={settings.superset_url}: superset stopped (nothing listens there; {start})",
+                           notice=f"superset stopped (nothing listens at BI_SUPERSET_URL={settings.superset_url}; "
+                                  f"{start})")
 
 
 def run_bi_refresh(settings: Settings, log: Log = _noop, *, tables: list[str] | None = None,
@@ -79,14 +86,14 @@ def run_bi_refresh(settings: Settings, log: Log = _noop, *, tables: list[str] | 
     """Invalidate + warm, for every managed dataset (or those of `tables`).
 
     Returns counts: datasets_invalidated, charts_warmed, charts_failed,
-    cache_max_age_seconds, cache_timeout. Raises ServiceUnreachable when Superset does
-    not answer, RuntimeError when a chart of a managed dashboard cannot be computed.
+    cache_max_age_seconds, cache_timeout. Raises SupersetStopped (a ServiceUnreachable that a
+    refresh skips) when nothing listens there, ServiceUnreachable when Superset does not
+    answer, RuntimeError when a chart of a managed dashboard cannot be computed.
     """
     ok, evidence = _check_health(settings)
     if not ok:
-        stopped = superset_stopped_reason(settings)
-        if stopped:
-            raise SupersetStopped(stopped)
+        if superset_stopped(settings):
+            raise _stopped(settings)
         raise ServiceUnreachable(f"BI_SUPERSET_URL={settings.superset_url}: Superset is not reachable ({evidence})")
     with api.SupersetClient.from_settings(settings) as client:
         missing = api.find_database(client) is None or any(
