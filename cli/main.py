@@ -19,6 +19,8 @@ from cli.intake import quarantine_group, raw_zone_group
 from pipeline.config import ConfigError, Settings, generate_env, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
+# Down, they are a warning: the data pipeline runs without them (the refresh skips the BI step).
+OPTIONAL_SERVICES = ("superset",)
 
 
 def err(message: str) -> None:
@@ -160,7 +162,7 @@ def stack_down(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def stack_status(ctx: click.Context, as_json: bool) -> None:
-    """Each service's state and health; exits 3 if one is down."""
+    """Each service's state and health; exits 3 if one is down (an optional one, Superset, only warns)."""
     settings = settings_or_exit(ctx)
     runtime = runtime_or_exit(settings)
     statuses = runtime.status_all()
@@ -175,9 +177,13 @@ def stack_status(ctx: click.Context, as_json: bool) -> None:
                        f"{uptime:>8}  {ports:5}  {s.health_detail}")
     down = [s for s in statuses if not s.healthy]
     for s in down:  # stdout holds the table (or JSON); the reason, naming the setting, goes to stderr
+        if s.name in OPTIONAL_SERVICES:
+            err(f"bi-console: warning: {s.name} is down ({s.health_detail}); it is optional: a refresh skips "
+                f"its step (bi-console stack start {s.name} starts it)")
+            continue
         hint = " (bi-console stack up starts it)" if s.state != "running" else ""
         err(f"bi-console: {s.name} unreachable: {s.health_detail}{hint}")
-    sys.exit(EXIT_UNREACHABLE if down else EXIT_OK)
+    sys.exit(EXIT_UNREACHABLE if any(s.name not in OPTIONAL_SERVICES for s in down) else EXIT_OK)
 
 
 @stack.command("logs")
@@ -471,7 +477,8 @@ def _print_progress(event) -> None:
         err(f"▶ {event.table}:{event.step} ...")
     elif isinstance(event, StepFinished):
         counts = ", ".join(f"{k}={v}" for k, v in event.counts.items())
-        err(f"{'✓' if event.state == 'ok' else '✗'} {event.table}:{event.step} {event.state} "
+        mark = {"ok": "✓", "skipped": "!"}.get(event.state, "✗")
+        err(f"{mark} {event.table}:{event.step} {event.state} "
             f"in {event.duration:.2f}s {counts}")
         for notice in event.notices:  # what the operator must know even without BI_VERBOSE
             err(f"  ! {notice}")

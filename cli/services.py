@@ -13,21 +13,37 @@ import click
 
 def _control(ctx: click.Context, action: str, service: str) -> None:
     # Imported here: cli/main.py registers these commands on its `stack` group.
-    from cli.main import EXIT_UNREACHABLE, EXIT_USAGE, err, runtime_or_exit, settings_or_exit
+    from cli.main import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, err, runtime_or_exit, settings_or_exit
+    from pipeline.runtime.embedded import EmbeddedRuntime
     from pipeline.runtime.model import RuntimeUnavailable
 
     settings = settings_or_exit(ctx)
     runtime = runtime_or_exit(settings)
+    embedded = isinstance(runtime, EmbeddedRuntime)
     try:
         known = runtime.service_names()
-        if service not in known:
-            err(f"bi-console: unknown service {service!r} (known: {', '.join(known)})")
+        if embedded and service == "superset" and service not in known:
+            if action == "stop":  # nothing to do, and nothing wrong: the optional service is off
+                err("superset: not enabled in this stack; nothing to stop")
+                return
+            # Starting the optional service switches it on, as `stack up --with superset` does.
+            runtime.up(log=err, services=["superset"], with_superset=True)
+            known = runtime.service_names()
+        elif service not in known:
+            extra = " (superset: `bi-console stack start superset` enables it)" if embedded else ""
+            err(f"bi-console: unknown service {service!r} (known: {', '.join(known)}){extra}")
             sys.exit(EXIT_USAGE)
-        getattr(runtime, action)(service)
+        elif embedded and action != "stop":
+            getattr(runtime, action)(service, log=err)  # its progress on stderr, as `stack up` writes it
+        else:
+            getattr(runtime, action)(service)
         status = runtime.status(service)
     except RuntimeUnavailable as exc:
         err(f"bi-console: {exc}")
         sys.exit(EXIT_UNREACHABLE)
+    except RuntimeError as exc:  # a service that would not start: its message names its log
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_FAILED)
     err(f"{service}: {action} done; now {status.state}, {status.health_detail or '-'}")
 
 

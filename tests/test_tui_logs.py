@@ -10,8 +10,8 @@ import json
 import pytest
 from textual.widgets import DataTable, Input
 
-from conftest import stack_settings
 from pipeline.runtime.embedded import EmbeddedRuntime
+from support.settings import make_settings
 from tui.app import BiConsoleApp
 from tui.log_pane import LogPane, LogView
 
@@ -92,7 +92,7 @@ def tail_shown(view: LogView) -> bool:
 
 @pytest.fixture
 def settings(tmp_path):
-    return stack_settings(tmp_path / "data", s3_bucket=BUCKET)
+    return make_settings(tmp_path / "data", own_ports=True, s3_bucket=BUCKET)
 
 
 def numbered(service: str, count: int) -> list[str]:
@@ -322,7 +322,7 @@ def test_recorded_stopped_engine_reads_stopped_with_its_reason(tmp_path):
 async def test_recorded_connector_view_shows_stopped_its_reason_and_its_log(tmp_path):
     from tui import recorded
 
-    settings = stack_settings(tmp_path / "data")
+    settings = make_settings(tmp_path / "data", own_ports=True)
     app = BiConsoleApp(settings, recorded=True)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("2")

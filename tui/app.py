@@ -29,6 +29,7 @@ from tui.help import HelpScreen, format_key
 from tui.palette import ActionsProvider
 from tui.pipeline_view import PipelineView
 from tui.quality import QualityView
+from tui.quit import QuitDuringRefreshScreen
 from tui.services import ServicesView, StatusesLoaded
 from tui.troubleshoot import TroubleshootView
 
@@ -93,6 +94,8 @@ class BiConsoleApp(App):
         self.errors: list[str] = []
         self.status_updates = 0
         self.keymap: dict[str, str] = {}  # binding id -> key, from the config file
+        self._service_states: tuple | None = None  # (name, state, healthy) of the last poll
+        self.quit_pending = False  # the refresh is being cancelled; quit once it has stopped
 
     # -- layout -------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -184,6 +187,12 @@ class BiConsoleApp(App):
     def _statuses(self, message: StatusesLoaded) -> None:  # bubbled up from the services view
         self.status_updates += 1
         self._update_topbar(message.statuses)
+        states = tuple((s.name, s.state, s.healthy) for s in message.statuses)
+        if self._service_states is not None and states != self._service_states:
+            # A check drawn before the change may say ✓ about a service that is down now.
+            self.view("troubleshoot").services_changed(active=self.query_one("#views", TabbedContent).active
+                                                       == "troubleshoot")
+        self._service_states = states
 
     def _topbar_text(self, statuses) -> Text:
         runtime = getattr(self.runtime, "name", None) or ("recorded" if self.recorded else "…")
@@ -250,6 +259,39 @@ class BiConsoleApp(App):
             troubleshoot.show_checks(problem, checks)
 
     # -- actions -------------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        try:
+            pipeline = self.view("pipeline")
+        except NoMatches:  # the screen is already gone
+            self.exit()
+            return
+        if not pipeline.running:
+            self.exit()
+            return
+        if self.quit_pending:
+            self.notify("cancelling the refresh; bi-console quits as soon as it has stopped", severity="warning")
+            return
+        if isinstance(self.screen, QuitDuringRefreshScreen):
+            return
+        self.push_screen(QuitDuringRefreshScreen(pipeline.running_text), callback=self._quit_answer)
+
+    def _quit_answer(self, cancel_and_quit: bool | None) -> None:
+        if not cancel_and_quit:
+            return
+        pipeline = self.view("pipeline")
+        if not pipeline.running:  # it ended while the question was open
+            self.exit()
+            return
+        self.quit_pending = True
+        pipeline.cancel_for_quit()
+        self.set_interval(0.2, self._quit_when_stopped, name="quit-when-stopped")
+
+    def _quit_when_stopped(self) -> None:
+        # Both the run's end and its worker: the worker's thread holds the child until it has exited.
+        refreshing = any(w.group == "refresh" and w.is_running for w in self.workers)
+        if not self.view("pipeline").running and not refreshing:
+            self.exit()
+
     def action_view(self, name: str) -> None:
         self.query_one("#views", TabbedContent).active = name
         # The pane is shown on the next refresh; a hidden widget cannot take the focus before that.

@@ -45,6 +45,12 @@ class HistoryLoaded(Message):
         self.runs = runs
 
 
+class PastRunLoaded(Message):
+    def __init__(self, record: dict, log_lines: list[str] | None) -> None:
+        super().__init__()
+        self.record, self.log_lines = record, log_lines
+
+
 def compact_number(value: int | float) -> str:
     """500 -> "500", 32530 -> "32.5k", 1234567 -> "1.2M": short, and never read as another number."""
     if isinstance(value, float) and not value.is_integer():
@@ -119,6 +125,9 @@ class PipelineView(View):
         self._log_queue: deque[str] = deque()
         self._log_posted = False
         self.run_count = 0
+        self.running_text = ""  # what the running refresh is, for the quit question
+        self.history_runs: dict[str, dict] = {}  # run id -> history record, of the rows shown
+        self.run_rows: set[tuple[str, str]] = set()  # the (table, step) rows of the running or last run
         self._idle = True  # the status line still shows the idle hint (redrawn when the keymap changes)
 
     def compose(self) -> ComposeResult:
@@ -163,23 +172,37 @@ class PipelineView(View):
             table.add_row(name, step, Text("pending", style=STATE_STYLE["pending"]), "-", "",
                           key=f"{name}:{step}")
 
+    def show_run_plan(self, run_plan: list[tuple[str, str]]) -> None:
+        """Mark a run's rows pending; the table keeps every step, the others with their last result,
+        so that a run of one step never hides the rest of the pipeline."""
+        whole = planned_steps(self.app.settings)
+        if set(run_plan) >= set(whole):
+            self.show_plan(run_plan)
+        else:
+            if not set(whole) <= set(self.rows):
+                self.show_plan(whole)
+            for name, step in run_plan:
+                self.set_step(name, step, "pending")
+        self.run_rows = set(run_plan)
+
     def set_step(self, name: str, step: str, state: str, duration: float | None = None,
-                 counts: dict | None = None, error: str | None = None) -> None:
+                 counts: dict | None = None, error: str | None = None, note: str | None = None) -> None:
         table = self.query_one("#steps-table", DataTable)
         key = f"{name}:{step}"
         if (name, step) not in self.rows:
             self.rows[(name, step)] = {}
             table.add_row(name, step, "", "", "", key=key)
-        self.rows[(name, step)].update(state=state, duration=duration, counts=counts or {}, error=error)
+        self.rows[(name, step)].update(state=state, duration=duration, counts=counts or {}, error=error, note=note)
         table.update_cell(key, "state", Text(state, style=STATE_STYLE.get(state, "")))
         table.update_cell(key, "time", human_duration(duration) if duration is not None else "-", update_width=True)
         self._show_counts(key, self.rows[(name, step)])
 
     def _show_counts(self, key: str, row: dict) -> None:
         table = self.query_one("#steps-table", StepsTable)
-        error = row.get("error")
-        detail = error if error else _counts_text(row.get("counts") or {}, table.counts_width())
-        table.update_cell(key, "counts", Text(detail or "", style="red" if error else ""), update_width=True)
+        error, note = row.get("error"), row.get("note")
+        detail = error or note or _counts_text(row.get("counts") or {}, table.counts_width())
+        style = "red" if error else ("yellow" if note else "")
+        table.update_cell(key, "counts", Text(detail or "", style=style), update_width=True)
 
     @on(StepsTable.Resized)
     def _refit_counts(self) -> None:
@@ -206,14 +229,53 @@ class PipelineView(View):
         self.show_history(message.runs)
 
     def show_history(self, runs: list[dict]) -> None:
+        from pipeline.orchestration.refresh import run_label
+
         table = self.query_one("#history-table", DataTable)
         table.clear()
+        self.history_runs = {}
         for run in runs:
             started = str(run.get("started_at") or "")[:19].replace("T", " ")
             outcome = run.get("outcome", "?")
-            table.add_row(started[5:16] if len(started) >= 16 else started, run.get("mode", "?"),
+            run_id = run.get("run_id")
+            if run_id in self.history_runs:
+                run_id = None  # a record written twice: one row opens it
+            if run_id:
+                self.history_runs[run_id] = run
+            table.add_row(started[5:16] if len(started) >= 16 else started, run_label(run),
                           Text(outcome, style=STATE_STYLE.get(outcome, "")),
-                          human_duration(run.get("duration")), run.get("failed_step") or "")
+                          human_duration(run.get("duration")), run.get("failed_step") or "", key=run_id)
+
+    @on(DataTable.RowSelected, "#history-table")
+    def _history_row(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        run_id = event.row_key.value if event.row_key is not None else None
+        if run_id:
+            self.open_run(str(run_id))
+
+    def open_run(self, run_id: str) -> None:
+        """Show a past run: its per-step results and its log (read from disk when live)."""
+        record = self.history_runs.get(run_id)
+        if record is None:
+            self.notify(f"run {run_id} is not in the history", severity="warning")
+            return
+        if self.live:
+            self._past_run_worker(run_id)
+        else:
+            self.post_message(PastRunLoaded(record, None))
+
+    @work(thread=True, exit_on_error=False, group="past-run", name="past-run")
+    def _past_run_worker(self, run_id: str) -> None:
+        from pipeline.orchestration.refresh import read_run
+
+        record, lines = read_run(self.app.settings, run_id)
+        self.post_message(PastRunLoaded(record or self.history_runs[run_id], lines))
+
+    @on(PastRunLoaded)
+    def _past_run_loaded(self, message: PastRunLoaded) -> None:
+        from tui.run_screen import PastRunScreen
+
+        self.app.push_screen(PastRunScreen(message.record, message.log_lines))
 
     # -- running ------------------------------------------------------------------------
     def start_refresh(self, mode: str, steps: list[str] | None = None, tables: list[str] | None = None) -> bool:
@@ -223,10 +285,11 @@ class PipelineView(View):
         self.running = True
         self.run_count += 1
         self.cancel_event = threading.Event()
-        self.show_plan(planned_steps(self.app.settings, steps, tables))
+        self.show_run_plan(planned_steps(self.app.settings, steps, tables))
         pane = self.query_one("#step-log", LogPane)
         pane.clear()
         what = f"step {', '.join(steps)}" + (f" of {', '.join(tables)}" if tables else "") if steps else f"{mode} refresh"
+        self.running_text = f"running: {what}"
         self._set_status(Text.assemble(("running ", "bold cyan"), what, f" · {self.key('cancel_refresh')} cancels"))
         self._refresh_worker(mode, steps, tables, self.cancel_event)
         return True
@@ -285,7 +348,9 @@ class PipelineView(View):
             pane = self.query_one("#step-log", LogPane)
             pane.set_title(f"{event.table}:{event.step} log")
         elif isinstance(event, StepFinished):
-            self.set_step(event.table, event.step, event.state, event.duration, event.counts, event.error)
+            # A skipped step says why (Superset stopped): a warning, where the counts would be.
+            note = event.notices[0] if event.state == "skipped" and event.notices else None
+            self.set_step(event.table, event.step, event.state, event.duration, event.counts, event.error, note)
             for notice in event.notices if announce else ():  # a topic reset: said, not only logged
                 self.notify(notice, severity="warning", title=f"{event.table}:{event.step}", timeout=30)
         elif isinstance(event, RunFinished):
@@ -294,13 +359,15 @@ class PipelineView(View):
             run = event.run
             self.last_run = run
             for (name, step), row in self.rows.items():
-                if row.get("state") in ("pending", "running"):
+                if row.get("state") in ("pending", "running") and (not self.run_rows or (name, step) in self.run_rows):
                     self.set_step(name, step, "skipped")
             style = {"ok": "bold green", "failed": "bold red", "cancelled": "bold yellow"}.get(run.outcome, "")
             text = Text.assemble(("run ", "bold"), run.run_id, " ", (run.outcome, style),
                                  f" in {human_duration(run.duration)}")
             if run.error:
                 text.append(f" · {run.failed_step}: {run.error}", style="red")
+            if getattr(self.app, "quit_pending", False):
+                text.append(" · quitting", style="bold")
             self._set_status(text)
             if not announce:
                 return
@@ -322,6 +389,11 @@ class PipelineView(View):
             return
         self.cancel_event.set()
         self._set_status(Text("cancelling: the running step stops at its next safe point…", style="bold yellow"))
+
+    def cancel_for_quit(self) -> None:
+        self.cancel_event.set()
+        self._set_status(Text("cancelling the refresh: bi-console quits as soon as the running step has stopped…",
+                              style="bold yellow"))
 
     def action_run_step(self) -> None:
         table = self.query_one("#steps-table", DataTable)

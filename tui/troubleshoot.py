@@ -70,6 +70,7 @@ class ProblemPanel(Vertical):
         self.problem = problem
         self.checks: list[Check] | None = None
         self.running = False
+        self.recheck = False  # asked again while running: run once more when this one ends
 
     def compose(self) -> ComposeResult:
         yield Static(self._undiagnosed_text(), classes="checks")
@@ -131,6 +132,7 @@ class TroubleshootView(View):
         self._log_queue: deque[str] = deque()
         self._log_posted = False
         self.diagnosed_once = False
+        self.stale = False  # a service changed state since the panels were diagnosed
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="problems"):
@@ -149,11 +151,22 @@ class TroubleshootView(View):
         self.query_one("#problems").focus()
 
     def refresh_data(self) -> None:
-        if self.live and not self.diagnosed_once:
+        if self.live and (not self.diagnosed_once or self.stale):
             self.action_diagnose_all()
+
+    def services_changed(self, active: bool) -> None:
+        """A service changed state: the diagnoses shown are out of date. Re-check at once when
+        the view is on screen, else when it is next shown (its checks cost queries)."""
+        if not self.live or not self.diagnosed_once:
+            return
+        if active:
+            self.action_diagnose_all()
+        else:
+            self.stale = True
 
     # -- diagnosis ------------------------------------------------------------------------
     def action_diagnose_all(self) -> None:
+        self.stale = False
         for problem in PROBLEMS:
             self.diagnose(problem)
 
@@ -162,6 +175,7 @@ class TroubleshootView(View):
             return
         panel = self.panel(problem)
         if panel.running:
+            panel.recheck = True  # it may have started before the change that asks for this one
             return
         self.diagnosed_once = True
         panel.set_running()
@@ -179,7 +193,11 @@ class TroubleshootView(View):
 
     @on(DiagnosisDone)
     def _diagnosed(self, message: DiagnosisDone) -> None:
-        self.panel(message.problem).show_checks(message.checks)
+        panel = self.panel(message.problem)
+        panel.show_checks(message.checks)
+        if panel.recheck:
+            panel.recheck = False
+            self.diagnose(message.problem)
 
     def show_checks(self, problem: str, checks: list[Check]) -> None:
         self.panel(problem).show_checks(checks)
@@ -212,7 +230,13 @@ class TroubleshootView(View):
         self.notify(f"{label}…")
         pane = self.query_one("#fix-log", LogPane)
         pane.set_title(f"fix output · {label}")
+        self._show_fix_output()
         self._fix_worker(problem)
+
+    def _show_fix_output(self) -> None:
+        # The output sits below the panels: at most terminal sizes it is below the fold.
+        self.query_one("#problems", VerticalScroll).scroll_to_widget(self.query_one("#fix-log", LogPane),
+                                                                     animate=False, top=False)
 
     def _log(self, line: str) -> None:
         from pipeline.config.security import redact
@@ -258,5 +282,6 @@ class TroubleshootView(View):
     def _fixed(self, message: FixDone) -> None:
         self._drain()
         self._fixing.discard(message.problem)
+        self._show_fix_output()  # the operator may have scrolled away while it ran
         self.notify(message.text, severity="information" if message.ok else "error", title="fix")
         self.diagnose(message.problem)

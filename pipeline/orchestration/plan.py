@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import Settings, TableConfig
-from pipeline.steps.bi import run_bi_refresh
+from pipeline.steps.bi import SupersetStopped, run_bi_refresh
 from pipeline.steps.ingest import ingest
 from pipeline.steps.load import load
 from pipeline.steps.transform import DbtProject
@@ -111,6 +111,9 @@ def _validate(ctx: StepContext) -> StepResult:
 
 
 def _bi(ctx: StepContext) -> StepResult:
+    if not superset_enabled(ctx.settings):  # named with --steps bi on a stack without Superset
+        raise SupersetStopped("superset stopped (not enabled in this stack; "
+                              "`bi-console stack up --with superset` enables it)")
     return run_bi_refresh(ctx.settings, ctx.log)
 
 

@@ -27,6 +27,7 @@ from pipeline.config import ConfigError, Settings, TableConfig
 from pipeline.orchestration.plan import DEFAULT_STEPS, StepContext, StepNames, plan, superset_enabled, wanted_steps
 from pipeline.stores.db import ServiceUnreachable
 from pipeline.process.memory import release_freed_memory
+from pipeline.steps import StepSkipped
 from pipeline.steps.ingest import StepCancelled
 
 __all__ = ["DEFAULT_STEPS", "StepNames", "superset_enabled"]  # re-exported for the CLI and the TUI
@@ -52,7 +53,7 @@ class StepFinished:
     run_id: str
     table: str
     step: str
-    state: str  # ok | failed | cancelled | skipped
+    state: str  # ok | failed | cancelled | skipped (not run, or its service switched off: see notices)
     duration: float
     counts: dict = field(default_factory=dict)
     error: str | None = None
@@ -71,6 +72,9 @@ class RefreshRun:
     unreachable: bool = False
     duration: float = 0.0
     details: dict = field(default_factory=dict)
+    # What the operator asked for, None for "all": a run of one step is that step, not an incremental refresh.
+    selected_steps: list[str] | None = None
+    selected_tables: list[str] | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -119,8 +123,89 @@ class RefreshLock:
             self.fd = None
 
 
+# Run logs kept beside the history; the history's records outlive their logs.
+RUN_LOGS_KEPT = 50
+
+
 def history_path(settings: Settings) -> Path:
     return Path(settings.data_dir) / "refresh-history.jsonl"
+
+
+def run_logs_dir(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "runs"
+
+
+def run_log_path(settings: Settings, run_id: str) -> Path:
+    return run_logs_dir(settings) / f"{run_id}.log"
+
+
+def run_label(run: dict) -> str:
+    """What a run was, as the history shows it: "full", "incremental", or the steps (and
+    tables) of a partial run, e.g. "step transform" or "steps ingest, load of orders"."""
+    steps, tables = run.get("selected_steps"), run.get("selected_tables")
+    if not steps:
+        label = str(run.get("mode") or "?")
+        return f"{label} of {', '.join(tables)}" if tables else label
+    label = f"{'step' if len(steps) == 1 else 'steps'} {', '.join(steps)}"
+    return f"{label} of {', '.join(tables)}" if tables else label
+
+
+def read_run(settings: Settings, run_id: str) -> tuple[dict | None, list[str] | None]:
+    """A past run's history record and its log lines; None for a record not in the history,
+    None for a log pruned (or a run from before run logs were kept)."""
+    record = next((run for run in read_history(settings, limit=10**9) if run.get("run_id") == run_id), None)
+    try:
+        lines = run_log_path(settings, run_id).read_text(errors="replace").splitlines()
+    except OSError:
+        lines = None
+    return record, lines
+
+
+class _RunLog:
+    """The run's log, as the TUI's step log shows it: each line tagged with its table and step,
+    and each step's start and result. Writing never fails the run."""
+
+    def __init__(self, settings: Settings, run_id: str):
+        self.settings = settings
+        self.fh = None
+        try:
+            run_logs_dir(settings).mkdir(parents=True, exist_ok=True)
+            self.fh = open(run_log_path(settings, run_id), "a", buffering=1)
+        except OSError:
+            pass
+
+    def event(self, event: object) -> None:
+        if self.fh is None:
+            return
+        if isinstance(event, StepLog):
+            line = event.line
+        elif isinstance(event, StepStarted):
+            line = "started"
+        elif isinstance(event, StepFinished):
+            counts = " ".join(f"{k}={v}" for k, v in event.counts.items() if not isinstance(v, (dict, list)))
+            line = f"{event.state} in {event.duration:.1f}s" + (f": {event.error}" if event.error else "") + \
+                (f" · {counts}" if counts else "")
+        else:
+            return
+        try:
+            self.fh.write(f"[{event.table}:{event.step}] {line}\n")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+        prune_run_logs(self.settings)
+
+
+def prune_run_logs(settings: Settings, keep: int | None = None) -> None:
+    keep = RUN_LOGS_KEPT if keep is None else keep
+    try:
+        logs = sorted(run_logs_dir(settings).glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in logs[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def read_history(settings: Settings, limit: int = 20) -> list[dict]:
@@ -146,11 +231,21 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
     selected = [settings.table(name) for name in tables] if tables else list(settings.tables)
     wanted = wanted_steps(settings, steps)
     entries = plan(settings, wanted, [t.name for t in selected])
-    run = RefreshRun(run_id=uuid.uuid4().hex[:12], mode=mode, started_at=datetime.now(timezone.utc).isoformat())
+    run = RefreshRun(run_id=uuid.uuid4().hex[:12], mode=mode, started_at=datetime.now(timezone.utc).isoformat(),
+                     selected_steps=list(steps) if steps else None,
+                     selected_tables=[t.name for t in selected] if tables else None)
     lock = RefreshLock(settings)
-    lock.acquire({"run_id": run.run_id, "mode": mode, "pid": os.getpid(), "started_at": run.started_at})
+    lock.acquire({"run_id": run.run_id, "mode": run_label(run.as_dict()), "pid": os.getpid(),
+                  "started_at": run.started_at})
     secrets = settings.secret_values()
     started = time.monotonic()
+    run_log = _RunLog(settings, run.run_id)
+    report = on_event
+
+    def on_event(event: object) -> None:
+        run_log.event(event)
+        report(event)
+
     try:
         runner = _Runner(settings, run, selected, mode, on_event, cancel, lambda line: redact(line, secrets))
         previous_step = None
@@ -171,6 +266,7 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
                 fh.write(json.dumps(run.as_dict(), default=str) + "\n")
         except OSError:
             pass
+        run_log.close()
         on_event(RunFinished(run))
     return run
 
@@ -233,6 +329,9 @@ class _Runner:
             counts = body(log) or {}
         except StepCancelled as exc:
             state, error = "cancelled", str(exc)
+        except StepSkipped as exc:  # before ServiceUnreachable: an optional service switched off
+            state = "skipped"
+            notice(f"skipped: {self.redact(exc.notice)}")
         except (ServiceUnreachable, KafkaException) as exc:
             state, error = "failed", self.redact(str(exc))
             self.run.unreachable = True
@@ -247,7 +346,7 @@ class _Runner:
         finished = StepFinished(run_id, table, step, state, time.monotonic() - started, counts, error, notices)
         self.run.steps.append(finished)
         self.on_event(finished)
-        if state != "ok":
+        if state not in ("ok", "skipped"):
             self.run.outcome = "cancelled" if state == "cancelled" else "failed"
             self.run.failed_step = f"{table}:{step}"
             self.run.error = error

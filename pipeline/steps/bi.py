@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ import psycopg2
 from psycopg2 import sql
 
 from pipeline.config import Settings, TableConfig
+from pipeline.steps import StepSkipped
 from pipeline.stores.db import ServiceUnreachable, connect_reader
 from pipeline.superset import api
 from pipeline.superset.install import health_url
@@ -51,16 +53,47 @@ def _check_health(settings: Settings) -> tuple[bool, str]:
     return False, f"GET {url} -> {response.status_code}: {response.text.strip()[:80]!r}"
 
 
+class SupersetStopped(StepSkipped, ServiceUnreachable):
+    """Nothing listens at BI_SUPERSET_URL, or Superset is not enabled: Superset is optional, so a
+    refresh skips its BI step with a warning, while `bi refresh` (which asks for it) still fails."""
+
+
+def superset_stopped(settings: Settings) -> bool:
+    """Superset's port refuses connections: nothing runs there. A timeout or an unknown host
+    is an outage, not a stop, and stays a failure."""
+    parts = urlsplit(settings.superset_url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=2.0).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _stopped(settings: Settings) -> SupersetStopped:
+    start = "`bi-console stack start superset` starts it"
+    # The command's line starts with the setting, as every unreachable service's does.
+    return SupersetStopped(f"BI_SUPERSET_URL={settings.superset_url}: superset stopped (nothing listens there; {start})",
+                           notice=f"superset stopped (nothing listens at BI_SUPERSET_URL={settings.superset_url}; "
+                                  f"{start})")
+
+
 def run_bi_refresh(settings: Settings, log: Log = _noop, *, tables: list[str] | None = None,
                    provision_missing: bool = True) -> dict:
     """Invalidate + warm, for every managed dataset (or those of `tables`).
 
     Returns counts: datasets_invalidated, charts_warmed, charts_failed,
-    cache_max_age_seconds, cache_timeout. Raises ServiceUnreachable when Superset does
-    not answer, RuntimeError when a chart of a managed dashboard cannot be computed.
+    cache_max_age_seconds, cache_timeout. Raises SupersetStopped (a ServiceUnreachable that a
+    refresh skips) when nothing listens there, ServiceUnreachable when Superset does not
+    answer, RuntimeError when a chart of a managed dashboard cannot be computed.
     """
     ok, evidence = _check_health(settings)
     if not ok:
+        if superset_stopped(settings):
+            raise _stopped(settings)
         raise ServiceUnreachable(f"BI_SUPERSET_URL={settings.superset_url}: Superset is not reachable ({evidence})")
     with api.SupersetClient.from_settings(settings) as client:
         missing = api.find_database(client) is None or any(
