@@ -349,6 +349,23 @@ def test_stop_start_restart_one_container(project):
     assert connector["state"] == "RUNNING", result.stderr
 
 
+def test_a_stopped_superset_container_is_skipped_not_an_outage(project):
+    stopped = project.cli("stack", "stop", "superset")
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        assert project.container("superset").status == "exited"
+        status = project.cli("stack", "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "superset" in status.stdout + status.stderr
+        refresh = project.cli("refresh", "--steps", "bi")
+        assert refresh.returncode == 0, refresh.stdout[-2000:] + refresh.stderr[-2000:]
+        assert "skipped: superset stopped" in refresh.stdout + refresh.stderr
+    finally:
+        started = project.cli("stack", "start", "superset")
+        assert started.returncode == 0, started.stderr
+        project.wait_healthy("superset", timeout=240)
+
+
 def test_postgres_killed_mid_load_names_the_service_exits_3_and_a_rerun_completes(project):
     from pipeline.stores.kafka import topic_offsets
 
