@@ -67,6 +67,11 @@ class ExpectationOutcome:
     details: dict = field(default_factory=dict)  # GX's result summary (counts, partial lists)
     exception: str | None = None
 
+    @property
+    def summary(self) -> str:
+        """One line for a report: which expectation, on what, observed what."""
+        return f"{self.type}({self.column or self.check}) observed {self.observed_value}"
+
 
 @dataclass
 class SuiteOutcome:
@@ -112,9 +117,19 @@ class ValidationResult:
     def suite(self, name: str) -> SuiteOutcome | None:
         return next((s for s in self.suites if s.name == name), None)
 
+    @property
+    def covered(self) -> bool:
+        """False for a table with no suite: nothing validated it, so it never reads as a success."""
+        return bool(self.suites)
+
+    @property
+    def verdict(self) -> str:
+        return "not covered" if not self.covered else ("passed" if self.success else "FAILED")
+
     def as_dict(self) -> dict:
         data = asdict(self)
         data["counts"] = self.counts
+        data["covered"] = self.covered
         return data
 
 
@@ -343,7 +358,7 @@ def run_validation(
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ValidationResult(table=cfg.name, success=True, started_at=now.isoformat(), elapsed=0.0)
     if not names:
-        log(f"validate {cfg.name}: no suites configured")
+        log(f"validate {cfg.name}: not covered (no suite configured)")
 
     files = {name: load_suite_file(name, Path(expectations_dir) if expectations_dir else None) for name in names}
     context = gx = datasource = None
@@ -441,7 +456,7 @@ def run_validation(
     finally:
         conn.close()
 
-    result.success = all(s.success for s in result.suites)
+    result.success = bool(result.suites) and all(s.success for s in result.suites)
     result.elapsed = time.monotonic() - started
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     payload = _redact(json.dumps(result.as_dict(), indent=2, default=str), settings)
@@ -450,6 +465,6 @@ def run_validation(
     (out_dir / f"{cfg.name}-latest.json").write_text(payload)
     result.results_path = str(path)
     counts = result.counts
-    log(f"validate {cfg.name}: {'passed' if result.success else 'FAILED'} — {counts['passed']}/{counts['expectations']}"
+    log(f"validate {cfg.name}: {result.verdict} — {counts['passed']}/{counts['expectations']}"
         f" expectations passed, {counts['failed']} failed, {counts['warnings']} warnings ({result.elapsed:.1f}s)")
     return result
