@@ -132,8 +132,8 @@ def quality() -> QualitySnapshot:
             Check("reconciliation:product", "pass", "Bronze CDC 2400, Bronze (distinct keys) 120, Staging (All) 120, "
                   "Staging (Active) 115, Marts 115"),
             Check("reconciliation:product:source", "pass", "source 115 active row(s), marts 115"),
-            Check("reconciliation:product:topic", "fail", "end offsets 2418 vs bronze 2400 + quarantined 1 + rejected 1 "
-                  "+ not ingested 0 = 2402: +16 event(s) unaccounted for"),
+            Check("reconciliation:product:topic", "fail", "end offsets 2418 vs bronze 2400 + quarantined 1 "
+                  "+ rejected 1 + not ingested 0 = 2402: +16 event(s) unaccounted for"),
             Check("freshness:product", "pass", "source's latest change 2025-10-19 11:50:30, marts' newest "
                   "source_timestamp 2025-10-19 11:41:00: 9.5 min behind (max 60)"),
             Check("profile:product", "warn", "6/8 figures within tolerance of production (shares ±10%) over 115 rows; "
@@ -160,7 +160,8 @@ def diagnoses() -> dict[str, list[Check]]:
     return {
         "no_cdc_events": [
             Check("Kafka broker reachable", "pass", "1 broker(s), 3 topic(s) at 127.0.0.1:9092"),
-            Check("Connector state", "fail", "sqlserver-product-v2: UNASSIGNED (tasks: 0 UNASSIGNED), 2403 events captured",
+            Check("Connector state", "fail",
+                  "sqlserver-product-v2: UNASSIGNED (tasks: 0 UNASSIGNED), 2403 events captured",
                   fix="restart the connector (start the cdc service)"),
             Check("Topic cord.ConcordDb.dbo.Product", "pass", "exists, 1 partition(s), end offset 2400, 2400 event(s)"),
             Check("Topic cord.ConcordDb.dbo.MeasureUnit", "pass", "exists, 1 partition(s), end offset 12, 12 event(s)"),

@@ -113,7 +113,8 @@ def diagnose_bronze_load(settings: Settings) -> list[Check]:
         for table in settings.tables:
             name = f"Table {f.bronze_schema}.{table.bronze_table}"
             if probes.relation_exists(conn, f.bronze_schema, table.bronze_table):
-                checks.append(Check(name, "pass", f"exists, {probes.row_count(conn, f.bronze_schema, table.bronze_table)} row(s)"))
+                rows = probes.row_count(conn, f.bronze_schema, table.bronze_table)
+                checks.append(Check(name, "pass", f"exists, {rows} row(s)"))
             else:
                 checks.append(Check(name, "fail", "table does not exist", fix=CREATE_BRONZE))
         ok = probes.relation_exists(conn, f.meta_schema, "ingest_checkpoint")

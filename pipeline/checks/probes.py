@@ -138,7 +138,8 @@ def checkpoint_positions_or_empty(settings: Settings) -> dict[tuple[str, int], i
         conn.close()
 
 
-def topic_partitions(settings: Settings, topic: str, positions: dict[tuple[str, int], int]) -> list[PartitionLag] | None:
+def topic_partitions(settings: Settings, topic: str,
+                     positions: dict[tuple[str, int], int]) -> list[PartitionLag] | None:
     """Each partition's watermarks and ingest position; None when the topic does not exist."""
     from pipeline.stores.kafka import topic_offsets
 

@@ -167,7 +167,7 @@ def gx_suite(suite) -> Verdict:
 def not_covered(table: TableConfig) -> Verdict:
     """A table without a suite is not validated: never reported as a success."""
     return Verdict("warn", f"not covered: {table.name} has no Great Expectations suite",
-                   f"add a suite in expectations/ and name it in the table's `suites`")
+                   "add a suite in expectations/ and name it in the table's `suites`")
 
 
 def active_rows(rows: int, minimum: int) -> Verdict:
