@@ -174,7 +174,8 @@ def test_a_table_without_a_suite_is_not_covered(stack):
     assert gx["status"] == "warn" and gx["evidence"].startswith("not covered"), gx
     assert "gx:product_marts" in _checks(result)
     validation = run_validation(stack.settings, "measure_unit", build_docs=False)
-    assert not validation.success and validation.verdict == "not covered"
+    assert not validation.covered and validation.verdict == "not covered"
+    assert validation.as_dict()["covered"] is False
 
 
 def test_profile_against_production_warns_on_drift(stack):
