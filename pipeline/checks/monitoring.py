@@ -97,12 +97,12 @@ def table_checks(settings: Settings, table: TableConfig, conn, c: Collector, *,
                  since: datetime | None = None, with_topic: bool = True) -> None:
     """Every check of one table that reads the stack's data (not dbt, not GX)."""
     thresholds = settings.file.thresholds
-    positions = _committed(conn, lambda: probes.checkpoint_positions(conn, settings))
     partitions: list = []
 
     if with_topic:
         def topic() -> Verdict:
             nonlocal partitions
+            positions = _committed(conn, lambda: probes.checkpoint_positions(conn, settings))
             partitions = probes.topic_partitions(settings, table.topic, positions)
             return rules.topic(partitions, thresholds.ingest_lag_max_events)
 
@@ -124,8 +124,14 @@ def table_checks(settings: Settings, table: TableConfig, conn, c: Collector, *,
     c.run(f"quarantine:{table.name}", "intake", lambda: rules.quarantined(intake(0), thresholds.quarantined_max))
     c.run(f"rejects:{table.name}", "intake", lambda: rules.rejected(intake(1), thresholds.rejected_max))
 
-    counts = _committed(conn, lambda: probes.layer_counts(conn, settings, table))
-    c.run(f"reconciliation:{table.name}", "reconciliation", lambda: rules.reconciliation(counts))
+    layers: list[probes.LayerCounts] = []
+
+    def reconciliation() -> Verdict:
+        layers.append(_committed(conn, lambda: probes.layer_counts(conn, settings, table)))
+        return rules.reconciliation(layers[0])
+
+    c.run(f"reconciliation:{table.name}", "reconciliation", reconciliation)
+    marts_rows = layers[0].marts if layers else None  # None: the marts relation is missing or unreadable
     if with_topic and partitions is not None:
         def topic_reconciliation() -> Verdict:
             if not partitions:
@@ -144,12 +150,11 @@ def table_checks(settings: Settings, table: TableConfig, conn, c: Collector, *,
         return source[0]
 
     c.run(f"reconciliation:{table.name}:source", "reconciliation",
-          lambda: rules.source_reconciliation(source_state(), counts.marts))
-    marts_exists = counts.marts is not None
+          lambda: rules.source_reconciliation(source_state(), marts_rows))
     if checks.freshness_column:
         def freshness() -> Verdict:
             latest = _committed(conn, lambda: probes.marts_latest(conn, settings, table, checks.freshness_column)) \
-                if marts_exists else None
+                if marts_rows is not None else None
             return rules.freshness(source_state(), latest, checks.freshness_column,
                                    thresholds.freshness_max_age_minutes)
 
@@ -157,7 +162,7 @@ def table_checks(settings: Settings, table: TableConfig, conn, c: Collector, *,
 
     if checks.min_active_rows:
         c.run(f"active_rows:{table.name}", "volume",
-              lambda: rules.active_rows(counts.marts or 0, thresholds.min_active_products))
+              lambda: rules.active_rows(marts_rows or 0, thresholds.min_active_products))
 
     def share(expression, params=None):
         return _committed(conn, lambda: probes.marts_share(conn, settings, table, expression, params))
