@@ -12,14 +12,15 @@ import sys
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
-from pipeline.checks.monitoring import CheckResult, run_checks
+from pipeline.checks.model import Check
+from pipeline.checks.monitoring import run_checks
 from pipeline.config import ConfigError, Settings
 from pipeline.config.security import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
-def junit_xml(results: list[CheckResult], strict: bool) -> bytes:
+def junit_xml(results: list[Check], strict: bool) -> bytes:
     failures = [r for r in results if r.status == "fail" or (strict and r.status == "warn")]
     suite = ET.Element("testsuite", name="bi-console-check", tests=str(len(results)), failures=str(len(failures)),
                        errors="0", time=f"{sum(r.duration for r in results):.3f}",
@@ -34,15 +35,15 @@ def junit_xml(results: list[CheckResult], strict: bool) -> bytes:
     return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
 
 
-def table(results: list[CheckResult]) -> str:
+def table(results: list[Check]) -> str:
     width = max((len(r.name) for r in results), default=10)
-    mark = {"pass": "✓", "warn": "!", "fail": "✗"}
+    mark = {"pass": "✓", "warn": "!", "fail": "✗", "skip": "·"}
     lines = [f"  {'CHECK':{width}}  STATUS  EVIDENCE"]
     lines += [f"{mark[r.status]} {r.name:{width}}  {r.status:6}  {r.evidence}" for r in results]
     return "\n".join(lines)
 
 
-def exit_code(results: list[CheckResult], strict: bool) -> int:
+def exit_code(results: list[Check], strict: bool) -> int:
     if any(r.service and r.status == "fail" for r in results):
         return EXIT_UNREACHABLE
     if any(r.status == "fail" or (strict and r.status == "warn") for r in results):
@@ -65,8 +66,9 @@ def run_check_command(settings: Settings, *, as_json: bool, junit: str | None, r
         except (RefreshLocked, ConfigError) as exc:
             err(f"bi-console: {exc}")
             return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
-        refresh_result = CheckResult("refresh", "pass" if run.outcome == "ok" else "fail",
-                                     run.error or f"{refresh} refresh in {run.duration:.1f}s", "refresh", run.duration)
+        refresh_result = Check("refresh", "pass" if run.outcome == "ok" else "fail",
+                               run.error or f"{refresh} refresh in {run.duration:.1f}s", category="refresh",
+                               duration=run.duration)
         if run.outcome != "ok":
             err(f"bi-console: refresh failed at {run.failed_step}: {run.error}")
         refresh_unreachable = run.unreachable

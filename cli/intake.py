@@ -111,7 +111,7 @@ def replay_command(ctx: click.Context, table: str | None) -> None:
     """Check the quarantined messages against today's rules (after the cause is fixed, e.g.
     BI_INGEST_MAX_VALUE_BYTES raised) and hand those that pass to load. Idempotent.
     Exit 1 while some still fail."""
-    from pipeline.checks.diagnose import holding_refresh_lock
+    from pipeline.checks.fixes import holding_refresh_lock
     from pipeline.orchestration.refresh import RefreshLocked
     from pipeline.steps import quarantine
 
@@ -165,7 +165,7 @@ def audit_command(ctx: click.Context, table: str | None) -> None:
 def recover_command(ctx: click.Context) -> None:
     """Rewrite the missing objects from the topic while it holds their offsets (the
     Troubleshoot view's bronze fix). Exit 1 when some are no longer in the topic."""
-    from pipeline.checks.diagnose import fix_bronze_load
+    from pipeline.checks.fixes import fix_bronze_load
     from pipeline.orchestration.refresh import RefreshLocked
 
     settings = _settings(ctx)

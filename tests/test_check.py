@@ -81,6 +81,128 @@ def test_deleted_marts_rows_fail_reconciliation_and_alert(stack, webhook, tmp_pa
     stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
 
 
+def _source(settings, query: str, params=None) -> None:
+    from pipeline.stores.db import connect_source
+
+    conn = connect_source(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_freshness_fails_after_a_full_refresh_of_stale_data(stack, tmp_path):
+    """Issue 22: freshness is the source's. A change the connector never captured leaves the
+    marts behind the source, and a full refresh (which reloads only what the topic holds)
+    does not hide it."""
+    import time
+
+    stack.seeded()
+    tight = tmp_path / "bi-console.toml"
+    tight.write_text("[thresholds]\nfreshness_max_age_minutes = 0.02\n")  # 1.2 s
+    env = {"BI_CONFIG_FILE": str(tight)}
+    stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
+    fresh = _checks(stack.cli("--check", "--json", env=env))["freshness:product"]
+    assert fresh["status"] == "pass" and "0.0 min behind" in fresh["evidence"], fresh
+
+    stack.runtime.stop("cdc")
+    try:
+        time.sleep(3)  # the change comes later than anything the marts hold, by more than 1.2 s
+        _source(stack.settings, 'UPDATE dbo."Product" SET "Updated" = now() AT TIME ZONE \'UTC\', "Description" = %s '
+                                'WHERE "ID" = (SELECT min("ID") FROM dbo."Product" WHERE NOT "Deleted")',
+                ("changed while the connector was stopped",))
+        stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
+        result = stack.cli("--check", "--json", env=env)
+        assert result.returncode == 1, result.stderr[-2000:]
+        stale = _checks(result)["freshness:product"]
+        assert stale["status"] == "fail" and "min behind (max 0.02)" in stale["evidence"], stale
+        # Within the default hour the same lag passes: the threshold is the config's.
+        assert _checks(stack.cli("--check", "--json"))["freshness:product"]["status"] == "pass"
+    finally:
+        stack.runtime.start("cdc", log=lambda _: None)
+    stack.wait_connector(lambda s: s.effective_state == "RUNNING", 120, "RUNNING again")
+    deadline = time.monotonic() + 120
+    while True:  # the engine resumes from its slot: the change arrives, and the marts catch up
+        stack.cli("refresh", "--incremental", "--steps", "ingest,load,transform", check=True)
+        caught_up = _checks(stack.cli("--check", "--json", env=env))["freshness:product"]
+        if caught_up["status"] == "pass" or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert caught_up["status"] == "pass", caught_up
+
+
+def test_reconciliation_with_the_source_and_the_topic_fails_when_a_row_goes(stack):
+    """Issue 22: active rows at the source = rows in the marts; topic end offsets = bronze
+    rows + quarantined + rejected (+ not ingested yet). Deleting a marts row, then a bronze
+    row, breaks each."""
+    stack.seeded()
+    stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
+    checks = _checks(stack.cli("--check", "--json"))
+    for name in ("reconciliation:product:source", "reconciliation:product:topic",
+                 "reconciliation:measure_unit:source", "reconciliation:measure_unit:topic"):
+        assert checks[name]["status"] == "pass", checks[name]
+    active = stack.psql("SELECT count(*) FROM marts.dim_product")[0][0]
+    assert f"source {active} active row(s), marts {active}" in checks["reconciliation:product:source"]["evidence"]
+
+    stack.psql("DELETE FROM marts.dim_product WHERE product_id = (SELECT max(product_id) FROM marts.dim_product)")
+    result = stack.cli("--check", "--json")
+    assert result.returncode == 1
+    source = _checks(result)["reconciliation:product:source"]
+    assert source["status"] == "fail" and f"marts {active - 1} (differ by -1)" in source["evidence"], source
+    assert _checks(result)["reconciliation:product:topic"]["status"] == "pass"
+
+    stack.psql("DELETE FROM bronze.product_cdc WHERE kafka_offset = (SELECT max(kafka_offset) FROM bronze.product_cdc)")
+    topic = _checks(stack.cli("--check", "--json"))["reconciliation:product:topic"]
+    assert topic["status"] == "fail" and "+1 event(s) unaccounted for" in topic["evidence"], topic
+
+    stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
+    checks = _checks(stack.cli("--check", "--json"))
+    assert checks["reconciliation:product:source"]["status"] == checks["reconciliation:product:topic"]["status"] \
+        == "pass", checks
+
+
+def test_a_table_without_a_suite_is_not_covered(stack):
+    """Issue 22: MeasureUnit has no Great Expectations suite: "not covered", a warning, never a success."""
+    from pipeline.steps.validate import run_validation
+
+    stack.seeded()
+    result = stack.cli("--check", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    gx = _checks(result)["gx:measure_unit"]
+    assert gx["status"] == "warn" and gx["evidence"].startswith("not covered"), gx
+    assert "gx:product_marts" in _checks(result)
+    validation = run_validation(stack.settings, "measure_unit", build_docs=False)
+    assert not validation.covered and validation.verdict == "not covered"
+    assert validation.as_dict()["covered"] is False
+
+
+def test_profile_against_production_warns_on_drift(stack):
+    """Issue 22: the marts against the contract's production profile; drift warns with numbers."""
+    stack.seeded()
+    stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
+    wide = stack.cli("--check", "--json", env={"BI_CONFIG_FILE": str(_write(stack, "wide.toml",
+        "[thresholds]\nprofile_share_tolerance = 1.0\nprofile_range_tolerance = 1000.0\n"))})
+    assert _checks(wide)["profile:product"]["status"] == "pass", _checks(wide)["profile:product"]
+
+    stack.psql("UPDATE marts.dim_product SET has_analogue = false, source_amg_code = NULL")
+    result = stack.cli("--check", "--json")
+    profile = _checks(result)["profile:product"]
+    assert profile["status"] == "warn", profile
+    assert "has_analogue true 0.0% vs production 67.0%" in profile["evidence"], profile
+    assert "source_amg_code filled 0.0% vs production 100.0%" in profile["evidence"], profile
+    stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
+
+
+def _write(stack, name: str, text: str):
+    from pathlib import Path
+
+    path = Path(stack.settings.data_dir) / name
+    path.write_text(text)
+    return path
+
+
 def test_prefect_flow_runs_to_success(stack):
     # prefect is part of the test command's install (".[test,prefect]"): missing, this fails by name.
     from prefect.testing import utilities as prefect_testing

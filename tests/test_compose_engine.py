@@ -105,7 +105,16 @@ class ComposeHandle(StackHandle):
                                  "--env-file", str(self.env_file), *args],
                                 capture_output=True, text=True, timeout=timeout)
         if check and result.returncode:
-            raise AssertionError(f"docker compose {' '.join(args)} exited {result.returncode}: {result.stderr[-3000:]}")
+            # The fixture removes the containers, and with them the only evidence of why one failed.
+            unhealthy = re.findall(r"container \S+-(\w[\w-]*)-1 is unhealthy", result.stderr)
+            tails = "".join(
+                f"\n--- last 40 lines of {service} ---\n" + subprocess.run(
+                    ["docker", "compose", "-p", self.project, "-f", str(STANDIN_FILE), "--env-file",
+                     str(self.env_file), "logs", "--no-color", "--tail", "40", service],
+                    capture_output=True, text=True, timeout=60).stdout
+                for service in unhealthy)
+            raise AssertionError(f"docker compose {' '.join(args)} exited {result.returncode}: "
+                                 f"{result.stderr[-3000:]}{tails}")
         return result
 
     def container(self, service: str):

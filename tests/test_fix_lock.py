@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pipeline.checks import diagnose
+from pipeline.checks import fixes
 from pipeline.orchestration.refresh import RefreshLock, RefreshLocked
 from support.settings import make_settings
 
@@ -21,7 +21,7 @@ def held_lock(tmp_path):
     lock.release()
 
 
-@pytest.mark.parametrize("fix", [diagnose.fix_bronze_load, diagnose.fix_rerun_dbt_debug])
+@pytest.mark.parametrize("fix", [fixes.fix_bronze_load, fixes.fix_rerun_dbt_debug])
 def test_a_fix_that_writes_refuses_while_a_refresh_runs(held_lock, fix):
     lines: list[str] = []
     with pytest.raises(RefreshLocked, match="another refresh is running: run run-under-test"):
@@ -31,7 +31,7 @@ def test_a_fix_that_writes_refuses_while_a_refresh_runs(held_lock, fix):
 
 def test_the_lock_is_free_again_after_a_refused_fix(held_lock):
     with pytest.raises(RefreshLocked):
-        diagnose.fix_bronze_load(held_lock)
+        fixes.fix_bronze_load(held_lock)
     # The fix did not take the lock over: the refresh still holds it.
     with pytest.raises(RefreshLocked):
         RefreshLock(held_lock).acquire({"run_id": "second"})

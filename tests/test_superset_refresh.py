@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.checks import stale_bi
 from pipeline.steps import bi
 from pipeline.superset import api
 from support.net import free_port
@@ -25,8 +26,8 @@ def _marts_count(pg) -> int:
     return pg.execute("SELECT count(*) FROM marts.dim_product")[0][0]
 
 
-def _by_name(checks: list[dict]) -> dict[str, dict]:
-    return {c["name"]: c for c in checks}
+def _by_name(checks) -> dict[str, dict]:
+    return {c.name: c.as_dict() for c in checks}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_stale_until_invalidate_and_warm(provisioned, pg):
         suppliers = {r["supplier_name"] for r in client.chart_data(charts[SUPPLIER])["data"]}
         assert "WBR0" not in suppliers
 
-    diagnosis = _by_name(bi.diagnose_stale(settings))
+    diagnosis = _by_name(stale_bi.diagnose_stale(settings))
     assert diagnosis["Cache vs marts data"]["ok"] is False, diagnosis["Cache vs marts data"]
     assert f"has {live} rows" in diagnosis["Cache vs marts data"]["evidence"]
     assert "bi step" in diagnosis["Cache vs marts data"]["fix"]
@@ -74,7 +75,7 @@ def test_stale_until_invalidate_and_warm(provisioned, pg):
         suppliers = {r["supplier_name"] for r in client.chart_data(charts[SUPPLIER])["data"]}
         assert "WBR0" in suppliers
 
-    diagnosis = _by_name(bi.diagnose_stale(settings))
+    diagnosis = _by_name(stale_bi.diagnose_stale(settings))
     assert all(c["ok"] is True for c in diagnosis.values()), diagnosis
 
 
@@ -118,11 +119,11 @@ def test_run_bi_refresh_counts_and_cache_age(provisioned, pg):
 def test_cache_timeout_check(provisioned):
     api.set_cache_timeout(provisioned, 0)
     try:
-        check = _by_name(bi.diagnose_stale(provisioned))["Cache timeout"]
+        check = _by_name(stale_bi.diagnose_stale(provisioned))["Cache timeout"]
         assert check["ok"] is False and "never expire" in check["evidence"]
     finally:
         api.set_cache_timeout(provisioned, api.DEFAULT_DATABASE_CACHE_TIMEOUT)
-    assert _by_name(bi.diagnose_stale(provisioned))["Cache timeout"]["ok"] is True
+    assert _by_name(stale_bi.diagnose_stale(provisioned))["Cache timeout"]["ok"] is True
 
 
 def test_sql_lab_refuses_writes_through_the_connection(provisioned):
@@ -136,7 +137,7 @@ def test_sql_lab_refuses_writes_through_the_connection(provisioned):
 
 def test_diagnose_when_superset_is_down(provisioned):
     down = provisioned.model_copy(update={"superset_url": f"http://127.0.0.1:{free_port()}"})
-    checks = bi.diagnose_stale(down)
+    checks = [c.as_dict() for c in stale_bi.diagnose_stale(down)]
     assert checks[0]["name"] == "Superset reachable" and checks[0]["ok"] is False
     assert "/health" in checks[0]["evidence"]
     assert all(c["ok"] is None and c["evidence"].startswith("not checked") for c in checks[1:])

@@ -12,7 +12,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from pipeline.checks.diagnose import ConnectorSnapshot
+from pipeline.checks.views import ConnectorSnapshot
 from tui.base import View
 from tui.confirm import confirm_then
 from tui.log_pane import LogPane
@@ -121,7 +121,7 @@ class ConnectorView(View):
 
     @work(thread=True, exit_on_error=False, group="connector", name="connector-status")
     def _load_worker(self, runtime) -> None:
-        from pipeline.checks.diagnose import connector_snapshot
+        from pipeline.checks.views import connector_snapshot
 
         try:
             snapshot = connector_snapshot(self.app.settings, runtime)
@@ -223,13 +223,13 @@ class ConnectorView(View):
 
     @work(thread=True, exit_on_error=False, group="connector-action", name="connector-action")
     def _act_worker(self, runtime, verb: str, only_failed: bool) -> None:
-        from pipeline.checks import diagnose
+        from pipeline.checks import fixes, probes
         try:
             if verb.startswith("restart"):
-                state = diagnose.fix_restart_connector(self.app.settings, runtime, only_failed=only_failed)
+                state = fixes.fix_restart_connector(self.app.settings, runtime, only_failed=only_failed)
                 text = f"connector restarted: {state}"
             else:
-                control = diagnose.connector_control(self.app.settings, runtime)
+                control = probes.connector_control(self.app.settings, runtime)
                 getattr(control, verb)()
                 text = f"connector: {verb} requested"
         finally:

@@ -1,6 +1,7 @@
 """Quality: Great Expectations results and the layer row counts side by side (mismatches
-highlighted), freshness age, supplier distribution, multilingual coverage, and what did
-not reach bronze (quarantined messages, rejected rows)."""
+highlighted), freshness against the source, supplier distribution, multilingual coverage,
+the data checks `--check` runs (reconciliation with the source and the topic, profile,
+tables no suite covers), and what did not reach bronze (quarantined messages, rejected rows)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from pipeline.checks.diagnose import QualitySnapshot
+from pipeline.checks.views import QualitySnapshot
 from tui.base import View, error_text, human_duration
 
 COUNT_COLUMNS = ("bronze_total", "bronze_distinct", "staging_all", "staging_active", "marts")
@@ -61,6 +62,13 @@ def _tolerated(expectation: dict) -> str | None:
     return f"{unexpected}{of} unexpected{pct}, within the allowed share (mostly)"
 
 
+def _verdict(result: dict) -> str:
+    """ValidationResult.verdict, from its saved form: a table no suite covers never reads as passed."""
+    if not result.get("suites"):
+        return "not covered"
+    return "passed" if result.get("success") else "FAILED"
+
+
 class QualityView(View):
     BINDINGS = [
         Binding("g", "reload", "Reload", id="quality_reload"),
@@ -81,6 +89,9 @@ class QualityView(View):
             with Horizontal(id="quality-facts"):
                 yield Static("", id="freshness")
                 yield Static("", id="suppliers")
+            checks = DataTable(id="checks-table", cursor_type="row")
+            checks.border_title = "checks"
+            yield checks
             intake = DataTable(id="intake-table", cursor_type="row")
             intake.border_title = "quarantine & rejects"
             yield intake
@@ -96,6 +107,9 @@ class QualityView(View):
         ge = self.query_one("#ge-table", DataTable)
         for label in ("", "suite / expectation", "column", "observed"):
             ge.add_column(label, key=label or "mark")
+        checks = self.query_one("#checks-table", DataTable)
+        for label in ("", "check", "evidence"):
+            checks.add_column(label, key=label or "mark")
         intake = self.query_one("#intake-table", DataTable)
         for label in ("", "table", "position", "reason", "preview"):
             intake.add_column(label, key=label or "mark")
@@ -112,7 +126,7 @@ class QualityView(View):
 
     @work(thread=True, exit_on_error=False, group="quality", name="quality")
     def _load_worker(self) -> None:
-        from pipeline.checks.diagnose import quality_snapshot
+        from pipeline.checks.views import quality_snapshot
 
         try:
             snapshot = quality_snapshot(self.app.settings)
@@ -144,13 +158,13 @@ class QualityView(View):
         facts = Text()
         if snap.error:
             facts.append(f"{snap.error}\n", style="bold red")
-        age = snap.freshness_age(self.now())
+        lag = snap.freshness_lag
         limit = snap.freshness_max_minutes * 60
         facts.append("freshness ", style="bold")
-        if age is None:
+        if lag is None:
             facts.append("no data\n", style="dim")
         else:
-            facts.append(f"{human_duration(age)} old", style="green" if age <= limit else "bold red")
+            facts.append(f"{human_duration(lag)} behind the source", style="green" if lag <= limit else "bold red")
             facts.append(f" (max {human_duration(limit)})\n")
         coverage = snap.multilingual_coverage
         facts.append("multilingual ", style="bold")
@@ -175,6 +189,7 @@ class QualityView(View):
         suppliers.update(grid if snap.suppliers else Text("no supplier data", style="dim"))
         suppliers.border_title = "suppliers"
 
+        self._show_checks(snap)
         self._show_intake(snap)
 
         ge = self.query_one("#ge-table", DataTable)
@@ -198,8 +213,22 @@ class QualityView(View):
                     ge.add_row(Text(mark, style=style), "  " + str(e.get("type", "?")).removeprefix("expect_"),
                                e.get("column") or "", observed)
         ge.border_subtitle = ", ".join(
-            f"{t}: {'passed' if r.get('success') else 'FAILED'} {str(r.get('started_at', ''))[:16]}"
+            f"{t}: {_verdict(r)} {str(r.get('started_at', ''))[:16]}"
             for t, r in snap.validation.items())
+
+    def _show_checks(self, snap: QualitySnapshot) -> None:
+        table = self.query_one("#checks-table", DataTable)
+        table.clear()
+        marks = {"pass": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "bold red"), "skip": ("·", "dim")}
+        for check in snap.checks:
+            mark, style = marks[check.status]
+            table.add_row(Text(mark, style=style), Text(check.name, style="" if check.ok else "bold"),
+                          Text(check.evidence, style="" if check.ok else style))
+        failing = [c for c in snap.checks if c.status == "fail"]
+        warning = [c for c in snap.checks if c.status == "warn"]
+        table.border_subtitle = (f"{len(failing)} failed · {len(warning)} warnings" if failing or warning
+                                 else ("all pass" if snap.checks else ""))
+        table.set_class(bool(failing), "mismatch")
 
     def _show_intake(self, snap: QualitySnapshot) -> None:
         """What did not reach bronze: quarantined messages (not replayed) and rejected rows."""

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from pipeline.checks.diagnose import (
-    Check,
-    ConnectorSnapshot,
-    LayerCounts,
-    PartitionLag,
-    QualitySnapshot,
-    connector_check,
-)
+from pipeline.checks.diagnose import connector_check
+from pipeline.checks.model import Check
+from pipeline.checks.probes import LayerCounts, PartitionLag
+from pipeline.checks.views import ConnectorSnapshot, QualitySnapshot
 from pipeline.orchestration.refresh import RefreshRun, RunFinished, StepFinished, StepStarted
 from pipeline.runtime.model import ConnectorStatus, ServiceStatus, TaskStatus
 from pipeline.steps.quarantine import QuarantineEntry, RejectEntry
@@ -167,11 +163,25 @@ def quality() -> QualitySnapshot:
     return QualitySnapshot(
         counts=[LayerCounts("product", 2400, 120, 120, 115, 115),
                 LayerCounts("measure_unit", 12, 6, 6, 6, 5)],
-        latest_ingest=RECORDED_NOW - timedelta(minutes=9, seconds=30),
+        freshness_lag=timedelta(minutes=9, seconds=30).total_seconds(),
         freshness_max_minutes=60.0,
         suppliers=[("SEM1", 41), ("SABO", 33), ("FEBI", 18), ("LEMF", 12), ("Unknown", 6), ("BOSC", 3), ("MANN", 2)],
         multilingual=[("Complete", 112), ("Partial", 3)],
         validation=validation,
+        checks=[
+            Check("reconciliation:product", "pass", "Bronze CDC 2400, Bronze (distinct keys) 120, Staging (All) 120, "
+                  "Staging (Active) 115, Marts 115"),
+            Check("reconciliation:product:source", "pass", "source 115 active row(s), marts 115"),
+            Check("reconciliation:product:topic", "fail", "end offsets 2418 vs bronze 2400 + quarantined 1 "
+                  "+ rejected 1 + not ingested 0 = 2402: +16 event(s) unaccounted for"),
+            Check("freshness:product", "pass", "source's latest change 2025-10-19 11:50:30, marts' newest "
+                  "source_timestamp 2025-10-19 11:41:00: 9.5 min behind (max 60)"),
+            Check("profile:product", "warn", "6/8 figures within tolerance of production (shares ±10%) over 115 rows; "
+                  "drift: supplier_name=SEM1 35.7% vs production 43.5%; has_analogue true 52.2% vs production 67.0%"),
+            Check("reconciliation:measure_unit", "fail", "Bronze CDC 12, Bronze (distinct keys) 6, Staging (All) 6, "
+                  "Staging (Active) 6, Marts 5"),
+            Check("gx:measure_unit", "warn", "not covered: measure_unit has no Great Expectations suite"),
+        ],
         quarantined=[QuarantineEntry(
             "product", "cord.ConcordDb.dbo.Product", 0, 0, 2417, "value is not JSON: unexpected end of data", 1843,
             '{"schema":{"type":"struct","fields":[{"type":"int32","field":"ID"},{"type":"string","field":"Name"',
@@ -189,38 +199,38 @@ def quality() -> QualitySnapshot:
 def diagnoses() -> dict[str, list[Check]]:
     return {
         "no_cdc_events": [
-            Check("Kafka broker reachable", True, "1 broker(s), 3 topic(s) at 127.0.0.1:9092"),
+            Check("Kafka broker reachable", "pass", "1 broker(s), 3 topic(s) at 127.0.0.1:9092"),
             connector_state_check(),
-            Check("Topic cord.ConcordDb.dbo.Product", True, "exists, 1 partition(s), end offset 2400, 2400 event(s)"),
-            Check("Topic cord.ConcordDb.dbo.MeasureUnit", True, "exists, 1 partition(s), end offset 12, 12 event(s)"),
+            Check("Topic cord.ConcordDb.dbo.Product", "pass", "exists, 1 partition(s), end offset 2400, 2400 event(s)"),
+            Check("Topic cord.ConcordDb.dbo.MeasureUnit", "pass", "exists, 1 partition(s), end offset 12, 12 event(s)"),
         ],
         "bronze_load": [
-            Check("PostgreSQL reachable", True, "SELECT 1 ok on 127.0.0.1:5433/analytics (PostgreSQL 18.0, 3 ms)"),
-            Check("Object store reachable", True, "bucket cord-raw reachable"),
-            Check("Schema bronze", True, "exists"),
-            Check("Table bronze.product_cdc", True, "exists, 2400 row(s)"),
-            Check("Table bronze.measure_unit_cdc", False, "table does not exist",
+            Check("PostgreSQL reachable", "pass", "SELECT 1 ok on 127.0.0.1:5433/analytics (PostgreSQL 18.0, 3 ms)"),
+            Check("Object store reachable", "pass", "bucket cord-raw reachable"),
+            Check("Schema bronze", "pass", "exists"),
+            Check("Table bronze.product_cdc", "pass", "exists, 2400 row(s)"),
+            Check("Table bronze.measure_unit_cdc", "fail", "table does not exist",
                   fix="create the bronze schema and tables"),
-            Check("Table bi_console.ingest_checkpoint", True, "exists"),
-            Check("Raw zone product matches the manifest", False,
+            Check("Table bi_console.ingest_checkpoint", "pass", "exists"),
+            Check("Raw zone product matches the manifest", "fail",
                   "1 of 6 loaded object(s) missing from s3://cord-raw/product/raw/batch= "
                   "(first: batch=cord.ConcordDb.dbo.Product+0+00000000000000000000+00000000000000000399.jsonl)",
                   fix="re-read the missing objects' offsets from the topic (fix key); "
                       "a full refresh now would drop their events from bronze"),
-            Check("Quarantine product", False, "1 quarantined message(s) not replayed (1 in all); "
-                  "newest: value is not JSON: unexpected end of data", severity="warning",
+            Check("Quarantine product", "warn", "1 quarantined message(s) not replayed (1 in all); "
+                  "newest: value is not JSON: unexpected end of data",
                   fix="`bi-console quarantine list` shows each with its reason; fix the cause, "
                       "then `bi-console quarantine replay`"),
         ],
         "dbt": [
-            Check("PostgreSQL reachable", True, "SELECT 1 ok on 127.0.0.1:5433/analytics (PostgreSQL 18.0, 3 ms)"),
-            Check("View staging_staging.stg_product", True, "exists"),
-            Check("Table marts.dim_product", True, "exists"),
-            Check("dbt debug", True, "Connection test: [OK connection ok]; All checks passed!"),
+            Check("PostgreSQL reachable", "pass", "SELECT 1 ok on 127.0.0.1:5433/analytics (PostgreSQL 18.0, 3 ms)"),
+            Check("View staging_staging.stg_product", "pass", "exists"),
+            Check("Table marts.dim_product", "pass", "exists"),
+            Check("dbt debug", "pass", "Connection test: [OK connection ok]; All checks passed!"),
         ],
         "stale_bi": [
-            Check("Superset configured", False,
+            Check("Superset configured", "warn",
                   "Superset not configured (start the stack with `stack up --with superset`)",
-                  severity="warning", fix="`bi-console stack up --with superset`"),
+                  fix="`bi-console stack up --with superset`"),
         ],
     }

@@ -14,7 +14,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Static
 
-from pipeline.checks.diagnose import PROBLEMS, Check
+from pipeline.checks.diagnose import PROBLEMS
+from pipeline.checks.model import Check
 from tui.base import View, error_text
 from tui.confirm import confirm_then
 from tui.log_pane import LogPane
@@ -188,7 +189,7 @@ class TroubleshootView(View):
         try:
             checks = DIAGNOSES[problem](self.app.settings, getattr(self.app, "runtime", None))
         except Exception as exc:  # the diagnosis itself broke: that is a failed check
-            checks = [Check("diagnosis", False, f"{type(exc).__name__}: {error_text(exc)}")]
+            checks = [Check("diagnosis", "fail", f"{type(exc).__name__}: {error_text(exc)}")]
         self.post_message(DiagnosisDone(problem, checks))
 
     @on(DiagnosisDone)
@@ -250,20 +251,20 @@ class TroubleshootView(View):
 
     @work(thread=True, exit_on_error=False, group="fix", name="fix")
     def _fix_worker(self, problem: str) -> None:
-        from pipeline.checks import diagnose
+        from pipeline.checks import fixes
         settings, runtime = self.app.settings, getattr(self.app, "runtime", None)
         try:
             if problem == "no_cdc_events":
-                state = diagnose.fix_restart_connector(settings, runtime, self._log)
+                state = fixes.fix_restart_connector(settings, runtime, self._log)
                 text, ok = f"connector restarted: {state}", state == "RUNNING"
             elif problem == "bronze_load":
-                repair = diagnose.fix_bronze_load(settings, self._log)
+                repair = fixes.fix_bronze_load(settings, self._log)
                 text, ok = repair.summary(), not repair.lost
             elif problem == "dbt":
-                result = diagnose.fix_rerun_dbt_debug(settings, self._log)
+                result = fixes.fix_rerun_dbt_debug(settings, self._log)
                 text, ok = f"dbt run ok in {result.elapsed:.1f}s", True
             else:
-                counts = diagnose.fix_refresh_bi(settings, self._log)
+                counts = fixes.fix_refresh_bi(settings, self._log)
                 text, ok = f"BI cache refreshed: {counts}", True
         except Exception as exc:
             text, ok = f"{FIXES[problem][2]} failed: {error_text(exc)}", False

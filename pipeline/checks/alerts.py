@@ -6,10 +6,10 @@ import socket
 
 import httpx
 
-from pipeline.checks.monitoring import CheckResult
+from pipeline.checks.model import Check
 
 
-def alert_message(results: list[CheckResult], *, source: str | None = None) -> dict:
+def alert_message(results: list[Check], *, source: str | None = None) -> dict:
     failing = [r for r in results if r.status != "pass"]
     host = source or socket.gethostname()
     title = f"bi-console: {sum(r.status == 'fail' for r in failing)} check(s) failed on {host}"
@@ -25,7 +25,7 @@ def alert_message(results: list[CheckResult], *, source: str | None = None) -> d
     }
 
 
-def send_alert(url: str, results: list[CheckResult], timeout: float = 10.0) -> int:
+def send_alert(url: str, results: list[Check], timeout: float = 10.0) -> int:
     """POST the message; returns the HTTP status. Raises on a network error."""
     response = httpx.post(url, json=alert_message(results), timeout=timeout)
     return response.status_code

@@ -43,7 +43,13 @@ def safe_identifier(value: str, what: str) -> str:
 class TableChecks(BaseModel):
     """Which marts columns the headless checks read; the numbers are in [thresholds]."""
 
+    # The marts' copy of the source's commit time (source.ts_ms), compared with the source's
+    # latest change for freshness.
     freshness_column: str | None = None
+    # How the source says when a row last changed and whether it is deleted: columns of
+    # source_schema.source_table, read by the freshness and source reconciliation checks.
+    source_modified_column: str | None = None
+    source_deleted_column: str | None = None
     min_active_rows: bool = False
     coverage_column: str | None = None
     coverage_value: str | None = None
@@ -54,10 +60,39 @@ class TableChecks(BaseModel):
     def _plain(cls, v: str | None, info: ValidationInfo) -> str | None:
         return None if v is None else safe_identifier(v, f"tables.checks.{info.field_name}")
 
+    @field_validator("source_modified_column", "source_deleted_column")
+    @classmethod
+    def _source_column(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # Source columns keep their case (SQL Server's "Updated"); they are always quoted.
+        if v is not None and (not v or '"' in v or "\x00" in v):
+            raise ValueError(f"tables.checks.{info.field_name}: {v!r} is not a column name")
+        return v
+
     @field_validator("flag_shares")
     @classmethod
     def _plain_flags(cls, v: list[str]) -> list[str]:
         return [safe_identifier(flag, "tables.checks.flag_shares") for flag in v]
+
+
+class TableProfile(BaseModel):
+    """The production profile (shared contract) the marts are compared with; a drift beyond
+    the [thresholds] profile tolerances is a warning."""
+
+    value_shares: dict[str, dict[str, float]] = Field(default_factory=dict)  # column -> value -> share
+    true_shares: dict[str, float] = Field(default_factory=dict)  # boolean column -> share true
+    filled_shares: dict[str, float] = Field(default_factory=dict)  # column -> share not null
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)  # column -> (min, max)
+
+    @field_validator("value_shares", "true_shares", "filled_shares", "ranges")
+    @classmethod
+    def _plain_columns(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        for column in v:
+            safe_identifier(column, f"tables.profile.{info.field_name}")
+        return v
+
+    @property
+    def empty(self) -> bool:
+        return not (self.value_shares or self.true_shares or self.filled_shares or self.ranges)
 
 
 class TableConfig(BaseModel):
@@ -75,6 +110,7 @@ class TableConfig(BaseModel):
     marts_relation: str
     suites: list[str] = Field(default_factory=list)
     checks: TableChecks = TableChecks()
+    profile: TableProfile = TableProfile()
 
     @field_validator("name", "bronze_table", "staging_relation", "marts_relation", "key_column")
     @classmethod
@@ -104,6 +140,12 @@ class Thresholds(BaseModel, extra="allow"):
     # above these a failure.
     quarantined_max: int = Field(default=10, ge=0)
     rejected_max: int = Field(default=10, ge=0)
+    # Events in the topic not yet ingested: above 0 warns, above this fails.
+    ingest_lag_max_events: int = Field(default=1000, ge=0)
+    # Profile drift: a share may differ from production by this much (absolute, 0.1 = 10
+    # points); a range bound by this share of the range's width.
+    profile_share_tolerance: float = Field(default=0.1, ge=0)
+    profile_range_tolerance: float = Field(default=0.1, ge=0)
 
     def share_bounds(self, flag: str) -> tuple[float, float]:
         values = self.model_dump()

@@ -104,7 +104,7 @@ def _validate(ctx: StepContext) -> StepResult:
         for warning in suite.warnings:
             log(f"validate: WARNING {suite.name}: {warning.type} {warning.column or ''} observed {warning.observed_value}")
     if not result.success:
-        failed = [f"{s.name}: {s.error or ', '.join(f'{e.type}({e.column or e.check}) observed {e.observed_value}' for e in s.failed)}"
+        failed = [f"{s.name}: {s.error or ', '.join(e.summary for e in s.failed)}"
                   for s in result.suites if not s.success]
         raise RuntimeError(f"Great Expectations suites failed: {'; '.join(failed)}")
     return result.counts

@@ -25,10 +25,10 @@ from confluent_kafka import KafkaException
 
 from pipeline.config import ConfigError, Settings, TableConfig
 from pipeline.orchestration.plan import DEFAULT_STEPS, StepContext, StepNames, plan, superset_enabled, wanted_steps
-from pipeline.stores.db import ServiceUnreachable
 from pipeline.process.memory import release_freed_memory
 from pipeline.steps import StepSkipped
 from pipeline.steps.ingest import StepCancelled
+from pipeline.stores.db import ServiceUnreachable
 
 __all__ = ["DEFAULT_STEPS", "StepNames", "superset_enabled"]  # re-exported for the CLI and the TUI
 

@@ -68,6 +68,11 @@ class ExpectationOutcome:
     details: dict = field(default_factory=dict)  # GX's result summary (counts, partial lists)
     exception: str | None = None
 
+    @property
+    def summary(self) -> str:
+        """One line for a report: which expectation, on what, observed what."""
+        return f"{self.type}({self.column or self.check}) observed {self.observed_value}"
+
 
 @dataclass
 class SuiteOutcome:
@@ -113,9 +118,20 @@ class ValidationResult:
     def suite(self, name: str) -> SuiteOutcome | None:
         return next((s for s in self.suites if s.name == name), None)
 
+    @property
+    def covered(self) -> bool:
+        """False for a table with no suite. Its run does not fail (`success`), but nothing
+        validated it: every report says "not covered", never "passed"."""
+        return bool(self.suites)
+
+    @property
+    def verdict(self) -> str:
+        return "not covered" if not self.covered else ("passed" if self.success else "FAILED")
+
     def as_dict(self) -> dict:
         data = asdict(self)
         data["counts"] = self.counts
+        data["covered"] = self.covered
         return data
 
 
@@ -342,7 +358,7 @@ def run_validation(
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ValidationResult(table=cfg.name, success=True, started_at=now.isoformat(), elapsed=0.0)
     if not names:
-        log(f"validate {cfg.name}: no suites configured")
+        log(f"validate {cfg.name}: not covered (no suite configured)")
 
     files = {name: load_suite_file(name, Path(expectations_dir) if expectations_dir else None) for name in names}
     context = gx = datasource = None
@@ -449,6 +465,6 @@ def run_validation(
     (out_dir / f"{cfg.name}-latest.json").write_text(payload)
     result.results_path = str(path)
     counts = result.counts
-    log(f"validate {cfg.name}: {'passed' if result.success else 'FAILED'} — {counts['passed']}/{counts['expectations']}"
+    log(f"validate {cfg.name}: {result.verdict} — {counts['passed']}/{counts['expectations']}"
         f" expectations passed, {counts['failed']} failed, {counts['warnings']} warnings ({result.elapsed:.1f}s)")
     return result

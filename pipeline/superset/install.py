@@ -433,12 +433,22 @@ def _gunicorn_has_control_socket(venv: Path) -> bool:
     return False
 
 
-def is_healthy(settings: Settings, timeout: float = 3.0) -> bool:
+def health(settings: Settings, timeout: float = 5.0) -> tuple[bool, str]:
+    """The one probe of Superset's /health: (healthy, evidence naming the URL)."""
+    url = health_url(settings)
+    started = time.monotonic()
     try:
-        response = httpx.get(health_url(settings), timeout=timeout)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200 and response.text.strip() == "OK"
+        response = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return False, f"GET {url}: {type(exc).__name__}: {str(exc) or 'no answer'}".splitlines()[0]
+    ms = (time.monotonic() - started) * 1000
+    if response.status_code == 200 and response.text.strip() == "OK":
+        return True, f"GET {url} -> OK in {ms:.0f} ms"
+    return False, f"GET {url} -> {response.status_code}: {response.text.strip()[:80]!r}"
+
+
+def is_healthy(settings: Settings, timeout: float = 3.0) -> bool:
+    return health(settings, timeout)[0]
 
 
 def wait_until_healthy(settings: Settings, timeout: float = 180.0, *, interval: float = 0.5,

@@ -1,6 +1,7 @@
 {#-
   dim_measure_unit: active measure units (deleted = false) for BI. Incremental the
   same way as dim_product (shared macros).
+  source_timestamp: when the source committed the latest event (source.ts_ms).
 -#}
 {{ config(
     materialized='incremental',
@@ -20,7 +21,8 @@ select
     created,
     updated,
     updated as last_modified_in_source,
-    ingested_at as ingested_timestamp
+    ingested_at as ingested_timestamp,
+    source_timestamp
 from {{ ref('stg_measure_unit') }}
 where deleted = false
 {% endset %}

@@ -7,6 +7,8 @@
     days_since_created / days_since_updated   whole days up to current_date
     last_modified_in_source  the source's Updated column
     ingested_timestamp       when the product's latest event reached bronze
+    source_timestamp         when the source committed that event (Debezium source.ts_ms):
+                             the freshness check compares it with the source's latest change
   Incremental: only new or changed rows are rewritten (delete+insert on product_id),
   and products that became deleted or vanished from staging are removed by the
   post-hook, so the table always equals a full rebuild.
@@ -59,7 +61,8 @@ select
     (current_date - created::date) as days_since_created,
     (current_date - updated::date) as days_since_updated,
     updated as last_modified_in_source,
-    ingested_at as ingested_timestamp
+    ingested_at as ingested_timestamp,
+    source_timestamp
 from {{ ref('stg_product') }}
 where deleted = false
 {% endset %}
