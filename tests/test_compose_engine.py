@@ -106,7 +106,7 @@ class ComposeHandle(StackHandle):
                                 capture_output=True, text=True, timeout=timeout)
         if check and result.returncode:
             # The fixture removes the containers, and with them the only evidence of why one failed.
-            unhealthy = re.findall(r"container \S+-(\w[\w-]*)-1 is unhealthy", result.stderr)
+            unhealthy = re.findall(rf"container {re.escape(self.project)}-(\S+)-1 is unhealthy", result.stderr)
             tails = "".join(
                 f"\n--- last 40 lines of {service} ---\n" + subprocess.run(
                     ["docker", "compose", "-p", self.project, "-f", str(STANDIN_FILE), "--env-file",

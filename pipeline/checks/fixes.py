@@ -11,7 +11,14 @@ from datetime import datetime, timezone
 
 from pipeline.checks.model import Log
 from pipeline.checks.probes import connector_control, superset_configured
+from pipeline.checks.raw_zone import audit_raw_zone
 from pipeline.config import Settings
+from pipeline.orchestration.refresh import RefreshLock
+from pipeline.steps.bi import run_bi_refresh
+from pipeline.steps.ingest import recover_missing_objects
+from pipeline.steps.transform import run_in_child
+from pipeline.stores.bronze import ensure_bronze
+from pipeline.stores.db import connect
 
 
 def _noop(_: str) -> None:
@@ -36,7 +43,6 @@ def holding_refresh_lock(settings: Settings, what: str) -> Iterator[None]:
     """A fix that writes bronze or runs dbt takes the refresh lock, as a refresh does: loads
     and dbt runs never overlap (RELIABILITY.md relies on it). Raises RefreshLocked, whose
     message names the run that holds it."""
-    from pipeline.orchestration.refresh import RefreshLock
 
     lock = RefreshLock(settings)
     lock.acquire({"run_id": "fix", "mode": what, "pid": os.getpid(),
@@ -48,9 +54,6 @@ def holding_refresh_lock(settings: Settings, what: str) -> Iterator[None]:
 
 
 def fix_create_bronze(settings: Settings, log: Log = _noop) -> list[str]:
-    from pipeline.stores.bronze import ensure_bronze
-    from pipeline.stores.db import connect
-
     conn = connect(settings)
     try:
         with conn.cursor() as cur:
@@ -85,9 +88,6 @@ def fix_bronze_load(settings: Settings, log: Log = _noop) -> RawZoneRepair:
     """The 'Bronze load fails' fix: create what is missing of bronze, then rewrite the raw
     objects the manifest needs but the raw zone lost, from the topic while it still holds
     their offsets (same names, same lines)."""
-    from pipeline.checks.raw_zone import audit_raw_zone
-    from pipeline.steps.ingest import recover_missing_objects
-    from pipeline.stores.db import connect
 
     repair = RawZoneRepair()
     with holding_refresh_lock(settings, "fix: repair bronze"):
@@ -111,8 +111,6 @@ def fix_bronze_load(settings: Settings, log: Log = _noop) -> RawZoneRepair:
 
 
 def fix_rerun_dbt_debug(settings: Settings, log: Log = _noop):
-    from pipeline.steps.transform import run_in_child
-
     selector = " ".join(t.dbt_selector for t in settings.tables)
     with holding_refresh_lock(settings, "fix: dbt run --debug"):
         log(f"dbt run --debug --select {selector}")
@@ -128,7 +126,6 @@ def fix_refresh_bi(settings: Settings, log: Log = _noop) -> dict:
     configured, evidence = superset_configured(settings)
     if not configured:
         raise RuntimeError(evidence)
-    from pipeline.steps.bi import run_bi_refresh
 
     with holding_refresh_lock(settings, "fix: BI cache refresh"):
         return run_bi_refresh(settings, log)

@@ -16,9 +16,17 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from pipeline.checks.model import first_line
+from pipeline.checks.raw_zone import audit_raw_zone
 from pipeline.config import Settings, TableConfig
+from pipeline.orchestration.refresh import superset_enabled
+from pipeline.runtime import pgserver
+from pipeline.runtime.select import connector_for, select_runtime
+from pipeline.steps import quarantine
 from pipeline.stores import queries
+from pipeline.stores.db import connect_source
+from pipeline.stores.kafka import probe_broker, topic_offsets
+from pipeline.stores.storage import RawStore
+from pipeline.superset.install import health
 
 PROBE_TIMEOUT = 2.0
 
@@ -43,9 +51,6 @@ def pg_connect(settings: Settings, timeout: float = PROBE_TIMEOUT):
 def service_probes(settings: Settings) -> dict[str, Callable[[], tuple[bool, str]]]:
     """Service -> probe answering (healthy, evidence). A failure's evidence is one line that
     names the setting to fix (BI_PG_PASSWORD, BI_KAFKA_BOOTSTRAP, BI_S3_ENDPOINT, ...)."""
-    from pipeline.runtime import pgserver
-    from pipeline.stores.kafka import probe_broker
-    from pipeline.stores.storage import RawStore
 
     return {
         "postgres": lambda: pgserver.probe(settings),
@@ -55,18 +60,10 @@ def service_probes(settings: Settings) -> dict[str, Callable[[], tuple[bool, str
 
 
 def superset_health(settings: Settings) -> tuple[bool, str]:
-    from pipeline.superset.install import health
-
     return health(settings)
 
 
 def superset_configured(settings: Settings) -> tuple[bool, str]:
-    try:
-        import pipeline.steps.bi  # noqa: F401
-    except Exception as exc:  # absent or broken optional part
-        return False, f"Superset not configured ({first_line(exc)})"
-    from pipeline.orchestration.refresh import superset_enabled
-
     if not superset_enabled(settings):
         return False, "Superset not configured (start the stack with `stack up --with superset`)"
     return True, f"Superset at {settings.superset_url}"
@@ -74,7 +71,6 @@ def superset_configured(settings: Settings) -> tuple[bool, str]:
 
 def restarting_services(settings: Settings) -> list[Any]:
     """Services the runtime sees in a restart loop (ServiceStatus). Raises RuntimeUnavailable."""
-    from pipeline.runtime.select import select_runtime
 
     return [s for s in select_runtime(settings).status_all() if s.state == "restarting"]
 
@@ -88,7 +84,6 @@ def connector_control(settings: Settings, runtime=None):
     connector = getattr(runtime, "connector", None)
     if callable(connector):
         return connector()
-    from pipeline.runtime.select import connector_for
 
     return connector_for(settings)
 
@@ -141,7 +136,6 @@ def checkpoint_positions_or_empty(settings: Settings) -> dict[tuple[str, int], i
 def topic_partitions(settings: Settings, topic: str,
                      positions: dict[tuple[str, int], int]) -> list[PartitionLag] | None:
     """Each partition's watermarks and ingest position; None when the topic does not exist."""
-    from pipeline.stores.kafka import topic_offsets
 
     offsets = topic_offsets(settings, topic, timeout=PROBE_TIMEOUT)
     if offsets is None:
@@ -248,7 +242,6 @@ class SourceState:
 def source_state(settings: Settings, table: TableConfig) -> SourceState:
     """The source table's active rows and latest change, read from the source database as
     the table config says (its modified-time and deleted columns). Naive times are UTC."""
-    from pipeline.stores.db import connect_source
 
     checks = table.checks
     source = _rel(table.source_schema, table.source_table)
@@ -329,14 +322,11 @@ def marts_profile(conn, settings: Settings, table: TableConfig) -> MartsProfile:
 
 def intake_summaries(settings: Settings, table: TableConfig, since: datetime | None = None):
     """(QuarantineSummary, RejectSummary): what did not reach bronze."""
-    from pipeline.steps import quarantine
 
     return quarantine.summary(settings, table, since), quarantine.reject_summary(settings, table, since)
 
 
 def raw_zone_audit(settings: Settings, table: TableConfig, conn):
-    from pipeline.checks.raw_zone import audit_raw_zone
-
     return audit_raw_zone(settings, table, conn)
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.checks import probes
-from pipeline.checks.model import Check, first_line
+from pipeline.checks import monitoring, probes, rules
+from pipeline.checks.model import Check, first_line, judged
 from pipeline.checks.probes import LayerCounts, PartitionLag
 from pipeline.config import Settings
+from pipeline.steps import quarantine
+from pipeline.stores import queries
+from pipeline.stores.kafka import probe_broker
 
 INTAKE_ROWS = 50  # quarantined messages and rejected rows the Quality view lists (each)
 
@@ -24,8 +27,6 @@ class ConnectorSnapshot:
 
 
 def connector_snapshot(settings: Settings, runtime=None) -> ConnectorSnapshot:
-    from pipeline.stores.kafka import probe_broker
-
     snap = ConnectorSnapshot(status=None)
     try:
         snap.status = probes.connector_status(settings, runtime)
@@ -86,9 +87,6 @@ def quality_snapshot(settings: Settings) -> QualitySnapshot:
     """Layer row counts, freshness against the source, supplier distribution, multilingual
     coverage, the data checks, and the latest Great Expectations results (read from
     `<data_dir>/validation/`)."""
-    from pipeline.checks import monitoring, rules
-    from pipeline.checks.model import judged
-    from pipeline.stores import queries
 
     snap = QualitySnapshot(freshness_max_minutes=settings.file.thresholds.freshness_max_age_minutes)
     snap.validation = probes.latest_validation(settings)
@@ -98,7 +96,6 @@ def quality_snapshot(settings: Settings) -> QualitySnapshot:
         snap.error = f"PostgreSQL unreachable: {first_line(exc)}"
         return snap
     try:
-        from pipeline.steps import quarantine
         snap.quarantined = [e for e in quarantine.list_entries(settings, limit=INTAKE_ROWS) if e.replayed_at is None]
         snap.rejected = quarantine.list_rejects(settings, limit=INTAKE_ROWS)
     except Exception as exc:
