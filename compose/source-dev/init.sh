@@ -12,7 +12,7 @@ run -Q "IF DB_ID(N'ConcordDb') IS NULL CREATE DATABASE ConcordDb;"
 exists=$(run -d ConcordDb -h -1 -W -Q "SET NOCOUNT ON; SELECT COUNT(*) FROM sys.tables WHERE name = N'Product' AND schema_id = SCHEMA_ID(N'dbo');" | tr -d '[:space:]')
 if [ "$exists" = "0" ]; then
     echo "creating dbo.Product and enabling CDC"
-    run -d ConcordDb -i /source-dev/concord_product.sqlserver.sql
+    run -d ConcordDb -i /source-contract/concord_product.sqlserver.sql
 else
     echo "dbo.Product exists"
 fi

@@ -187,9 +187,20 @@ def main() -> int:
     settings = load_settings(env_file=None)
     kafka_port = int(settings.kafka_bootstrap.rpartition(":")[2])
     forward(kafka_port, KAFKA_UPSTREAM)
-    if not wait_until(lambda: ensure_source_tables(settings) is None, timeout=60, interval=1):
+    last_error: list[BaseException] = []
+
+    def source_ready() -> bool:
+        try:
+            ensure_source_tables(settings)
+            return True
+        except Exception as exc:  # retried until the timeout; the last reason is printed
+            last_error[:] = [exc]
+            raise
+
+    if not wait_until(source_ready, timeout=60, interval=1):
+        reason = f": {type(last_error[0]).__name__}: {last_error[0]}" if last_error else ""
         print(f"connect stand-in: the demo source at {settings.source_host}:{settings.source_port} "
-              "is not reachable", flush=True)
+              f"is not ready{reason}", flush=True)
         return 1
     engine = running["engine"] = Engine(settings)
     engine.start()

@@ -3,7 +3,7 @@ dbo.MeasureUnit's values (names of pneumatic suspension parts in three languages
 production profile's supplier prefixes, the demo's size and its deliberate edge cases).
 
 The columns are not declared here: dbo.Product's come from the data contract's DDL
-(compose/source-dev/concord_product.sqlserver.sql, a verbatim copy of the contract).
+(pipeline/demo/contract/concord_product.sqlserver.sql, a verbatim copy of the contract).
 Every value is a function of the product id, so the demo seed, the bench producer and
 the test fixtures build the same row for the same id.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from pipeline.demo.rows import TableModel, parse_sqlserver_ddl
 
-CONTRACT_DDL = Path(__file__).resolve().parents[2] / "compose" / "source-dev" / "concord_product.sqlserver.sql"
+# Package data, so an installed bi-console (the compose images) seeds the demo too.
+CONTRACT_DDL = Path(__file__).resolve().parent / "contract" / "concord_product.sqlserver.sql"
 
 # dbo.MeasureUnit has no contract file; its DDL as SQL Server would declare it.
 MEASURE_UNIT_DDL = """
