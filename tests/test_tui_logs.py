@@ -187,7 +187,10 @@ async def test_the_consoles_own_probes_are_hidden_until_the_key_shows_them(setti
         services = app.view("services")
         pane = app.query_one("#service-log", LogPane)
         view = pane.view
-        app.query_one("#services-table", DataTable).move_cursor(row=2)
+        table = app.query_one("#services-table", DataTable)
+        # The first status poll fills the table; a cursor moved before it lands on no row.
+        await wait_for(pilot, lambda: table.row_count >= 3, what="the services listed")
+        table.move_cursor(row=2)
         await wait_for(pilot, lambda: services.selected == "s3")
         await wait_for(pilot, lambda: len(view.raw_lines) == 70, what="s3's log loaded")
         assert len(view.visible_lines) == 10 and all("PUT" in line for line in view.visible_lines)
