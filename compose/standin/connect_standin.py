@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from pipeline.config import load_settings
 from pipeline.demo import ensure_source_tables
 from pipeline.runtime.cdc_engine import mark_starting, read_status, write_control
-from pipeline.runtime.embedded import java_home, settings_environment
+from pipeline.runtime.embedded import java_home
 from pipeline.runtime.supervisor import wait_until
 
 STATE = Path(os.environ.get("BI_STANDIN_CDC_STATE", "/var/lib/bi-console/cdc"))
@@ -80,7 +80,7 @@ class Engine:
         with self.lock:
             STATE.mkdir(parents=True, exist_ok=True)
             mark_starting(STATE)
-            env = settings_environment(self.settings)
+            env = {**os.environ, **self.settings.to_env()}
             java = java_home()
             if java:
                 env["JAVA_HOME"] = java

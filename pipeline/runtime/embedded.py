@@ -53,14 +53,6 @@ def _host_port(url_or_hostport: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """This process's environment with the settings on top, for a child process.
-
-    Kept for compose/standin/connect_standin.py; new code merges `Settings.to_env()`.
-    """
-    return {**os.environ, **settings.to_env()}
-
-
 class EmbeddedRuntime:
     name = "embedded"
 
