@@ -21,6 +21,7 @@ import threading
 import time
 
 import orjson
+import psutil
 import pytest
 
 from conftest import REPO
@@ -574,6 +575,26 @@ def _wait_for_checkpoint(stack, low: int, high: int, proc, timeout: float = 180)
     raise AssertionError(f"the position never reached {low}..{high - 1} (last {checkpoint(stack)})")
 
 
+def _suspend_between_transactions(stack, pid: int, timeout: float = 30):
+    """Suspend the process at a moment when none of its transactions holds a transaction id.
+    The cdc restart recreates the replication slot, and PostgreSQL creates a slot only once
+    every transaction with an id, in every database of the cluster, has ended: a run frozen
+    inside its load transaction would hold the restart forever (the embedded source shares
+    the analytics cluster)."""
+    frozen = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    while True:
+        frozen.suspend()
+        open_writes = stack.psql("SELECT count(*) FROM pg_stat_activity "
+                                 "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()")[0][0]
+        if open_writes == 0:
+            return frozen
+        frozen.resume()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the run never paused between transactions in {timeout:.0f} s")
+        time.sleep(0.01)
+
+
 def test_faults_broker_restart_during_ingest(stack):
     """The memory broker loses every topic when it restarts; the cdc engine notices (empty topics,
     stored source offsets) and re-snapshots into new ones. bi-console notices that the topic went
@@ -607,10 +628,7 @@ def test_faults_broker_restart_during_ingest(stack):
     _wait_for_checkpoint(stack, 3000, 10_000, inflight.proc)
     # The run is frozen while the broker restarts, so that the restart lands mid-ingest whatever
     # the machine's speed (tansu takes seconds to stop; the run would otherwise read to the end).
-    import psutil
-
-    frozen = psutil.Process(inflight.proc.pid)
-    frozen.suspend()
+    frozen = _suspend_between_transactions(stack, inflight.proc.pid)
     restart_log: list[str] = []
     try:
         stack.runtime.stop("kafka")

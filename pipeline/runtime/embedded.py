@@ -196,7 +196,10 @@ class EmbeddedRuntime:
         log("cdc: starting Debezium embedded engine (PostgreSQL connector)")
         if not wait_until(lambda: self.connector_status().state in ("RUNNING", "RETRYING", "FAILED"),
                           timeout=120, interval=0.5):
-            raise RuntimeError(f"cdc did not start; see {self.process('cdc').log_file}")
+            waiting_on = pgserver.open_write_transactions(self.settings)
+            why = (f": its replication slot waits for {len(waiting_on)} open transaction(s) to end: "
+                   + "; ".join(waiting_on)) if waiting_on else ""
+            raise RuntimeError(f"cdc did not start{why}; see {self.process('cdc').log_file}")
         status = self.connector_status()
         if status.state == "FAILED":
             last_line = (status.trace or "").strip().splitlines()[-1:] or ["no trace"]

@@ -184,3 +184,21 @@ def probe(settings: Settings) -> tuple[bool, str]:
         return True, f"PostgreSQL {cur.fetchone()[0]} on {settings.pg_host}:{settings.pg_port}"
     finally:
         conn.close()
+
+
+def open_write_transactions(settings: Settings) -> list[str]:
+    """The transactions holding a transaction id, one line each. PostgreSQL creates a logical
+    replication slot only once every one of them has ended, so they are why a cdc start waits."""
+    try:
+        conn = psycopg2.connect(**{**settings.source_dsn(), "connect_timeout": 2})
+    except psycopg2.OperationalError:
+        return []
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT pid, coalesce(application_name, ''), datname, state, "
+                    "extract(epoch FROM now() - xact_start)::int FROM pg_stat_activity "
+                    "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        return [f"pid {pid} ({app or 'no application name'}, database {db}, {state} for {age} s)"
+                for pid, app, db, state, age in cur.fetchall()]
+    finally:
+        conn.close()
