@@ -23,15 +23,6 @@ HEAVY_LIBRARIES = (
     "textual",             # the TUI, never needed by `--help`, `--check` or a refresh
 )
 
-# Modules other branches were rewriting when imports moved to the top (checks split,
-# bi step, refresh): their function-level imports are still to move.
-NOT_YET_MOVED = {
-    "pipeline/checks/diagnose.py",
-    "pipeline/checks/monitoring.py",
-    "pipeline/steps/bi.py",
-    "pipeline/orchestration/refresh.py",
-}
-
 
 def _function_level_imports(path) -> list[tuple[int, str]]:
     found = []
@@ -49,8 +40,6 @@ def test_pipeline_imports_at_module_top_except_the_heavy_libraries():
     offenders = []
     for path in sorted((REPO / "pipeline").rglob("*.py")):
         relative = path.relative_to(REPO).as_posix()
-        if relative in NOT_YET_MOVED:
-            continue
         for line, module in _function_level_imports(path):
             if module.split(".")[0] not in HEAVY_LIBRARIES:
                 offenders.append(f"{relative}:{line}: {module}")

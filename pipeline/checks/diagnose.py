@@ -17,7 +17,12 @@ import psycopg2
 
 from pipeline.checks import probes, rules
 from pipeline.checks.model import Check, first_line, judged, skipped
+from pipeline.checks.stale_bi import diagnose_stale
 from pipeline.config import Settings
+from pipeline.steps.transform import debug_in_child
+from pipeline.stores.db import explain_pg_error
+from pipeline.stores.kafka import probe_broker
+from pipeline.stores.storage import RawStore
 
 PROBLEMS = {
     "no_cdc_events": "No CDC events in Kafka",
@@ -35,8 +40,6 @@ def check_postgres(settings: Settings) -> tuple[Check, Any]:
     try:
         conn = probes.pg_connect(settings)
     except psycopg2.Error as exc:
-        from pipeline.stores.db import explain_pg_error
-
         text = explain_pg_error(exc, settings.pg_host, settings.pg_port, settings.pg_user) \
             if isinstance(exc, psycopg2.OperationalError) else first_line(exc)
         return Check("PostgreSQL reachable", "fail", text,
@@ -67,8 +70,6 @@ def connector_check(settings: Settings, runtime=None) -> tuple[Check, Any]:
 
 def diagnose_no_cdc_events(settings: Settings, runtime=None) -> list[Check]:
     """Runbook issue 1: 'No CDC events in Kafka' (consumer fetches 0 records)."""
-    from pipeline.stores.kafka import probe_broker
-
     broker_ok, evidence = probe_broker(settings, timeout=probes.PROBE_TIMEOUT)
     checks = [judged("Kafka broker reachable", rules.service(
         broker_ok, evidence, "start the kafka service or check BI_KAFKA_BOOTSTRAP"))]
@@ -94,8 +95,6 @@ def diagnose_bronze_load(settings: Settings) -> list[Check]:
     pg, conn = check_postgres(settings)
     checks = [pg]
     try:
-        from pipeline.stores.storage import RawStore
-
         s3_ok, s3_evidence = RawStore(settings, timeout=1.0, retries=1, read_timeout=1.0).probe()
     except Exception as exc:
         s3_ok, s3_evidence = False, first_line(exc)
@@ -187,8 +186,6 @@ def diagnose_dbt(settings: Settings, *, run_debug: bool = True) -> list[Check]:
             conn.close()
     if run_debug:
         try:
-            from pipeline.steps.transform import debug_in_child
-
             result = debug_in_child(settings)
             lines = [ln for ln in (result.output or "").splitlines() if ln.strip()]
             wanted = [ln.strip() for ln in lines if "OK" in ln or "ERROR" in ln or "All checks" in ln]
@@ -205,8 +202,6 @@ def diagnose_stale_bi(settings: Settings) -> list[Check]:
     configured, evidence = probes.superset_configured(settings)
     if not configured:
         return [Check("Superset configured", "warn", evidence, fix="`bi-console stack up --with superset`")]
-    from pipeline.checks.stale_bi import diagnose_stale
-
     return diagnose_stale(settings)
 
 

@@ -17,7 +17,11 @@ from psycopg2 import sql
 
 from pipeline.checks import probes, rules
 from pipeline.checks.model import Check, Log, Verdict, measure
-from pipeline.config import Settings, TableConfig
+from pipeline.config import ConfigError, Settings, TableConfig
+from pipeline.runtime.model import RuntimeUnavailable
+from pipeline.steps.transform import DbtProject
+from pipeline.steps.validate import run_validation
+from pipeline.stores.db import ServiceUnreachable, connect
 
 
 class Collector:
@@ -33,9 +37,6 @@ class Collector:
 
 
 def _service_checks(settings: Settings, c: Collector) -> bool:
-    from pipeline.config import ConfigError
-    from pipeline.stores.db import ServiceUnreachable
-
     healthy = True
     for name, probe in probes.service_probes(settings).items():
         def body(probe=probe) -> Verdict:
@@ -52,8 +53,6 @@ def _service_checks(settings: Settings, c: Collector) -> bool:
 def _restart_loop_checks(settings: Settings, c: Collector) -> None:
     """A service the runtime sees in a restart loop (a compose container crashing over and
     over) fails a check of its own; the probes alone may catch it between two crashes."""
-    from pipeline.runtime.model import RuntimeUnavailable
-
     try:
         restarting = probes.restarting_services(settings)
     except RuntimeUnavailable as exc:
@@ -186,8 +185,6 @@ def gx_checks(settings: Settings, table: TableConfig, c: Collector) -> None:
     if not table.suites:
         c.run(f"gx:{table.name}", "great_expectations", lambda: rules.not_covered(table))
         return
-    from pipeline.steps.validate import run_validation
-
     result = run_validation(settings, table, build_docs=False)
     for suite in result.suites:
         c.run(f"gx:{suite.name}", "great_expectations", lambda suite=suite: rules.gx_suite(suite))
@@ -195,8 +192,6 @@ def gx_checks(settings: Settings, table: TableConfig, c: Collector) -> None:
 
 def run_checks(settings: Settings, *, log: Log = lambda line: None, include_dbt: bool = True,
                include_gx: bool = True) -> list[Check]:
-    from pipeline.stores.db import connect
-
     c = Collector(log)
     started_at = datetime.now(timezone.utc)
     if not _service_checks(settings, c):
@@ -213,8 +208,6 @@ def run_checks(settings: Settings, *, log: Log = lambda line: None, include_dbt:
     _record_check_time(settings, started_at)
     if include_dbt:
         def dbt_tests() -> Verdict:
-            from pipeline.steps.transform import DbtProject
-
             selector = " ".join(t.dbt_selector for t in settings.tables)
             result = DbtProject(settings).test(selector, within_selection=True)
             counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())

@@ -20,6 +20,7 @@ from pipeline.checks.raw_zone import audit_raw_zone
 from pipeline.config import Settings, TableConfig
 from pipeline.orchestration.refresh import superset_enabled
 from pipeline.runtime import pgserver
+from pipeline.runtime.model import ConnectorControl, Runtime
 from pipeline.runtime.select import connector_for, select_runtime
 from pipeline.steps import quarantine
 from pipeline.stores import queries
@@ -78,14 +79,9 @@ def restarting_services(settings: Settings) -> list[Any]:
 # -- connector -------------------------------------------------------------------
 
 
-def connector_control(settings: Settings, runtime=None):
-    """The runtime's own connector control, or the configured runtime's when none is given
-    (or the runtime offers none: then select_runtime's connector_for chooses)."""
-    connector = getattr(runtime, "connector", None)
-    if callable(connector):
-        return connector()
-
-    return connector_for(settings)
+def connector_control(settings: Settings, runtime: Runtime | None = None) -> ConnectorControl:
+    """The given runtime's connector control, or the configured runtime's when none is given."""
+    return runtime.connector() if runtime is not None else connector_for(settings)
 
 
 def connector_status(settings: Settings, runtime=None):

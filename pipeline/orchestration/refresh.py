@@ -24,10 +24,13 @@ import psycopg2
 from confluent_kafka import KafkaException
 
 from pipeline.config import ConfigError, Settings, TableConfig
+from pipeline.config.security import redact
 from pipeline.orchestration.plan import DEFAULT_STEPS, StepContext, StepNames, plan, superset_enabled, wanted_steps
+from pipeline.process.background_import import import_in_background
 from pipeline.process.memory import release_freed_memory
 from pipeline.steps import StepSkipped
 from pipeline.steps.ingest import StepCancelled
+from pipeline.steps.validate import import_gx_in_background
 from pipeline.stores.db import ServiceUnreachable
 
 __all__ = ["DEFAULT_STEPS", "StepNames", "superset_enabled"]  # re-exported for the CLI and the TUI
@@ -224,8 +227,6 @@ def read_history(settings: Settings, limit: int = 20) -> list[dict]:
 def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[str] | None = None,
                 tables: list[str] | None = None, on_event: Callable[[object], None] = lambda e: None,
                 cancel: threading.Event | None = None) -> RefreshRun:
-    from pipeline.config.security import redact
-
     if mode not in ("full", "incremental"):
         raise ConfigError(f"refresh mode must be full or incremental, not {mode!r}")
     selected = [settings.table(name) for name in tables] if tables else list(settings.tables)
@@ -275,13 +276,9 @@ def _import_next_library(step: str, wanted: list[str]) -> None:
     """Load dbt while load runs and GX while dbt test runs: both steps mostly wait on
     PostgreSQL. One library at a time, each after the previous step imported its own
     modules, so that two imports never race over the same module."""
-    from pipeline.process.background_import import import_in_background
-
     if step == "load" and "transform" in wanted:
         import_in_background("dbt.cli.main", after=("pipeline.steps.load",))
     elif step == "test" and {"transform", "validate"} <= set(wanted):
-        from pipeline.steps.validate import import_gx_in_background
-
         import_gx_in_background()
 
 
