@@ -131,6 +131,10 @@ DEFAULT_STEPS = ("ingest", "load", "transform", "test", "validate")
 
 
 def superset_enabled(settings: Settings) -> bool:
+    """Every compose stack has Superset (its production and stand-in files both define it); the
+    embedded one only once `stack up --with superset` left its marker. Read from the settings and
+    the data directory, not asked of the runtime: the TUI plans on its UI thread, and asking the
+    compose runtime is a Docker call."""
     return settings.runtime == "compose" or (Path(settings.data_dir) / "run" / "superset.enabled").exists()
 
 
