@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from bench.producer import Generator
-from pipeline.steps.envelope import PoisonMessage, check_event, unwrap
+from pipeline.steps.envelope import PoisonMessage, check_event
 
 LIMIT = 4 * 1024 * 1024
 TOPIC = "cord.ConcordDb.dbo.Product"
@@ -22,11 +22,16 @@ def events() -> list[tuple[bytes, bytes | None]]:
     return generated[:200] + generated[61_300:]
 
 
-def _expected(key: bytes, value: bytes | None) -> tuple[bytes, bytes, bool]:
-    """The raw-zone form built the slow way: the bare envelope, compact."""
+def _expected(key: bytes, value: bytes | None) -> tuple[dict, dict | None, bool]:
+    """The raw-zone form by the format's definition: a Connect JSON message with schemas
+    enabled is exactly {"schema", "payload"}, and the raw zone keeps the payload."""
+    key_document = orjson.loads(key)
+    assert set(key_document) == {"schema", "payload"}
     if value is None:
-        return key, b"null", True
-    return key, orjson.dumps(unwrap(orjson.loads(value))), False
+        return key_document, None, True
+    value_document = orjson.loads(value)
+    assert set(value_document) == {"schema", "payload"}
+    return key_document, value_document["payload"], False
 
 
 def test_contract_events_keep_their_bare_envelope(events):
@@ -35,11 +40,73 @@ def test_contract_events_keep_their_bare_envelope(events):
         key_json, value_json, tombstone = check_event(key, value, "ID", LIMIT)
         expected_key, expected_value, expected_tombstone = _expected(key, value)
         assert tombstone == expected_tombstone
-        assert orjson.loads(key_json) == orjson.loads(expected_key)
-        assert orjson.loads(value_json) == orjson.loads(expected_value)
+        assert orjson.loads(key_json) == expected_key
+        assert orjson.loads(value_json) == expected_value
         assert b"\n" not in value_json
         ops.add("tombstone" if tombstone else orjson.loads(value_json)["op"])
     assert ops == {"r", "c", "u", "d", "tombstone"}
+
+
+# Hand-written Debezium SQL Server events (JSON converter, schemas enabled: schema block first,
+# payload last) and the raw-zone form each must become, written out from the envelope format
+# rather than derived by the module: the key is kept as written, the value loses its schema
+# block and keeps its payload byte for byte, a tombstone's value is JSON null.
+_KEY_SCHEMA = (b'{"type":"struct","fields":[{"type":"int64","optional":false,"field":"ID"}],'
+               b'"optional":false,"name":"cord.ConcordDb.dbo.Product.Key"}')
+_VALUE_SCHEMA = (b'{"type":"struct","fields":[{"type":"struct","fields":[{"type":"int64","optional":false,'
+                 b'"field":"ID"},{"type":"string","optional":true,"field":"Name"}],"optional":true,'
+                 b'"name":"cord.ConcordDb.dbo.Product.Value","field":"before"},{"type":"struct","fields":'
+                 b'[{"type":"int64","optional":false,"field":"ID"},{"type":"string","optional":true,'
+                 b'"field":"Name"}],"optional":true,"name":"cord.ConcordDb.dbo.Product.Value","field":'
+                 b'"after"},{"type":"string","optional":false,"field":"op"},{"type":"int64","optional":'
+                 b'true,"field":"ts_ms"}],"optional":false,"name":"cord.ConcordDb.dbo.Product.Envelope"}')
+
+
+def _wrapped(payload: bytes) -> bytes:
+    return b'{"schema":' + (_KEY_SCHEMA if payload.startswith(b'{"ID"') else _VALUE_SCHEMA) \
+        + b',"payload":' + payload + b"}"
+
+
+GOLDEN = [
+    pytest.param(_wrapped(b'{"ID":7800001}'),
+                 _wrapped(b'{"before":null,"after":{"ID":7800001,"Name":"Filter"},"op":"r","ts_ms":1700000000000}'),
+                 b'{"before":null,"after":{"ID":7800001,"Name":"Filter"},"op":"r","ts_ms":1700000000000}',
+                 False, id="snapshot"),
+    pytest.param(_wrapped(b'{"ID":7800002}'),
+                 _wrapped(b'{"before":null,"after":{"ID":7800002,"Name":"Pump"},"op":"c","ts_ms":1700000001000}'),
+                 b'{"before":null,"after":{"ID":7800002,"Name":"Pump"},"op":"c","ts_ms":1700000001000}',
+                 False, id="insert"),
+    pytest.param(_wrapped(b'{"ID":7800001}'),
+                 _wrapped(b'{"before":{"ID":7800001,"Name":"Filter"},"after":{"ID":7800001,"Name":"Oil filter"},'
+                          b'"op":"u","ts_ms":1700000002000}'),
+                 b'{"before":{"ID":7800001,"Name":"Filter"},"after":{"ID":7800001,"Name":"Oil filter"},'
+                 b'"op":"u","ts_ms":1700000002000}',
+                 False, id="update"),
+    pytest.param(_wrapped(b'{"ID":7800002}'),
+                 _wrapped(b'{"before":{"ID":7800002,"Name":"Pump"},"after":null,"op":"d","ts_ms":1700000003000}'),
+                 b'{"before":{"ID":7800002,"Name":"Pump"},"after":null,"op":"d","ts_ms":1700000003000}',
+                 False, id="delete"),
+    pytest.param(_wrapped(b'{"ID":7800002}'), None, b"null", True, id="tombstone"),
+    pytest.param(b'{"ID":7800003}',
+                 b'{"before":null,"after":{"ID":7800003,"Name":"Belt"},"op":"c","ts_ms":1700000004000}',
+                 b'{"before":null,"after":{"ID":7800003,"Name":"Belt"},"op":"c","ts_ms":1700000004000}',
+                 False, id="bare-no-schema"),
+    # Pretty-printed by some producer: not Connect's compact layout, so the full path unwraps it
+    # and writes the payload compact.
+    pytest.param(_wrapped(b'{"ID":7800004}'),
+                 b'{\n  "schema": ' + _VALUE_SCHEMA + b',\n  "payload": {"before": null, "after": '
+                 b'{"ID": 7800004, "Name": "Hose"}, "op": "c", "ts_ms": 1700000005000}\n}',
+                 b'{"before":null,"after":{"ID":7800004,"Name":"Hose"},"op":"c","ts_ms":1700000005000}',
+                 False, id="indented-wrapped"),
+]
+
+
+@pytest.mark.parametrize("key, value, expected_value, expected_tombstone", GOLDEN)
+def test_golden_events_become_their_bare_envelope(key, value, expected_value, expected_tombstone):
+    key_json, value_json, tombstone = check_event(key, value, "ID", LIMIT)
+    assert key_json == key
+    assert value_json == expected_value
+    assert tombstone is expected_tombstone
 
 
 def _first_update(events) -> tuple[bytes, bytes, dict]:
