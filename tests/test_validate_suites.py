@@ -12,8 +12,11 @@ try:
 except ImportError:
     from dbt_support import execute, fresh_settings, load_events, read_events
 
+import psycopg2
+
+from pipeline.config import DEFAULT_CONFIG, load_file_config
 from pipeline.steps.transform import DbtProject
-from pipeline.steps.validate import SuiteConfigError, run_validation
+from pipeline.steps.validate import SuiteConfigError, load_suite_file, render_suite, run_validation
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -27,7 +30,7 @@ def good(tmp_path_factory):
     t = settings.file.thresholds
     t.min_active_products = 1
     t.min_multilingual_coverage = 0.5  # fixtures: 3 of 6 active products are 'Complete'
-    t.is_for_sale_share_min, t.is_for_sale_share_max = 0.0, 0.5
+    t.is_for_sale_share_max = 0.5
     return settings
 
 
@@ -50,7 +53,7 @@ def test_all_suites_pass_on_good_data(good):
     assert result.success, [(s.name, [(e.type, e.column, e.observed_value, e.exception) for e in s.failed], s.error)
                             for s in result.suites]
     assert all(s.success and s.gx_success for s in result.suites)
-    assert result.counts["failed"] == 0 and result.counts["warnings"] == 0 and result.counts["expectations"] >= 25
+    assert result.counts["failed"] == 0 and result.counts["warnings"] == 0 and result.counts["expectations"] == 21
     rows = find(result, "product_marts", type_="expect_table_row_count_to_be_between")[0]
     assert rows.observed_value == 6 and rows.severity == "error"
     coverage = find(result, "product_marts", check="multilingual_coverage")[0]
@@ -173,3 +176,64 @@ def test_missing_relation_and_missing_suite(good, tmp_path):
         run_validation(good, "product", suites=["no_such_suite"])
     # A table without suites validates trivially.
     assert run_validation(good, "measure_unit").success
+
+
+def test_no_shipped_threshold_or_expectation_passes_by_construction(good):
+    """A share bound at 0 or 1, a `mostly` of 0 or a row count of at least 1 passes on any data."""
+    shipped = load_file_config(DEFAULT_CONFIG)
+    bounds = {name: value for name, value in shipped.thresholds.model_dump().items()
+              if name.endswith(("_share_min", "_share_max"))}
+    assert bounds == {"is_for_sale_share_max": 0.5, "is_for_web_share_min": 0.5}
+    settings = good.model_copy(update={"file": shipped})
+    conn = psycopg2.connect(**good.pg_dsn())
+    try:
+        for table in shipped.tables:
+            for name in table.suites:
+                for expectation in render_suite(load_suite_file(name), settings, table, conn)["expectations"]:
+                    kwargs = expectation["kwargs"]
+                    if "mostly" in kwargs:
+                        assert 0 < kwargs["mostly"] <= 1, (name, expectation)
+                    if expectation["type"] == "expect_table_row_count_to_be_between":
+                        assert kwargs["min_value"] > 1, (name, expectation)
+    finally:
+        conn.close()
+
+
+def test_an_emptied_bronze_fails_the_staging_reconciliation(good):
+    # What bronze's dropped `row count >= 1` stood for: the staging suite's reconciliation
+    # names every product staging holds that bronze no longer has: 1001-1006, 2001 and 2002.
+    execute(good, "alter table bronze.product_cdc rename to product_cdc_kept")
+    execute(good, "create table bronze.product_cdc (like bronze.product_cdc_kept including all)")
+    try:
+        result = run_validation(good, "product", suites=["product_staging"], build_docs=False)
+        recon = find(result, "product_staging", check="reconciliation")[0]
+        assert not recon.success and recon.observed_value == 8 and recon.severity == "error"
+        assert not result.success
+    finally:
+        execute(good, "drop table bronze.product_cdc")
+        execute(good, "alter table bronze.product_cdc_kept rename to product_cdc")
+
+
+def test_staging_keys_are_unique_by_the_index_not_by_a_suite(good):
+    # product_staging no longer checks product_id for duplicates: the table under the view refuses them.
+    with pytest.raises(psycopg2.errors.UniqueViolation):
+        execute(good, "insert into staging_staging.base_product select * from staging_staging.base_product "
+                      "where product_id = 1001")
+
+
+def test_the_for_web_lower_bound_and_the_for_sale_upper_bound_warn(good):
+    # The two share bounds left: each warns once the share crosses it (fixtures: 2 of 6 for sale).
+    t = good.file.thresholds
+    saved = (t.is_for_web_share_min, t.is_for_sale_share_max)
+    execute(good, "update marts.dim_product set is_for_web = false where product_id in (1001, 1003, 1004, 2001)")
+    try:
+        result = run_validation(good, "product", suites=["product_marts"], build_docs=False)
+        (web,) = [e for e in result.suite("product_marts").warnings if e.check == "business_flags"]
+        assert web.column == "is_for_web" and web.observed_value["unexpected_percent"] == pytest.approx(100 * 4 / 6)
+        t.is_for_web_share_min, t.is_for_sale_share_max = 0.3, 0.3
+        result = run_validation(good, "product", suites=["product_marts"], build_docs=False)
+        (sale,) = [e for e in result.suite("product_marts").warnings if e.check == "business_flags"]
+        assert sale.column == "is_for_sale" and sale.observed_value["unexpected_percent"] == pytest.approx(100 * 2 / 6)
+    finally:
+        t.is_for_web_share_min, t.is_for_sale_share_max = saved
+        rebuild(good)

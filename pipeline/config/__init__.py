@@ -132,10 +132,8 @@ class Thresholds(BaseModel, extra="allow"):
     freshness_max_age_minutes: float = 60.0
     min_active_products: int = 1
     min_multilingual_coverage: float = 1.0
-    is_for_sale_share_min: float = 0.0
     is_for_sale_share_max: float = 1.0
     is_for_web_share_min: float = 0.5
-    is_for_web_share_max: float = 1.0
     # Quarantined messages (not replayed) and rejected rows per table: above 0 is a warning,
     # above these a failure.
     quarantined_max: int = Field(default=10, ge=0)
