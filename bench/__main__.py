@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from bench import harness
+from bench import report as bench_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", help="comma-separated sizes for --scaling (default 100000,300000,1000000)")
     parser.add_argument("--output", type=Path, default=harness.RESULTS / "latest.json", help="JSON results file")
     parser.add_argument("--no-readme", action="store_true", help="do not update bench/README.md")
+    parser.add_argument("--note", default="", help="the conditions of the run (what else the machine ran), "
+                                                   "kept in the JSON and shown with its figures")
     parser.add_argument("--runbook-max-events", type=int, default=harness.DEFAULT_RUNBOOK_MAX_EVENTS,
                         help="cap the runbook's Step 2/3 at this many events (rates are compared; 0: no cap; "
                              "default %(default)s: the runbook's way runs at ~2k rows/s)")
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = [args.events] if args.events else [int(s) for s in (args.sizes or "100000,300000,1000000").split(",")]
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    report = {"command": command, "machine": harness.machine(), "sizes": []}
+    report = {"command": command, "machine": harness.machine(), "note": args.note, "sizes": []}
     started = time.monotonic()
     for size in sizes:
         result = harness.run_size(size, log=lambda line: print(line, file=sys.stderr, flush=True),
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
     if not args.no_readme:
-        harness.update_readme(report, table, Path(harness.__file__).with_name("README.md"))
+        bench_report.main([])  # the README renders every committed run, this one included
     return 1 if any(r.get("error") for r in report["sizes"]) else 0
 
 

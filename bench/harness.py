@@ -626,24 +626,3 @@ def format_table(report: dict) -> str:
 
 README_START = "<!-- bench:results:start -->"
 README_END = "<!-- bench:results:end -->"
-
-
-def update_readme(report: dict, table: str, path: Path) -> None:
-    m = report["machine"]
-    block = "\n".join([
-        README_START,
-        f"Latest run: {m['date']}, `{report['command']}`",
-        "",
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}, {m['platform']}.",
-        "",
-        table,
-        README_END,
-    ])
-    text = path.read_text() if path.exists() else ""
-    if README_START in text and README_END in text:
-        head, rest = text.split(README_START, 1)
-        tail = rest.split(README_END, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
