@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
     if not args.no_readme:
-        bench_report.main([])  # the README renders every committed run, this one included
+        bench_report.main([])  # renders the runs under bench/results/: this one when --output is there
     return 1 if any(r.get("error") for r in report["sizes"]) else 0
 
 
