@@ -1,5 +1,6 @@
-"""ComposeRuntime through the real docker SDK against recorded Docker Engine API
-exchanges (API 1.47), replayed over a real HTTP socket on 127.0.0.1."""
+"""ComposeRuntime through the real docker SDK against Docker Engine API exchanges (API 1.47),
+replayed over a real HTTP socket on 127.0.0.1. The exchanges are hand-written scenarios
+(tests/recordings/docker/), not captures of a running engine."""
 
 from __future__ import annotations
 

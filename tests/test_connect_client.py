@@ -1,5 +1,6 @@
-"""KafkaConnectClient (httpx) against recorded Kafka Connect REST responses, replayed
-over a real HTTP socket on 127.0.0.1."""
+"""KafkaConnectClient (httpx) against Kafka Connect REST responses replayed over a real
+HTTP socket on 127.0.0.1. The responses are hand-written scenarios (tests/recordings/connect/),
+not captures of a running worker."""
 
 from __future__ import annotations
 

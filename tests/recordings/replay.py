@@ -2,7 +2,11 @@
 a thread), for clients that cannot run against the real service here: the Docker Engine
 API (no engine on these machines) and Kafka Connect's REST API.
 
-A recording is JSON: {"description": ..., "exchanges": [{"request": {...}, "response": {...}}]}
+The recordings are hand-written scenarios, not captures: each was written from the API's
+documentation to exercise a client path, and says so in its "provenance" field. They prove
+what the client does with those answers, not that a real engine answers so.
+
+A recording is JSON: {"provenance": ..., "description": ..., "exchanges": [{"request": {...}, "response": {...}}]}
 - request: method, path, and optionally query (only the keys given are compared; a value
   that is JSON text, like the engine's `filters`, is compared as JSON) and json (the body).
 - response: status, optional headers, and one of: body (JSON), text, or frames, the
