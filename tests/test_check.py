@@ -164,16 +164,26 @@ def test_reconciliation_with_the_source_and_the_topic_fails_when_a_row_goes(stac
 
 
 def test_a_table_without_a_suite_is_not_covered(stack):
-    """Issue 22: MeasureUnit has no Great Expectations suite: "not covered", a warning, never a success."""
+    """Issue 22: a table configured without a Great Expectations suite is "not covered", a
+    warning, never a success; MeasureUnit's own suite passes on the demo."""
+    from pipeline.config import DEFAULT_CONFIG
     from pipeline.steps.validate import run_validation
 
     stack.seeded()
-    result = stack.cli("--check", "--json")
+    shipped = stack.cli("--check", "--json")
+    assert shipped.returncode == 0, shipped.stderr[-2000:]
+    assert _checks(shipped)["gx:measure_unit_marts"]["status"] == "pass", _checks(shipped)["gx:measure_unit_marts"]
+
+    suites = 'suites = ["measure_unit_marts"]'
+    assert DEFAULT_CONFIG.read_text().count(suites) == 1
+    unsuited = _write(stack, "unsuited.toml", DEFAULT_CONFIG.read_text().replace(suites, "suites = []"))
+    result = stack.cli("--check", "--json", env={"BI_CONFIG_FILE": str(unsuited)})
     assert result.returncode == 0, result.stderr[-2000:]
     gx = _checks(result)["gx:measure_unit"]
     assert gx["status"] == "warn" and gx["evidence"].startswith("not covered"), gx
     assert "gx:product_marts" in _checks(result)
-    validation = run_validation(stack.settings, "measure_unit", build_docs=False)
+    table = stack.settings.table("measure_unit").model_copy(update={"suites": []})
+    validation = run_validation(stack.settings, table, build_docs=False)
     assert not validation.covered and validation.verdict == "not covered"
     assert validation.as_dict()["covered"] is False
 

@@ -72,7 +72,7 @@ def test_a_table_without_a_suite_is_not_covered():
     from pipeline.config import load_file_config
 
     measure_unit = next(t for t in load_file_config(None).tables if t.name == "measure_unit")
-    assert not measure_unit.suites  # the default config has none for it today
-    verdict = rules.not_covered(measure_unit)
+    assert measure_unit.suites == ["measure_unit_marts"]  # every shipped table has a suite
+    verdict = rules.not_covered(measure_unit.model_copy(update={"suites": []}))
     assert verdict.status == "warn" and verdict.evidence.startswith("not covered")
 

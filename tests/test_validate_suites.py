@@ -20,13 +20,17 @@ from pipeline.steps.validate import SuiteConfigError, load_suite_file, render_su
 
 pytestmark = pytest.mark.timeout(600)
 
+MEASURE_UNIT_MODELS = "base_measure_unit stg_measure_unit dim_measure_unit"
+
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     settings = fresh_settings("bi_validate", tmp_path_factory.mktemp("data"))
     load_events(settings, "product", read_events("product_sqlserver.jsonl"))
     load_events(settings, "product", read_events("product_postgres.jsonl"))
-    assert DbtProject(settings).run("base_product stg_product dim_product", full_refresh=True).success
+    load_events(settings, "measure_unit", read_events("measure_unit_sqlserver.jsonl"))  # unit 1 active, 2 deleted
+    assert DbtProject(settings).run(f"base_product stg_product dim_product {MEASURE_UNIT_MODELS}",
+                                    full_refresh=True).success
     t = settings.file.thresholds
     t.min_active_products = 1
     t.min_multilingual_coverage = 0.5  # fixtures: 3 of 6 active products are 'Complete'
@@ -174,8 +178,27 @@ def test_missing_relation_and_missing_suite(good, tmp_path):
         execute(good, "alter table marts.dim_product_away rename to dim_product")
     with pytest.raises(SuiteConfigError):
         run_validation(good, "product", suites=["no_such_suite"])
-    # A table without suites validates trivially.
-    assert run_validation(good, "measure_unit").success
+    # A table configured without suites: the run does not fail, and nothing says it passed.
+    unsuited = run_validation(good, good.table("measure_unit").model_copy(update={"suites": []}))
+    assert unsuited.success and unsuited.verdict == "not covered"
+
+
+def test_measure_unit_suite_passes_then_fails_on_a_duplicate_and_on_a_lost_unit(good):
+    result = run_validation(good, "measure_unit", build_docs=False)
+    assert [s.name for s in result.suites] == ["measure_unit_marts"] and result.verdict == "passed", \
+        [(e.type, e.column, e.observed_value) for s in result.suites for e in s.failed]
+    assert good.table("measure_unit").suites == ["measure_unit_marts"]
+    try:
+        execute(good, "insert into marts.dim_measure_unit select * from marts.dim_measure_unit where measure_unit_id = 1")
+        result = run_validation(good, "measure_unit", build_docs=False)
+        assert result.verdict == "FAILED"
+        assert {e.column for e in result.suite("measure_unit_marts").failed} == {"measure_unit_id", "net_uid"}
+        execute(good, "delete from marts.dim_measure_unit")
+        result = run_validation(good, "measure_unit", build_docs=False)
+        (lost,) = result.suite("measure_unit_marts").failed
+        assert lost.check == "reconciliation" and lost.observed_value == 1, lost
+    finally:
+        assert DbtProject(good).run(MEASURE_UNIT_MODELS, full_refresh=True).success
 
 
 def test_no_shipped_threshold_or_expectation_passes_by_construction(good):
