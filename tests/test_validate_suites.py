@@ -146,7 +146,7 @@ def test_thresholds_coverage_error_share_warning_freshness(good):
         marts = result.suite("product_marts")
         assert not marts.success
         failed_checks = {e.check for e in marts.failed}
-        assert failed_checks == {"multilingual_coverage", "freshness"}
+        assert failed_checks == {"multilingual_coverage", "load_recency"}
         share = [e for e in marts.warnings if e.check == "business_flags"]
         assert len(share) == 1 and share[0].column == "is_for_sale" and share[0].severity == "warning"
         assert share[0].observed_value["unexpected_percent"] == pytest.approx(100 * 2 / 6)
