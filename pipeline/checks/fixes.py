@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from pipeline.checks.model import Log
 from pipeline.checks.probes import connector_control, superset_configured
@@ -122,7 +123,7 @@ def fix_rerun_dbt_debug(settings: Settings, log: Log = _noop):
     return result
 
 
-def fix_refresh_bi(settings: Settings, log: Log = _noop) -> dict:
+def fix_refresh_bi(settings: Settings, log: Log = _noop) -> dict[str, Any]:
     configured, evidence = superset_configured(settings)
     if not configured:
         raise RuntimeError(evidence)

@@ -143,7 +143,7 @@ def diagnose_stale(settings: Settings) -> list[Check]:
 
         # -- dashboard
         dashboard = api.find_dashboard(client, spec.title)
-        charts: list[dict] = []
+        charts: list[dict[str, Any]] = []
         if dashboard is None:
             checks.append(_check(f"Dashboard {spec.title}", False, "no such dashboard", "provision Superset"))
         else:
@@ -172,7 +172,7 @@ def diagnose_stale(settings: Settings) -> list[Check]:
 
 
 def _cache_vs_data(client: api.SupersetClient, settings: Settings, spec: api.DashboardSpec,
-                   table: TableConfig | None, charts: list[dict]) -> Check:
+                   table: TableConfig | None, charts: list[dict[str, Any]]) -> Check:
     name = "Cache vs marts data"
     chart_spec = next(c for c in spec.charts if c.key == FRESHNESS_CHART)
     chart = next((c for c in charts if c.get("slice_name") == chart_spec.title), None)

@@ -14,6 +14,7 @@ import dataclasses
 import random
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import psycopg2
 from psycopg2.extras import execute_batch
@@ -59,7 +60,7 @@ def has_rows(settings: Settings) -> bool:
     return found
 
 
-def _binary(row: dict) -> dict:
+def _binary(row: dict[str, Any]) -> dict[str, Any]:
     return {k: psycopg2.Binary(v) if isinstance(v, bytes) else v for k, v in row.items()}
 
 
@@ -73,7 +74,7 @@ def _prefix_of(vendor_code: str | None) -> str:
     return code[:4] if len(code) >= 4 else ""
 
 
-def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict:
+def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict[str, Any]:
     """Insert the demo products and apply their change history. Refuses a non-empty table."""
     rng = random.Random(seed_value)
     ensure_source_tables(settings)
@@ -150,7 +151,7 @@ def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict:
             "measure_unit_events": mu_events}
 
 
-def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = print) -> dict:
+def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = print) -> dict[str, Any]:
     """Apply `count` realistic changes: mostly edits, some new products, some soft deletes.
     Returns how many product events they produce."""
     product = demo_model(settings, "product")

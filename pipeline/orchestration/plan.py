@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Settings, TableConfig
 from pipeline.steps.bi import SupersetStopped, run_bi_refresh
@@ -31,7 +32,7 @@ class StepContext:
     log: Callable[[str], None]
     notice: Callable[[str], None] = lambda line: None
     cancel: threading.Event = field(default_factory=threading.Event)
-    details: dict = field(default_factory=dict)  # the run's details, filled by the steps
+    details: dict[str, Any] = field(default_factory=dict)  # the run's details, filled by the steps
 
     @property
     def selector(self) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 from confluent_kafka import KafkaException
@@ -58,7 +59,7 @@ class StepFinished:
     step: str
     state: str  # ok | failed | cancelled | skipped (not run, or its service switched off: see notices)
     duration: float
-    counts: dict = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     notices: list[str] = field(default_factory=list)  # to be shown whatever the verbosity
 
@@ -74,12 +75,12 @@ class RefreshRun:
     error: str | None = None
     unreachable: bool = False
     duration: float = 0.0
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
     # What the operator asked for, None for "all": a run of one step is that step, not an incremental refresh.
     selected_steps: list[str] | None = None
     selected_tables: list[str] | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -100,7 +101,7 @@ class RefreshLock:
         self.path = Path(settings.data_dir) / "refresh.lock"
         self.fd: int | None = None
 
-    def acquire(self, holder: dict) -> None:
+    def acquire(self, holder: dict[str, Any]) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -142,7 +143,7 @@ def run_log_path(settings: Settings, run_id: str) -> Path:
     return run_logs_dir(settings) / f"{run_id}.log"
 
 
-def run_label(run: dict) -> str:
+def run_label(run: dict[str, Any]) -> str:
     """What a run was, as the history shows it: "full", "incremental", or the steps (and
     tables) of a partial run, e.g. "step transform" or "steps ingest, load of orders"."""
     steps, tables = run.get("selected_steps"), run.get("selected_tables")
@@ -153,7 +154,7 @@ def run_label(run: dict) -> str:
     return f"{label} of {', '.join(tables)}" if tables else label
 
 
-def read_run(settings: Settings, run_id: str) -> tuple[dict | None, list[str] | None]:
+def read_run(settings: Settings, run_id: str) -> tuple[dict[str, Any] | None, list[str] | None]:
     """A past run's history record and its log lines; None for a record not in the history,
     None for a log pruned (or a run from before run logs were kept)."""
     record = next((run for run in read_history(settings, limit=10**9) if run.get("run_id") == run_id), None)
@@ -211,7 +212,7 @@ def prune_run_logs(settings: Settings, keep: int | None = None) -> None:
         old.unlink(missing_ok=True)
 
 
-def read_history(settings: Settings, limit: int = 20) -> list[dict]:
+def read_history(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
     path = history_path(settings)
     if not path.exists():
         return []

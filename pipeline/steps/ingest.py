@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -81,7 +82,7 @@ class EpochReset:
                 f"started at offset {self.start_offset}; epoch {self.old_epoch} keeps {self.earlier_offsets:,} "
                 f"offsets in {self.earlier_objects} raw objects and {bronze}; nothing was deleted")
 
-    def as_detail(self) -> dict:
+    def as_detail(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -95,7 +96,7 @@ class IngestResult:
     partitions: dict[int, tuple[int, int]] = field(default_factory=dict)
     resets: list[EpochReset] = field(default_factory=list)
 
-    def counts(self) -> dict:
+    def counts(self) -> dict[str, Any]:
         counts = {"events": self.events, "objects": self.objects, "quarantined": self.quarantined,
                   "tombstones": self.tombstones}
         if self.resets:
@@ -331,7 +332,7 @@ def _line(topic: str, partition: int, offset: int, timestamp: int | None, key: b
     return b"".join((head[:-1], b',"key":', key, b',"value":', value, b"}\n"))  # one copy, not five
 
 
-def _text_or_base64(raw: bytes | None) -> dict:
+def _text_or_base64(raw: bytes | None) -> dict[str, Any]:
     """The whole original bytes, as text when they are UTF-8: a quarantined message can be replayed."""
     if raw is None:
         return {"text": None}

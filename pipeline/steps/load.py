@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 import orjson
@@ -65,7 +65,7 @@ class LoadResult:
     rejected: int = 0
     sanitized: int = 0
 
-    def counts(self) -> dict:
+    def counts(self) -> dict[str, Any]:
         return {"objects": self.objects, "skipped_objects": self.skipped, "lines": self.lines,
                 "inserted": self.inserted, "rejected": self.rejected, "sanitized": self.sanitized}
 
@@ -520,7 +520,7 @@ def load(settings: Settings, table: TableConfig, *, full: bool, log: Log = print
     return result
 
 
-def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: RawStore, pending: list[dict],
+def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: RawStore, pending: list[dict[str, Any]],
                   workers: int, result: LoadResult, log: Log, cancel: threading.Event | None) -> None:
     """Load `pending` with `workers` threads, each with its own connection (a PostgreSQL backend
     of its own: the server parses and stores one object per core while Python parses the next).
@@ -533,7 +533,7 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def next_object() -> dict | None:
+    def next_object() -> dict[str, Any] | None:
         with lock:
             if stop.is_set() or (cancel is not None and cancel.is_set()):
                 return None

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import orjson
 from botocore.exceptions import ClientError
@@ -121,7 +122,7 @@ class ReplayResult:
     objects: list[str] = field(default_factory=list)  # raw objects written
     failing: list[tuple[str, int, int, int, str]] = field(default_factory=list)  # topic, partition, epoch, offset, reason
 
-    def counts(self) -> dict:
+    def counts(self) -> dict[str, Any]:
         return {"checked": self.checked, "replayed": self.replayed, "still_failing": self.still_failing,
                 "objects": len(self.objects)}
 
@@ -147,7 +148,7 @@ def record(cur, file_config: FileConfig, table: TableConfig, topic: str, partiti
                      for offset, reason, value_bytes, text in messages])
 
 
-def decode_field(field_value: dict) -> bytes | None:
+def decode_field(field_value: dict[str, Any]) -> bytes | None:
     """The original bytes of a quarantine line's key or value ({"text"} or {"base64"})."""
     if "base64" in field_value:
         return base64.b64decode(field_value["base64"])

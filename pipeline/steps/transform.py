@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Settings, load_settings
 
@@ -96,7 +97,7 @@ class DbtResult:
                 return n
         return None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["counts"] = self.counts
         return data
@@ -373,7 +374,7 @@ def _main(argv: list[str]) -> int:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # whatever dbt prints goes to stderr; stdout carries only our JSON lines
 
-    def emit(item: dict) -> None:
+    def emit(item: dict[str, Any]) -> None:
         out.write(json.dumps(item, default=str) + "\n")
         out.flush()
 

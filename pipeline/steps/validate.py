@@ -65,7 +65,7 @@ class ExpectationOutcome:
     observed_value: Any = None
     description: str | None = None
     check: str | None = None  # meta.check, e.g. reconciliation, keys, freshness
-    details: dict = field(default_factory=dict)  # GX's result summary (counts, partial lists)
+    details: dict[str, Any] = field(default_factory=dict)  # GX's result summary (counts, partial lists)
     exception: str | None = None
 
     @property
@@ -128,7 +128,7 @@ class ValidationResult:
     def verdict(self) -> str:
         return "not covered" if not self.covered else ("passed" if self.success else "FAILED")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["counts"] = self.counts
         data["covered"] = self.covered
@@ -196,7 +196,7 @@ def _substitute(value: Any, settings: Settings, table: TableConfig, conn, now: d
     return value
 
 
-def load_suite_file(name: str, expectations_dir: Path | None = None) -> dict:
+def load_suite_file(name: str, expectations_dir: Path | None = None) -> dict[str, Any]:
     path = Path(expectations_dir or DEFAULT_EXPECTATIONS_DIR) / f"{name}.json"
     if not path.is_file():
         raise SuiteConfigError(f"suite {name!r}: {path} does not exist")
@@ -211,7 +211,7 @@ def load_suite_file(name: str, expectations_dir: Path | None = None) -> dict:
     return data
 
 
-def render_suite(data: dict, settings: Settings, table: TableConfig, conn, now: datetime | None = None) -> dict:
+def render_suite(data: dict[str, Any], settings: Settings, table: TableConfig, conn, now: datetime | None = None) -> dict[str, Any]:
     """The suite file with every placeholder filled in from Settings."""
     return _substitute(data, settings, table, conn, now or datetime.now(timezone.utc))
 
@@ -264,7 +264,7 @@ def _new_context(docs_dir: Path):
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def _build_suite(gx, name: str, rendered: dict):
+def _build_suite(gx, name: str, rendered: dict[str, Any]):
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # heavy
 
     expectations = []
@@ -287,7 +287,7 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _outcome(res: dict) -> ExpectationOutcome:
+def _outcome(res: dict[str, Any]) -> ExpectationOutcome:
     cfg = res.get("expectation_config") or {}
     kwargs = cfg.get("kwargs") or {}
     result = res.get("result") or {}
