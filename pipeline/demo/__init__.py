@@ -22,7 +22,7 @@ from psycopg2.extras import execute_batch
 from pipeline.config import Settings, TableConfig
 from pipeline.demo import shapes
 from pipeline.demo.rows import TableModel, insert_sql, postgres_ddl
-from pipeline.stores.db import connect_source
+from pipeline.stores.db import connect_source, one_row
 
 Log = Callable[[str], None]
 
@@ -55,7 +55,7 @@ def has_rows(settings: Settings) -> bool:
     ensure_source_tables(settings)
     with connect_source(settings) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT EXISTS (SELECT 1 FROM {_relation(demo_model(settings, 'product'))})")
-        found = cur.fetchone()[0]
+        found: bool = one_row(cur)[0]
     conn.close()
     return found
 
@@ -82,7 +82,7 @@ def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict[str
     conn = connect_source(settings)
     cur = conn.cursor()
     cur.execute(f"SELECT count(*) FROM {_relation(product)}")
-    if cur.fetchone()[0]:
+    if one_row(cur)[0]:
         conn.close()
         raise RuntimeError(f"the demo source {_relation(product)} already holds rows; `demo changes N` adds more, "
                            "or start from an empty data directory")
@@ -163,7 +163,7 @@ def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = prin
     active = [r[0] for r in cur.fetchall() if r[0] not in shapes.CASES]
     cur.execute(f'SELECT coalesce(max({key}), {shapes.RANDOM_IDS.start}), '
                 f'coalesce(max("{UPDATED}"), now()::timestamp) FROM {relation}')
-    max_id, clock = cur.fetchone()
+    max_id, clock = one_row(cur)
     rng = random.Random(f"{seed_value}-{count}-{max_id}-{len(active)}")
     kinds = {"update": 0, "insert": 0, "soft_delete": 0}
     for n in range(count):

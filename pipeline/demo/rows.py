@@ -157,7 +157,7 @@ def _epoch_ms(value: datetime) -> int:
 
 
 
-def _encoder(column: Column) -> Callable[[object], object] | None:
+def _encoder(column: Column) -> Callable[[Any], object] | None:
     kind = column.base_type
     if kind == "datetime":
         return _epoch_ms
@@ -168,7 +168,7 @@ def _encoder(column: Column) -> Callable[[object], object] | None:
     return None
 
 
-def sqlserver_encoder(model: TableModel) -> Callable[[dict[str, Any]], dict]:
+def sqlserver_encoder(model: TableModel) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """row -> the row as the Debezium SQL Server connector writes it in JSON: datetime as epoch
     ms, uniqueidentifier as an uppercase GUID, varbinary as base64, the rest as they are."""
     encoders = [(c.name, e) for c in model.columns if (e := _encoder(c)) is not None]

@@ -88,7 +88,7 @@ MEASURE_UNITS = [
 # (dbt/models/marts/dim_product.sql), so that the marts hold every category and the
 # end-to-end tests can compare them with hand-written rows. They stay active and take
 # their prefixes out of SUPPLIER_PREFIXES, so the supplier distribution is unchanged.
-CASES: dict[int, dict] = {
+CASES: dict[int, dict[str, Any]] = {
     7_960_001: {"VendorCode": "SEM1-P1", "NameUA": None, "HasAnalogue": True},          # Partial: no Ukrainian name
     7_960_002: {"VendorCode": "SABO-P2", "NamePL": "   ", "HasAnalogue": True},         # Partial: blank Polish name
     7_960_003: {"VendorCode": "SEM1-M3", "NamePL": None, "NameUA": "", "HasAnalogue": True},  # Missing
@@ -111,7 +111,7 @@ def net_uid(product_id: int, salt: bytes = b"net") -> str:
 
 
 def product_row(product_id: int, created: datetime, updated: datetime | None = None, *,
-                prefix: str | None = None, **overrides) -> dict[str, Any]:
+                prefix: str | None = None, **overrides: Any) -> dict[str, Any]:
     """A dbo.Product row shaped like production (Light, Complete, for web, not for sale),
     every value derived from the id; `overrides` set columns by name."""
     ru, pl, ua = PART_NAMES[product_id % len(PART_NAMES)]

@@ -98,7 +98,7 @@ class SupersetClient:
         self.login()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -124,7 +124,7 @@ class SupersetClient:
     # -- transport
 
     def _request(self, method: str, path: str, *, auth: bool = True, csrf: bool = True,
-                 timeout: float | None = None, **kwargs) -> Any:
+                 timeout: float | None = None, **kwargs: Any) -> Any:
         url = self.base_url + path
         try:
             response = self._http.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
@@ -143,16 +143,16 @@ class SupersetClient:
         except ValueError:
             return response.text
 
-    def get(self, path: str, **kwargs) -> Any:
+    def get(self, path: str, **kwargs: Any) -> Any:
         return self._request("GET", path, **kwargs)
 
-    def post(self, path: str, payload: Any = None, **kwargs) -> Any:
+    def post(self, path: str, payload: Any = None, **kwargs: Any) -> Any:
         return self._request("POST", path, json=payload, **kwargs)
 
-    def put(self, path: str, payload: Any = None, **kwargs) -> Any:
+    def put(self, path: str, payload: Any = None, **kwargs: Any) -> Any:
         return self._request("PUT", path, json=payload, **kwargs)
 
-    def delete(self, path: str, **kwargs) -> Any:
+    def delete(self, path: str, **kwargs: Any) -> Any:
         return self._request("DELETE", path, **kwargs)
 
     def find(self, resource: str, column: str, value: Any, *, page_size: int = 100) -> list[dict[str, Any]]:
@@ -181,7 +181,8 @@ class SupersetClient:
         for result in results:
             if result.get("error"):
                 raise SupersetApiError(f"GET {self.base_url}/api/v1/chart/{chart_id}/data/: {result['error']}")
-        return results[0]
+        first: dict[str, Any] = results[0]
+        return first
 
 
 def _reason(response: httpx.Response) -> str:
@@ -269,7 +270,7 @@ def _chart_metrics(spec: ChartSpec, columns: set[str]) -> list[dict[str, Any]]:
     return metrics
 
 
-def chart_definition(spec: ChartSpec, dataset_id: int, columns: set[str]) -> tuple[dict[str, Any], dict]:
+def chart_definition(spec: ChartSpec, dataset_id: int, columns: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(form_data, query_context) for a chart: the saved query_context is what
     GET /api/v1/chart/<id>/data runs, so it must be stored with the chart."""
     metrics = _chart_metrics(spec, columns)
@@ -349,7 +350,8 @@ def find_database(client: SupersetClient) -> dict[str, Any] | None:
             if r.get("database_name") == DATABASE_NAME]
     if not rows:
         return None
-    return client.get(f"/api/v1/database/{min(r['id'] for r in rows)}")["result"]
+    database: dict[str, Any] = client.get(f"/api/v1/database/{min(r['id'] for r in rows)}")["result"]
+    return database
 
 
 def ensure_database(client: SupersetClient, settings: Settings, log: Log = _noop) -> int:
@@ -418,7 +420,8 @@ def find_chart(client: SupersetClient, name: str, dataset_id: int | None = None)
 
 
 def dashboard_charts(client: SupersetClient, dashboard_id: int) -> list[dict[str, Any]]:
-    return client.get(f"/api/v1/dashboard/{dashboard_id}/charts").get("result", [])
+    charts: list[dict[str, Any]] = client.get(f"/api/v1/dashboard/{dashboard_id}/charts").get("result", [])
+    return charts
 
 
 def _position(title: str, charts: list[tuple[int, str]]) -> dict[str, Any]:
@@ -431,7 +434,7 @@ def _position(title: str, charts: list[tuple[int, str]]) -> dict[str, Any]:
     for row_index in range(0, len(charts), 2):
         row_id = f"ROW-bi-console-{row_index // 2}"
         position["GRID_ID"]["children"].append(row_id)
-        row = {"type": "ROW", "id": row_id, "children": [], "parents": ["ROOT_ID", "GRID_ID"],
+        row: dict[str, Any] = {"type": "ROW", "id": row_id, "children": [], "parents": ["ROOT_ID", "GRID_ID"],
                "meta": {"background": "BACKGROUND_TRANSPARENT"}}
         for chart_id, name in charts[row_index:row_index + 2]:
             key = f"CHART-bi-console-{chart_id}"
@@ -529,10 +532,10 @@ def provision(settings: Settings, log: Log = _noop) -> dict[str, Any]:
                     log(f"superset: dataset {name} not created: {exc}")
         dashboards = []
         for spec in DASHBOARDS:
-            table = next((t for t in tables if t.name == spec.table), None)
-            if table is None:
+            dashboard_table = next((t for t in tables if t.name == spec.table), None)
+            if dashboard_table is None:
                 continue
-            marts = f"{settings.file.marts_schema}.{table.marts_relation}"
+            marts = f"{settings.file.marts_schema}.{dashboard_table.marts_relation}"
             dashboards.append(ensure_dashboard(client, spec, datasets[marts], log))
         return {"database_id": database_id, "datasets": datasets, "missing": missing, "dashboards": dashboards}
 

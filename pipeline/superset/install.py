@@ -202,7 +202,8 @@ def installed_version(venv: Path) -> str | None:
         return None
     if not _bin(venv, "superset").exists():
         return None
-    return data.get("version")
+    version: str | None = data.get("version")
+    return version
 
 
 def install_venv(venv: Path, log: Log = _noop) -> str:
@@ -341,9 +342,10 @@ def _admin_fingerprint(settings: Settings) -> str:
 
 def _init_state(settings: Settings) -> dict[str, Any]:
     try:
-        return json.loads((superset_home(settings) / INIT_MARKER).read_text())
+        state: dict[str, Any] = json.loads((superset_home(settings) / INIT_MARKER).read_text())
     except (OSError, ValueError):
         return {}
+    return state
 
 
 def initialise(settings: Settings, version: str, log: Log = _noop) -> None:
