@@ -6,6 +6,7 @@ library functions as `bi-console refresh`, one task per step and table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ from pipeline.orchestration.plan import STEP_BY_NAME, StepContext, plan
 from pipeline.steps.transform import DbtProject
 
 
-def _log():
+def _log() -> Callable[[str], None]:
     logger = get_run_logger()
     return lambda line: logger.info(line)
 

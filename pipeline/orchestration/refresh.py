@@ -26,7 +26,16 @@ from confluent_kafka import KafkaException
 
 from pipeline.config import ConfigError, Settings, TableConfig
 from pipeline.config.security import redact
-from pipeline.orchestration.plan import DEFAULT_STEPS, StepContext, StepNames, plan, superset_enabled, wanted_steps
+from pipeline.orchestration.plan import (
+    DEFAULT_STEPS,
+    PlanEntry,
+    StepContext,
+    StepNames,
+    StepResult,
+    plan,
+    superset_enabled,
+    wanted_steps,
+)
 from pipeline.process.background_import import import_in_background
 from pipeline.process.memory import release_freed_memory
 from pipeline.steps import StepSkipped
@@ -87,6 +96,10 @@ class RefreshRun:
 @dataclass
 class RunFinished:
     run: RefreshRun
+
+
+# What a refresh reports as it goes, in this order: per step Started, Logs, Finished; then RunFinished.
+RefreshEvent = StepStarted | StepLog | StepFinished | RunFinished
 
 
 class RefreshLocked(Exception):
@@ -178,7 +191,7 @@ class _RunLog:
         except OSError:
             pass
 
-    def event(self, event: object) -> None:
+    def event(self, event: RefreshEvent) -> None:
         if self.fh is None:
             return
         if isinstance(event, StepLog):
@@ -226,7 +239,7 @@ def read_history(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
 
 
 def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[str] | None = None,
-                tables: list[str] | None = None, on_event: Callable[[object], None] = lambda e: None,
+                tables: list[str] | None = None, on_event: Callable[[RefreshEvent], None] = lambda e: None,
                 cancel: threading.Event | None = None) -> RefreshRun:
     if mode not in ("full", "incremental"):
         raise ConfigError(f"refresh mode must be full or incremental, not {mode!r}")
@@ -242,14 +255,13 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
     secrets = settings.secret_values()
     started = time.monotonic()
     run_log = _RunLog(settings, run.run_id)
-    report = on_event
 
-    def on_event(event: object) -> None:
+    def record_and_report(event: RefreshEvent) -> None:
         run_log.event(event)
-        report(event)
+        on_event(event)
 
     try:
-        runner = _Runner(settings, run, selected, mode, on_event, cancel, lambda line: redact(line, secrets))
+        runner = _Runner(settings, run, selected, mode, record_and_report, cancel, lambda line: redact(line, secrets))
         previous_step = None
         for entry in entries:
             if run.outcome != "running":
@@ -269,7 +281,7 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
         except OSError:
             pass
         run_log.close()
-        on_event(RunFinished(run))
+        record_and_report(RunFinished(run))
     return run
 
 
@@ -284,7 +296,8 @@ def _import_next_library(step: str, wanted: list[str]) -> None:
 
 
 class _Runner:
-    def __init__(self, settings, run, tables, mode, on_event, cancel, redact):
+    def __init__(self, settings: Settings, run: RefreshRun, tables: list[TableConfig], mode: str,
+                 on_event: Callable[[RefreshEvent], None], cancel: threading.Event | None, redact: Callable[[str], str]):
         self.settings = settings
         self.run = run
         self.tables: list[TableConfig] = tables
@@ -295,17 +308,17 @@ class _Runner:
         self.full_tables: set[str] = {t.name for t in tables} if mode == "full" else set()
         self.notice: Callable[[str], None] = lambda line: None  # the running step's, set by _execute
 
-    def run_entry(self, entry) -> None:
+    def run_entry(self, entry: PlanEntry) -> None:
         table = self.settings.table(entry.table) if entry.step.per_table else None
 
-        def body(log):
+        def body(log: Callable[[str], None]) -> StepResult:
             context = StepContext(self.settings, self.tables, table, self.full_tables, log,
                                   notice=self.notice, cancel=self.cancel, details=self.run.details)
             return entry.step.run(context)
 
         self._execute(entry.step.name, entry.table, body)
 
-    def _execute(self, step: str, table: str, body: Callable) -> None:
+    def _execute(self, step: str, table: str, body: Callable[[Callable[[str], None]], StepResult]) -> None:
         run_id = self.run.run_id
         self.on_event(StepStarted(run_id, table, step))
 
@@ -319,7 +332,8 @@ class _Runner:
             log(f"{step}: {line}")
 
         started = time.monotonic()
-        state, counts, error = "ok", {}, None
+        state, error = "ok", None
+        counts: StepResult = {}
         self.notice = notice
         try:
             if self.cancel.is_set():
