@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg2
+from psycopg2.extensions import connection
 
 from pipeline.checks import probes, rules
 from pipeline.checks.model import Check, first_line, judged, skipped
@@ -143,7 +144,7 @@ def _intake_checks(settings: Settings) -> list[Check]:
     return checks
 
 
-def _raw_zone_checks(settings: Settings, conn, *, reachable: bool) -> list[Check]:
+def _raw_zone_checks(settings: Settings, conn: connection, *, reachable: bool) -> list[Check]:
     """Every object the manifest says was loaded is still in the raw zone: the next full
     refresh rebuilds bronze from it."""
     checks = []

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg2.extensions import connection
+
 from pipeline.checks import monitoring, probes, rules
 from pipeline.checks.model import Check, first_line, judged
 from pipeline.checks.probes import LayerCounts, PartitionLag
@@ -72,7 +74,7 @@ class QualitySnapshot:
         return sum(n for s, n in self.multilingual if s == "Complete") / total
 
 
-def _freshness_lag(settings: Settings, conn, table) -> float | None:
+def _freshness_lag(settings: Settings, conn: connection, table) -> float | None:
     column = table.checks.freshness_column
     if not column:
         return None
