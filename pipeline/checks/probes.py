@@ -21,7 +21,7 @@ from pipeline.checks.raw_zone import RawZoneAudit, audit_raw_zone
 from pipeline.config import Settings, TableConfig
 from pipeline.orchestration.refresh import superset_enabled
 from pipeline.runtime import pgserver
-from pipeline.runtime.model import ConnectorControl, ConnectorStatus, Runtime
+from pipeline.runtime.model import ConnectorControl, ConnectorStatus, Runtime, ServiceStatus
 from pipeline.runtime.select import connector_for, select_runtime
 from pipeline.steps import quarantine
 from pipeline.stores import queries
@@ -72,7 +72,7 @@ def superset_configured(settings: Settings) -> tuple[bool, str]:
     return True, f"Superset at {settings.superset_url}"
 
 
-def restarting_services(settings: Settings) -> list[Any]:
+def restarting_services(settings: Settings) -> list[ServiceStatus]:
     """Services the runtime sees in a restart loop (ServiceStatus). Raises RuntimeUnavailable."""
 
     return [s for s in select_runtime(settings).status_all() if s.state == "restarting"]

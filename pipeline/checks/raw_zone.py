@@ -14,6 +14,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection
 
 from pipeline.config import Settings, TableConfig
+from pipeline.stores.db import one_row
 from pipeline.stores.storage import RawStore
 
 
@@ -40,7 +41,7 @@ class RawZoneAudit:
 def manifest_keys(conn: connection, settings: Settings, table: TableConfig) -> set[str]:
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (f"{settings.file.meta_schema}.load_manifest",))
-        if cur.fetchone()[0] is None:
+        if one_row(cur)[0] is None:
             return set()
         cur.execute(sql.SQL("SELECT object_key FROM {}.load_manifest WHERE bronze_table = %s")
                     .format(sql.Identifier(settings.file.meta_schema)), (table.bronze_table,))

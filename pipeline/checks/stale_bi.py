@@ -15,7 +15,7 @@ from psycopg2 import sql
 from pipeline.checks.model import Check
 from pipeline.checks.probes import superset_health
 from pipeline.config import Settings, TableConfig
-from pipeline.stores.db import connect_reader
+from pipeline.stores.db import connect_reader, one_row
 from pipeline.superset import api
 
 FRESHNESS_CHART = "freshness"
@@ -59,7 +59,7 @@ def _marts_state(settings: Settings, table: TableConfig) -> tuple[datetime | Non
         with conn.cursor() as cur:
             cur.execute(sql.SQL("SELECT max(ingested_timestamp), count(*) FROM {}.{}").format(
                 sql.Identifier(settings.file.marts_schema), sql.Identifier(table.marts_relation)))
-            latest, count = cur.fetchone()
+            latest, count = one_row(cur)
         return _to_datetime(latest), int(count)
     finally:
         conn.close()
