@@ -154,7 +154,8 @@ class TopicAccount:
     epoch: int
 
 
-def topic_account(conn: connection, settings: Settings, table: TableConfig, partitions: list[PartitionLag]) -> TopicAccount:
+def topic_account(conn: connection, settings: Settings, table: TableConfig,
+                  partitions: list[PartitionLag]) -> TopicAccount:
     f = settings.file
     bronze = _rel(f.bronze_schema, table.bronze_table)
     epoch = int(_scalar(conn, sql.SQL("SELECT coalesce(max(kafka_epoch), 0) FROM {} WHERE kafka_topic = %s")
@@ -277,7 +278,8 @@ def marts_share(conn: connection, settings: Settings, table: TableConfig, expres
     return None if value is None else float(value)
 
 
-def marts_range(conn: connection, settings: Settings, table: TableConfig, column: str) -> tuple[float | None, float | None]:
+def marts_range(conn: connection, settings: Settings, table: TableConfig,
+                column: str) -> tuple[float | None, float | None]:
     with conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(
             sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)))

@@ -48,7 +48,8 @@ def manifest_keys(conn: connection, settings: Settings, table: TableConfig) -> s
         return {key for (key,) in cur.fetchall()}
 
 
-def audit_raw_zone(settings: Settings, table: TableConfig, conn: connection, store: RawStore | None = None) -> RawZoneAudit:
+def audit_raw_zone(settings: Settings, table: TableConfig, conn: connection,
+                   store: RawStore | None = None) -> RawZoneAudit:
     """Which objects of the manifest the raw zone lacks. Raises ServiceUnreachable when S3
     cannot be listed: an unreadable raw zone is not an empty one."""
     store = store or RawStore(settings, timeout=2.0, retries=1)

@@ -297,7 +297,8 @@ def _import_next_library(step: str, wanted: list[str]) -> None:
 
 class _Runner:
     def __init__(self, settings: Settings, run: RefreshRun, tables: list[TableConfig], mode: str,
-                 on_event: Callable[[RefreshEvent], None], cancel: threading.Event | None, redact: Callable[[str], str]):
+                 on_event: Callable[[RefreshEvent], None], cancel: threading.Event | None,
+                 redact: Callable[[str], str]):
         self.settings = settings
         self.run = run
         self.tables: list[TableConfig] = tables

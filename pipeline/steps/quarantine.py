@@ -218,7 +218,8 @@ _ENTRY_COLUMNS = ("table_name, topic, kafka_partition, kafka_epoch, kafka_offset
                   "object_key, quarantined_at, replayed_at, replay_object_key")
 
 
-def _entries(settings: Settings, where: sql.Composable, params: tuple[Any, ...], limit: int | None) -> list[QuarantineEntry]:
+def _entries(settings: Settings, where: sql.Composable, params: tuple[Any, ...],
+             limit: int | None) -> list[QuarantineEntry]:
     meta = settings.file.meta_schema
     conn = connect(settings)
     try:

@@ -433,7 +433,8 @@ def run_validation(
         if pending:
             # One checkpoint: every suite validated once, Data Docs built from the same results.
             assert context is not None  # pending holds suites, so the context was made
-            actions: list[ValidationAction] = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if build_docs else []
+            actions: list[ValidationAction] = (
+                [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if build_docs else [])
             checkpoint = context.checkpoints.add(
                 gx.Checkpoint(
                     name=f"{cfg.name}_validation",
