@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import httpx
 
 from pipeline.checks.model import Check
 
 
-def alert_message(results: list[Check], *, source: str | None = None) -> dict:
+def alert_message(results: list[Check], *, source: str | None = None) -> dict[str, Any]:
     failing = [r for r in results if r.status != "pass"]
     host = source or socket.gethostname()
     title = f"bi-console: {sum(r.status == 'fail' for r in failing)} check(s) failed on {host}"

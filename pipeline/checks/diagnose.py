@@ -14,13 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg2
+from psycopg2.extensions import connection
 
 from pipeline.checks import probes, rules
 from pipeline.checks.model import Check, first_line, judged, skipped
 from pipeline.checks.stale_bi import diagnose_stale
 from pipeline.config import Settings
+from pipeline.runtime.model import ConnectorStatus, Runtime
 from pipeline.steps.transform import debug_in_child
-from pipeline.stores.db import explain_pg_error
+from pipeline.stores.db import explain_pg_error, one_row
 from pipeline.stores.kafka import probe_broker
 from pipeline.stores.storage import RawStore
 
@@ -48,14 +50,14 @@ def check_postgres(settings: Settings) -> tuple[Check, Any]:
     with conn.cursor() as cur:
         cur.execute("SET statement_timeout = %s", (int(probes.PROBE_TIMEOUT * 1000),))
         cur.execute("SELECT 1, current_setting('server_version')")
-        version = cur.fetchone()[1]
+        version = one_row(cur)[1]
     ms = (time.monotonic() - started) * 1000
     return Check("PostgreSQL reachable", "pass",
                  f"SELECT 1 ok on {settings.pg_host}:{settings.pg_port}/{settings.pg_database} "
                  f"(PostgreSQL {version}, {ms:.0f} ms)"), conn
 
 
-def connector_check(settings: Settings, runtime=None) -> tuple[Check, Any]:
+def connector_check(settings: Settings, runtime: Runtime | None = None) -> tuple[Check, ConnectorStatus | None]:
     """The connector's state check and its ConnectorStatus (None when it cannot be read)."""
     try:
         status = probes.connector_status(settings, runtime)
@@ -68,7 +70,7 @@ def connector_check(settings: Settings, runtime=None) -> tuple[Check, Any]:
 # -- the four runbook problems ----------------------------------------------------
 
 
-def diagnose_no_cdc_events(settings: Settings, runtime=None) -> list[Check]:
+def diagnose_no_cdc_events(settings: Settings, runtime: Runtime | None = None) -> list[Check]:
     """Runbook issue 1: 'No CDC events in Kafka' (consumer fetches 0 records)."""
     broker_ok, evidence = probe_broker(settings, timeout=probes.PROBE_TIMEOUT)
     checks = [judged("Kafka broker reachable", rules.service(
@@ -143,7 +145,7 @@ def _intake_checks(settings: Settings) -> list[Check]:
     return checks
 
 
-def _raw_zone_checks(settings: Settings, conn, *, reachable: bool) -> list[Check]:
+def _raw_zone_checks(settings: Settings, conn: connection, *, reachable: bool) -> list[Check]:
     """Every object the manifest says was loaded is still in the raw zone: the next full
     refresh rebuilds bronze from it."""
     checks = []

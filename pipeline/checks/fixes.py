@@ -8,15 +8,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from pipeline.checks.model import Log
 from pipeline.checks.probes import connector_control, superset_configured
 from pipeline.checks.raw_zone import audit_raw_zone
 from pipeline.config import Settings
 from pipeline.orchestration.refresh import RefreshLock
+from pipeline.runtime.model import Runtime
 from pipeline.steps.bi import run_bi_refresh
 from pipeline.steps.ingest import recover_missing_objects
-from pipeline.steps.transform import run_in_child
+from pipeline.steps.transform import DbtResult, run_in_child
 from pipeline.stores.bronze import ensure_bronze
 from pipeline.stores.db import connect
 
@@ -26,13 +28,11 @@ def _noop(_: str) -> None:
 
 
 
-def fix_restart_connector(settings: Settings, runtime=None, log: Log = _noop, *, only_failed: bool = False) -> str:
+def fix_restart_connector(settings: Settings, runtime: Runtime | None = None, log: Log = _noop, *,
+                          only_failed: bool = False) -> str:
     control = connector_control(settings, runtime)
     log(f"restarting connector {settings.connector_name}{' (failed tasks only)' if only_failed else ''}")
-    try:
-        control.restart(include_tasks=True, only_failed=only_failed, log=log)
-    except TypeError:  # Kafka Connect's client takes no log
-        control.restart(include_tasks=True, only_failed=only_failed)
+    control.restart(include_tasks=True, only_failed=only_failed, log=log)
     status = control.status()
     log(f"connector {status.name}: {status.effective_state}")
     return status.effective_state
@@ -110,7 +110,7 @@ def fix_bronze_load(settings: Settings, log: Log = _noop) -> RawZoneRepair:
     return repair
 
 
-def fix_rerun_dbt_debug(settings: Settings, log: Log = _noop):
+def fix_rerun_dbt_debug(settings: Settings, log: Log = _noop) -> DbtResult:
     selector = " ".join(t.dbt_selector for t in settings.tables)
     with holding_refresh_lock(settings, "fix: dbt run --debug"):
         log(f"dbt run --debug --select {selector}")
@@ -122,7 +122,7 @@ def fix_rerun_dbt_debug(settings: Settings, log: Log = _noop):
     return result
 
 
-def fix_refresh_bi(settings: Settings, log: Log = _noop) -> dict:
+def fix_refresh_bi(settings: Settings, log: Log = _noop) -> dict[str, Any]:
     configured, evidence = superset_configured(settings)
     if not configured:
         raise RuntimeError(evidence)

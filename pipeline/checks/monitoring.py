@@ -10,18 +10,24 @@ names the checks and orders them. A failing service marks the run as unreachable
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 from psycopg2 import sql
+from psycopg2.extensions import connection
 
 from pipeline.checks import probes, rules
 from pipeline.checks.model import Check, Log, Verdict, measure
 from pipeline.config import ConfigError, Settings, TableConfig
-from pipeline.runtime.model import RuntimeUnavailable
+from pipeline.runtime.model import RuntimeUnavailable, ServiceStatus
+from pipeline.steps.quarantine import QuarantineSummary, RejectSummary
 from pipeline.steps.transform import DbtProject
-from pipeline.steps.validate import run_validation
+from pipeline.steps.validate import SuiteOutcome, run_validation
 from pipeline.stores.db import ServiceUnreachable, connect
+
+T = TypeVar("T")
 
 
 class Collector:
@@ -29,7 +35,7 @@ class Collector:
         self.results: list[Check] = []
         self.log = log
 
-    def run(self, name: str, category: str, body, service: str | None = None) -> Check:
+    def run(self, name: str, category: str, body: Callable[[], Verdict], service: str | None = None) -> Check:
         check = measure(name, category, body, service)
         self.results.append(check)
         self.log(f"{check.status.upper():4} {name}: {check.evidence}")
@@ -39,7 +45,7 @@ class Collector:
 def _service_checks(settings: Settings, c: Collector) -> bool:
     healthy = True
     for name, probe in probes.service_probes(settings).items():
-        def body(probe=probe) -> Verdict:
+        def body(probe: Callable[[], tuple[bool, str]] = probe) -> Verdict:
             try:
                 return rules.service(*probe())
             except (ServiceUnreachable, ConfigError) as exc:  # already one line naming the setting
@@ -60,7 +66,10 @@ def _restart_loop_checks(settings: Settings, c: Collector) -> None:
         c.run("services:runtime", "services", lambda: Verdict("fail", reason))
         return
     for status in restarting:
-        c.run(f"service:{status.name}:restarts", "services", lambda s=status: Verdict("fail", s.health_detail))
+        def restart_loop(looping: ServiceStatus = status) -> Verdict:
+            return Verdict("fail", looping.health_detail)
+
+        c.run(f"service:{status.name}:restarts", "services", restart_loop)
 
 
 def _last_check_path(settings: Settings) -> Path:
@@ -85,7 +94,7 @@ def _record_check_time(settings: Settings, started_at: datetime) -> None:
         pass  # "new since the last check" then counts from an older check: nothing is hidden
 
 
-def _committed(conn, read):
+def _committed(conn: connection, read: Callable[[], T]) -> T:
     """Run a read and end its transaction, so that one check's error does not abort the next."""
     try:
         return read()
@@ -93,11 +102,11 @@ def _committed(conn, read):
         conn.rollback()
 
 
-def table_checks(settings: Settings, table: TableConfig, conn, c: Collector, *,
+def table_checks(settings: Settings, table: TableConfig, conn: connection, c: Collector, *,
                  since: datetime | None = None, with_topic: bool = True) -> None:
     """Every check of one table that reads the stack's data (not dbt, not GX)."""
     thresholds = settings.file.thresholds
-    partitions: list = []
+    partitions: list[probes.PartitionLag] | None = []
 
     if with_topic:
         def topic() -> Verdict:
@@ -114,15 +123,15 @@ def table_checks(settings: Settings, table: TableConfig, conn, c: Collector, *,
 
         c.run(f"raw_zone:{table.name}", "raw_zone", raw_zone)
 
-    summaries: list = []
+    summaries: list[tuple[QuarantineSummary, RejectSummary]] = []
 
-    def intake(which: int):
+    def intake() -> tuple[QuarantineSummary, RejectSummary]:
         if not summaries:  # one read of the bookkeeping tables for both checks
-            summaries.extend(probes.intake_summaries(settings, table, since))
-        return summaries[which]
+            summaries.append(probes.intake_summaries(settings, table, since))
+        return summaries[0]
 
-    c.run(f"quarantine:{table.name}", "intake", lambda: rules.quarantined(intake(0), thresholds.quarantined_max))
-    c.run(f"rejects:{table.name}", "intake", lambda: rules.rejected(intake(1), thresholds.rejected_max))
+    c.run(f"quarantine:{table.name}", "intake", lambda: rules.quarantined(intake()[0], thresholds.quarantined_max))
+    c.run(f"rejects:{table.name}", "intake", lambda: rules.rejected(intake()[1], thresholds.rejected_max))
 
     layers: list[probes.LayerCounts] = []
 
@@ -152,10 +161,12 @@ def table_checks(settings: Settings, table: TableConfig, conn, c: Collector, *,
     c.run(f"reconciliation:{table.name}:source", "reconciliation",
           lambda: rules.source_reconciliation(source_state(), marts_rows))
     if checks.freshness_column:
+        freshness_column: str = checks.freshness_column
+
         def freshness() -> Verdict:
-            latest = _committed(conn, lambda: probes.marts_latest(conn, settings, table, checks.freshness_column)) \
+            latest = _committed(conn, lambda: probes.marts_latest(conn, settings, table, freshness_column)) \
                 if marts_rows is not None else None
-            return rules.freshness(source_state(), latest, checks.freshness_column,
+            return rules.freshness(source_state(), latest, freshness_column,
                                    thresholds.freshness_max_age_minutes)
 
         c.run(f"freshness:{table.name}", "freshness", freshness)
@@ -164,17 +175,21 @@ def table_checks(settings: Settings, table: TableConfig, conn, c: Collector, *,
         c.run(f"active_rows:{table.name}", "volume",
               lambda: rules.active_rows(marts_rows or 0, thresholds.min_active_products))
 
-    def share(expression, params=None):
+    def share(expression: sql.Composable, params: tuple[Any, ...] | None = None) -> float | None:
         return _committed(conn, lambda: probes.marts_share(conn, settings, table, expression, params))
 
     if checks.coverage_column and checks.coverage_value is not None:
+        coverage_column: str = checks.coverage_column
+        coverage_value: str = checks.coverage_value
         c.run(f"coverage:{table.name}", "coverage", lambda: rules.coverage(
-            share(sql.SQL("{} = %s").format(sql.Identifier(checks.coverage_column)), (checks.coverage_value,)),
-            checks.coverage_value, thresholds.min_multilingual_coverage))
+            share(sql.SQL("{} = %s").format(sql.Identifier(coverage_column)), (coverage_value,)),
+            coverage_value, thresholds.min_multilingual_coverage))
 
     for flag in checks.flag_shares:
-        c.run(f"flag_share:{table.name}.{flag}", "business_flags",
-              lambda flag=flag: rules.flag_share(share(sql.Identifier(flag)), *thresholds.share_bounds(flag)))
+        def flag_share(flag: str = flag) -> Verdict:
+            return rules.flag_share(share(sql.Identifier(flag)), *thresholds.share_bounds(flag))
+
+        c.run(f"flag_share:{table.name}.{flag}", "business_flags", flag_share)
 
     if not table.profile.empty:
         c.run(f"profile:{table.name}", "profile", lambda: rules.profile(
@@ -187,7 +202,10 @@ def gx_checks(settings: Settings, table: TableConfig, c: Collector) -> None:
         return
     result = run_validation(settings, table, build_docs=False)
     for suite in result.suites:
-        c.run(f"gx:{suite.name}", "great_expectations", lambda suite=suite: rules.gx_suite(suite))
+        def suite_check(suite: SuiteOutcome = suite) -> Verdict:
+            return rules.gx_suite(suite)
+
+        c.run(f"gx:{suite.name}", "great_expectations", suite_check)
 
 
 def run_checks(settings: Settings, *, log: Log = lambda line: None, include_dbt: bool = True,

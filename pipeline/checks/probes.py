@@ -15,16 +15,17 @@ from typing import Any
 
 import psycopg2
 from psycopg2 import sql
+from psycopg2.extensions import connection
 
-from pipeline.checks.raw_zone import audit_raw_zone
+from pipeline.checks.raw_zone import RawZoneAudit, audit_raw_zone
 from pipeline.config import Settings, TableConfig
 from pipeline.orchestration.refresh import superset_enabled
 from pipeline.runtime import pgserver
-from pipeline.runtime.model import ConnectorControl, Runtime
+from pipeline.runtime.model import ConnectorControl, ConnectorStatus, Runtime, ServiceStatus
 from pipeline.runtime.select import connector_for, select_runtime
 from pipeline.steps import quarantine
 from pipeline.stores import queries
-from pipeline.stores.db import connect_source
+from pipeline.stores.db import connect_source, one_row
 from pipeline.stores.kafka import probe_broker, topic_offsets
 from pipeline.stores.storage import RawStore
 from pipeline.superset.install import health
@@ -36,14 +37,15 @@ def _rel(schema: str, name: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
-def _scalar(conn, statement, params=None) -> Any:
+def _scalar(conn: connection, statement: str | sql.Composable, params: tuple[Any, ...] | None = None) -> Any:
     with conn.cursor() as cur:
         cur.execute(statement, params)
-        return cur.fetchone()[0]
+        return one_row(cur)[0]
 
 
-def pg_connect(settings: Settings, timeout: float = PROBE_TIMEOUT):
-    return psycopg2.connect(**{**settings.pg_dsn(), "connect_timeout": max(1, int(timeout))})
+def pg_connect(settings: Settings, timeout: float = PROBE_TIMEOUT) -> connection:
+    conn: connection = psycopg2.connect(**{**settings.pg_dsn(), "connect_timeout": max(1, int(timeout))})
+    return conn
 
 
 # -- services --------------------------------------------------------------------
@@ -70,7 +72,7 @@ def superset_configured(settings: Settings) -> tuple[bool, str]:
     return True, f"Superset at {settings.superset_url}"
 
 
-def restarting_services(settings: Settings) -> list[Any]:
+def restarting_services(settings: Settings) -> list[ServiceStatus]:
     """Services the runtime sees in a restart loop (ServiceStatus). Raises RuntimeUnavailable."""
 
     return [s for s in select_runtime(settings).status_all() if s.state == "restarting"]
@@ -84,7 +86,7 @@ def connector_control(settings: Settings, runtime: Runtime | None = None) -> Con
     return runtime.connector() if runtime is not None else connector_for(settings)
 
 
-def connector_status(settings: Settings, runtime=None):
+def connector_status(settings: Settings, runtime: Runtime | None = None) -> ConnectorStatus:
     return connector_control(settings, runtime).status()
 
 
@@ -104,7 +106,7 @@ class PartitionLag:
         return None if self.position is None else max(0, self.end - self.position)
 
 
-def checkpoint_positions(conn, settings: Settings) -> dict[tuple[str, int], int]:
+def checkpoint_positions(conn: connection, settings: Settings) -> dict[tuple[str, int], int]:
     """(topic, partition) -> the next offset ingest reads; {} before the first ingest."""
     meta = settings.file.meta_schema
     if not relation_exists(conn, meta, "ingest_checkpoint"):
@@ -152,7 +154,8 @@ class TopicAccount:
     epoch: int
 
 
-def topic_account(conn, settings: Settings, table: TableConfig, partitions: list[PartitionLag]) -> TopicAccount:
+def topic_account(conn: connection, settings: Settings, table: TableConfig,
+                  partitions: list[PartitionLag]) -> TopicAccount:
     f = settings.file
     bronze = _rel(f.bronze_schema, table.bronze_table)
     epoch = int(_scalar(conn, sql.SQL("SELECT coalesce(max(kafka_epoch), 0) FROM {} WHERE kafka_topic = %s")
@@ -177,20 +180,20 @@ def topic_account(conn, settings: Settings, table: TableConfig, partitions: list
 # -- PostgreSQL relations --------------------------------------------------------
 
 
-def relation_exists(conn, schema: str, name: str) -> bool:
+def relation_exists(conn: connection, schema: str, name: str) -> bool:
     return _scalar(conn, "SELECT to_regclass(%s)", (_rel(schema, name).as_string(conn),)) is not None
 
 
-def schema_exists(conn, schema: str) -> bool:
-    return _scalar(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)) > 0
+def schema_exists(conn: connection, schema: str) -> bool:
+    return int(_scalar(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,))) > 0
 
 
-def has_column(conn, schema: str, relation: str, column: str) -> bool:
-    return _scalar(conn, "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
-                         "AND table_name = %s AND column_name = %s", (schema, relation, column)) > 0
+def has_column(conn: connection, schema: str, relation: str, column: str) -> bool:
+    return int(_scalar(conn, "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
+                             "AND table_name = %s AND column_name = %s", (schema, relation, column))) > 0
 
 
-def row_count(conn, schema: str, name: str) -> int:
+def row_count(conn: connection, schema: str, name: str) -> int:
     return int(_scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(_rel(schema, name))))
 
 
@@ -221,7 +224,7 @@ class LayerCounts:
         return bad
 
 
-def layer_counts(conn, settings: Settings, table: TableConfig) -> LayerCounts:
+def layer_counts(conn: connection, settings: Settings, table: TableConfig) -> LayerCounts:
     by_layer = {row["layer"]: row["records"] for row in queries.layer_counts(conn, settings.file, table)}
     return LayerCounts(table.name, *(by_layer.get(label) for label in LayerCounts.LABELS))
 
@@ -250,7 +253,7 @@ def source_state(settings: Settings, table: TableConfig) -> SourceState:
         with conn.cursor() as cur:
             cur.execute(f"SET statement_timeout = {int(PROBE_TIMEOUT * 5000)}")
             cur.execute(sql.SQL("SELECT count(*) FILTER (WHERE {}), {} FROM {}").format(active, latest, source))
-            rows, changed = cur.fetchone()
+            rows, changed = one_row(cur)
     finally:
         conn.close()
     if isinstance(changed, datetime) and changed.tzinfo is None:
@@ -258,30 +261,33 @@ def source_state(settings: Settings, table: TableConfig) -> SourceState:
     return SourceState(int(rows), changed)
 
 
-def marts_latest(conn, settings: Settings, table: TableConfig, column: str) -> datetime | None:
+def marts_latest(conn: connection, settings: Settings, table: TableConfig, column: str) -> datetime | None:
     value = _scalar(conn, sql.SQL("SELECT max({}) FROM {}").format(
         sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)))
     if isinstance(value, datetime) and value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value
+    latest: datetime | None = value
+    return latest
 
 
-def marts_share(conn, settings: Settings, table: TableConfig, expression: sql.Composable, params=None) -> float | None:
+def marts_share(conn: connection, settings: Settings, table: TableConfig, expression: sql.Composable,
+                params: tuple[Any, ...] | None = None) -> float | None:
     """avg(expression) over the marts relation (None when it is empty)."""
     value = _scalar(conn, sql.SQL("SELECT avg(({})::int) FROM {}").format(
         expression, _rel(settings.file.marts_schema, table.marts_relation)), params)
     return None if value is None else float(value)
 
 
-def marts_range(conn, settings: Settings, table: TableConfig, column: str) -> tuple[float | None, float | None]:
+def marts_range(conn: connection, settings: Settings, table: TableConfig,
+                column: str) -> tuple[float | None, float | None]:
     with conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(
             sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)))
-        low, high = cur.fetchone()
+        low, high = one_row(cur)
     return (None if low is None else float(low)), (None if high is None else float(high))
 
 
-def marts_value_shares(conn, settings: Settings, table: TableConfig, column: str) -> dict[str, float]:
+def marts_value_shares(conn: connection, settings: Settings, table: TableConfig, column: str) -> dict[str, float]:
     with conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT {0}::text, count(*)::float / sum(count(*)) OVER () FROM {1} GROUP BY {0}")
                     .format(sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)))
@@ -297,7 +303,7 @@ class MartsProfile:
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
 
-def marts_profile(conn, settings: Settings, table: TableConfig) -> MartsProfile:
+def marts_profile(conn: connection, settings: Settings, table: TableConfig) -> MartsProfile:
     """The marts' figures for each column the table's production profile names."""
     profile = table.profile
     out = MartsProfile(row_count(conn, settings.file.marts_schema, table.marts_relation))
@@ -316,19 +322,20 @@ def marts_profile(conn, settings: Settings, table: TableConfig) -> MartsProfile:
 # -- intake, raw zone, validation -------------------------------------------------
 
 
-def intake_summaries(settings: Settings, table: TableConfig, since: datetime | None = None):
+def intake_summaries(settings: Settings, table: TableConfig,
+                     since: datetime | None = None) -> tuple[quarantine.QuarantineSummary, quarantine.RejectSummary]:
     """(QuarantineSummary, RejectSummary): what did not reach bronze."""
 
     return quarantine.summary(settings, table, since), quarantine.reject_summary(settings, table, since)
 
 
-def raw_zone_audit(settings: Settings, table: TableConfig, conn):
+def raw_zone_audit(settings: Settings, table: TableConfig, conn: connection) -> RawZoneAudit:
     return audit_raw_zone(settings, table, conn)
 
 
-def latest_validation(settings: Settings) -> dict[str, dict]:
+def latest_validation(settings: Settings) -> dict[str, dict[str, Any]]:
     """Table -> its latest Great Expectations result (ValidationResult.as_dict())."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     directory = Path(settings.data_dir) / "validation"
     for table in settings.tables:
         try:

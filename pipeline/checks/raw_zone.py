@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from psycopg2 import sql
+from psycopg2.extensions import connection
 
 from pipeline.config import Settings, TableConfig
+from pipeline.stores.db import one_row
 from pipeline.stores.storage import RawStore
 
 
@@ -36,17 +38,18 @@ class RawZoneAudit:
                 f"(first: {self.missing[0].rsplit('/', 1)[-1]})")
 
 
-def manifest_keys(conn, settings: Settings, table: TableConfig) -> set[str]:
+def manifest_keys(conn: connection, settings: Settings, table: TableConfig) -> set[str]:
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (f"{settings.file.meta_schema}.load_manifest",))
-        if cur.fetchone()[0] is None:
+        if one_row(cur)[0] is None:
             return set()
         cur.execute(sql.SQL("SELECT object_key FROM {}.load_manifest WHERE bronze_table = %s")
                     .format(sql.Identifier(settings.file.meta_schema)), (table.bronze_table,))
         return {key for (key,) in cur.fetchall()}
 
 
-def audit_raw_zone(settings: Settings, table: TableConfig, conn, store: RawStore | None = None) -> RawZoneAudit:
+def audit_raw_zone(settings: Settings, table: TableConfig, conn: connection,
+                   store: RawStore | None = None) -> RawZoneAudit:
     """Which objects of the manifest the raw zone lacks. Raises ServiceUnreachable when S3
     cannot be listed: an unreadable raw zone is not an empty one."""
     store = store or RawStore(settings, timeout=2.0, retries=1)

@@ -9,7 +9,11 @@ from datetime import datetime
 
 from pipeline.checks.model import Verdict, first_line
 from pipeline.checks.probes import LayerCounts, MartsProfile, PartitionLag, SourceState, TopicAccount
+from pipeline.checks.raw_zone import RawZoneAudit
 from pipeline.config import TableConfig, TableProfile, Thresholds
+from pipeline.runtime.model import ConnectorStatus
+from pipeline.steps.quarantine import QuarantineSummary, RejectSummary
+from pipeline.steps.validate import SuiteOutcome
 
 
 def _bounded(count: int, limit: int) -> str:
@@ -29,7 +33,7 @@ CONNECTOR_FIXES = {
 }
 
 
-def connector_state(status) -> Verdict:
+def connector_state(status: ConnectorStatus) -> Verdict:
     """RUNNING passes. FAILED fails, and so does RETRYING: a retrying connector captures
     nothing until its error is fixed. Any other state (PAUSED, STOPPED, UNASSIGNED) warns."""
     state = status.effective_state
@@ -119,7 +123,7 @@ def freshness(source: SourceState, marts_latest: datetime | None, column: str, m
     return Verdict("pass", evidence)
 
 
-def raw_zone(audit, bucket: str) -> Verdict:
+def raw_zone(audit: RawZoneAudit, bucket: str) -> Verdict:
     evidence = audit.evidence(bucket)
     if audit.ok:
         return Verdict("pass", evidence)
@@ -132,7 +136,7 @@ def _newest(reason: str | None, at: datetime | None) -> str:
     return f"; newest {at:%Y-%m-%d %H:%M:%S}: {reason}" if reason and at else ""
 
 
-def quarantined(summary, limit: int) -> Verdict:
+def quarantined(summary: QuarantineSummary, limit: int) -> Verdict:
     evidence = (f"{summary.pending} quarantined and not replayed ({summary.total} in all, {summary.new_since} new "
                 f"since the last check, {summary.replayed} replayed, fail above {limit})")
     if summary.pending:
@@ -142,7 +146,7 @@ def quarantined(summary, limit: int) -> Verdict:
                    "`bi-console quarantine replay`")
 
 
-def rejected(summary, limit: int) -> Verdict:
+def rejected(summary: RejectSummary, limit: int) -> Verdict:
     evidence = f"{summary.total} rejected row(s) ({summary.new_since} new since the last check, fail above {limit})"
     if summary.total:
         evidence += _newest(summary.newest_reason, summary.newest_at) + "; see `bi-console quarantine list`"
@@ -150,7 +154,7 @@ def rejected(summary, limit: int) -> Verdict:
                    "`bi-console quarantine list` shows each with its offset and PostgreSQL's reason")
 
 
-def gx_suite(suite) -> Verdict:
+def gx_suite(suite: SuiteOutcome) -> Verdict:
     """A Great Expectations suite: failed error expectations fail it, failed warnings warn."""
     if suite.error:
         return Verdict("fail", suite.error, "run the transform, then validate again")

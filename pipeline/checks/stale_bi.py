@@ -15,7 +15,7 @@ from psycopg2 import sql
 from pipeline.checks.model import Check
 from pipeline.checks.probes import superset_health
 from pipeline.config import Settings, TableConfig
-from pipeline.stores.db import connect_reader
+from pipeline.stores.db import connect_reader, one_row
 from pipeline.superset import api
 
 FRESHNESS_CHART = "freshness"
@@ -59,7 +59,7 @@ def _marts_state(settings: Settings, table: TableConfig) -> tuple[datetime | Non
         with conn.cursor() as cur:
             cur.execute(sql.SQL("SELECT max(ingested_timestamp), count(*) FROM {}.{}").format(
                 sql.Identifier(settings.file.marts_schema), sql.Identifier(table.marts_relation)))
-            latest, count = cur.fetchone()
+            latest, count = one_row(cur)
         return _to_datetime(latest), int(count)
     finally:
         conn.close()
@@ -143,7 +143,7 @@ def diagnose_stale(settings: Settings) -> list[Check]:
 
         # -- dashboard
         dashboard = api.find_dashboard(client, spec.title)
-        charts: list[dict] = []
+        charts: list[dict[str, Any]] = []
         if dashboard is None:
             checks.append(_check(f"Dashboard {spec.title}", False, "no such dashboard", "provision Superset"))
         else:
@@ -172,7 +172,7 @@ def diagnose_stale(settings: Settings) -> list[Check]:
 
 
 def _cache_vs_data(client: api.SupersetClient, settings: Settings, spec: api.DashboardSpec,
-                   table: TableConfig | None, charts: list[dict]) -> Check:
+                   table: TableConfig | None, charts: list[dict[str, Any]]) -> Check:
     name = "Cache vs marts data"
     chart_spec = next(c for c in spec.charts if c.key == FRESHNESS_CHART)
     chart = next((c for c in charts if c.get("slice_name") == chart_spec.title), None)

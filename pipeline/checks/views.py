@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg2.extensions import connection
+
 from pipeline.checks import monitoring, probes, rules
 from pipeline.checks.model import Check, first_line, judged
 from pipeline.checks.probes import LayerCounts, PartitionLag
-from pipeline.config import Settings
+from pipeline.config import Settings, TableConfig
+from pipeline.runtime.model import Runtime
 from pipeline.steps import quarantine
 from pipeline.stores import queries
 from pipeline.stores.kafka import probe_broker
@@ -26,7 +29,7 @@ class ConnectorSnapshot:
     offsets_error: str | None = None
 
 
-def connector_snapshot(settings: Settings, runtime=None) -> ConnectorSnapshot:
+def connector_snapshot(settings: Settings, runtime: Runtime | None = None) -> ConnectorSnapshot:
     snap = ConnectorSnapshot(status=None)
     try:
         snap.status = probes.connector_status(settings, runtime)
@@ -57,9 +60,9 @@ class QualitySnapshot:
     freshness_max_minutes: float = 60.0
     suppliers: list[tuple[str, int]] = field(default_factory=list)
     multilingual: list[tuple[str, int]] = field(default_factory=list)
-    validation: dict[str, dict] = field(default_factory=dict)  # table -> ValidationResult.as_dict()
-    quarantined: list[Any] = field(default_factory=list)  # pipeline.steps.quarantine.QuarantineEntry
-    rejected: list[Any] = field(default_factory=list)  # pipeline.steps.quarantine.RejectEntry
+    validation: dict[str, dict[str, Any]] = field(default_factory=dict)  # table -> ValidationResult.as_dict()
+    quarantined: list[quarantine.QuarantineEntry] = field(default_factory=list)
+    rejected: list[quarantine.RejectEntry] = field(default_factory=list)
     # The data checks of `--check` (reconciliation, freshness, profile, coverage by suites, ...)
     checks: list[Check] = field(default_factory=list)
     error: str | None = None
@@ -72,7 +75,7 @@ class QualitySnapshot:
         return sum(n for s, n in self.multilingual if s == "Complete") / total
 
 
-def _freshness_lag(settings: Settings, conn, table) -> float | None:
+def _freshness_lag(settings: Settings, conn: connection, table: TableConfig) -> float | None:
     column = table.checks.freshness_column
     if not column:
         return None

@@ -14,6 +14,7 @@ import dataclasses
 import random
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import psycopg2
 from psycopg2.extras import execute_batch
@@ -21,7 +22,7 @@ from psycopg2.extras import execute_batch
 from pipeline.config import Settings, TableConfig
 from pipeline.demo import shapes
 from pipeline.demo.rows import TableModel, insert_sql, postgres_ddl
-from pipeline.stores.db import connect_source
+from pipeline.stores.db import connect_source, one_row
 
 Log = Callable[[str], None]
 
@@ -54,12 +55,12 @@ def has_rows(settings: Settings) -> bool:
     ensure_source_tables(settings)
     with connect_source(settings) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT EXISTS (SELECT 1 FROM {_relation(demo_model(settings, 'product'))})")
-        found = cur.fetchone()[0]
+        found: bool = one_row(cur)[0]
     conn.close()
     return found
 
 
-def _binary(row: dict) -> dict:
+def _binary(row: dict[str, Any]) -> dict[str, Any]:
     return {k: psycopg2.Binary(v) if isinstance(v, bytes) else v for k, v in row.items()}
 
 
@@ -73,7 +74,7 @@ def _prefix_of(vendor_code: str | None) -> str:
     return code[:4] if len(code) >= 4 else ""
 
 
-def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict:
+def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict[str, Any]:
     """Insert the demo products and apply their change history. Refuses a non-empty table."""
     rng = random.Random(seed_value)
     ensure_source_tables(settings)
@@ -81,7 +82,7 @@ def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict:
     conn = connect_source(settings)
     cur = conn.cursor()
     cur.execute(f"SELECT count(*) FROM {_relation(product)}")
-    if cur.fetchone()[0]:
+    if one_row(cur)[0]:
         conn.close()
         raise RuntimeError(f"the demo source {_relation(product)} already holds rows; `demo changes N` adds more, "
                            "or start from an empty data directory")
@@ -150,7 +151,7 @@ def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict:
             "measure_unit_events": mu_events}
 
 
-def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = print) -> dict:
+def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = print) -> dict[str, Any]:
     """Apply `count` realistic changes: mostly edits, some new products, some soft deletes.
     Returns how many product events they produce."""
     product = demo_model(settings, "product")
@@ -162,7 +163,7 @@ def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = prin
     active = [r[0] for r in cur.fetchall() if r[0] not in shapes.CASES]
     cur.execute(f'SELECT coalesce(max({key}), {shapes.RANDOM_IDS.start}), '
                 f'coalesce(max("{UPDATED}"), now()::timestamp) FROM {relation}')
-    max_id, clock = cur.fetchone()
+    max_id, clock = one_row(cur)
     rng = random.Random(f"{seed_value}-{count}-{max_id}-{len(active)}")
     kinds = {"update": 0, "insert": 0, "soft_delete": 0}
     for n in range(count):

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
@@ -47,7 +48,7 @@ class TableModel:
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
 
-    def blank_row(self) -> dict:
+    def blank_row(self) -> dict[str, Any]:
         return {c.name: None for c in self.columns}
 
 
@@ -136,7 +137,7 @@ def insert_sql(model: TableModel, columns: list[str] | None = None) -> str:
             f'VALUES ({", ".join(f"%({n})s" for n in names)})')
 
 
-def connect_fields(model: TableModel) -> list[dict]:
+def connect_fields(model: TableModel) -> list[dict[str, Any]]:
     """The row struct's fields of the Debezium value schema."""
     out = []
     for c in model.columns:
@@ -156,7 +157,7 @@ def _epoch_ms(value: datetime) -> int:
 
 
 
-def _encoder(column: Column) -> Callable[[object], object] | None:
+def _encoder(column: Column) -> Callable[[Any], object] | None:
     kind = column.base_type
     if kind == "datetime":
         return _epoch_ms
@@ -167,12 +168,12 @@ def _encoder(column: Column) -> Callable[[object], object] | None:
     return None
 
 
-def sqlserver_encoder(model: TableModel) -> Callable[[dict], dict]:
+def sqlserver_encoder(model: TableModel) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """row -> the row as the Debezium SQL Server connector writes it in JSON: datetime as epoch
     ms, uniqueidentifier as an uppercase GUID, varbinary as base64, the rest as they are."""
     encoders = [(c.name, e) for c in model.columns if (e := _encoder(c)) is not None]
 
-    def encode(row: dict) -> dict:
+    def encode(row: dict[str, Any]) -> dict[str, Any]:
         out = dict(row)
         for name, convert in encoders:
             value = out[name]

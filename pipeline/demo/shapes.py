@@ -14,6 +14,7 @@ import hashlib
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pipeline.demo.rows import TableModel, parse_sqlserver_ddl
 
@@ -87,7 +88,7 @@ MEASURE_UNITS = [
 # (dbt/models/marts/dim_product.sql), so that the marts hold every category and the
 # end-to-end tests can compare them with hand-written rows. They stay active and take
 # their prefixes out of SUPPLIER_PREFIXES, so the supplier distribution is unchanged.
-CASES: dict[int, dict] = {
+CASES: dict[int, dict[str, Any]] = {
     7_960_001: {"VendorCode": "SEM1-P1", "NameUA": None, "HasAnalogue": True},          # Partial: no Ukrainian name
     7_960_002: {"VendorCode": "SABO-P2", "NamePL": "   ", "HasAnalogue": True},         # Partial: blank Polish name
     7_960_003: {"VendorCode": "SEM1-M3", "NamePL": None, "NameUA": "", "HasAnalogue": True},  # Missing
@@ -110,7 +111,7 @@ def net_uid(product_id: int, salt: bytes = b"net") -> str:
 
 
 def product_row(product_id: int, created: datetime, updated: datetime | None = None, *,
-                prefix: str | None = None, **overrides) -> dict:
+                prefix: str | None = None, **overrides: Any) -> dict[str, Any]:
     """A dbo.Product row shaped like production (Light, Complete, for web, not for sale),
     every value derived from the id; `overrides` set columns by name."""
     ru, pl, ua = PART_NAMES[product_id % len(PART_NAMES)]
@@ -161,19 +162,19 @@ def product_row(product_id: int, created: datetime, updated: datetime | None = N
     return row
 
 
-def product_edit(revision: int) -> dict:
+def product_edit(revision: int) -> dict[str, Any]:
     """The columns one edit of the demo's change history sets (texts only: no computed column moves)."""
     rev = f"rev {revision}"
     return {"Description": f"Описание {rev}", "DescriptionPL": f"Opis {rev}", "SearchDescription": f"описание {rev}",
             "NotesUA": f"Примітка {rev}"}
 
 
-def product_change(revision: int, weight: float) -> dict:
+def product_change(revision: int, weight: float) -> dict[str, Any]:
     """The columns one of `demo changes`' edits sets."""
     return {"Weight": weight, "Description": f"Описание изм. {revision}"}
 
 
-def measure_unit_rows() -> list[dict]:
+def measure_unit_rows() -> list[dict[str, Any]]:
     created = BASE_TIME - timedelta(days=2000)
     return [{"ID": unit_id, "NetUID": net_uid(unit_id, b"measure-unit"), "Created": created, "Updated": created,
              "Deleted": False, "Name": ru, "NamePL": pl, "NameUA": ua} for unit_id, ru, pl, ua in MEASURE_UNITS]

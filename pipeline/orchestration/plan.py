@@ -9,16 +9,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Settings, TableConfig
 from pipeline.steps.bi import SupersetStopped, run_bi_refresh
-from pipeline.steps.ingest import ingest
+from pipeline.steps.ingest import EpochReset, ingest
 from pipeline.steps.load import load
 from pipeline.steps.transform import DbtProject
 from pipeline.steps.validate import run_validation
 from pipeline.stores.db import connect
 
-StepResult = dict  # the counts a step reports
+StepResult = dict[str, Any]  # the counts a step reports
 
 
 @dataclass
@@ -31,7 +32,7 @@ class StepContext:
     log: Callable[[str], None]
     notice: Callable[[str], None] = lambda line: None
     cancel: threading.Event = field(default_factory=threading.Event)
-    details: dict = field(default_factory=dict)  # the run's details, filled by the steps
+    details: dict[str, Any] = field(default_factory=dict)  # the run's details, filled by the steps
 
     @property
     def selector(self) -> str:
@@ -57,19 +58,29 @@ def _database_answers(settings: Settings) -> None:
     connect(settings).close()
 
 
+def _per_table(ctx: StepContext) -> TableConfig:
+    """The table of a per-table step's run: the plan gives each of those entries one."""
+    if ctx.table is None:
+        raise RuntimeError("a per-table step ran without its table")
+    return ctx.table
+
+
 def _ingest(ctx: StepContext) -> StepResult:
-    def on_reset(reset) -> None:
+    table = _per_table(ctx)
+
+    def on_reset(reset: EpochReset) -> None:
         # The run goes on in the new epoch: the earlier epochs stay in the raw zone and
         # bronze, so an incremental load and transform are enough.
         ctx.notice(reset.notice())
         ctx.details.setdefault("topic_resets", []).append(reset.as_detail())
 
-    full = ctx.table.name in ctx.full_tables
-    return ingest(ctx.settings, ctx.table, full=full, log=ctx.log, cancel=ctx.cancel, on_reset=on_reset).counts()
+    full = table.name in ctx.full_tables
+    return ingest(ctx.settings, table, full=full, log=ctx.log, cancel=ctx.cancel, on_reset=on_reset).counts()
 
 
 def _load(ctx: StepContext) -> StepResult:
-    return load(ctx.settings, ctx.table, full=ctx.table.name in ctx.full_tables, log=ctx.log,
+    table = _per_table(ctx)
+    return load(ctx.settings, table, full=table.name in ctx.full_tables, log=ctx.log,
                 cancel=ctx.cancel).counts()
 
 
@@ -93,7 +104,7 @@ def _test(ctx: StepContext) -> StepResult:
 
 
 def _validate(ctx: StepContext) -> StepResult:
-    table, log = ctx.table, ctx.log
+    table, log = _per_table(ctx), ctx.log
     if not table.suites:
         log(f"validate: no suites configured for {table.name}")
         return {"suites": 0}

@@ -6,6 +6,9 @@ library functions as `bi-console refresh`, one task per step and table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 from prefect import flow, get_run_logger, task
 
@@ -14,13 +17,13 @@ from pipeline.orchestration.plan import STEP_BY_NAME, StepContext, plan
 from pipeline.steps.transform import DbtProject
 
 
-def _log():
+def _log() -> Callable[[str], None]:
     logger = get_run_logger()
     return lambda line: logger.info(line)
 
 
 @task(retries=2, retry_delay_seconds=10)
-def table_step_task(settings: Settings, step_name: str, table_name: str, full: bool) -> dict:
+def table_step_task(settings: Settings, step_name: str, table_name: str, full: bool) -> dict[str, Any]:
     """One per-table step of the refresh's plan, run by the refresh's own Step."""
     table = settings.table(table_name)
     resets: list[str] = []
@@ -38,7 +41,7 @@ TASK_NAMES = {"ingest": "ingest_kafka_to_s3", "load": "load_bronze_from_s3"}
 
 
 @task(name="run_dbt_transformations")
-def dbt_run_task(settings: Settings, selector: str, full: bool) -> dict:
+def dbt_run_task(settings: Settings, selector: str, full: bool) -> dict[str, Any]:
     result = DbtProject(settings, _log()).run(selector, full_refresh=full)
     if not result.success:
         raise RuntimeError(f"dbt run failed: {[n.name for n in result.failed] or result.error}")
@@ -46,7 +49,7 @@ def dbt_run_task(settings: Settings, selector: str, full: bool) -> dict:
 
 
 @task(name="run_dbt_tests")
-def dbt_test_task(settings: Settings, selector: str) -> dict:
+def dbt_test_task(settings: Settings, selector: str) -> dict[str, Any]:
     result = DbtProject(settings, _log()).test(selector, within_selection=True)
     return {"success": result.success, **result.counts, "failed": [n.name for n in result.failed]}
 
@@ -59,7 +62,7 @@ def alert_task(settings: Settings, message: str) -> None:
 
 
 @flow(name="sync_product_to_bi")
-def sync_product_to_bi(full: bool = False, settings: Settings | None = None) -> dict:
+def sync_product_to_bi(full: bool = False, settings: Settings | None = None) -> dict[str, Any]:
     """Kafka -> S3 -> bronze -> dbt run -> dbt test for every configured table."""
     settings = settings or load_settings()
     bronze = {}

@@ -19,13 +19,23 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 from confluent_kafka import KafkaException
 
 from pipeline.config import ConfigError, Settings, TableConfig
 from pipeline.config.security import redact
-from pipeline.orchestration.plan import DEFAULT_STEPS, StepContext, StepNames, plan, superset_enabled, wanted_steps
+from pipeline.orchestration.plan import (
+    DEFAULT_STEPS,
+    PlanEntry,
+    StepContext,
+    StepNames,
+    StepResult,
+    plan,
+    superset_enabled,
+    wanted_steps,
+)
 from pipeline.process.background_import import import_in_background
 from pipeline.process.memory import release_freed_memory
 from pipeline.steps import StepSkipped
@@ -58,7 +68,7 @@ class StepFinished:
     step: str
     state: str  # ok | failed | cancelled | skipped (not run, or its service switched off: see notices)
     duration: float
-    counts: dict = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     notices: list[str] = field(default_factory=list)  # to be shown whatever the verbosity
 
@@ -74,18 +84,22 @@ class RefreshRun:
     error: str | None = None
     unreachable: bool = False
     duration: float = 0.0
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
     # What the operator asked for, None for "all": a run of one step is that step, not an incremental refresh.
     selected_steps: list[str] | None = None
     selected_tables: list[str] | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
 class RunFinished:
     run: RefreshRun
+
+
+# What a refresh reports as it goes, in this order: per step Started, Logs, Finished; then RunFinished.
+RefreshEvent = StepStarted | StepLog | StepFinished | RunFinished
 
 
 class RefreshLocked(Exception):
@@ -100,7 +114,7 @@ class RefreshLock:
         self.path = Path(settings.data_dir) / "refresh.lock"
         self.fd: int | None = None
 
-    def acquire(self, holder: dict) -> None:
+    def acquire(self, holder: dict[str, Any]) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -142,7 +156,7 @@ def run_log_path(settings: Settings, run_id: str) -> Path:
     return run_logs_dir(settings) / f"{run_id}.log"
 
 
-def run_label(run: dict) -> str:
+def run_label(run: dict[str, Any]) -> str:
     """What a run was, as the history shows it: "full", "incremental", or the steps (and
     tables) of a partial run, e.g. "step transform" or "steps ingest, load of orders"."""
     steps, tables = run.get("selected_steps"), run.get("selected_tables")
@@ -153,7 +167,7 @@ def run_label(run: dict) -> str:
     return f"{label} of {', '.join(tables)}" if tables else label
 
 
-def read_run(settings: Settings, run_id: str) -> tuple[dict | None, list[str] | None]:
+def read_run(settings: Settings, run_id: str) -> tuple[dict[str, Any] | None, list[str] | None]:
     """A past run's history record and its log lines; None for a record not in the history,
     None for a log pruned (or a run from before run logs were kept)."""
     record = next((run for run in read_history(settings, limit=10**9) if run.get("run_id") == run_id), None)
@@ -177,7 +191,7 @@ class _RunLog:
         except OSError:
             pass
 
-    def event(self, event: object) -> None:
+    def event(self, event: RefreshEvent) -> None:
         if self.fh is None:
             return
         if isinstance(event, StepLog):
@@ -211,7 +225,7 @@ def prune_run_logs(settings: Settings, keep: int | None = None) -> None:
         old.unlink(missing_ok=True)
 
 
-def read_history(settings: Settings, limit: int = 20) -> list[dict]:
+def read_history(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
     path = history_path(settings)
     if not path.exists():
         return []
@@ -225,7 +239,7 @@ def read_history(settings: Settings, limit: int = 20) -> list[dict]:
 
 
 def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[str] | None = None,
-                tables: list[str] | None = None, on_event: Callable[[object], None] = lambda e: None,
+                tables: list[str] | None = None, on_event: Callable[[RefreshEvent], None] = lambda e: None,
                 cancel: threading.Event | None = None) -> RefreshRun:
     if mode not in ("full", "incremental"):
         raise ConfigError(f"refresh mode must be full or incremental, not {mode!r}")
@@ -241,14 +255,13 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
     secrets = settings.secret_values()
     started = time.monotonic()
     run_log = _RunLog(settings, run.run_id)
-    report = on_event
 
-    def on_event(event: object) -> None:
+    def record_and_report(event: RefreshEvent) -> None:
         run_log.event(event)
-        report(event)
+        on_event(event)
 
     try:
-        runner = _Runner(settings, run, selected, mode, on_event, cancel, lambda line: redact(line, secrets))
+        runner = _Runner(settings, run, selected, mode, record_and_report, cancel, lambda line: redact(line, secrets))
         previous_step = None
         for entry in entries:
             if run.outcome != "running":
@@ -268,7 +281,7 @@ def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[st
         except OSError:
             pass
         run_log.close()
-        on_event(RunFinished(run))
+        record_and_report(RunFinished(run))
     return run
 
 
@@ -283,7 +296,9 @@ def _import_next_library(step: str, wanted: list[str]) -> None:
 
 
 class _Runner:
-    def __init__(self, settings, run, tables, mode, on_event, cancel, redact):
+    def __init__(self, settings: Settings, run: RefreshRun, tables: list[TableConfig], mode: str,
+                 on_event: Callable[[RefreshEvent], None], cancel: threading.Event | None,
+                 redact: Callable[[str], str]):
         self.settings = settings
         self.run = run
         self.tables: list[TableConfig] = tables
@@ -294,17 +309,17 @@ class _Runner:
         self.full_tables: set[str] = {t.name for t in tables} if mode == "full" else set()
         self.notice: Callable[[str], None] = lambda line: None  # the running step's, set by _execute
 
-    def run_entry(self, entry) -> None:
+    def run_entry(self, entry: PlanEntry) -> None:
         table = self.settings.table(entry.table) if entry.step.per_table else None
 
-        def body(log):
+        def body(log: Callable[[str], None]) -> StepResult:
             context = StepContext(self.settings, self.tables, table, self.full_tables, log,
                                   notice=self.notice, cancel=self.cancel, details=self.run.details)
             return entry.step.run(context)
 
         self._execute(entry.step.name, entry.table, body)
 
-    def _execute(self, step: str, table: str, body: Callable) -> None:
+    def _execute(self, step: str, table: str, body: Callable[[Callable[[str], None]], StepResult]) -> None:
         run_id = self.run.run_id
         self.on_event(StepStarted(run_id, table, step))
 
@@ -318,7 +333,8 @@ class _Runner:
             log(f"{step}: {line}")
 
         started = time.monotonic()
-        state, counts, error = "ok", {}, None
+        state, error = "ok", None
+        counts: StepResult = {}
         self.notice = notice
         try:
             if self.cancel.is_set():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.orchestration.refresh import (
+    RefreshEvent,
     RefreshLocked,
     RefreshRun,
     RunFinished,
@@ -33,13 +34,13 @@ _EVENTS = {cls.__name__: cls for cls in (StepStarted, StepLog, StepFinished)}
 _ERRORS = {"RefreshLocked": RefreshLocked, "ConfigError": ConfigError}
 
 
-def _encode(event: object) -> str:
+def _encode(event: RefreshEvent) -> str:
     if isinstance(event, RunFinished):
         return json.dumps({"type": "RunFinished", "run": event.run.as_dict()}, default=str)
     return json.dumps({"type": type(event).__name__, **asdict(event)}, default=str)
 
 
-def _decode(line: str) -> object | None:
+def _decode(line: str) -> RefreshEvent | None:
     data = json.loads(line)
     kind = data.pop("type", None)
     if kind == "RunFinished":
@@ -54,7 +55,7 @@ def _decode(line: str) -> object | None:
 
 
 def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps: list[str] | None = None,
-                         tables: list[str] | None = None, on_event: Callable[[object], None] = lambda e: None,
+                         tables: list[str] | None = None, on_event: Callable[[RefreshEvent], None] = lambda e: None,
                          cancel: threading.Event | None = None, nice: int = 10) -> RefreshRun:
     request = json.dumps({"mode": mode, "steps": steps, "tables": tables})
     log_dir = Path(settings.data_dir) / "logs"
@@ -78,6 +79,7 @@ def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps
     threading.Thread(target=forward_cancel, daemon=True).start()
     run: RefreshRun | None = None
     try:
+        assert child.stdout is not None  # stdout=PIPE
         for line in child.stdout:
             event = _decode(line)
             if event is None:
@@ -101,9 +103,13 @@ def main(argv: list[str]) -> int:
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # only events go to the parent's pipe, whatever else writes to stdout
     sys.stdout = sys.stderr
+
+    def send(event: RefreshEvent) -> None:
+        out.write(_encode(event) + "\n")
+
     try:
         run_refresh(load_settings(env_file=None), mode=request["mode"], steps=request["steps"],
-                    tables=request["tables"], cancel=cancel, on_event=lambda e: out.write(_encode(e) + "\n"))
+                    tables=request["tables"], cancel=cancel, on_event=send)
     except (RefreshLocked, ConfigError) as exc:
         out.write(json.dumps({"type": "error", "kind": type(exc).__name__, "message": str(exc)}) + "\n")
         return 1

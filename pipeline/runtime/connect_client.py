@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -117,8 +118,10 @@ class KafkaConnectClient:
 
     # -- control ----------------------------------------------------------------------
 
-    def restart(self, *, include_tasks: bool = True, only_failed: bool = False, name: str | None = None) -> None:
-        """POST /connectors/{name}/restart?includeTasks=..&onlyFailed=.."""
+    def restart(self, *, include_tasks: bool = True, only_failed: bool = False, name: str | None = None,
+                log: Callable[[str], None] | None = None) -> None:
+        """POST /connectors/{name}/restart?includeTasks=..&onlyFailed=.. (`log` is ConnectorControl's: the
+        REST call has nothing to report while it runs)."""
         self._request("POST", self._path(name, "/restart"),
                       params={"includeTasks": _flag(include_tasks), "onlyFailed": _flag(only_failed)},
                       ok=(200, 202, 204))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.config import Settings, TableConfig
@@ -51,7 +52,7 @@ def _stopped(settings: Settings) -> SupersetStopped:
 
 
 def run_bi_refresh(settings: Settings, log: Log = _noop, *, tables: list[str] | None = None,
-                   provision_missing: bool = True) -> dict:
+                   provision_missing: bool = True) -> dict[str, Any]:
     """Invalidate + warm, for every managed dataset (or those of `tables`).
 
     Returns counts: datasets_invalidated, charts_warmed, charts_failed,

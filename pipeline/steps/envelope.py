@@ -10,6 +10,7 @@ the converter's schema block is the same for every event and two thirds of its s
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import orjson
 import simdjson
@@ -21,7 +22,7 @@ class PoisonMessage(Exception):
     """A message that cannot be a change event. The text is the reason."""
 
 
-def _parse(raw: bytes, what: str):
+def _parse(raw: bytes, what: str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -32,14 +33,14 @@ def _parse(raw: bytes, what: str):
         raise PoisonMessage(f"{what} is not JSON: {exc}") from None
 
 
-def unwrap(document):
+def unwrap(document: Any) -> Any:
     """The payload of a JSON-converter message with schemas enabled, else the document itself."""
     if isinstance(document, dict) and "payload" in document and "schema" in document:
         return document["payload"]
     return document
 
 
-def _compact(raw: bytes, parsed) -> bytes:
+def _compact(raw: bytes, parsed: Any) -> bytes:
     # Debezium's JSON is compact; anything with a raw newline would break the JSONL line.
     if b"\n" not in raw and b"\r" not in raw:
         return raw
@@ -87,7 +88,7 @@ def _schema_block_end(raw: bytes) -> int | None:
     return None
 
 
-def _envelope(value: bytes):
+def _envelope(value: bytes) -> tuple[Any, bytes]:
     """(envelope, its JSON text). Kafka Connect's JSON converter writes `{"schema":...,"payload":...}`
     with the payload last: parse only that slice (a 10 kB schema costs ten times its payload to
     parse), and fall back to the whole document when the message has another layout."""
@@ -110,7 +111,7 @@ class _SchemaBlock:
     topic's keys (or values) share it until the table's schema changes, so the next one's
     payload is found without a search. Rebinding it is atomic under the GIL."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.prefix = b'{"schema":<none yet>'
 
     def payload(self, raw: bytes) -> bytes | None:
@@ -132,7 +133,7 @@ _value_schema = _SchemaBlock()
 _key_schema = _SchemaBlock()
 
 
-def _key(key: bytes):
+def _key(key: bytes) -> tuple[Any, bytes]:
     """(the key's fields, its JSON text). A key with the previous key's schema block is
     parsed from its payload alone: the schema is most of a key's bytes."""
     cached = _key_schema.payload(key)
@@ -195,7 +196,7 @@ def is_bare_json_object(text: bytes) -> bool:
         del document
 
 
-def _op_and_row_key(payload: bytes, key_column: str):
+def _op_and_row_key(payload: bytes, key_column: str) -> tuple[str, Any] | None:
     """(op, the key column's value in the row the op names, or None without that row, or
     _ABSENT without that column) of an envelope; None when it is not one. simdjson checks
     the whole document, UTF-8 included, without building it in Python."""
@@ -219,7 +220,7 @@ def _op_and_row_key(payload: bytes, key_column: str):
         del envelope  # the parser refuses a new document while a proxy of this one is alive
 
 
-def _well_formed_envelope(value: bytes, key_column: str, key_value) -> bytes | None:
+def _well_formed_envelope(value: bytes, key_column: str, key_value: object) -> bytes | None:
     """The envelope JSON of a good change event, found without building the event in Python
     (most of ingest's own CPU went there); None when anything is unusual. The caller then
     takes the full path, which decides the same way and names what is wrong."""

@@ -20,9 +20,10 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from psycopg2 import sql
 
 from pipeline.config import Settings, TableConfig
@@ -30,7 +31,7 @@ from pipeline.process.memory import release_freed_memory
 from pipeline.steps import quarantine
 from pipeline.steps.envelope import PoisonMessage, check_event
 from pipeline.stores.bronze import bronze_relation, ensure_meta
-from pipeline.stores.db import ServiceUnreachable, connect
+from pipeline.stores.db import ServiceUnreachable, connect, one_row
 from pipeline.stores.kafka import PartitionOffsets, client_config, probe_broker, topic_offsets
 from pipeline.stores.storage import RawStore, S3Refused
 
@@ -81,7 +82,7 @@ class EpochReset:
                 f"started at offset {self.start_offset}; epoch {self.old_epoch} keeps {self.earlier_offsets:,} "
                 f"offsets in {self.earlier_objects} raw objects and {bronze}; nothing was deleted")
 
-    def as_detail(self) -> dict:
+    def as_detail(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -95,7 +96,7 @@ class IngestResult:
     partitions: dict[int, tuple[int, int]] = field(default_factory=dict)
     resets: list[EpochReset] = field(default_factory=list)
 
-    def counts(self) -> dict:
+    def counts(self) -> dict[str, Any]:
         counts = {"events": self.events, "objects": self.objects, "quarantined": self.quarantined,
                   "tombstones": self.tombstones}
         if self.resets:
@@ -211,7 +212,7 @@ class Checkpoints:
         relation = bronze_relation(self.settings.file, table)
         with self.conn.cursor() as cur:
             cur.execute("SELECT to_regclass(%s)", (relation.as_string(cur),))
-            if cur.fetchone()[0] is None:
+            if one_row(cur)[0] is None:
                 return None
             cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
                         "AND column_name = 'kafka_epoch'", (self.settings.file.bronze_schema, table.bronze_table))
@@ -221,7 +222,8 @@ class Checkpoints:
             cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE kafka_topic = %s AND kafka_partition = %s {}").format(
                 relation, sql.SQL("AND kafka_epoch = %s" if by_epoch else "")),
                 (topic, partition, epoch) if by_epoch else (topic, partition))
-            return cur.fetchone()[0]
+            events: int = one_row(cur)[0]
+            return events
 
     def close(self) -> None:
         self.conn.close()
@@ -271,10 +273,11 @@ def topic_epoch(consumer: Consumer, topic: str, partition: int, low: int) -> str
         message = consumer.poll(0.2)
         if message is None:
             continue
-        if message.error() is None:
+        error = message.error()
+        if error is None:
             consumer.unassign()
             return f"{message.offset()}@{message.timestamp()[1]}"
-        if message.error().code() == KafkaError._PARTITION_EOF:
+        if error.code() == KafkaError._PARTITION_EOF:
             break
     consumer.unassign()
     return None
@@ -331,7 +334,7 @@ def _line(topic: str, partition: int, offset: int, timestamp: int | None, key: b
     return b"".join((head[:-1], b',"key":', key, b',"value":', value, b"}\n"))  # one copy, not five
 
 
-def _text_or_base64(raw: bytes | None) -> dict:
+def _text_or_base64(raw: bytes | None) -> dict[str, Any]:
     """The whole original bytes, as text when they are UTF-8: a quarantined message can be replayed."""
     if raw is None:
         return {"text": None}
@@ -341,7 +344,16 @@ def _text_or_base64(raw: bytes | None) -> dict:
         return {"base64": base64.b64encode(raw).decode()}
 
 
-def _quarantine_line(message, reason: str, epoch: int = 0) -> bytes:
+def _offset(message: Message) -> int:
+    """A consumed message's offset: librdkafka sets one on every message it hands out (the
+    partition-EOF event included); the stubs allow None for messages a producer builds."""
+    offset = message.offset()
+    if offset is None:
+        raise RuntimeError(f"Kafka message of {message.topic()}[{message.partition()}] has no offset")
+    return offset
+
+
+def _quarantine_line(message: Message, reason: str, epoch: int = 0) -> bytes:
     position = {"topic": message.topic(), "partition": message.partition(), "offset": message.offset()}
     if epoch:
         position["epoch"] = epoch
@@ -360,7 +372,7 @@ def _poison_reason(poison: PoisonMessage) -> str:
 
 
 class _Batch:
-    def __init__(self):
+    def __init__(self) -> None:
         self.lines: list[bytes] = []
         self.quarantine: list[bytes] = []
         self.poisons: list[tuple[int, str, int, str | None]] = []  # offset, reason, value bytes, preview
@@ -448,7 +460,9 @@ def ingest(settings: Settings, table: TableConfig, *, full: bool, log: Log = pri
 class _TopicReader:
     """One ingest run over a topic's partitions, each in its current epoch."""
 
-    def __init__(self, settings, table, store, checkpoints, consumer, batch_size, result, log, cancel, on_reset):
+    def __init__(self, settings: Settings, table: TableConfig, store: RawStore, checkpoints: Checkpoints,
+                 consumer: Consumer, batch_size: int, result: IngestResult, log: Log,
+                 cancel: threading.Event | None, on_reset: Callable[[EpochReset], None] | None):
         self.settings, self.table, self.store, self.checkpoints = settings, table, store, checkpoints
         self.consumer, self.batch_size, self.result, self.log = consumer, batch_size, result, log
         self.cancel, self.on_reset = cancel, on_reset
@@ -552,17 +566,18 @@ class _PartitionWriter:
         self.written: set[str] = set()
         self.started = time.monotonic()
         self.uploads = ThreadPoolExecutor(max_workers=UPLOADS_IN_FLIGHT, thread_name_prefix="ingest-upload")
-        self.in_flight: deque[tuple[Future, _Batch]] = deque()
+        self.in_flight: deque[tuple[Future[None], _Batch]] = deque()
 
-    def add(self, message, key_json: bytes | None = None, value_json: bytes | None = None,
+    def add(self, message: Message, key_json: bytes | None = None, value_json: bytes | None = None,
             tombstone: bool = False, poison: str | None = None) -> None:
-        offset = message.offset()
+        offset = _offset(message)
         batch = self.batch
         batch.add_offset(offset)
         if poison is not None:
             batch.quarantine.append(_quarantine_line(message, poison, self.epoch))
             batch.poisons.append((offset, poison, len(message.value() or b""), quarantine.preview(message.value())))
         else:
+            assert key_json is not None and value_json is not None  # check_event passed: it gave both
             batch.tombstones += tombstone
             batch.lines.append(_line(self.topic, self.partition, offset, message.timestamp()[1], key_json, value_json,
                                      self.epoch))
@@ -571,7 +586,7 @@ class _PartitionWriter:
 
     def flush(self) -> None:
         batch = self.batch
-        if batch.first is None:
+        if batch.first is None or batch.last is None:  # set together by the batch's first message
             return
         while len(self.in_flight) >= UPLOADS_IN_FLIGHT:
             self._record_oldest()
@@ -596,11 +611,13 @@ class _PartitionWriter:
         # The lines are let go as soon as they are joined: the batch is held until it is
         # recorded, and its lines would double the memory the object takes.
         if done.lines:
+            assert done.raw_key is not None  # flush() names a batch with lines
             body, done.events, done.lines = b"".join(done.lines), len(done.lines), []
             put_with_retry(self.store, done.raw_key, body, self.log, self.cancel)
             del body
             release_freed_memory()  # else the heap fragments and the peak grows object by object
         if done.quarantine:
+            assert done.quarantine_key is not None  # flush() names a batch with quarantined messages
             put_with_retry(self.store, done.quarantine_key, b"".join(done.quarantine), self.log, self.cancel)
 
     def _drop_superseded(self, next_offset: int) -> None:
@@ -620,8 +637,10 @@ class _PartitionWriter:
     def _record_oldest(self) -> None:
         future, done = self.in_flight.popleft()
         future.result()  # raises the upload's error here, before the position can move
+        assert done.last is not None  # only batches with messages are flushed
         next_offset = done.last + 1
         if done.poisons:  # indexed where the position moves: a rerun indexes the same rows
+            assert done.quarantine_key is not None  # flush() names a batch with quarantined messages
             self.checkpoints.record_quarantine(self.table, self.topic, self.partition, self.epoch,
                                                done.quarantine_key, done.poisons)
         self._drop_superseded(next_offset)
@@ -661,9 +680,9 @@ def _read_partition(writer: _PartitionWriter) -> None:
             if error is not None:
                 code = error.code()
                 if code == KafkaError._PARTITION_EOF:
-                    if message.offset() < end:
+                    if _offset(message) < end:
                         log(f"ingest: {topic}[{partition}] ended at {message.offset()} before the expected {end}")
-                        end = message.offset()
+                        end = _offset(message)
                     continue
                 if code in _LINK_ERRORS:
                     reachable, why = probe_broker(settings, timeout=5.0)
@@ -675,7 +694,7 @@ def _read_partition(writer: _PartitionWriter) -> None:
                 if code in _GONE_ERRORS:
                     continue  # the idle check below finds out whether the topic went back
                 raise RuntimeError(f"Kafka error on {topic}[{partition}]: {error.str()}")
-            offset = message.offset()
+            offset = _offset(message)
             if offset < position:
                 # A consumer never goes back by itself: its offset was reset on a recreated topic.
                 raise TopicReset(topic, partition, f"offset {offset} arrived after {position - 1}")
@@ -788,13 +807,13 @@ def _read_object(settings: Settings, consumer: Consumer, table: TableConfig, top
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        if message.offset() <= last:
+                        if _offset(message) <= last:
                             raise RuntimeError(f"{topic}[{partition}] ends at {message.offset()}, before {last}")
                         continue
                     if error.code() in _LINK_ERRORS | _GONE_ERRORS:
                         continue  # the deadline above ends a broker that does not come back
                     raise RuntimeError(f"Kafka error on {topic}[{partition}]: {error.str()}")
-                offset = message.offset()
+                offset = _offset(message)
                 if offset < position or offset > last:
                     continue
                 position = offset + 1

@@ -15,18 +15,20 @@ end, so readers see the previous bronze until the new one is complete.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 import orjson
 import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
+from psycopg2.extensions import cursor
 
 from pipeline.config import Settings, TableConfig
 from pipeline.steps.envelope import is_bare_json_object, unwrap
@@ -65,7 +67,7 @@ class LoadResult:
     rejected: int = 0
     sanitized: int = 0
 
-    def counts(self) -> dict:
+    def counts(self) -> dict[str, Any]:
         return {"objects": self.objects, "skipped_objects": self.skipped, "lines": self.lines,
                 "inserted": self.inserted, "rejected": self.rejected, "sanitized": self.sanitized}
 
@@ -84,16 +86,17 @@ class ObjectLoad(NamedTuple):
 _ESCAPE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u([0-9a-fA-F]{4})|\\.")
 
 
-def _repaired_escape(match: re.Match) -> bytes:
+def _repaired_escape(match: re.Match[bytes]) -> bytes:
+    whole: bytes = match.group(0)
     code = match.group(1)
     if code is None:
-        return match.group(0)  # a surrogate pair or another escape: stored as it is
+        return whole  # a surrogate pair or another escape: stored as it is
     value = int(code, 16)
     if value == 0:
         return b""
     if 0xD800 <= value <= 0xDFFF:
         return b"\\ufffd"
-    return match.group(0)
+    return whole
 
 
 def repair_line(raw: bytes) -> bytes:
@@ -111,19 +114,26 @@ def repair_line(raw: bytes) -> bytes:
 
 # -- where a rejected line was in Kafka -------------------------------------------------------
 _INT_RANGES = {"partition": 2**31, "offset": 2**63, "epoch": 2**31}
+# (topic, partition, offset, epoch) of a rejected line, each None when unknown.
+Position = tuple[str | None, int | None, int | None, int | None]
+# A load_rejects row: bronze table, object key, line number, reason, line text, then its Position.
+RejectRow = tuple[str, str, int, str, str, str | None, int | None, int | None, int | None]
+# parse_line's answer: (topic, partition, offset, epoch, timestamp, key, envelope).
+ParsedLine = tuple[str, int, int, int, int | None, object, object]
 
 
-def _position(topic, partition, offset, epoch) -> tuple:
+def _position(topic: object, partition: object, offset: object, epoch: object) -> Position:
     """(topic, partition, offset, epoch), each None when absent or beyond its column's type."""
-    def fits(name: str, value) -> int | None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and -_INT_RANGES[name] <= value < _INT_RANGES[name]
-        return value if ok else None
+    def fits(name: str, value: object) -> int | None:
+        if isinstance(value, int) and not isinstance(value, bool) and -_INT_RANGES[name] <= value < _INT_RANGES[name]:
+            return value
+        return None
 
     return (topic if isinstance(topic, str) and "\x00" not in topic else None,
             fits("partition", partition), fits("offset", offset), fits("epoch", epoch))
 
 
-def _position_of_line(raw: bytes) -> tuple:
+def _position_of_line(raw: bytes) -> Position:
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -133,7 +143,7 @@ def _position_of_line(raw: bytes) -> tuple:
     return _position(record.get("topic"), record.get("partition"), record.get("offset"), record.get("epoch", 0))
 
 
-def _position_of_row(row: bytes) -> tuple:
+def _position_of_row(row: bytes) -> Position:
     topic, partition, offset, epoch = row.split(b"\t", 4)[:4]
     return _position(topic.replace(b"\\\\", b"\\").decode("utf-8", "replace"),
                      int(partition), int(offset), int(epoch))
@@ -154,7 +164,7 @@ class CopyRows:
         self.key = key
         self.lines = 0
         self.sanitized = 0
-        self.rejects: list[tuple] = []
+        self.rejects: list[RejectRow] = []
         self._entries = self._generate(lines)
         self._buffer = bytearray()
 
@@ -177,7 +187,7 @@ class CopyRows:
                 self.sanitized += 1
             yield number, raw, row
 
-    def reject(self, number: int, reason: str, raw: bytes, position: tuple) -> None:
+    def reject(self, number: int, reason: str, raw: bytes, position: Position) -> None:
         self.rejects.append((self.table_name, self.key, number, reason, _stored_text(raw), *position))
 
     def entries(self) -> Iterator[tuple[int, bytes, bytes]]:
@@ -205,7 +215,7 @@ class NotJSON(BadLine):
     """orjson cannot read the line (which may still be JSON that PostgreSQL reads)."""
 
 
-def parse_line(raw: bytes) -> tuple[str, int, int, int, int | None, object, object]:
+def parse_line(raw: bytes) -> ParsedLine:
     """(topic, partition, offset, epoch, timestamp, key, envelope) of a raw line; raises BadLine."""
     try:
         record = orjson.loads(raw)
@@ -240,7 +250,7 @@ class _RawLine(msgspec.Struct):
     value: msgspec.Raw
     epoch: int = 0  # absent: the topic's first epoch
     timestamp: int | None = None
-    key: msgspec.Raw = msgspec.UNSET
+    key: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 _RAW_LINE = msgspec.json.Decoder(_RawLine)
@@ -273,14 +283,14 @@ def _fast_copy_row(raw: bytes, batch_file: bytes) -> bytes | None:
     )) + b"\n"
 
 
-def _copy_text(value) -> bytes:
+def _copy_text(value: object) -> bytes:
     # COPY's text format: backslash escapes, \N for NULL; compact JSON has no raw tabs or newlines.
     if value is None:
         return b"\\N"
     return orjson.dumps(value).replace(b"\\", b"\\\\")
 
 
-def _copy_row(parsed: tuple, batch_file: bytes) -> bytes:
+def _copy_row(parsed: ParsedLine, batch_file: bytes) -> bytes:
     topic, partition, offset, epoch, timestamp, key, value = parsed
     return b"\t".join((
         _copy_escaped(topic.encode()), b"%d" % partition, b"%d" % offset, b"%d" % epoch,
@@ -398,7 +408,7 @@ class Loader:
         self.conn.commit()
         return rows
 
-    def _copy_into_bronze(self, cur, rows: CopyRows) -> int | None:
+    def _copy_into_bronze(self, cur: cursor, rows: CopyRows) -> int | None:
         """COPY straight into bronze: rows inserted, or None when some row is already there.
 
         An object normally holds offsets no other object holds, so the common case needs no
@@ -406,8 +416,9 @@ class Loader:
         whole COPY is undone (savepoint) for the ON CONFLICT path."""
         cur.execute("SAVEPOINT copy_into_bronze")
         try:
-            cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(self.bronze, sql.SQL(COPY_COLUMNS)), rows,
-                            size=COPY_CHUNK)
+            # COPY FROM calls only read(); types-psycopg2 asks for readline() too.
+            cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(self.bronze, sql.SQL(COPY_COLUMNS)),
+                            rows, size=COPY_CHUNK)  # type: ignore[arg-type]
         except psycopg2.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT copy_into_bronze")
             return None
@@ -415,14 +426,15 @@ class Loader:
         cur.execute("RELEASE SAVEPOINT copy_into_bronze")
         return inserted
 
-    def _copy_through_temp_table(self, cur, rows) -> int:
+    def _copy_through_temp_table(self, cur: cursor, rows: CopyRows | io.BytesIO) -> int:
         """COPY into a temporary table, then insert what bronze does not hold yet (in line order)."""
         cur.execute(_TEMP_TABLE)
-        cur.copy_expert(f"COPY load_lines ({COPY_COLUMNS}) FROM STDIN", rows, size=COPY_CHUNK)
+        # COPY FROM calls only read(); types-psycopg2 asks for readline() too.
+        cur.copy_expert(f"COPY load_lines ({COPY_COLUMNS}) FROM STDIN", rows, size=COPY_CHUNK)  # type: ignore[arg-type]
         cur.execute(sql.SQL(_INSERT).format(bronze=self.bronze))
         return cur.rowcount
 
-    def _copy_in_parts(self, cur, rows: CopyRows) -> int:
+    def _copy_in_parts(self, cur: cursor, rows: CopyRows) -> int:
         """Rows inserted, loading the object in halves, and halves of those, until each row
         PostgreSQL refuses stands alone: that row is rejected with PostgreSQL's reason, every
         other row is stored. The rare path: the object's rows are held in memory, and k refused
@@ -520,7 +532,7 @@ def load(settings: Settings, table: TableConfig, *, full: bool, log: Log = print
     return result
 
 
-def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: RawStore, pending: list[dict],
+def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: RawStore, pending: list[dict[str, Any]],
                   workers: int, result: LoadResult, log: Log, cancel: threading.Event | None) -> None:
     """Load `pending` with `workers` threads, each with its own connection (a PostgreSQL backend
     of its own: the server parses and stores one object per core while Python parses the next).
@@ -533,7 +545,7 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def next_object() -> dict | None:
+    def next_object() -> dict[str, Any] | None:
         with lock:
             if stop.is_set() or (cancel is not None and cancel.is_set()):
                 return None
@@ -542,7 +554,7 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
     def work(loader: Loader) -> None:
         try:
             while (obj := next_object()) is not None:
-                done = loader.write_object(obj["Key"], obj["ETag"], lambda key=obj["Key"]: store.lines(key))
+                done = loader.write_object(obj["Key"], obj["ETag"], functools.partial(store.lines, obj["Key"]))
                 with lock:
                     result.objects += 1
                     result.lines += done.lines

@@ -15,15 +15,17 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import orjson
 from botocore.exceptions import ClientError
 from psycopg2 import sql
+from psycopg2.extensions import cursor
 
 from pipeline.config import FileConfig, Settings, TableConfig
 from pipeline.steps import ingest  # a module import: ingest imports this module back
 from pipeline.steps.envelope import PoisonMessage, check_event
-from pipeline.stores.db import connect
+from pipeline.stores.db import connect, one_row
 from pipeline.stores.storage import RawStore
 
 Log = Callable[[str], None]
@@ -121,13 +123,13 @@ class ReplayResult:
     objects: list[str] = field(default_factory=list)  # raw objects written
     failing: list[tuple[str, int, int, int, str]] = field(default_factory=list)  # topic, partition, epoch, offset, reason
 
-    def counts(self) -> dict:
+    def counts(self) -> dict[str, Any]:
         return {"checked": self.checked, "replayed": self.replayed, "still_failing": self.still_failing,
                 "objects": len(self.objects)}
 
 
 # -- written by ingest ----------------------------------------------------------------------
-def ensure_quarantine_table(cur, file_config: FileConfig) -> None:
+def ensure_quarantine_table(cur: cursor, file_config: FileConfig) -> None:
     cur.execute(sql.SQL(_TABLE).format(meta=sql.Identifier(file_config.meta_schema)))
 
 
@@ -139,7 +141,7 @@ def preview(raw: bytes | None) -> str | None:
     return text[:PREVIEW_CHARS] + ("…" if len(raw) > len(text[:PREVIEW_CHARS].encode()) else "")
 
 
-def record(cur, file_config: FileConfig, table: TableConfig, topic: str, partition: int, epoch: int,
+def record(cur: cursor, file_config: FileConfig, table: TableConfig, topic: str, partition: int, epoch: int,
            object_key: str, messages: list[tuple[int, str, int, str | None]]) -> None:
     """Index one batch's quarantined messages: (offset, reason, value bytes, preview) each."""
     cur.executemany(sql.SQL(_RECORD).format(meta=sql.Identifier(file_config.meta_schema)),
@@ -147,7 +149,7 @@ def record(cur, file_config: FileConfig, table: TableConfig, topic: str, partiti
                      for offset, reason, value_bytes, text in messages])
 
 
-def decode_field(field_value: dict) -> bytes | None:
+def decode_field(field_value: dict[str, Any]) -> bytes | None:
     """The original bytes of a quarantine line's key or value ({"text"} or {"base64"})."""
     if "base64" in field_value:
         return base64.b64decode(field_value["base64"])
@@ -160,13 +162,13 @@ def _table(settings: Settings, table: TableConfig | str) -> TableConfig:
     return table if isinstance(table, TableConfig) else settings.table(table)
 
 
-def _exists(cur, schema: str, name: str) -> bool:
+def _exists(cur: cursor, schema: str, name: str) -> bool:
     cur.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, name).as_string(cur),))
-    return cur.fetchone()[0] is not None
+    return one_row(cur)[0] is not None
 
 
 def _figures(settings: Settings, relation: str, key_column: str, key: str, stamp: str, tie_break: str,
-             since: datetime | None, extra: str = "") -> tuple[tuple, tuple | None] | None:
+             since: datetime | None, extra: str = "") -> tuple[tuple[Any, ...], tuple[Any, ...] | None] | None:
     """(counts, (newest reason, its time)) of one table's rows of `relation`: count(*), those
     stamped after `since`, then `extra`'s columns; None before the relation exists."""
     meta = settings.file.meta_schema
@@ -179,7 +181,7 @@ def _figures(settings: Settings, relation: str, key_column: str, key: str, stamp
                 return None
             cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE %s::timestamptz IS NULL OR {} > %s){} {}")
                         .format(sql.Identifier(stamp), sql.SQL(extra), rows), (since, since, key))
-            counts = cur.fetchone()
+            counts = one_row(cur)
             cur.execute(sql.SQL("SELECT reason, {} {} ORDER BY {} DESC, {} LIMIT 1")
                         .format(sql.Identifier(stamp), rows, sql.Identifier(stamp), sql.SQL(tie_break)), (key,))
             return counts, cur.fetchone()
@@ -216,7 +218,8 @@ _ENTRY_COLUMNS = ("table_name, topic, kafka_partition, kafka_epoch, kafka_offset
                   "object_key, quarantined_at, replayed_at, replay_object_key")
 
 
-def _entries(settings: Settings, where: sql.Composable, params: tuple, limit: int | None) -> list[QuarantineEntry]:
+def _entries(settings: Settings, where: sql.Composable, params: tuple[Any, ...],
+             limit: int | None) -> list[QuarantineEntry]:
     meta = settings.file.meta_schema
     conn = connect(settings)
     try:
@@ -355,8 +358,8 @@ def replay(settings: Settings, table: TableConfig | str | None = None, log: Log 
                 for line in body.splitlines():
                     record_ = orjson.loads(line)
                     position = (record_.get("epoch", 0), record_["partition"], record_["offset"])
-                    entry = entries.get(position)
-                    if entry is None:
+                    quarantined = entries.get(position)
+                    if quarantined is None:
                         continue
                     result.checked += 1
                     key, value = decode_field(record_["key"]), decode_field(record_["value"])
@@ -365,9 +368,10 @@ def replay(settings: Settings, table: TableConfig | str | None = None, log: Log 
                                                               settings.ingest_max_value_bytes)
                     except PoisonMessage as poison:
                         result.still_failing += 1
-                        result.failing.append((entry.topic, entry.partition, entry.epoch, entry.offset, str(poison)))
-                        if str(poison) != entry.reason:
-                            reasons.append((str(poison), entry))
+                        result.failing.append((quarantined.topic, quarantined.partition, quarantined.epoch,
+                                               quarantined.offset, str(poison)))
+                        if str(poison) != quarantined.reason:
+                            reasons.append((str(poison), quarantined))
                         continue
                     passed[position] = ingest._line(record_["topic"], record_["partition"], record_["offset"],
                                              record_.get("timestamp"), key_json, value_json, epoch=position[0])

@@ -29,8 +29,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from dbt_common.events.base_types import EventMsg
 
 Log = Callable[[str], None]
 
@@ -96,7 +100,7 @@ class DbtResult:
                 return n
         return None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["counts"] = self.counts
         return data
@@ -231,7 +235,7 @@ class DbtProject:
         secrets = [s for s in self.settings.secret_values() if s]
         want_debug = self.debug_logging
 
-        def on_event(event) -> None:
+        def on_event(event: EventMsg) -> None:
             try:
                 info = event.info
                 level = getattr(info, "level", "info")
@@ -280,7 +284,7 @@ class DbtProject:
         )
 
 
-def _node_results(result) -> list[NodeResult]:
+def _node_results(result: object) -> list[NodeResult]:
     out: list[NodeResult] = []
     for r in getattr(result, "results", None) or []:
         node = getattr(r, "node", None)
@@ -340,6 +344,7 @@ def _invoke_in_child(settings: Settings, args: list[str], log: Log | None, timeo
         timer.start()
         report = None
         try:
+            assert proc.stdout is not None  # stdout=PIPE
             for line in proc.stdout:
                 try:
                     item = json.loads(line)
@@ -373,7 +378,7 @@ def _main(argv: list[str]) -> int:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # whatever dbt prints goes to stderr; stdout carries only our JSON lines
 
-    def emit(item: dict) -> None:
+    def emit(item: dict[str, Any]) -> None:
         out.write(json.dumps(item, default=str) + "\n")
         out.flush()
 

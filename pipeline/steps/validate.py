@@ -36,13 +36,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 from psycopg2 import sql
+from psycopg2.extensions import connection
 
 from pipeline.config import Settings, TableConfig
 from pipeline.process.background_import import import_in_background
+from pipeline.stores.db import one_row
+
+if TYPE_CHECKING:  # Great Expectations takes seconds to import: at run time only when a suite runs
+    from great_expectations import ExpectationSuite, ValidationDefinition
+    from great_expectations.checkpoint import ValidationAction
+    from great_expectations.data_context import EphemeralDataContext
+    from great_expectations.datasource.fluent import PostgresDatasource
 
 Log = Callable[[str], None]
 
@@ -65,7 +73,7 @@ class ExpectationOutcome:
     observed_value: Any = None
     description: str | None = None
     check: str | None = None  # meta.check, e.g. reconciliation, keys, freshness
-    details: dict = field(default_factory=dict)  # GX's result summary (counts, partial lists)
+    details: dict[str, Any] = field(default_factory=dict)  # GX's result summary (counts, partial lists)
     exception: str | None = None
 
     @property
@@ -128,7 +136,7 @@ class ValidationResult:
     def verdict(self) -> str:
         return "not covered" if not self.covered else ("passed" if self.success else "FAILED")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["counts"] = self.counts
         data["covered"] = self.covered
@@ -149,11 +157,11 @@ def layer_relation(settings: Settings, table: TableConfig, layer: str) -> tuple[
     raise SuiteConfigError(f"unknown layer {layer!r} (expected one of {', '.join(LAYERS)})")
 
 
-def _quote(conn, *names: str) -> str:
+def _quote(conn: connection, *names: str) -> str:
     return sql.SQL(".").join(sql.Identifier(n) for n in names).as_string(conn)
 
 
-def _resolve(token: str, settings: Settings, table: TableConfig, conn, now: datetime) -> Any:
+def _resolve(token: str, settings: Settings, table: TableConfig, conn: connection, now: datetime) -> Any:
     kind, _, arg = token.partition(":")
     if not arg and "." in kind:
         kind, _, arg = kind.partition(".")
@@ -183,7 +191,7 @@ def _resolve(token: str, settings: Settings, table: TableConfig, conn, now: date
     raise SuiteConfigError(f"unknown placeholder ${{{token}}}")
 
 
-def _substitute(value: Any, settings: Settings, table: TableConfig, conn, now: datetime) -> Any:
+def _substitute(value: Any, settings: Settings, table: TableConfig, conn: connection, now: datetime) -> Any:
     if isinstance(value, dict):
         return {k: _substitute(v, settings, table, conn, now) for k, v in value.items()}
     if isinstance(value, list):
@@ -196,12 +204,12 @@ def _substitute(value: Any, settings: Settings, table: TableConfig, conn, now: d
     return value
 
 
-def load_suite_file(name: str, expectations_dir: Path | None = None) -> dict:
+def load_suite_file(name: str, expectations_dir: Path | None = None) -> dict[str, Any]:
     path = Path(expectations_dir or DEFAULT_EXPECTATIONS_DIR) / f"{name}.json"
     if not path.is_file():
         raise SuiteConfigError(f"suite {name!r}: {path} does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SuiteConfigError(f"suite {name!r}: {path} is not valid JSON ({exc})") from None
     if data.get("layer") not in LAYERS:
@@ -211,9 +219,11 @@ def load_suite_file(name: str, expectations_dir: Path | None = None) -> dict:
     return data
 
 
-def render_suite(data: dict, settings: Settings, table: TableConfig, conn, now: datetime | None = None) -> dict:
+def render_suite(data: dict[str, Any], settings: Settings, table: TableConfig, conn: connection,
+                 now: datetime | None = None) -> dict[str, Any]:
     """The suite file with every placeholder filled in from Settings."""
-    return _substitute(data, settings, table, conn, now or datetime.now(timezone.utc))
+    rendered: dict[str, Any] = _substitute(data, settings, table, conn, now or datetime.now(timezone.utc))
+    return rendered
 
 
 # -- running -----------------------------------------------------------------
@@ -239,7 +249,7 @@ def import_gx_in_background() -> threading.Thread:
     return import_in_background("great_expectations")
 
 
-def _new_context(docs_dir: Path):
+def _new_context(docs_dir: Path) -> EphemeralDataContext:
     """An in-memory GX context (nothing persisted but the Data Docs site under docs_dir)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx  # heavy (seconds): loaded only when a suite runs
@@ -264,7 +274,8 @@ def _new_context(docs_dir: Path):
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def _build_suite(gx, name: str, rendered: dict):
+def _build_suite(name: str, rendered: dict[str, Any]) -> ExpectationSuite:
+    from great_expectations import ExpectationSuite  # heavy
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # heavy
 
     expectations = []
@@ -280,14 +291,14 @@ def _build_suite(gx, name: str, rendered: dict):
             expectations.append(cfg.to_domain_obj())
         except Exception as exc:
             raise SuiteConfigError(f"suite {name!r}: expectation #{i} ({spec.get('type')}): {exc}") from None
-    return gx.ExpectationSuite(name=name, expectations=expectations, meta={"layer": rendered["layer"]})
+    return ExpectationSuite(name=name, expectations=expectations, meta={"layer": rendered["layer"]})
 
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _outcome(res: dict) -> ExpectationOutcome:
+def _outcome(res: dict[str, Any]) -> ExpectationOutcome:
     cfg = res.get("expectation_config") or {}
     kwargs = cfg.get("kwargs") or {}
     result = res.get("result") or {}
@@ -361,7 +372,8 @@ def run_validation(
         log(f"validate {cfg.name}: not covered (no suite configured)")
 
     files = {name: load_suite_file(name, Path(expectations_dir) if expectations_dir else None) for name in names}
-    context = gx = datasource = None
+    context: EphemeralDataContext | None = None
+    datasource: PostgresDatasource | None = None
     try:
         conn = psycopg2.connect(**settings.pg_dsn())
     except psycopg2.Error as exc:
@@ -376,7 +388,7 @@ def run_validation(
         result.elapsed = time.monotonic() - started
         return result
     conn.autocommit = True
-    pending: dict[str, tuple[Any, SuiteOutcome]] = {}
+    pending: dict[str, tuple[ValidationDefinition, SuiteOutcome]] = {}
     try:
         if names:
             import great_expectations as gx  # heavy: only when there are suites to run
@@ -394,14 +406,15 @@ def run_validation(
             log(f"validate {name}: {schema}.{relation}")
             with conn.cursor() as cur:
                 cur.execute("select to_regclass(%s)", (_quote(conn, schema, relation),))
-                exists = cur.fetchone()[0] is not None
+                exists = one_row(cur)[0] is not None
             if not exists:
                 outcome.error = f"relation {schema}.{relation} does not exist (run the transform first)"
                 log(f"validate {name}: {outcome.error}")
                 continue
             rendered = render_suite(data, settings, cfg, conn, now)
+            assert context is not None and datasource is not None  # made above, as names is not empty
             try:
-                suite = context.suites.add(_build_suite(gx, name, rendered))
+                suite = context.suites.add(_build_suite(name, rendered))
                 with warnings.catch_warnings():  # schema_name is deprecated in GX 1.24 but still the way
                     warnings.simplefilter("ignore", DeprecationWarning)  # to reach several schemas
                     asset = datasource.add_table_asset(
@@ -419,7 +432,9 @@ def run_validation(
 
         if pending:
             # One checkpoint: every suite validated once, Data Docs built from the same results.
-            actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if build_docs else []
+            assert context is not None  # pending holds suites, so the context was made
+            actions: list[ValidationAction] = (
+                [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if build_docs else [])
             checkpoint = context.checkpoints.add(
                 gx.Checkpoint(
                     name=f"{cfg.name}_validation",
@@ -439,7 +454,7 @@ def run_validation(
                 by_suite = {r.suite_name: r for r in run.run_results.values()}
                 (out_dir / "gx").mkdir(exist_ok=True)
                 for name, (_, outcome) in pending.items():
-                    raw = by_suite[name].to_json_dict()
+                    raw = by_suite[name].to_json_dict()  # type: ignore[no-untyped-call]  # GX leaves it unannotated
                     outcome.gx_success = bool(raw.get("success"))
                     outcome.expectations = [_outcome(r) for r in raw.get("results", [])]
                     outcome.success = not outcome.failed and not any(e.exception for e in outcome.expectations)

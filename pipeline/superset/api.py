@@ -98,7 +98,7 @@ class SupersetClient:
         self.login()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -124,7 +124,7 @@ class SupersetClient:
     # -- transport
 
     def _request(self, method: str, path: str, *, auth: bool = True, csrf: bool = True,
-                 timeout: float | None = None, **kwargs) -> Any:
+                 timeout: float | None = None, **kwargs: Any) -> Any:
         url = self.base_url + path
         try:
             response = self._http.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
@@ -143,21 +143,21 @@ class SupersetClient:
         except ValueError:
             return response.text
 
-    def get(self, path: str, **kwargs) -> Any:
+    def get(self, path: str, **kwargs: Any) -> Any:
         return self._request("GET", path, **kwargs)
 
-    def post(self, path: str, payload: Any = None, **kwargs) -> Any:
+    def post(self, path: str, payload: Any = None, **kwargs: Any) -> Any:
         return self._request("POST", path, json=payload, **kwargs)
 
-    def put(self, path: str, payload: Any = None, **kwargs) -> Any:
+    def put(self, path: str, payload: Any = None, **kwargs: Any) -> Any:
         return self._request("PUT", path, json=payload, **kwargs)
 
-    def delete(self, path: str, **kwargs) -> Any:
+    def delete(self, path: str, **kwargs: Any) -> Any:
         return self._request("DELETE", path, **kwargs)
 
-    def find(self, resource: str, column: str, value: Any, *, page_size: int = 100) -> list[dict]:
+    def find(self, resource: str, column: str, value: Any, *, page_size: int = 100) -> list[dict[str, Any]]:
         """Rows of /api/v1/<resource>/ whose <column> equals value (all pages)."""
-        rows: list[dict] = []
+        rows: list[dict[str, Any]] = []
         page = 0
         while True:
             q = rison({"filters": [{"col": column, "opr": "eq", "value": value}],
@@ -169,7 +169,7 @@ class SupersetClient:
                 return rows
             page += 1
 
-    def chart_data(self, chart_id: int, *, force: bool = False) -> dict:
+    def chart_data(self, chart_id: int, *, force: bool = False) -> dict[str, Any]:
         """The chart's saved query run through the cache (force=True bypasses and refills it)."""
         params = {"format": "json", "type": "full"}
         if force:  # Superset reads any non-empty value as true, so "false" must not be sent
@@ -181,7 +181,8 @@ class SupersetClient:
         for result in results:
             if result.get("error"):
                 raise SupersetApiError(f"GET {self.base_url}/api/v1/chart/{chart_id}/data/: {result['error']}")
-        return results[0]
+        first: dict[str, Any] = results[0]
+        return first
 
 
 def _reason(response: httpx.Response) -> str:
@@ -203,7 +204,7 @@ def _reason(response: httpx.Response) -> str:
 
 # --------------------------------------------------------------------------- dashboard specs
 
-def _metric(label: str, sql: str) -> dict:
+def _metric(label: str, sql: str) -> dict[str, Any]:
     return {"expressionType": "SQL", "sqlExpression": sql, "label": label, "hasCustomLabel": True,
             "optionName": f"metric_{label}"}
 
@@ -218,7 +219,7 @@ class ChartSpec:
     key: str
     title: str
     viz_type: str  # table | pie | big_number_total
-    metrics: tuple[dict, ...]
+    metrics: tuple[dict[str, Any], ...]
     groupby: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     optional_flags: tuple[str, ...] = ()  # boolean columns counted when present (table of flags)
@@ -261,7 +262,7 @@ PRODUCT_CATALOG = DashboardSpec(
 DASHBOARDS: tuple[DashboardSpec, ...] = (PRODUCT_CATALOG,)
 
 
-def _chart_metrics(spec: ChartSpec, columns: set[str]) -> list[dict]:
+def _chart_metrics(spec: ChartSpec, columns: set[str]) -> list[dict[str, Any]]:
     metrics = list(spec.metrics)
     for flag in spec.optional_flags:
         if flag in columns:
@@ -269,7 +270,7 @@ def _chart_metrics(spec: ChartSpec, columns: set[str]) -> list[dict]:
     return metrics
 
 
-def chart_definition(spec: ChartSpec, dataset_id: int, columns: set[str]) -> tuple[dict, dict]:
+def chart_definition(spec: ChartSpec, dataset_id: int, columns: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(form_data, query_context) for a chart: the saved query_context is what
     GET /api/v1/chart/<id>/data runs, so it must be stored with the chart."""
     metrics = _chart_metrics(spec, columns)
@@ -344,12 +345,13 @@ def reader_uri(settings: Settings) -> str:
             f"{quote(settings.pg_database, safe='')}")
 
 
-def find_database(client: SupersetClient) -> dict | None:
+def find_database(client: SupersetClient) -> dict[str, Any] | None:
     rows = [r for r in client.find("database", "database_name", DATABASE_NAME)
             if r.get("database_name") == DATABASE_NAME]
     if not rows:
         return None
-    return client.get(f"/api/v1/database/{min(r['id'] for r in rows)}")["result"]
+    database: dict[str, Any] = client.get(f"/api/v1/database/{min(r['id'] for r in rows)}")["result"]
+    return database
 
 
 def ensure_database(client: SupersetClient, settings: Settings, log: Log = _noop) -> int:
@@ -380,7 +382,7 @@ def ensure_database(client: SupersetClient, settings: Settings, log: Log = _noop
     return int(existing["id"])
 
 
-def find_dataset(client: SupersetClient, database_id: int, schema: str, table: str) -> dict | None:
+def find_dataset(client: SupersetClient, database_id: int, schema: str, table: str) -> dict[str, Any] | None:
     rows = [r for r in client.find("dataset", "table_name", table)
             if r.get("table_name") == table and r.get("schema") == schema
             and (r.get("database") or {}).get("id") == database_id]
@@ -404,12 +406,12 @@ def dataset_columns(client: SupersetClient, dataset_id: int) -> set[str]:
     return {c["column_name"] for c in body["result"].get("columns", [])}
 
 
-def find_dashboard(client: SupersetClient, title: str) -> dict | None:
+def find_dashboard(client: SupersetClient, title: str) -> dict[str, Any] | None:
     rows = [r for r in client.find("dashboard", "dashboard_title", title) if r.get("dashboard_title") == title]
     return min(rows, key=lambda r: r["id"]) if rows else None
 
 
-def find_chart(client: SupersetClient, name: str, dataset_id: int | None = None) -> dict | None:
+def find_chart(client: SupersetClient, name: str, dataset_id: int | None = None) -> dict[str, Any] | None:
     rows = [r for r in client.find("chart", "slice_name", name) if r.get("slice_name") == name]
     if dataset_id is not None:
         same = [r for r in rows if r.get("datasource_id") == dataset_id]
@@ -417,11 +419,12 @@ def find_chart(client: SupersetClient, name: str, dataset_id: int | None = None)
     return min(rows, key=lambda r: r["id"]) if rows else None
 
 
-def dashboard_charts(client: SupersetClient, dashboard_id: int) -> list[dict]:
-    return client.get(f"/api/v1/dashboard/{dashboard_id}/charts").get("result", [])
+def dashboard_charts(client: SupersetClient, dashboard_id: int) -> list[dict[str, Any]]:
+    charts: list[dict[str, Any]] = client.get(f"/api/v1/dashboard/{dashboard_id}/charts").get("result", [])
+    return charts
 
 
-def _position(title: str, charts: list[tuple[int, str]]) -> dict:
+def _position(title: str, charts: list[tuple[int, str]]) -> dict[str, Any]:
     position: dict[str, Any] = {
         "DASHBOARD_VERSION_KEY": "v2",
         "ROOT_ID": {"type": "ROOT", "id": "ROOT_ID", "children": ["GRID_ID"]},
@@ -431,7 +434,7 @@ def _position(title: str, charts: list[tuple[int, str]]) -> dict:
     for row_index in range(0, len(charts), 2):
         row_id = f"ROW-bi-console-{row_index // 2}"
         position["GRID_ID"]["children"].append(row_id)
-        row = {"type": "ROW", "id": row_id, "children": [], "parents": ["ROOT_ID", "GRID_ID"],
+        row: dict[str, Any] = {"type": "ROW", "id": row_id, "children": [], "parents": ["ROOT_ID", "GRID_ID"],
                "meta": {"background": "BACKGROUND_TRANSPARENT"}}
         for chart_id, name in charts[row_index:row_index + 2]:
             key = f"CHART-bi-console-{chart_id}"
@@ -443,7 +446,7 @@ def _position(title: str, charts: list[tuple[int, str]]) -> dict:
     return position
 
 
-def ensure_dashboard(client: SupersetClient, spec: DashboardSpec, dataset_id: int, log: Log = _noop) -> dict:
+def ensure_dashboard(client: SupersetClient, spec: DashboardSpec, dataset_id: int, log: Log = _noop) -> dict[str, Any]:
     """The dashboard and its charts, created or brought back to the spec. Charts that
     someone else added to the dashboard are kept, after the managed ones."""
     dashboard = find_dashboard(client, spec.title)
@@ -503,7 +506,7 @@ def ensure_dashboard(client: SupersetClient, spec: DashboardSpec, dataset_id: in
             "url": f"{client.base_url}/superset/dashboard/{spec.slug}/"}
 
 
-def provision(settings: Settings, log: Log = _noop) -> dict:
+def provision(settings: Settings, log: Log = _noop) -> dict[str, Any]:
     """Database connection, datasets and dashboards, created or updated in place.
 
     Returns {"database_id", "datasets": {"schema.table": id}, "missing": [...],
@@ -529,10 +532,10 @@ def provision(settings: Settings, log: Log = _noop) -> dict:
                     log(f"superset: dataset {name} not created: {exc}")
         dashboards = []
         for spec in DASHBOARDS:
-            table = next((t for t in tables if t.name == spec.table), None)
-            if table is None:
+            dashboard_table = next((t for t in tables if t.name == spec.table), None)
+            if dashboard_table is None:
                 continue
-            marts = f"{settings.file.marts_schema}.{table.marts_relation}"
+            marts = f"{settings.file.marts_schema}.{dashboard_table.marts_relation}"
             dashboards.append(ensure_dashboard(client, spec, datasets[marts], log))
         return {"database_id": database_id, "datasets": datasets, "missing": missing, "dashboards": dashboards}
 
@@ -564,7 +567,7 @@ def _resolve_datasets(client: SupersetClient, settings: Settings, datasets: Iter
     return found
 
 
-def invalidate_and_warm(settings: Settings, datasets: Iterable[str] | None = None, log: Log = _noop) -> dict:
+def invalidate_and_warm(settings: Settings, datasets: Iterable[str] | None = None, log: Log = _noop) -> dict[str, Any]:
     """Drop the cached chart data of `datasets` ("schema.table"; None = every managed
     dataset) and re-run every chart built on them with force=true.
 
@@ -587,7 +590,7 @@ def invalidate_and_warm(settings: Settings, datasets: Iterable[str] | None = Non
             client.post("/api/v1/cachekey/invalidate", {"datasource_uids": uids})
             log(f"superset: invalidated cache of {', '.join(found)}")
         warmed = 0
-        failed: list[dict] = []
+        failed: list[dict[str, Any]] = []
         seen: set[int] = set()
         for ds_id in found.values():
             for chart in client.find("chart", "datasource_id", ds_id):
@@ -605,7 +608,7 @@ def invalidate_and_warm(settings: Settings, datasets: Iterable[str] | None = Non
                 "charts_failed": failed, "seconds": round(time.monotonic() - started, 2)}
 
 
-def chart_cache_entry(chart_id: int, name: str, result: dict, now: datetime | None = None) -> dict:
+def chart_cache_entry(chart_id: int, name: str, result: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(timezone.utc)
     cached_at = _parse_dttm(result.get("cached_dttm")) if result.get("is_cached") else None
     return {
@@ -619,7 +622,7 @@ def chart_cache_entry(chart_id: int, name: str, result: dict, now: datetime | No
     }
 
 
-def cache_status(settings: Settings, spec: DashboardSpec = PRODUCT_CATALOG) -> dict:
+def cache_status(settings: Settings, spec: DashboardSpec = PRODUCT_CATALOG) -> dict[str, Any]:
     """What the dashboard shows right now: per chart, whether its data came from the
     cache, from when, and for how long it stays; plus the connection's cache_timeout.
 
@@ -629,7 +632,7 @@ def cache_status(settings: Settings, spec: DashboardSpec = PRODUCT_CATALOG) -> d
     with SupersetClient.from_settings(settings) as client:
         database = find_database(client)
         dashboard = find_dashboard(client, spec.title)
-        charts: list[dict] = []
+        charts: list[dict[str, Any]] = []
         if dashboard is not None:
             now = datetime.now(timezone.utc)
             for chart in dashboard_charts(client, int(dashboard["id"])):
@@ -650,7 +653,7 @@ def cache_status(settings: Settings, spec: DashboardSpec = PRODUCT_CATALOG) -> d
         }
 
 
-def set_cache_timeout(settings: Settings, seconds: int | None) -> dict:
+def set_cache_timeout(settings: Settings, seconds: int | None) -> dict[str, Any]:
     """Set the connection's cache timeout (the runbook's Settings -> Database Connections ->
     Cache Timeout). None falls back to Superset's default; 0 caches without expiry;
     -1 disables caching."""

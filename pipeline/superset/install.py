@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -187,7 +188,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- venv
 
-def _wanted() -> dict:
+def _wanted() -> dict[str, Any]:
     return {"spec": SUPERSET_SPEC, "extras": list(EXTRA_PACKAGES)}
 
 
@@ -201,7 +202,8 @@ def installed_version(venv: Path) -> str | None:
         return None
     if not _bin(venv, "superset").exists():
         return None
-    return data.get("version")
+    version: str | None = data.get("version")
+    return version
 
 
 def install_venv(venv: Path, log: Log = _noop) -> str:
@@ -338,11 +340,12 @@ def _admin_fingerprint(settings: Settings) -> str:
     return hmac.new(key.encode(), f"{settings.superset_user}\0{password}".encode(), hashlib.sha256).hexdigest()
 
 
-def _init_state(settings: Settings) -> dict:
+def _init_state(settings: Settings) -> dict[str, Any]:
     try:
-        return json.loads((superset_home(settings) / INIT_MARKER).read_text())
+        state: dict[str, Any] = json.loads((superset_home(settings) / INIT_MARKER).read_text())
     except (OSError, ValueError):
         return {}
+    return state
 
 
 def initialise(settings: Settings, version: str, log: Log = _noop) -> None:
@@ -371,7 +374,7 @@ def initialise(settings: Settings, version: str, log: Log = _noop) -> None:
         _write_state(settings, state)
 
 
-def _write_state(settings: Settings, state: dict) -> None:
+def _write_state(settings: Settings, state: dict[str, Any]) -> None:
     path = superset_home(settings) / INIT_MARKER
     path.write_text(json.dumps(state))
     os.chmod(path, 0o600)
