@@ -17,6 +17,7 @@ from pipeline.checks.probes import superset_health
 from pipeline.config import Settings, TableConfig
 from pipeline.stores.db import connect_reader, one_row
 from pipeline.superset import api
+from pipeline.superset.cache import parse_dttm
 
 FRESHNESS_CHART = "freshness"
 # Superset's default when neither chart, dataset nor database sets a timeout
@@ -192,7 +193,7 @@ def _cache_vs_data(client: api.SupersetClient, settings: Settings, spec: api.Das
     shown_latest = _to_datetime(row.get("latest_ingest"))
     shown_count = row.get("product_count")
     now = datetime.now(timezone.utc)
-    cached_at = api._parse_dttm(result.get("cached_dttm")) if result.get("is_cached") else None
+    cached_at = parse_dttm(result.get("cached_dttm")) if result.get("is_cached") else None
     if cached_at is None:
         cache_note = "computed just now (not from the cache)"
     else:
