@@ -68,6 +68,7 @@ def test_full_and_incremental_runs_share_one_plan(tmp_path):
         ("ingest", True), ("load", True), ("transform", False), ("test", False), ("validate", True), ("bi", False)]
     # A table without suites validates as "no suites" with no database: the body runs from the context.
     lines = []
-    context = StepContext(settings, settings.tables, settings.table("measure_unit"), set(), lines.append)
+    unsuited = settings.table("measure_unit").model_copy(update={"suites": []})
+    context = StepContext(settings, settings.tables, unsuited, set(), lines.append)
     assert STEP_BY_NAME["validate"].run(context) == {"suites": 0}
     assert lines == ["validate: no suites configured for measure_unit"]
