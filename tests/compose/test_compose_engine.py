@@ -249,7 +249,7 @@ def test_logs_show_and_follow_a_container(project):
         follow.wait(10)
 
 
-# The runbook's step 4 query, as tests/test_pipeline.py runs it on the embedded stack.
+# The runbook's step 4 query, as tests/stack/test_pipeline.py runs it on the embedded stack.
 STEP4_QUERY = """SELECT 'Staging' as layer, COUNT(*)::text as records
 FROM staging_staging.stg_product WHERE deleted = false
 UNION ALL
@@ -265,7 +265,7 @@ def test_full_and_incremental_refresh_through_containers_match_the_embedded_figu
     print(f"full refresh through containers: {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert result.returncode == 0, result.stderr[-3000:]
     assert run["outcome"] == "ok"
-    # The embedded stack's figures on the same seed (tests/test_pipeline.py, README).
+    # The embedded stack's figures on the same seed (tests/stack/test_pipeline.py, README).
     assert project.psql("SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM bronze.product_cdc") \
         == [(31_970, 31_970)]
     assert project.psql(STEP4_QUERY) == [("Staging", "115"), ("Marts", "115")]

@@ -4,7 +4,7 @@ marts row for row (load-time columns `ingested_at` / `ingested_timestamp` exclud
 a fault-free full refresh of the same source.
 
 The tests share one stack and run in order; each takes its own fault-free reference.
-SIGKILL of ingest and of load is in tests/test_pipeline.py
+SIGKILL of ingest and of load is in tests/stack/test_pipeline.py
 (test_sigkill_of_ingest_and_load_loses_and_duplicates_nothing).
 Each test prints a `FAULT-RESULT` line with the rows it compared (see RELIABILITY.md).
 """
