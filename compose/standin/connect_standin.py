@@ -8,7 +8,7 @@ here, behind the part of Kafka Connect's REST API that bi-console uses:
 
 This is not Kafka Connect. Its documents have Kafka Connect's shape so that
 pipeline/runtime/connect_client.py drives it unchanged; that client is proven against real
-Kafka Connect only by recorded responses (tests/recordings/connect/).
+Kafka Connect only by recorded responses (tests/support/recordings/connect/).
 
 The broker stand-in advertises 127.0.0.1:PORT (the port published on the host), so a
 forwarder on this container's 127.0.0.1:PORT carries the engine's Kafka traffic to it.

