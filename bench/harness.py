@@ -78,7 +78,7 @@ def free_port() -> int:
 
 
 def bench_settings(data_dir: Path) -> Settings:
-    """Settings for a throw-away stack: free ports, generated secrets (as tests/conftest does)."""
+    """Settings for a throw-away stack: free ports, generated secrets (as tests/support/stack.py does)."""
     pg_port = free_port()
     return load_settings(env_file=None, **dict(
         data_dir=str(data_dir), runtime="embedded", pg_port=pg_port, source_port=pg_port,

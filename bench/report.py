@@ -2,7 +2,7 @@
 
 Every number between the README's results markers comes from a JSON in bench/results/, so a
 figure in the README is a figure of a run someone can open. `--check` exits 1 when the README
-differs from what the committed JSONs render (tests/test_bench_report.py runs the same
+differs from what the committed JSONs render (tests/unit/test_bench_report.py runs the same
 comparison).
 """
 

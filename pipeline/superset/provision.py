@@ -24,9 +24,10 @@ DEFAULT_DATABASE_CACHE_TIMEOUT = 300
 # --------------------------------------------------------------------------- provisioning
 
 def managed_tables(settings: Settings) -> list[TableConfig]:
-    """Tables that get Superset datasets: those with suites, and always product when configured."""
-    tables = [t for t in settings.tables if t.suites or t.name == "product"]
-    return tables
+    """Tables that get Superset datasets: the validated ones (those with suites), so that no
+    chart reads a table no quality check covers, and those a managed dashboard reads."""
+    dashboard_tables = {spec.table for spec in DASHBOARDS}
+    return [t for t in settings.tables if t.suites or t.name in dashboard_tables]
 
 
 def dataset_names(settings: Settings, tables: Iterable[TableConfig] | None = None) -> list[tuple[str, str]]:

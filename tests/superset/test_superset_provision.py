@@ -36,7 +36,9 @@ def test_provision_twice_creates_each_object_once(superset, pg):
 
     assert first["database_id"] == second["database_id"]
     assert first["datasets"] == second["datasets"]
-    assert set(first["datasets"]) == {"marts.dim_product", "staging_staging.stg_product"}
+    # Every validated table gets datasets (managed_tables): MeasureUnit has a suite too.
+    assert set(first["datasets"]) == {"marts.dim_product", "staging_staging.stg_product",
+                                      "marts.dim_measure_unit", "staging_staging.stg_measure_unit"}
     assert first["dashboards"][0]["id"] == second["dashboards"][0]["id"]
     assert first["dashboards"][0]["charts"] == second["dashboards"][0]["charts"]
     assert len(first["dashboards"][0]["charts"]) == len(api.PRODUCT_CATALOG.charts)
@@ -46,7 +48,8 @@ def test_provision_twice_creates_each_object_once(superset, pg):
         assert [d["database_name"] for d in databases] == [api.DATABASE_NAME]
         datasets = client.get("/api/v1/dataset/")["result"]
         assert sorted(f"{d['schema']}.{d['table_name']}" for d in datasets) == [
-            "marts.dim_product", "staging_staging.stg_product"]
+            "marts.dim_measure_unit", "marts.dim_product", "staging_staging.stg_measure_unit",
+            "staging_staging.stg_product"]
         dashboards = client.get("/api/v1/dashboard/")["result"]
         assert [d["dashboard_title"] for d in dashboards] == ["Product Catalog"]
         for spec in api.PRODUCT_CATALOG.charts:

@@ -99,7 +99,7 @@ def test_run_bi_refresh_counts_and_cache_age(provisioned, pg):
     insert_products(pg, [7900200, 7900201])
     lines: list[str] = []
     counts = bi.run_bi_refresh(provisioned, lines.append)
-    assert counts["datasets_invalidated"] == 2  # marts.dim_product and staging_staging.stg_product
+    assert counts["datasets_invalidated"] == 4  # dim_product, stg_product, dim_measure_unit, stg_measure_unit
     assert counts["charts_warmed"] == len(api.PRODUCT_CATALOG.charts)
     assert counts["charts_failed"] == 0
     assert counts["cache_max_age_seconds"] is not None and counts["cache_max_age_seconds"] < 60
