@@ -33,19 +33,39 @@ OURS = (str(REPO / "pipeline") + "/", str(REPO / "bench") + "/", str(REPO / "cli
 
 # Builtins (C calls) named by pyinstrument as "Class.method" or "function".
 BUILTIN_OWNERS = {
-    "Consumer.consume": "broker", "Consumer.poll": "broker", "Consumer.assign": "broker",
-    "Consumer.commit": "broker", "Consumer.close": "broker", "Producer.flush": "broker",
-    "Producer.poll": "broker", "AdminClient.list_topics": "broker", "Consumer.list_topics": "broker",
+    "Consumer.consume": "broker",
+    "Consumer.poll": "broker",
+    "Consumer.assign": "broker",
+    "Consumer.commit": "broker",
+    "Consumer.close": "broker",
+    "Producer.flush": "broker",
+    "Producer.poll": "broker",
+    "AdminClient.list_topics": "broker",
+    "Consumer.list_topics": "broker",
     "Consumer.get_watermark_offsets": "broker",
-    "cursor.execute": "PostgreSQL", "cursor.executemany": "PostgreSQL", "cursor.copy_expert": "PostgreSQL",
-    "cursor.fetchone": "PostgreSQL", "cursor.fetchall": "PostgreSQL", "connection.commit": "PostgreSQL",
-    "connection.close": "PostgreSQL", "connect": "PostgreSQL", "_connect": "PostgreSQL",
+    "cursor.execute": "PostgreSQL",
+    "cursor.executemany": "PostgreSQL",
+    "cursor.copy_expert": "PostgreSQL",
+    "cursor.fetchone": "PostgreSQL",
+    "cursor.fetchall": "PostgreSQL",
+    "connection.commit": "PostgreSQL",
+    "connection.close": "PostgreSQL",
+    "connect": "PostgreSQL",
+    "_connect": "PostgreSQL",
 }
 PACKAGE_OWNERS = [
-    ("/dbt/", "dbt"), ("/dbt_common/", "dbt"), ("/dbt_adapters/", "dbt"), ("/dbt_postgres/", "dbt"),
-    ("/great_expectations/", "Great Expectations"), ("/sqlalchemy/", "Great Expectations"),
-    ("/psycopg2/", "PostgreSQL"), ("/botocore/", "S3"), ("/boto3/", "S3"), ("/urllib3/", "S3"),
-    ("/s3transfer/", "S3"), ("/confluent_kafka/", "broker"),
+    ("/dbt/", "dbt"),
+    ("/dbt_common/", "dbt"),
+    ("/dbt_adapters/", "dbt"),
+    ("/dbt_postgres/", "dbt"),
+    ("/great_expectations/", "Great Expectations"),
+    ("/sqlalchemy/", "Great Expectations"),
+    ("/psycopg2/", "PostgreSQL"),
+    ("/botocore/", "S3"),
+    ("/boto3/", "S3"),
+    ("/urllib3/", "S3"),
+    ("/s3transfer/", "S3"),
+    ("/confluent_kafka/", "broker"),
 ]
 THREAD_WAITS = ("concurrent/futures/", "/threading.py")
 
@@ -111,13 +131,17 @@ def format_attribution(totals: dict[str, float]) -> str:
 
 
 # Native libraries, as py-spy names them ("PQgetResult (libpq-a17e3caa.so.5.17)").
-NATIVE_OWNERS = [("libpq", "PostgreSQL"), ("psycopg2/_psycopg", "PostgreSQL"), ("librdkafka", "broker"),
-                 ("confluent_kafka/cimpl", "broker")]
+NATIVE_OWNERS = [
+    ("libpq", "PostgreSQL"),
+    ("psycopg2/_psycopg", "PostgreSQL"),
+    ("librdkafka", "broker"),
+    ("confluent_kafka/cimpl", "broker"),
+]
 
 
 def _pyspy_owner(frame: str, inherited: str) -> str | None:
     """The owner of one py-spy frame, "function (file:line)" or "function (library)"."""
-    location = frame[frame.rfind("(") + 1:-1] if frame.endswith(")") else ""
+    location = frame[frame.rfind("(") + 1 : -1] if frame.endswith(")") else ""
     path = "/" + location.rsplit(":", 1)[0].lstrip("/")
     for part, owner in NATIVE_OWNERS:
         if part in location:
@@ -150,5 +174,7 @@ def attribute_pyspy(raw: str, rate: float) -> dict[str, dict[str, float]]:
             if importing:  # blocked on a module lock: another thread is importing that module
                 owner = "import in another thread"
         threads[thread][owner] += int(count) / rate
-    return {name: {k: round(v, 2) for k, v in sorted(owners.items(), key=lambda kv: -kv[1])}
-            for name, owners in sorted(threads.items(), key=lambda kv: -sum(kv[1].values()))}
+    return {
+        name: {k: round(v, 2) for k, v in sorted(owners.items(), key=lambda kv: -kv[1])}
+        for name, owners in sorted(threads.items(), key=lambda kv: -sum(kv[1].values()))
+    }

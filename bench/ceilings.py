@@ -60,9 +60,12 @@ class _CpuMeter:
         self.theirs = service_cpu(settings).get(service, 0.0)
 
     def stop(self) -> dict:
-        return {"cpu_seconds_timed": round(_process_cpu() - self.own, 3),
-                "service_cpu_seconds": {self.service: round(
-                    service_cpu(self.settings).get(self.service, 0.0) - self.theirs, 3)}}
+        return {
+            "cpu_seconds_timed": round(_process_cpu() - self.own, 3),
+            "service_cpu_seconds": {
+                self.service: round(service_cpu(self.settings).get(self.service, 0.0) - self.theirs, 3)
+            },
+        }
 
 
 def broker_ceiling(settings: Settings, table_name: str, max_events: int) -> dict:
@@ -105,14 +108,19 @@ def s3_ceiling(settings: Settings, table_name: str, max_objects: int) -> dict:
     started = time.monotonic()
     try:
         with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="ceiling-upload") as pool:
-            list(pool.map(lambda item: store.put(f"{SCRATCH_PREFIX}{item[0]:06d}.jsonl", item[1]),
-                          enumerate(bodies)))
+            list(pool.map(lambda item: store.put(f"{SCRATCH_PREFIX}{item[0]:06d}.jsonl", item[1]), enumerate(bodies)))
         seconds = time.monotonic() - started
         spent = meter.stop()
     finally:
         store.delete_prefix(SCRATCH_PREFIX)
-    return {"seconds": seconds, "events": sum(body.count(b"\n") for body in bodies), "objects": len(bodies),
-            "bytes": sum(len(body) for body in bodies), "uploads_in_flight": UPLOADS_IN_FLIGHT, **spent}
+    return {
+        "seconds": seconds,
+        "events": sum(body.count(b"\n") for body in bodies),
+        "objects": len(bodies),
+        "bytes": sum(len(body) for body in bodies),
+        "uploads_in_flight": UPLOADS_IN_FLIGHT,
+        **spent,
+    }
 
 
 def postgres_ceiling(settings: Settings, table_name: str, max_objects: int, workers: int) -> dict:
@@ -128,8 +136,9 @@ def postgres_ceiling(settings: Settings, table_name: str, max_objects: int, work
     admin = connect(settings)
     with admin, admin.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(scratch))
-        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-            scratch, bronze_relation(settings.file, table)))
+        cur.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(scratch, bronze_relation(settings.file, table))
+        )
     pending = iter(bodies)
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -145,8 +154,11 @@ def postgres_ceiling(settings: Settings, table_name: str, max_objects: int, work
                 if item is None:
                     return
                 with conn, conn.cursor() as cur:
-                    cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(scratch, sql.SQL(COPY_COLUMNS)),
-                                    io.BytesIO(item[0]), size=COPY_CHUNK)
+                    cur.copy_expert(
+                        sql.SQL("COPY {} ({}) FROM STDIN").format(scratch, sql.SQL(COPY_COLUMNS)),
+                        io.BytesIO(item[0]),
+                        size=COPY_CHUNK,
+                    )
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
@@ -164,5 +176,10 @@ def postgres_ceiling(settings: Settings, table_name: str, max_objects: int, work
     admin.close()
     if errors:
         raise errors[0]
-    return {"seconds": seconds, "rows": sum(lines for _, lines in bodies), "objects": len(bodies),
-            "workers": max(1, workers), "prepare_seconds": prepare_seconds}
+    return {
+        "seconds": seconds,
+        "rows": sum(lines for _, lines in bodies),
+        "objects": len(bodies),
+        "workers": max(1, workers),
+        "prepare_seconds": prepare_seconds,
+    }

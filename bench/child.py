@@ -47,8 +47,13 @@ def step_transform(settings, args: dict) -> dict:
     started = time.monotonic()
     result = DbtProject(settings, _quiet).run(table.dbt_selector, full_refresh=args.get("full", True))
     nodes = {n.name: round(n.execution_time, 3) for n in result.nodes}
-    return {"seconds": time.monotonic() - started, "success": result.success, "nodes": nodes,
-            "error": result.error, "failed": [n.name for n in result.failed]}
+    return {
+        "seconds": time.monotonic() - started,
+        "success": result.success,
+        "nodes": nodes,
+        "error": result.error,
+        "failed": [n.name for n in result.failed],
+    }
 
 
 def step_test(settings, args: dict) -> dict:
@@ -58,8 +63,13 @@ def step_test(settings, args: dict) -> dict:
     started = time.monotonic()
     result = DbtProject(settings, _quiet).test(table.dbt_selector, within_selection=True)
     slowest = sorted(((n.name, round(n.execution_time, 3)) for n in result.nodes), key=lambda x: -x[1])[:5]
-    return {"seconds": time.monotonic() - started, "success": result.success, "counts": result.counts,
-            "slowest": slowest, "failed": [n.name for n in result.failed]}
+    return {
+        "seconds": time.monotonic() - started,
+        "success": result.success,
+        "counts": result.counts,
+        "slowest": slowest,
+        "failed": [n.name for n in result.failed],
+    }
 
 
 def step_validate(settings, args: dict) -> dict:
@@ -69,8 +79,7 @@ def step_validate(settings, args: dict) -> dict:
     started = time.monotonic()
     result = run_validation(settings, table, _quiet)
     failed = [f"{s.name}: {s.error or [e.type for e in s.failed]}" for s in result.suites if not s.success]
-    return {"seconds": time.monotonic() - started, "success": result.success, "counts": result.counts,
-            "failed": failed}
+    return {"seconds": time.monotonic() - started, "success": result.success, "counts": result.counts, "failed": failed}
 
 
 def _profile_result(profiler, directory: str, name: str) -> dict:
@@ -114,11 +123,15 @@ def step_refresh(settings, args: dict) -> dict:
             # rss_at_start_mb: what the process already held when the step began (earlier
             # steps' freed memory that the allocator kept); the step's own growth is the difference.
             measured[event.step] = {
-                "cpu_seconds": round(_cpu() - cpu0, 3), "peak_rss_mb": peak_rss_mb(), "rss_at_start_mb": rss0,
-                "service_cpu_seconds": {k: round(services1[k] - services0.get(k, 0.0), 2) for k in services1}}
+                "cpu_seconds": round(_cpu() - cpu0, 3),
+                "peak_rss_mb": peak_rss_mb(),
+                "rss_at_start_mb": rss0,
+                "service_cpu_seconds": {k: round(services1[k] - services0.get(k, 0.0), 2) for k in services1},
+            }
             if event.step in profilers:
-                measured[event.step].update(_profile_result(profilers.pop(event.step), profile_dir,
-                                                            f"{args['mode']}-{event.step}"))
+                measured[event.step].update(
+                    _profile_result(profilers.pop(event.step), profile_dir, f"{args['mode']}-{event.step}")
+                )
 
     started = time.monotonic()
     run = run_refresh(settings, mode=args["mode"], tables=[args.get("table", "product")], on_event=on_event)
@@ -126,8 +139,13 @@ def step_refresh(settings, args: dict) -> dict:
     for s in run.steps:
         counts = {k: v for k, v in s.counts.items() if isinstance(v, (int, float, bool))}
         steps[s.step] = {"seconds": round(s.duration, 3), "state": s.state, **counts, **measured.get(s.step, {})}
-    return {"seconds": time.monotonic() - started, "success": run.outcome == "ok", "outcome": run.outcome,
-            "error": run.error, "steps": steps}
+    return {
+        "seconds": time.monotonic() - started,
+        "success": run.outcome == "ok",
+        "outcome": run.outcome,
+        "error": run.error,
+        "steps": steps,
+    }
 
 
 def step_runbook_load(settings, args: dict) -> dict:
@@ -157,16 +175,24 @@ def step_s3_ceiling(settings, args: dict) -> dict:
 def step_postgres_ceiling(settings, args: dict) -> dict:
     from bench.ceilings import postgres_ceiling
 
-    return postgres_ceiling(settings, args.get("table", "product"), args["max_objects"],
-                            args.get("workers", settings.load_workers))
+    return postgres_ceiling(
+        settings, args.get("table", "product"), args["max_objects"], args.get("workers", settings.load_workers)
+    )
 
 
 # transform, test and validate keep their own bodies: they report dbt's nodes and failures,
 # which the refresh's steps turn into one error.
 STEPS = {
-    "ingest": step_ingest, "load": step_load, "transform": step_transform, "test": step_test,
-    "validate": step_validate, "refresh": step_refresh, "runbook_load": step_runbook_load,
-    "runbook_copy": step_runbook_copy, "broker_ceiling": step_broker_ceiling, "s3_ceiling": step_s3_ceiling,
+    "ingest": step_ingest,
+    "load": step_load,
+    "transform": step_transform,
+    "test": step_test,
+    "validate": step_validate,
+    "refresh": step_refresh,
+    "runbook_load": step_runbook_load,
+    "runbook_copy": step_runbook_copy,
+    "broker_ceiling": step_broker_ceiling,
+    "s3_ceiling": step_s3_ceiling,
     "postgres_ceiling": step_postgres_ceiling,
 }
 

@@ -1,8 +1,8 @@
 """A benchmark stack that stays up, for profiling one step at a time (development aid).
 
-    python -m bench.devstack --events 100000 --env /tmp/bench.env   # starts, produces, ingests, waits
-    env $(cat /tmp/bench.env) python -m bench.child load '{"full": true}'
-    kill <pid printed>                                               # stops the stack
+python -m bench.devstack --events 100000 --env /tmp/bench.env   # starts, produces, ingests, waits
+env $(cat /tmp/bench.env) python -m bench.child load '{"full": true}'
+kill <pid printed>                                               # stops the stack
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ def main() -> None:
     try:
         table = stack.settings.table("product")
         ensure_topic(stack.settings, table.topic)
-        print(produce(stack.settings.kafka_bootstrap, Generator(table.topic), args.events,
-                      compression=args.compression), file=sys.stderr)
+        print(
+            produce(stack.settings.kafka_bootstrap, Generator(table.topic), args.events, compression=args.compression),
+            file=sys.stderr,
+        )
         with open(args.env, "w") as fh:
             for key, value in stack.env.items():
                 if key.startswith("BI_"):

@@ -46,7 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RUNBOOK_DB = "bench_runbook"
 RUNBOOK_COPY_PREFIX = "bench-runbook/raw/"
 INCREMENTAL_EVENTS = 10_000
-GiB = 1024 ** 3
+GiB = 1024**3
 # Phases after produce. "full" times every step inside one full refresh; "steps" runs each
 # step alone in its own process first (the old way: the same work twice).
 PHASES = ("full", "ceilings", "runbook", "incremental")
@@ -60,6 +60,7 @@ def compression_for(events: int, requested: str) -> str:
     if requested != "auto":
         return requested
     return "lz4" if events >= COMPRESS_FROM_EVENTS else "none"
+
 
 TARGETS = {
     "ingest_events_per_s": 50_000,
@@ -80,14 +81,23 @@ def free_port() -> int:
 def bench_settings(data_dir: Path) -> Settings:
     """Settings for a throw-away stack: free ports, generated secrets (as tests/support/stack.py does)."""
     pg_port = free_port()
-    return load_settings(env_file=None, **dict(
-        data_dir=str(data_dir), runtime="embedded", pg_port=pg_port, source_port=pg_port,
-        kafka_bootstrap=f"127.0.0.1:{free_port()}", s3_endpoint=f"http://127.0.0.1:{free_port()}",
-        superset_url=f"http://127.0.0.1:{free_port()}",
-        pg_password=secrets.token_urlsafe(18), pg_reader_password=secrets.token_urlsafe(18),
-        source_password=secrets.token_urlsafe(18), s3_access_key=secrets.token_urlsafe(12),
-        s3_secret_key=secrets.token_urlsafe(18),
-    ))
+    return load_settings(
+        env_file=None,
+        **dict(
+            data_dir=str(data_dir),
+            runtime="embedded",
+            pg_port=pg_port,
+            source_port=pg_port,
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",
+            s3_endpoint=f"http://127.0.0.1:{free_port()}",
+            superset_url=f"http://127.0.0.1:{free_port()}",
+            pg_password=secrets.token_urlsafe(18),
+            pg_reader_password=secrets.token_urlsafe(18),
+            source_password=secrets.token_urlsafe(18),
+            s3_access_key=secrets.token_urlsafe(12),
+            s3_secret_key=secrets.token_urlsafe(18),
+        ),
+    )
 
 
 class MemoryGuard(threading.Thread):
@@ -161,14 +171,20 @@ class Stack:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def run_child(stack: Stack, step: str, args: dict | None = None, guard: MemoryGuard | None = None,
-              timeout: float = 3600) -> dict:
+def run_child(
+    stack: Stack, step: str, args: dict | None = None, guard: MemoryGuard | None = None, timeout: float = 3600
+) -> dict:
     """Run bench.child STEP in a new process; its result plus wall time and its own peak RSS."""
     out_path = stack.root / f"child-{step}-{time.monotonic_ns()}.out"
     started = time.monotonic()
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.child", step, json.dumps(args or {})],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=stack.env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.child", step, json.dumps(args or {})],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=stack.env,
+        )
     if guard is not None:
         guard.child = proc
     deadline = started + timeout
@@ -210,16 +226,19 @@ def _scratch_database(stack: Stack) -> None:
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(RUNBOOK_DB)))
-        cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(RUNBOOK_DB),
-                                                                 sql.Identifier(s.pg_user)))
+        cur.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(RUNBOOK_DB), sql.Identifier(s.pg_user))
+        )
     admin.close()
     conn = connect(s, dbname=RUNBOOK_DB)
     with conn, conn.cursor() as cur:
         ensure_bronze(cur, s.file, s.table("product"))
         # The runbook's loader names the pre-epoch key in its ON CONFLICT; this scratch
         # database holds one epoch, so that key is unique here too.
-        cur.execute("ALTER TABLE bronze.product_cdc ADD CONSTRAINT runbook_kafka_position "
-                    "UNIQUE (kafka_topic, kafka_partition, kafka_offset)")
+        cur.execute(
+            "ALTER TABLE bronze.product_cdc ADD CONSTRAINT runbook_kafka_position "
+            "UNIQUE (kafka_topic, kafka_partition, kafka_offset)"
+        )
     conn.close()
 
 
@@ -243,9 +262,17 @@ def _raw_objects(stack: Stack) -> tuple[int, int]:
     return len(objects), sum(o["Size"] for o in objects)
 
 
-def run_size(events: int, *, log=print, runbook_max_events: int | None = None, min_available_gib: float = 2.5,
-             skip_runbook: bool = False, profile_dir: Path | None = None, compression: str = "none",
-             phases: set[str] | None = None) -> dict:
+def run_size(
+    events: int,
+    *,
+    log=print,
+    runbook_max_events: int | None = None,
+    min_available_gib: float = 2.5,
+    skip_runbook: bool = False,
+    profile_dir: Path | None = None,
+    compression: str = "none",
+    phases: set[str] | None = None,
+) -> dict:
     """Everything for one size on a fresh stack (or only `phases`, a subset of PHASES)."""
     phases = set(phases or PHASES)
     log(f"== {events:,} events: starting the embedded stack")
@@ -255,8 +282,14 @@ def run_size(events: int, *, log=print, runbook_max_events: int | None = None, m
     guard = MemoryGuard(stack.runtime, min_available_gib, log)
     guard.start()
     table = stack.settings.table("product")
-    result: dict = {"events": events, "compression": compression, "steps": {}, "runbook": {}, "uptime_before": _loadavg(),
-                    "memory_available_before_gib": round(psutil.virtual_memory().available / GiB, 1)}
+    result: dict = {
+        "events": events,
+        "compression": compression,
+        "steps": {},
+        "runbook": {},
+        "uptime_before": _loadavg(),
+        "memory_available_before_gib": round(psutil.virtual_memory().available / GiB, 1),
+    }
 
     def child(step: str, args: dict | None = None) -> dict:
         args = dict(args or {})
@@ -266,8 +299,10 @@ def run_size(events: int, *, log=print, runbook_max_events: int | None = None, m
         if profile_dir is not None and step == "refresh":
             args["profile_dir"] = str(profile_dir / f"refresh-{events}")
         out = run_child(stack, step, args, guard)
-        log(f"   {step}: {out['seconds']:.2f}s, peak RSS {out['peak_rss_mb']:.0f} MB, "
-            f"available {psutil.virtual_memory().available / GiB:.1f} GiB")
+        log(
+            f"   {step}: {out['seconds']:.2f}s, peak RSS {out['peak_rss_mb']:.0f} MB, "
+            f"available {psutil.virtual_memory().available / GiB:.1f} GiB"
+        )
         return out
 
     try:
@@ -276,13 +311,20 @@ def run_size(events: int, *, log=print, runbook_max_events: int | None = None, m
         ensure_topic(stack.settings, table.topic)
         generator = Generator(table.topic)
         log(f"   producing {events:,} events to {table.topic}")
-        produced = produce(stack.settings.kafka_bootstrap, generator, events, compression=compression,
-                           log=lambda line: log(f"   {line}"))
+        produced = produce(
+            stack.settings.kafka_bootstrap,
+            generator,
+            events,
+            compression=compression,
+            log=lambda line: log(f"   {line}"),
+        )
         produced["counts"] = dict(generator.counts)
         produced["topic_events"] = topic_event_count(stack.settings, table.topic)
         result["produce"] = produced
-        log(f"   produced in {produced['seconds']:.1f}s ({produced['events_per_s']:,.0f}/s, "
-            f"{produced['mean_value_bytes']:,.0f} B/value); topic holds {produced['topic_events']:,}")
+        log(
+            f"   produced in {produced['seconds']:.1f}s ({produced['events_per_s']:,.0f}/s, "
+            f"{produced['mean_value_bytes']:,.0f} B/value); topic holds {produced['topic_events']:,}"
+        )
         if produced["topic_events"] != events:
             raise RuntimeError(f"topic holds {produced['topic_events']} events, {events} were produced")
 
@@ -322,35 +364,45 @@ def run_size(events: int, *, log=print, runbook_max_events: int | None = None, m
             if runbook_max_events is not None and runbook_max_events < events:
                 rows_limit = max(1, runbook_max_events // stack.settings.ingest_batch_size)
             _scratch_database(stack)
-            result["runbook"]["step3_load"] = child("runbook_load", {
-                "database": RUNBOOK_DB, "prefix": table.raw_objects_prefix, "max_objects": rows_limit})
+            result["runbook"]["step3_load"] = child(
+                "runbook_load", {"database": RUNBOOK_DB, "prefix": table.raw_objects_prefix, "max_objects": rows_limit}
+            )
             _drop_scratch_database(stack)
-            result["runbook"]["step2_copy"] = child("runbook_copy", {
-                "topic": table.topic, "prefix": RUNBOOK_COPY_PREFIX, "max_events": runbook_max_events})
+            result["runbook"]["step2_copy"] = child(
+                "runbook_copy", {"topic": table.topic, "prefix": RUNBOOK_COPY_PREFIX, "max_events": runbook_max_events}
+            )
 
         if "incremental" not in phases:
             return result
         log(f"   producing {INCREMENTAL_EVENTS:,} new events")
-        result["incremental_produce"] = produce(stack.settings.kafka_bootstrap, generator, INCREMENTAL_EVENTS,
-                                                compression=compression, log=lambda line: None)
+        result["incremental_produce"] = produce(
+            stack.settings.kafka_bootstrap,
+            generator,
+            INCREMENTAL_EVENTS,
+            compression=compression,
+            log=lambda line: None,
+        )
         result["incremental_refresh"] = child("refresh", {"mode": "incremental"})
         if not result["incremental_refresh"]["success"]:
             raise RuntimeError(f"incremental refresh failed: {result['incremental_refresh']}")
-        result["bronze_rows"] = _scalar(stack, f"SELECT count(*) FROM {stack.settings.file.bronze_schema}."
-                                               f"{table.bronze_table}")
-        result["active_products"] = _scalar(stack, f"SELECT count(*) FROM {stack.settings.file.marts_schema}."
-                                                   f"{table.marts_relation}")
+        result["bronze_rows"] = _scalar(
+            stack, f"SELECT count(*) FROM {stack.settings.file.bronze_schema}.{table.bronze_table}"
+        )
+        result["active_products"] = _scalar(
+            stack, f"SELECT count(*) FROM {stack.settings.file.marts_schema}.{table.marts_relation}"
+        )
     except Exception as exc:  # keep what was measured; the report says where it stopped
         result["error"] = f"{type(exc).__name__}: {str(exc)[:3000]}"
         log(f"   ERROR: {result['error']}")
     finally:
-        result["bronze_rows"] = result.get("bronze_rows") or _try_scalar(stack, f"SELECT count(*) FROM "
-                                                                 f"{stack.settings.file.bronze_schema}.{table.bronze_table}")
+        result["bronze_rows"] = result.get("bronze_rows") or _try_scalar(
+            stack, f"SELECT count(*) FROM {stack.settings.file.bronze_schema}.{table.bronze_table}"
+        )
         guard.stop_event.set()
         guard.join(timeout=5)
         result["uptime_after"] = _loadavg()
         result["memory_lowest_available_gib"] = round(guard.lowest_available / GiB, 1)
-        result["service_peak_rss_mb"] = {k: round(v / 2 ** 20) for k, v in guard.peak_services.items()}
+        result["service_peak_rss_mb"] = {k: round(v / 2**20) for k, v in guard.peak_services.items()}
         stack.stop()
         derive(result)
     return result
@@ -405,24 +457,50 @@ def derive(result: dict) -> dict:
     rows = {}
 
     def row(name, work, unit, seconds, rss=None, cpu=None, note=""):
-        rows[name] = {"work": work, "unit": unit, "seconds": round(seconds, 3),
-                      "cpu_seconds": round(cpu, 2) if cpu is not None else None,
-                      "rate_per_s": round(work / seconds) if seconds else None,
-                      "us_per_event": round(seconds / work * 1e6, 2) if work else None,  # per unit of work
-                      "peak_rss_mb": round(rss) if rss is not None else None, "note": note}
+        rows[name] = {
+            "work": work,
+            "unit": unit,
+            "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu, 2) if cpu is not None else None,
+            "rate_per_s": round(work / seconds) if seconds else None,
+            "us_per_event": round(seconds / work * 1e6, 2) if work else None,  # per unit of work
+            "peak_rss_mb": round(rss) if rss is not None else None,
+            "note": note,
+        }
 
     if "produce" in result:
         p = result["produce"]
-        row("produce (bench)", p["events"], "events", p["seconds"], None, None,
-            f"{p['mean_value_bytes']:,.0f} B/value, schema {p['schema_bytes']:,} B")
+        row(
+            "produce (bench)",
+            p["events"],
+            "events",
+            p["seconds"],
+            None,
+            None,
+            f"{p['mean_value_bytes']:,.0f} B/value, schema {p['schema_bytes']:,} B",
+        )
     if "ingest" in steps:
         s = steps["ingest"]
-        row("ingest", s["events"] + s.get("quarantined", 0), "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
-            _with_services(s, f"{s['objects']} objects, {s.get('raw_bytes', 0) / 2**20:,.0f} MiB raw"))
+        row(
+            "ingest",
+            s["events"] + s.get("quarantined", 0),
+            "events",
+            s["seconds"],
+            s["peak_rss_mb"],
+            s.get("cpu_seconds"),
+            _with_services(s, f"{s['objects']} objects, {s.get('raw_bytes', 0) / 2**20:,.0f} MiB raw"),
+        )
     if "load" in steps:
         s = steps["load"]
-        row("load (bronze)", s["inserted"], "rows", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
-            _with_services(s, f"{s['objects']} objects"))
+        row(
+            "load (bronze)",
+            s["inserted"],
+            "rows",
+            s["seconds"],
+            s["peak_rss_mb"],
+            s.get("cpu_seconds"),
+            _with_services(s, f"{s['objects']} objects"),
+        )
     for name in ("transform", "test", "validate"):
         if name in steps:
             s = steps[name]
@@ -435,39 +513,91 @@ def derive(result: dict) -> dict:
     rb = result.get("runbook", {})
     if "step3_load" in rb:
         s = rb["step3_load"]
-        row("runbook step 3 loader", s["rows"], "rows", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"), f"{s['objects']} objects")
+        row(
+            "runbook step 3 loader",
+            s["rows"],
+            "rows",
+            s["seconds"],
+            s["peak_rss_mb"],
+            s.get("cpu_seconds"),
+            f"{s['objects']} objects",
+        )
     if "step2_copy" in rb:
         s = rb["step2_copy"]
-        row("runbook step 2 copy", s["events"], "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"), f"{s['objects']} objects")
+        row(
+            "runbook step 2 copy",
+            s["events"],
+            "events",
+            s["seconds"],
+            s["peak_rss_mb"],
+            s.get("cpu_seconds"),
+            f"{s['objects']} objects",
+        )
     ceilings = result.get("ceilings", {})
     if "broker" in ceilings:
         s = ceilings["broker"]
-        row("ceiling: broker alone", s["events"], "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
-            "ingest's consumer, messages read and dropped")
+        row(
+            "ceiling: broker alone",
+            s["events"],
+            "events",
+            s["seconds"],
+            s["peak_rss_mb"],
+            s.get("cpu_seconds"),
+            "ingest's consumer, messages read and dropped",
+        )
     if "s3" in ceilings:
         s = ceilings["s3"]
-        row("ceiling: S3 server alone", s["events"], "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
-            f"{s['objects']} raw objects read first, then stored again, {s['uploads_in_flight']} uploads in flight")
+        row(
+            "ceiling: S3 server alone",
+            s["events"],
+            "events",
+            s["seconds"],
+            s["peak_rss_mb"],
+            s.get("cpu_seconds"),
+            f"{s['objects']} raw objects read first, then stored again, {s['uploads_in_flight']} uploads in flight",
+        )
     if "postgres" in ceilings:
         s = ceilings["postgres"]
-        row("ceiling: PostgreSQL alone", s["rows"], "rows", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
+        row(
+            "ceiling: PostgreSQL alone",
+            s["rows"],
+            "rows",
+            s["seconds"],
+            s["peak_rss_mb"],
+            s.get("cpu_seconds"),
             f"{s['objects']} objects' rows built first ({s['prepare_seconds']:.1f}s of our Python), "
-            f"then COPY on {s['workers']} connections")
+            f"then COPY on {s['workers']} connections",
+        )
     if "full_refresh" in result:
         s = result["full_refresh"]
-        row("full refresh (end to end)", n, "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
-            ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in s["steps"].items()))
+        row(
+            "full refresh (end to end)",
+            n,
+            "events",
+            s["seconds"],
+            s["peak_rss_mb"],
+            s.get("cpu_seconds"),
+            ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in s["steps"].items()),
+        )
     if "incremental_refresh" in result:
         s = result["incremental_refresh"]
-        row("incremental refresh (+10k)", INCREMENTAL_EVENTS, "events", s["seconds"], s["peak_rss_mb"], s.get("cpu_seconds"),
-            ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in s["steps"].items()))
+        row(
+            "incremental refresh (+10k)",
+            INCREMENTAL_EVENTS,
+            "events",
+            s["seconds"],
+            s["peak_rss_mb"],
+            s.get("cpu_seconds"),
+            ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in s["steps"].items()),
+        )
     result["rows"] = rows
     ratios = {}
     for name, ours, other, digits in (
-            ("load_vs_runbook_step3", "load (bronze)", "runbook step 3 loader", 1),
-            ("ingest_vs_runbook_step2", "ingest", "runbook step 2 copy", 1),
-            ("ingest_of_broker_ceiling", "ingest", "ceiling: broker alone", 2),
-            ("load_of_postgres_ceiling", "load (bronze)", "ceiling: PostgreSQL alone", 2)):
+        ("load_vs_runbook_step3", "load (bronze)", "runbook step 3 loader", 1),
+        ("ingest_vs_runbook_step2", "ingest", "runbook step 2 copy", 1),
+        ("ingest_of_broker_ceiling", "ingest", "ceiling: broker alone", 2),
+        ("load_of_postgres_ceiling", "load (bronze)", "ceiling: PostgreSQL alone", 2),
+    ):
         if ours in rows and other in rows:
             ratios[name] = round(rows[ours]["rate_per_s"] / rows[other]["rate_per_s"], digits)
     result["ratios"] = ratios
@@ -475,8 +605,15 @@ def derive(result: dict) -> dict:
     if floor:
         result["ingest_cpu_floor"] = floor
     result["targets"] = check_targets(result)
-    cpu = {name: round(s["cpu_seconds"], 2) for name, s in {**steps, **rb, **{
-        k: result[k] for k in ("full_refresh", "incremental_refresh") if k in result}}.items() if "cpu_seconds" in s}
+    cpu = {
+        name: round(s["cpu_seconds"], 2)
+        for name, s in {
+            **steps,
+            **rb,
+            **{k: result[k] for k in ("full_refresh", "incremental_refresh") if k in result},
+        }.items()
+        if "cpu_seconds" in s
+    }
     result["cpu_seconds_own_process"] = cpu
     return result
 
@@ -504,9 +641,15 @@ def ingest_cpu_floor(steps: dict, ceilings: dict, cores: int) -> dict | None:
     services = ingest.get("service_cpu_seconds") or {}
     ingest_us = micros(ingest["cpu_seconds"] + services.get("kafka", 0.0) + services.get("s3", 0.0), events)
     floor_us = round(broker_us + s3_us, 1)
-    return {"broker_us_per_event": broker_us, "s3_us_per_event": s3_us, "floor_us_per_event": floor_us,
-            "cores": cores, "floor_max_events_per_s": round(cores * 1e6 / floor_us) if floor_us else None,
-            "ingest_us_per_event": ingest_us, "ingest_beyond_floor_us_per_event": round(ingest_us - floor_us, 1)}
+    return {
+        "broker_us_per_event": broker_us,
+        "s3_us_per_event": s3_us,
+        "floor_us_per_event": floor_us,
+        "cores": cores,
+        "floor_max_events_per_s": round(cores * 1e6 / floor_us) if floor_us else None,
+        "ingest_us_per_event": ingest_us,
+        "ingest_beyond_floor_us_per_event": round(ingest_us - floor_us, 1),
+    }
 
 
 def check_targets(result: dict) -> dict:
@@ -523,14 +666,24 @@ def check_targets(result: dict) -> dict:
 
     if "ingest" in rows:
         v = rows["ingest"]["rate_per_s"]
-        mark("ingest events/s", v, v >= TARGETS["ingest_events_per_s"], f">= {TARGETS['ingest_events_per_s']:,}",
-             ceiling("ceiling: broker alone"))
+        mark(
+            "ingest events/s",
+            v,
+            v >= TARGETS["ingest_events_per_s"],
+            f">= {TARGETS['ingest_events_per_s']:,}",
+            ceiling("ceiling: broker alone"),
+        )
         v = rows["ingest"]["peak_rss_mb"]
         mark("ingest peak RSS MB", v, v <= TARGETS["peak_rss_mb"], f"<= {TARGETS['peak_rss_mb']:.0f}")
     if "load (bronze)" in rows:
         v = rows["load (bronze)"]["rate_per_s"]
-        mark("load rows/s", v, v >= TARGETS["load_rows_per_s"], f">= {TARGETS['load_rows_per_s']:,}",
-             ceiling("ceiling: PostgreSQL alone"))
+        mark(
+            "load rows/s",
+            v,
+            v >= TARGETS["load_rows_per_s"],
+            f">= {TARGETS['load_rows_per_s']:,}",
+            ceiling("ceiling: PostgreSQL alone"),
+        )
         v = rows["load (bronze)"]["peak_rss_mb"]
         mark("load peak RSS MB", v, v <= TARGETS["peak_rss_mb"], f"<= {TARGETS['peak_rss_mb']:.0f}")
     if "load_vs_runbook_step3" in result["ratios"]:
@@ -539,8 +692,12 @@ def check_targets(result: dict) -> dict:
     if "full refresh (end to end)" in rows:
         v = rows["full refresh (end to end)"]["seconds"]
         scaled = v * 1_000_000 / n
-        mark("full refresh s (scaled to 1M)" if n != 1_000_000 else "full refresh s at 1M", round(scaled, 1),
-             scaled <= TARGETS["full_refresh_1m_s"], f"<= {TARGETS['full_refresh_1m_s']:.0f}")
+        mark(
+            "full refresh s (scaled to 1M)" if n != 1_000_000 else "full refresh s at 1M",
+            round(scaled, 1),
+            scaled <= TARGETS["full_refresh_1m_s"],
+            f"<= {TARGETS['full_refresh_1m_s']:.0f}",
+        )
     if "incremental refresh (+10k)" in rows:
         v = rows["incremental refresh (+10k)"]["seconds"]
         mark("incremental +10k s", v, v <= TARGETS["incremental_10k_s"], f"<= {TARGETS['incremental_10k_s']:.0f}")
@@ -549,9 +706,14 @@ def check_targets(result: dict) -> dict:
 
 def machine() -> dict:
     mem = psutil.virtual_memory()
-    return {"cores": os.cpu_count(), "ram_gib": round(mem.total / GiB, 1), "python": platform.python_version(),
-            "platform": platform.platform(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": _cpu_model()}
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem.total / GiB, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+    }
 
 
 def _cpu_model() -> str:
@@ -579,17 +741,21 @@ def linearity(sizes: list[dict]) -> dict:
 def format_table(report: dict) -> str:
     lines = []
     for size in report["sizes"]:
-        lines.append(f"### {size['events']:,} events, topic compression {size.get('compression', 'none')} (load avg before {size.get('uptime_before')}, after "
-                     f"{size.get('uptime_after')}; lowest free memory {size.get('memory_lowest_available_gib')} GiB; "
-                     f"services peak RSS {size.get('service_peak_rss_mb')} MB)")
+        lines.append(
+            f"### {size['events']:,} events, topic compression {size.get('compression', 'none')} (load avg before {size.get('uptime_before')}, after "
+            f"{size.get('uptime_after')}; lowest free memory {size.get('memory_lowest_available_gib')} GiB; "
+            f"services peak RSS {size.get('service_peak_rss_mb')} MB)"
+        )
         lines.append("")
         lines.append("| step | work | wall s | rate /s | µs/unit | own CPU s | peak RSS MB | notes |")
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for name, r in size.get("rows", {}).items():
             rss = "" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:,}"
             rate = "" if r["rate_per_s"] is None else f"{r['rate_per_s']:,}"
-            lines.append(f"| {name} | {r['work']:,} {r['unit']} | {r['seconds']:.2f} | {rate} | "
-                         f"{r['us_per_event']} | {'' if r.get('cpu_seconds') is None else r['cpu_seconds']} | {rss} | {r['note']} |")
+            lines.append(
+                f"| {name} | {r['work']:,} {r['unit']} | {r['seconds']:.2f} | {rate} | "
+                f"{r['us_per_event']} | {'' if r.get('cpu_seconds') is None else r['cpu_seconds']} | {rss} | {r['note']} |"
+            )
         if size.get("ratios"):
             lines.append("")
             lines.append("Ratios (rate over rate): " + ", ".join(f"{k} = {v}x" for k, v in size["ratios"].items()))
@@ -600,13 +766,19 @@ def format_table(report: dict) -> str:
                 f"Ingest CPU per event (our process and the services): the broker and S3 work alone cost "
                 f"{floor['floor_us_per_event']} µs (broker {floor['broker_us_per_event']}, S3 {floor['s3_us_per_event']}), "
                 f"so {floor['cores']} cores allow at most {floor['floor_max_events_per_s']:,} events/s; "
-                f"ingest spent {floor['ingest_us_per_event']} µs, {floor['ingest_beyond_floor_us_per_event']} µs of it beyond that work.")
+                f"ingest spent {floor['ingest_us_per_event']} µs, {floor['ingest_beyond_floor_us_per_event']} µs of it beyond that work."
+            )
         if size.get("targets"):
             lines.append("")
-            lines.append("Targets: " + "; ".join(
-                f"{k} {v['value']} ({v['target']}"
-                + (f"; the service alone: {v['service_ceiling']:,}" if v.get("service_ceiling") else "")
-                + f") {'OK' if v['ok'] else 'MISSED'}" for k, v in size["targets"].items()))
+            lines.append(
+                "Targets: "
+                + "; ".join(
+                    f"{k} {v['value']} ({v['target']}"
+                    + (f"; the service alone: {v['service_ceiling']:,}" if v.get("service_ceiling") else "")
+                    + f") {'OK' if v['ok'] else 'MISSED'}"
+                    for k, v in size["targets"].items()
+                )
+            )
         if size.get("error"):
             lines.append("")
             lines.append(f"ERROR: {size['error']}")

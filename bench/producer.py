@@ -40,11 +40,20 @@ TOPIC_PREFIX = "cord"
 DATABASE = "ConcordDb"
 
 _SOURCE_FIELDS = [
-    ("version", "string", False), ("connector", "string", False), ("name", "string", False),
-    ("ts_ms", "int64", False), ("snapshot", "string", True), ("db", "string", False),
-    ("sequence", "string", True), ("ts_us", "int64", True), ("ts_ns", "int64", True),
-    ("schema", "string", False), ("table", "string", False), ("change_lsn", "string", True),
-    ("commit_lsn", "string", True), ("event_serial_no", "int64", True),
+    ("version", "string", False),
+    ("connector", "string", False),
+    ("name", "string", False),
+    ("ts_ms", "int64", False),
+    ("snapshot", "string", True),
+    ("db", "string", False),
+    ("sequence", "string", True),
+    ("ts_us", "int64", True),
+    ("ts_ns", "int64", True),
+    ("schema", "string", False),
+    ("table", "string", False),
+    ("change_lsn", "string", True),
+    ("commit_lsn", "string", True),
+    ("event_serial_no", "int64", True),
 ]
 
 
@@ -54,26 +63,52 @@ _ENCODE = rows.sqlserver_encoder(MODEL)
 
 def value_schema(topic: str) -> dict:
     row = rows.connect_fields(MODEL)
-    source = [{"type": t, "optional": o, **({"name": "io.debezium.data.Enum", "version": 1,
-                                              "parameters": {"allowed": "true,last,false,incremental"},
-                                              "default": "false"} if n == "snapshot" else {}), "field": n}
-              for n, t, o in _SOURCE_FIELDS]
+    source = [
+        {
+            "type": t,
+            "optional": o,
+            **(
+                {
+                    "name": "io.debezium.data.Enum",
+                    "version": 1,
+                    "parameters": {"allowed": "true,last,false,incremental"},
+                    "default": "false",
+                }
+                if n == "snapshot"
+                else {}
+            ),
+            "field": n,
+        }
+        for n, t, o in _SOURCE_FIELDS
+    ]
     return {
         "type": "struct",
         "fields": [
             {"type": "struct", "fields": row, "optional": True, "name": f"{topic}.Value", "field": "before"},
             {"type": "struct", "fields": row, "optional": True, "name": f"{topic}.Value", "field": "after"},
-            {"type": "struct", "fields": source, "optional": False, "name": "io.debezium.connector.sqlserver.Source",
-             "field": "source"},
+            {
+                "type": "struct",
+                "fields": source,
+                "optional": False,
+                "name": "io.debezium.connector.sqlserver.Source",
+                "field": "source",
+            },
             {"type": "string", "optional": False, "field": "op"},
             {"type": "int64", "optional": True, "field": "ts_ms"},
             {"type": "int64", "optional": True, "field": "ts_us"},
             {"type": "int64", "optional": True, "field": "ts_ns"},
-            {"type": "struct", "fields": [
-                {"type": "string", "optional": False, "field": "id"},
-                {"type": "int64", "optional": False, "field": "total_order"},
-                {"type": "int64", "optional": False, "field": "data_collection_order"},
-            ], "optional": True, "name": "event.block", "version": 1, "field": "transaction"},
+            {
+                "type": "struct",
+                "fields": [
+                    {"type": "string", "optional": False, "field": "id"},
+                    {"type": "int64", "optional": False, "field": "total_order"},
+                    {"type": "int64", "optional": False, "field": "data_collection_order"},
+                ],
+                "optional": True,
+                "name": "event.block",
+                "version": 1,
+                "field": "transaction",
+            },
         ],
         "optional": False,
         "name": f"{topic}.Envelope",
@@ -82,8 +117,12 @@ def value_schema(topic: str) -> dict:
 
 
 def key_schema(topic: str) -> dict:
-    return {"type": "struct", "fields": [{"type": "int64", "optional": False, "field": "ID"}],
-            "optional": False, "name": f"{topic}.Key"}
+    return {
+        "type": "struct",
+        "fields": [{"type": "int64", "optional": False, "field": "ID"}],
+        "optional": False,
+        "name": f"{topic}.Key",
+    }
 
 
 EPOCH_MS_BASE = 1_577_836_800_000  # 2020-01-01
@@ -127,8 +166,15 @@ class Generator:
         self.value_head = b'{"schema":' + schema + b',"payload":'
         self.key_head = b'{"schema":' + orjson.dumps(key_schema(self.topic)) + b',"payload":{"ID":'
         self.schema_bytes = len(schema)
-        self.source_base = {"version": "2.7.3.Final", "connector": "sqlserver", "name": TOPIC_PREFIX,
-                            "db": DATABASE, "sequence": None, "schema": "dbo", "table": "Product"}
+        self.source_base = {
+            "version": "2.7.3.Final",
+            "connector": "sqlserver",
+            "name": TOPIC_PREFIX,
+            "db": DATABASE,
+            "sequence": None,
+            "schema": "dbo",
+            "table": "Product",
+        }
 
     @staticmethod
     def _lsn_text(value: int) -> str:
@@ -156,11 +202,13 @@ class Generator:
             source["change_lsn"] = self._lsn_text(self.lsn)
             source["commit_lsn"] = self._lsn_text(self.lsn + 1)
             source["event_serial_no"] = 1
-        tail = orjson.dumps({"source": source, "op": op, "ts_ms": ts, "ts_us": ts * 1000, "ts_ns": ts * 1_000_000,
-                             "transaction": None})
+        tail = orjson.dumps(
+            {"source": source, "op": op, "ts_ms": ts, "ts_us": ts * 1000, "ts_ns": ts * 1_000_000, "transaction": None}
+        )
         self.counts[op] += 1
-        return b"".join((self.value_head, b'{"before":', before or b"null", b',"after":', after or b"null",
-                         b",", tail[1:], b"}"))
+        return b"".join(
+            (self.value_head, b'{"before":', before or b"null", b',"after":', after or b"null", b",", tail[1:], b"}")
+        )
 
     def _new_row(self, pid: int) -> None:
         row = product_row(self.rng, pid, self.clock_ms)
@@ -229,22 +277,25 @@ class Generator:
 
 
 def make_producer(bootstrap: str, compression: str = "none") -> Producer:
-    return Producer({
-        "bootstrap.servers": bootstrap,
-        "linger.ms": 50,
-        "batch.size": 4 * 1024 * 1024,
-        "batch.num.messages": 10000,
-        "queue.buffering.max.messages": 200_000,
-        "queue.buffering.max.kbytes": 512 * 1024,
-        "message.max.bytes": 8 * 1024 * 1024,
-        "compression.type": compression,
-        "acks": 1,
-        "enable.idempotence": False,
-    })
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 50,
+            "batch.size": 4 * 1024 * 1024,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 200_000,
+            "queue.buffering.max.kbytes": 512 * 1024,
+            "message.max.bytes": 8 * 1024 * 1024,
+            "compression.type": compression,
+            "acks": 1,
+            "enable.idempotence": False,
+        }
+    )
 
 
-def produce(bootstrap: str, generator: Generator, n: int, *, compression: str = "none",
-            log: Callable[[str], None] = print) -> dict:
+def produce(
+    bootstrap: str, generator: Generator, n: int, *, compression: str = "none", log: Callable[[str], None] = print
+) -> dict:
     """Write the generator's next n events to its topic; returns counts, bytes and rate."""
     producer = make_producer(bootstrap, compression)
     errors: list[str] = []
@@ -274,5 +325,11 @@ def produce(bootstrap: str, generator: Generator, n: int, *, compression: str = 
     elapsed = time.monotonic() - started
     if remaining or errors:
         raise RuntimeError(f"produce: {remaining} undelivered, errors: {errors[:3]}")
-    return {"events": sent, "value_bytes": value_bytes, "seconds": elapsed, "events_per_s": sent / elapsed,
-            "mean_value_bytes": value_bytes / max(sent, 1), "schema_bytes": generator.schema_bytes}
+    return {
+        "events": sent,
+        "value_bytes": value_bytes,
+        "seconds": elapsed,
+        "events_per_s": sent / elapsed,
+        "mean_value_bytes": value_bytes / max(sent, 1),
+        "schema_bytes": generator.schema_bytes,
+    }

@@ -33,8 +33,25 @@ def record(step: str, args: str, out: Path, rate: int) -> dict:
     raw = out / f"{step}.raw"
     # py-spy pauses the process while it unwinds every thread's native stack: at 50 samples/s
     # that doubled an incremental refresh on 2 cores; at 10/s it costs a few per cent.
-    command = [py_spy, "record", "--native", "--idle", "--threads", "--rate", str(rate), "--format", "raw",
-               "--output", str(raw), "--", sys.executable, "-m", "bench.child", step, args]
+    command = [
+        py_spy,
+        "record",
+        "--native",
+        "--idle",
+        "--threads",
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--output",
+        str(raw),
+        "--",
+        sys.executable,
+        "-m",
+        "bench.child",
+        step,
+        args,
+    ]
     done = subprocess.run(command, cwd=REPO, env=os.environ, capture_output=True, text=True)
     if done.returncode != 0 or not raw.exists():
         raise RuntimeError(f"py-spy exited {done.returncode}: {done.stderr[-2000:]}")
@@ -47,8 +64,14 @@ def record(step: str, args: str, out: Path, rate: int) -> dict:
     raw.unlink()
     # Threads that only ever waited without an owner (tqdm's monitor, idle pools) say nothing.
     threads = {name: owners for name, owners in threads.items() if set(owners) != {"other"}}
-    report = {"step": step, "args": json.loads(args), "rate": rate, "seconds": result.get("seconds"),
-              "threads": threads, "raw": raw.with_suffix(".raw.gz").name}
+    report = {
+        "step": step,
+        "args": json.loads(args),
+        "rate": rate,
+        "seconds": result.get("seconds"),
+        "threads": threads,
+        "raw": raw.with_suffix(".raw.gz").name,
+    }
     (out / f"{step}-attribution.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

@@ -29,44 +29,62 @@ from pipeline.config import Settings
 
 
 def _s3(settings: Settings):
-    return boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
-                        aws_access_key_id=settings.s3_access_key, aws_secret_access_key=settings.s3_secret_key)
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key,
+    )
 
 
 def runbook_step3_loader(settings: Settings, database: str, prefix: str, max_objects: int | None = None) -> dict:
     started = time.monotonic()
     # --- the runbook's Step 3 script (endpoints, credentials and database pointed at the bench) ---
     s3 = _s3(settings)
-    conn = psycopg2.connect(host=settings.pg_host, port=settings.pg_port, database=database,
-                            user=settings.pg_user, password=settings.pg_password)
+    conn = psycopg2.connect(
+        host=settings.pg_host,
+        port=settings.pg_port,
+        database=database,
+        user=settings.pg_user,
+        password=settings.pg_password,
+    )
     cur = conn.cursor()
-    cur.execute('TRUNCATE TABLE bronze.product_cdc;')
+    cur.execute("TRUNCATE TABLE bronze.product_cdc;")
     conn.commit()
-    paginator = s3.get_paginator('list_objects_v2')
+    paginator = s3.get_paginator("list_objects_v2")
     pages = paginator.paginate(Bucket=settings.s3_bucket, Prefix=prefix)
     total_inserted = 0
     objects = 0
     for page in pages:
-        for obj in page.get('Contents', []):
+        for obj in page.get("Contents", []):
             if max_objects is not None and objects >= max_objects:
                 break
             objects += 1
-            response = s3.get_object(Bucket=settings.s3_bucket, Key=obj['Key'])
-            content = response['Body'].read().decode('utf-8')
-            for line in content.strip().split('\n'):
+            response = s3.get_object(Bucket=settings.s3_bucket, Key=obj["Key"])
+            content = response["Body"].read().decode("utf-8")
+            for line in content.strip().split("\n"):
                 if not line.strip():
                     continue
                 record = json.loads(line)
-                cur.execute('''
+                cur.execute(
+                    """
                     INSERT INTO bronze.product_cdc (
                         kafka_topic, kafka_partition, kafka_offset, kafka_timestamp,
                         kafka_key, cdc_payload, batch_file
                     ) VALUES (%s, %s, %s, %s, %s, %s, %s)
                     ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
-                ''', (record.get('topic'), record.get('partition'),
-                      record.get('offset'), record.get('timestamp'),
-                      json.dumps(record.get('key')),
-                      json.dumps(record.get('value')), obj['Key']))
+                """,
+                    (
+                        record.get("topic"),
+                        record.get("partition"),
+                        record.get("offset"),
+                        record.get("timestamp"),
+                        json.dumps(record.get("key")),
+                        json.dumps(record.get("value")),
+                        obj["Key"],
+                    ),
+                )
                 total_inserted += 1
     conn.commit()
     cur.close()
@@ -77,10 +95,15 @@ def runbook_step3_loader(settings: Settings, database: str, prefix: str, max_obj
 
 def runbook_step2_copy(settings: Settings, topic: str, prefix: str, max_events: int | None = None) -> dict:
     s3 = _s3(settings)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": f"prefect-fresh-load-{int(time.time())}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"prefect-fresh-load-{int(time.time())}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     from pipeline.stores.kafka import topic_offsets
 
     ends = {p.partition: p.high for p in topic_offsets(settings, topic) or []}
@@ -103,12 +126,16 @@ def runbook_step2_copy(settings: Settings, topic: str, prefix: str, max_events: 
                     done.add(message.partition())
                 if message.offset() >= ends[message.partition()]:
                     continue
-                records.append({
-                    "topic": message.topic(), "partition": message.partition(), "offset": message.offset(),
-                    "timestamp": message.timestamp()[1],
-                    "key": json.loads(message.key()) if message.key() else None,
-                    "value": json.loads(message.value()) if message.value() else None,
-                })
+                records.append(
+                    {
+                        "topic": message.topic(),
+                        "partition": message.partition(),
+                        "offset": message.offset(),
+                        "timestamp": message.timestamp()[1],
+                        "key": json.loads(message.key()) if message.key() else None,
+                        "value": json.loads(message.value()) if message.value() else None,
+                    }
+                )
         if not records:
             break
         # write_to_minio(records, bucket, prefix)

@@ -40,8 +40,9 @@ def _thread_name(pid: int, tid: int) -> str:
 def measure(step: str, args: str, interval: float = 0.5) -> dict:
     settings = load_settings(env_file=None)
     services_before = service_cpu(settings)
-    child = subprocess.Popen([sys.executable, "-m", "bench.child", step, args], cwd=REPO, env=os.environ,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.child", step, args], cwd=REPO, env=os.environ, stdout=subprocess.PIPE, text=True
+    )
     process = psutil.Process(child.pid)
     threads: dict[int, dict] = {}
     # A thread's times are gone once it exits (the upload pool ends before the step does),
@@ -59,13 +60,24 @@ def measure(step: str, args: str, interval: float = 0.5) -> dict:
         raise RuntimeError(f"bench.child {step} exited {child.returncode}")
     result = json.loads(output.strip().splitlines()[-1])
     services_after = service_cpu(settings)
-    by_thread = sorted(({"thread": t["name"], "cpu_seconds": round(t["user"] + t["system"], 2)}
-                        for t in threads.values() if "user" in t), key=lambda t: -t["cpu_seconds"])
-    return {"step": step, "args": json.loads(args), "seconds": result.get("seconds"),
-            "process_cpu_seconds": result.get("cpu_seconds"),
-            "threads": [t for t in by_thread if t["cpu_seconds"] >= 0.05],
-            "service_cpu_seconds": {name: round(services_after[name] - services_before.get(name, 0.0), 2)
-                                    for name in services_after}}
+    by_thread = sorted(
+        (
+            {"thread": t["name"], "cpu_seconds": round(t["user"] + t["system"], 2)}
+            for t in threads.values()
+            if "user" in t
+        ),
+        key=lambda t: -t["cpu_seconds"],
+    )
+    return {
+        "step": step,
+        "args": json.loads(args),
+        "seconds": result.get("seconds"),
+        "process_cpu_seconds": result.get("cpu_seconds"),
+        "threads": [t for t in by_thread if t["cpu_seconds"] >= 0.05],
+        "service_cpu_seconds": {
+            name: round(services_after[name] - services_before.get(name, 0.0), 2) for name in services_after
+        },
+    }
 
 
 def main() -> None:

@@ -140,9 +140,11 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"input-to-render latency during a full refresh ({result['refresh_outcome']}, "
-              f"{result['refresh_seconds']}s, {result['terminal']}): {result['keys']} keys, "
-              f"median {result['median_ms']} ms, p95 {result['p95_ms']} ms, max {result['max_ms']} ms")
+        print(
+            f"input-to-render latency during a full refresh ({result['refresh_outcome']}, "
+            f"{result['refresh_seconds']}s, {result['terminal']}): {result['keys']} keys, "
+            f"median {result['median_ms']} ms, p95 {result['p95_ms']} ms, max {result['max_ms']} ms"
+        )
         slow = [f"{key} {ms:.0f}" for key, ms in result["per_key_ms"] if ms >= 100]
         print(f"keys at 100 ms or more (key ms, in order): {', '.join(slow) or 'none'}")
     return 0

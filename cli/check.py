@@ -22,12 +22,19 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 def junit_xml(results: list[Check], strict: bool) -> bytes:
     failures = [r for r in results if r.status == "fail" or (strict and r.status == "warn")]
-    suite = ET.Element("testsuite", name="bi-console-check", tests=str(len(results)), failures=str(len(failures)),
-                       errors="0", time=f"{sum(r.duration for r in results):.3f}",
-                       timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    suite = ET.Element(
+        "testsuite",
+        name="bi-console-check",
+        tests=str(len(results)),
+        failures=str(len(failures)),
+        errors="0",
+        time=f"{sum(r.duration for r in results):.3f}",
+        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     for r in results:
-        case = ET.SubElement(suite, "testcase", classname=f"bi-console.{r.category}", name=r.name,
-                             time=f"{r.duration:.3f}")
+        case = ET.SubElement(
+            suite, "testcase", classname=f"bi-console.{r.category}", name=r.name, time=f"{r.duration:.3f}"
+        )
         if r in failures:
             ET.SubElement(case, "failure", message=r.evidence[:500], type=r.status).text = r.evidence
         elif r.status == "warn":
@@ -66,9 +73,13 @@ def run_check_command(settings: Settings, *, as_json: bool, junit: str | None, r
         except (RefreshLocked, ConfigError) as exc:
             err(f"bi-console: {exc}")
             return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
-        refresh_result = Check("refresh", "pass" if run.outcome == "ok" else "fail",
-                               run.error or f"{refresh} refresh in {run.duration:.1f}s", category="refresh",
-                               duration=run.duration)
+        refresh_result = Check(
+            "refresh",
+            "pass" if run.outcome == "ok" else "fail",
+            run.error or f"{refresh} refresh in {run.duration:.1f}s",
+            category="refresh",
+            duration=run.duration,
+        )
         if run.outcome != "ok":
             err(f"bi-console: refresh failed at {run.failed_step}: {run.error}")
         refresh_unreachable = run.unreachable

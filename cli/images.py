@@ -65,8 +65,9 @@ def standin_images() -> list[Image]:
     args = {"BI_CONSOLE_IMAGE": PROJECT_IMAGE}
 
     def standin(name: str, upstream: str) -> Image:
-        return Image(f"bi-console-standin-{name}:{VERSION}", f"Dockerfile.{name}", STANDIN_DIR,
-                     PROJECT_IMAGE, args, upstream)
+        return Image(
+            f"bi-console-standin-{name}:{VERSION}", f"Dockerfile.{name}", STANDIN_DIR, PROJECT_IMAGE, args, upstream
+        )
 
     return [
         standin("kafka-tansu", "apache/kafka (KRaft)"),
@@ -78,7 +79,8 @@ def standin_images() -> list[Image]:
 
 def cache_dir() -> Path:
     base = os.environ.get("BI_IMAGES_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bi-console", "images")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bi-console", "images"
+    )
     path = Path(base)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -93,10 +95,12 @@ def digest(parts: Iterable[bytes]) -> str:
 
 def context_digest(context: Path) -> str:
     """Every file of a build context, by relative path and content."""
+
     def parts():
         for path in sorted(p for p in context.rglob("*") if p.is_file()):
             yield str(path.relative_to(context)).encode()
             yield path.read_bytes()
+
     return digest(parts())
 
 
@@ -170,9 +174,21 @@ class Builder:
             self._run(self._niced(["debootstrap", *DEBOOTSTRAP, rootfs, DEBIAN_MIRROR]), "debootstrap")
             self.log(f"{BASE_IMAGE}: docker import")
             tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-            imported = subprocess.run(["docker", "import", "-c", f"LABEL {INPUTS_LABEL}={inputs}",
-                                       "-c", 'CMD ["/bin/bash"]', "-", BASE_IMAGE],
-                                      stdin=tar.stdout, capture_output=True, text=True)
+            imported = subprocess.run(
+                [
+                    "docker",
+                    "import",
+                    "-c",
+                    f"LABEL {INPUTS_LABEL}={inputs}",
+                    "-c",
+                    'CMD ["/bin/bash"]',
+                    "-",
+                    BASE_IMAGE,
+                ],
+                stdin=tar.stdout,
+                capture_output=True,
+                text=True,
+            )
             tar.wait()
             if imported.returncode or tar.returncode:
                 raise click.ClickException(f"docker import of {BASE_IMAGE} failed: {imported.stderr.strip()}")
@@ -208,8 +224,23 @@ class Builder:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         self.log(f"wheelhouse: pip wheel of the project's dependencies into {path}")
-        self._run(self._niced([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(path),
-                               str(ROOT), "setuptools>=68", "wheel"]), "pip wheel")
+        self._run(
+            self._niced(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "--quiet",
+                    "--wheel-dir",
+                    str(path),
+                    str(ROOT),
+                    "setuptools>=68",
+                    "wheel",
+                ]
+            ),
+            "pip wheel",
+        )
         for own in path.glob("bi_console-*.whl"):
             own.unlink()  # the project goes in from source, so a code change does not rebuild the deps layer
         stamp.write_text(inputs)
@@ -231,8 +262,20 @@ class Builder:
         path.mkdir(parents=True, exist_ok=True)
         stamp.unlink(missing_ok=True)
         (path / "requirements.txt").write_text(requirements)
-        pip_wheel = [sys.executable, "-m", "pip", "wheel", "--progress-bar", "off", "--wheel-dir", str(path),
-                     "--find-links", str(path), "-r", str(path / "requirements.txt")]
+        pip_wheel = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--progress-bar",
+            "off",
+            "--wheel-dir",
+            str(path),
+            "--find-links",
+            str(path),
+            "-r",
+            str(path / "requirements.txt"),
+        ]
         self.log(f"superset wheelhouse: {' '.join(superset_requirements())} into {path}")
         wheel_lines = ("Saved ", "File was already downloaded")  # one per wheel: the progress
         try:
@@ -242,8 +285,9 @@ class Builder:
             self._run(self._niced(pip_wheel), "pip wheel", progress=wheel_lines)
         stamp.write_text(inputs)
         self.timings["superset wheelhouse"] = time.monotonic() - started
-        self.log(f"superset wheelhouse: {len(list(path.glob('*.whl')))} wheels in "
-                 f"{self.timings['superset wheelhouse']:.0f}s")
+        self.log(
+            f"superset wheelhouse: {len(list(path.glob('*.whl')))} wheels in {self.timings['superset wheelhouse']:.0f}s"
+        )
         return path
 
     # -- docker build ---------------------------------------------------------
@@ -274,20 +318,36 @@ class Builder:
 
     def build(self, image: Image) -> None:
         parent_id = self._image_id(image.parent) if image.parent else ""
-        inputs = digest([context_digest(image.context).encode(), image.dockerfile.encode(),
-                         json.dumps(image.buildargs, sort_keys=True).encode(), parent_id.encode()])
+        inputs = digest(
+            [
+                context_digest(image.context).encode(),
+                image.dockerfile.encode(),
+                json.dumps(image.buildargs, sort_keys=True).encode(),
+                parent_id.encode(),
+            ]
+        )
         if not self.force and self._image_inputs(image.tag) == inputs:
             self.log(f"{image.tag}: up to date, not rebuilt")
             return
         started = time.monotonic()
-        self.log(f"{image.tag}: docker build -f {image.dockerfile}"
-                 + (f" (stand-in for {image.standin_for})" if image.standin_for else ""))
+        self.log(
+            f"{image.tag}: docker build -f {image.dockerfile}"
+            + (f" (stand-in for {image.standin_for})" if image.standin_for else "")
+        )
         labels = {INPUTS_LABEL: inputs}
         if image.standin_for:
             labels["bi-console.standin-for"] = image.standin_for
-        stream = self.client.api.build(path=str(image.context), dockerfile=image.dockerfile, tag=image.tag,
-                                       buildargs=image.buildargs, labels=labels, rm=True, forcerm=True,
-                                       decode=True, pull=False)
+        stream = self.client.api.build(
+            path=str(image.context),
+            dockerfile=image.dockerfile,
+            tag=image.tag,
+            buildargs=image.buildargs,
+            labels=labels,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            pull=False,
+        )
         for chunk in stream:
             if "error" in chunk:
                 raise click.ClickException(f"docker build of {image.tag} failed: {chunk['error'].strip()}")
@@ -315,7 +375,9 @@ def images() -> None:
 
 @images.command("build")
 @click.option("--force", is_flag=True, help="Rebuild even when the inputs did not change.")
-@click.option("--only", help="Only the stand-in whose tag contains this text (the base, bi-console and Superset always).")
+@click.option(
+    "--only", help="Only the stand-in whose tag contains this text (the base, bi-console and Superset always)."
+)
 def build_command(force: bool, only: str | None) -> None:
     """Build the base, bi-console, Superset and every stand-in image; skip those whose inputs did not change."""
     started = time.monotonic()
@@ -327,8 +389,12 @@ def build_command(force: bool, only: str | None) -> None:
 @images.command("list")
 def list_command() -> None:
     """The profile's images, with the upstream image each stand-in replaces."""
-    for image in [Image(BASE_IMAGE, "", ROOT), Image(PROJECT_IMAGE, "compose/Dockerfile", ROOT),
-                  Image(SUPERSET_IMAGE, "compose/superset/Dockerfile", SUPERSET_DIR), *standin_images()]:
+    for image in [
+        Image(BASE_IMAGE, "", ROOT),
+        Image(PROJECT_IMAGE, "compose/Dockerfile", ROOT),
+        Image(SUPERSET_IMAGE, "compose/superset/Dockerfile", SUPERSET_DIR),
+        *standin_images(),
+    ]:
         click.echo(f"{image.tag:55} {('stand-in for ' + image.standin_for) if image.standin_for else ''}")
 
 

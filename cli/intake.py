@@ -44,24 +44,35 @@ def quarantine_group() -> None:
 def list_command(ctx: click.Context, table: str | None, limit: int, as_json: bool) -> None:
     """Quarantined messages (offset, reason, preview) and rejected rows (offset, reason)."""
     from pipeline.steps import quarantine
+
     settings = _settings(ctx)
     entries, rejects = [], []
     for cfg in _tables(settings, table):
         entries += quarantine.list_entries(settings, cfg, limit=limit)
         rejects += quarantine.list_rejects(settings, cfg, limit=limit)
     if as_json:
-        click.echo(json.dumps({"quarantined": [vars(e) for e in entries], "rejected": [vars(r) for r in rejects]},
-                              indent=2, default=str))
+        click.echo(
+            json.dumps(
+                {"quarantined": [vars(e) for e in entries], "rejected": [vars(r) for r in rejects]},
+                indent=2,
+                default=str,
+            )
+        )
         return
     click.echo(f"{'KIND':11} {'TABLE':14} {'POSITION':38} {'BYTES':>9}  REASON / PREVIEW")
     for e in entries:
         state = "replayed" if e.replayed_at else "quarantined"
-        click.echo(f"{state:11} {e.table:14} {_position(e.topic, e.partition, e.offset, e.epoch):38} "
-                   f"{e.value_bytes:>9}  {_shorten(e.reason, 70)}")
+        click.echo(
+            f"{state:11} {e.table:14} {_position(e.topic, e.partition, e.offset, e.epoch):38} "
+            f"{e.value_bytes:>9}  {_shorten(e.reason, 70)}"
+        )
         click.echo(f"{'':11} {'':14} {'':38} {'':>9}  {_shorten(e.preview, 70)}")
     for r in rejects:
-        position = (_position(r.topic, r.partition, r.offset, r.epoch) if r.offset is not None
-                    else f"{r.object_key.rsplit('/', 1)[-1]}:{r.line_number}")
+        position = (
+            _position(r.topic, r.partition, r.offset, r.epoch)
+            if r.offset is not None
+            else f"{r.object_key.rsplit('/', 1)[-1]}:{r.line_number}"
+        )
         click.echo(f"{'rejected':11} {r.table:14} {position:38} {'':>9}  {_shorten(r.reason, 70)}")
     _err(f"{len(entries)} quarantined message(s), {len(rejects)} rejected row(s)")
 
@@ -78,11 +89,13 @@ def _position(topic: str | None, partition: int | None, offset: int | None, epoc
 @click.option("--topic", default=None, help="Default: the table's topic.")
 @click.option("--json", "as_json", is_flag=True, help="Position, reason, key and value as JSON.")
 @click.pass_context
-def show_command(ctx: click.Context, table: str, offset: int, partition: int, epoch: int, topic: str | None,
-                 as_json: bool) -> None:
+def show_command(
+    ctx: click.Context, table: str, offset: int, partition: int, epoch: int, topic: str | None, as_json: bool
+) -> None:
     """The whole original message. Without --json the value's bytes go to stdout as they
     arrived (pipe them to a file or `jq`), the position and reason to stderr."""
     from pipeline.steps import quarantine
+
     settings = _settings(ctx)
     cfg = settings.table(table)
     try:
@@ -92,14 +105,22 @@ def show_command(ctx: click.Context, table: str, offset: int, partition: int, ep
         sys.exit(1)
     entry = message.entry
     if as_json:
+
         def text(raw: bytes | None) -> str | None:
             return None if raw is None else raw.decode("utf-8", "backslashreplace")
 
-        click.echo(json.dumps({**vars(entry), "timestamp": message.timestamp, "key": text(message.key),
-                               "value": text(message.value)}, indent=2, default=str))
+        click.echo(
+            json.dumps(
+                {**vars(entry), "timestamp": message.timestamp, "key": text(message.key), "value": text(message.value)},
+                indent=2,
+                default=str,
+            )
+        )
         return
-    _err(f"{_position(entry.topic, entry.partition, entry.offset, entry.epoch)}: {entry.reason} "
-         f"({entry.value_bytes} bytes, quarantined {entry.quarantined_at:%Y-%m-%d %H:%M:%S})")
+    _err(
+        f"{_position(entry.topic, entry.partition, entry.offset, entry.epoch)}: {entry.reason} "
+        f"({entry.value_bytes} bytes, quarantined {entry.quarantined_at:%Y-%m-%d %H:%M:%S})"
+    )
     sys.stdout.buffer.write(message.value or b"")
     sys.stdout.buffer.flush()
 
@@ -126,11 +147,16 @@ def replay_command(ctx: click.Context, table: str | None) -> None:
     failing = [f for r in results for f in r.failing]
     for topic, partition, epoch, offset, reason in failing:
         _err(f"still quarantined: {_position(topic, partition, offset, epoch)}: {reason}")
-    click.echo(json.dumps({"replayed": replayed, "still_failing": len(failing),
-                           "objects": [o for r in results for o in r.objects]}))
+    click.echo(
+        json.dumps(
+            {"replayed": replayed, "still_failing": len(failing), "objects": [o for r in results for o in r.objects]}
+        )
+    )
     if replayed:
-        _err(f"replayed {replayed} message(s) into the raw zone; the next refresh loads them "
-             "(`bi-console refresh --incremental`)")
+        _err(
+            f"replayed {replayed} message(s) into the raw zone; the next refresh loads them "
+            "(`bi-console refresh --incremental`)"
+        )
     sys.exit(1 if failing else 0)
 
 

@@ -64,15 +64,22 @@ class _Commands(click.Group):
 
 @click.group(cls=_Commands, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--env-file", default=".env", show_default=True, help="Settings file (BI_* variables).")
-@click.option("--check", "check", is_flag=True, help="Run every check headless and exit (see `bi-console check --help`).")
+@click.option(
+    "--check", "check", is_flag=True, help="Run every check headless and exit (see `bi-console check --help`)."
+)
 @click.option("--json", "as_json", is_flag=True, help="With --check: JSON on stdout.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="With --check: write a JUnit XML file.")
-@click.option("--refresh", type=click.Choice(["none", "incremental", "full"]), default="none",
-              help="With --check: refresh before checking.")
+@click.option(
+    "--refresh",
+    type=click.Choice(["none", "incremental", "full"]),
+    default="none",
+    help="With --check: refresh before checking.",
+)
 @click.option("--strict", is_flag=True, help="With --check: warnings fail too.")
 @click.pass_context
-def main(ctx: click.Context, env_file: str, check: bool, as_json: bool, junit: str | None, refresh: str,
-         strict: bool) -> None:
+def main(
+    ctx: click.Context, env_file: str, check: bool, as_json: bool, junit: str | None, refresh: str, strict: bool
+) -> None:
     """bi-console: control the ConcordDb -> BI pipeline. With no command, opens the TUI."""
     ctx.ensure_object(dict)
     ctx.obj["env_file"] = env_file
@@ -119,6 +126,7 @@ def quickstart_command(ctx: click.Context, no_tui: bool) -> None:
         err(f"bi-console: {exc}")
         sys.exit(EXIT_FAILED)
     from pipeline import demo as demo_source
+
     if not demo_source.has_rows(settings):
         ctx.invoke(demo_seed, seed_value=42, no_wait=False)
         ctx.invoke(refresh_command, mode="full", steps=None, as_json=False, tables=())
@@ -173,13 +181,17 @@ def stack_status(ctx: click.Context, as_json: bool) -> None:
         for s in statuses:
             uptime = f"{s.uptime_seconds:.0f}s" if s.uptime_seconds is not None else "-"
             ports = ",".join(map(str, s.ports)) or "-"
-            click.echo(f"{s.name:10} {s.state:9} {'healthy' if s.healthy else 'DOWN':9} {s.pid or '-':>7} "
-                       f"{uptime:>8}  {ports:5}  {s.health_detail}")
+            click.echo(
+                f"{s.name:10} {s.state:9} {'healthy' if s.healthy else 'DOWN':9} {s.pid or '-':>7} "
+                f"{uptime:>8}  {ports:5}  {s.health_detail}"
+            )
     down = [s for s in statuses if not s.healthy]
     for s in down:  # stdout holds the table (or JSON); the reason, naming the setting, goes to stderr
         if s.name in OPTIONAL_SERVICES:
-            err(f"bi-console: warning: {s.name} is down ({s.health_detail}); it is optional: a refresh skips "
-                f"its step (bi-console stack start {s.name} starts it)")
+            err(
+                f"bi-console: warning: {s.name} is down ({s.health_detail}); it is optional: a refresh skips "
+                f"its step (bi-console stack start {s.name} starts it)"
+            )
             continue
         hint = " (bi-console stack up starts it)" if s.state != "running" else ""
         err(f"bi-console: {s.name} unreachable: {s.health_detail}{hint}")
@@ -256,17 +268,23 @@ def connector_command(ctx: click.Context, action: str, only_failed: bool) -> Non
     except KafkaConnectError as exc:
         err(f"bi-console: {exc}")
         sys.exit(EXIT_FAILED)
-    click.echo(json.dumps({
-        "name": status.name, "state": status.effective_state,
-        "tasks": [{"id": t.id, "state": t.state} for t in status.tasks],
-        "events_captured": status.events_captured,
-        "last_event_at": status.last_event_at.isoformat() if status.last_event_at else None,
-        "trace": status.error_trace,
-        "last_error": status.last_error,
-        "retry_attempt": status.retry_attempt,
-        "retry_limit": status.retry_limit,
-        "retrying_since": status.retrying_since.isoformat() if status.retrying_since else None,
-    }, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "name": status.name,
+                "state": status.effective_state,
+                "tasks": [{"id": t.id, "state": t.state} for t in status.tasks],
+                "events_captured": status.events_captured,
+                "last_event_at": status.last_event_at.isoformat() if status.last_event_at else None,
+                "trace": status.error_trace,
+                "last_error": status.last_error,
+                "retry_attempt": status.retry_attempt,
+                "retry_limit": status.retry_limit,
+                "retrying_since": status.retrying_since.isoformat() if status.retrying_since else None,
+            },
+            indent=2,
+        )
+    )
     sys.exit(EXIT_OK if status.effective_state in ("RUNNING", "PAUSED") else EXIT_FAILED)
 
 
@@ -366,6 +384,7 @@ def demo_seed(ctx: click.Context, seed_value: int, no_wait: bool) -> None:
 def demo_changes(ctx: click.Context, count: int, seed_value: int, no_wait: bool) -> None:
     settings = settings_or_exit(ctx)
     from pipeline import demo as demo_source
+
     table = settings.tables[0]
     before = _safe_count(settings, table.topic)
     result = demo_source.changes(settings, count, seed_value, log=err)
@@ -407,12 +426,16 @@ def _wait_for_events(settings: Settings, topic: str, expected: int, timeout: flo
         # Nothing captures the changes: waiting out the timeout would only hide that. A few
         # seconds' grace covers Kafka Connect's UNASSIGNED moment while it assigns a task.
         if not_running_since is not None and time.monotonic() - not_running_since >= NOT_RUNNING_GRACE:
-            err(f"bi-console: the changes are in the source, but {last} of {expected} events are on {topic} and "
-                f"no more will arrive while the connector is {state}: {_connector_summary(settings)}")
+            err(
+                f"bi-console: the changes are in the source, but {last} of {expected} events are on {topic} and "
+                f"no more will arrive while the connector is {state}: {_connector_summary(settings)}"
+            )
             sys.exit(EXIT_FAILED)
         time.sleep(1)
-    err(f"bi-console: only {last} of {expected} events reached {topic} in {timeout:.0f}s; "
-        f"{_connector_summary(settings)}")
+    err(
+        f"bi-console: only {last} of {expected} events reached {topic} in {timeout:.0f}s; "
+        f"{_connector_summary(settings)}"
+    )
     sys.exit(EXIT_FAILED)
 
 
@@ -454,8 +477,7 @@ def refresh_command(ctx: click.Context, mode: str, steps: str | None, as_json: b
             err(f"bi-console: unknown step(s) {', '.join(unknown)} (known: {', '.join(StepNames)})")
             sys.exit(EXIT_USAGE)
     try:
-        run = run_refresh(settings, mode=mode, steps=step_list, tables=list(tables) or None,
-                          on_event=_print_progress)
+        run = run_refresh(settings, mode=mode, steps=step_list, tables=list(tables) or None, on_event=_print_progress)
     except RefreshLocked as exc:
         err(f"bi-console: {exc}")
         sys.exit(EXIT_LOCKED)
@@ -478,8 +500,7 @@ def _print_progress(event) -> None:
     elif isinstance(event, StepFinished):
         counts = ", ".join(f"{k}={v}" for k, v in event.counts.items())
         mark = {"ok": "✓", "skipped": "!"}.get(event.state, "✗")
-        err(f"{mark} {event.table}:{event.step} {event.state} "
-            f"in {event.duration:.2f}s {counts}")
+        err(f"{mark} {event.table}:{event.step} {event.state} in {event.duration:.2f}s {counts}")
         for notice in event.notices:  # what the operator must know even without BI_VERBOSE
             err(f"  ! {notice}")
     elif isinstance(event, StepLog) and os.environ.get("BI_VERBOSE"):
@@ -534,6 +555,7 @@ def check_command(ctx: click.Context, as_json: bool, junit: str | None, refresh:
     from cli.check import run_check_command
 
     sys.exit(run_check_command(settings, as_json=as_json, junit=junit, refresh=refresh, strict=strict))
+
 
 main.add_command(quarantine_group)
 main.add_command(raw_zone_group)

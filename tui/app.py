@@ -77,8 +77,16 @@ class BiConsoleApp(App):
         Binding("slash", "filter_log", "Filter log", show=False, id="log_filter"),
     ]
 
-    def __init__(self, settings: Settings, *, runtime=None, live: bool | None = None, recorded: bool = False,
-                 clock: Callable[[], datetime] | None = None, poll_interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        runtime=None,
+        live: bool | None = None,
+        recorded: bool = False,
+        clock: Callable[[], datetime] | None = None,
+        poll_interval: float = 2.0,
+    ) -> None:
         super().__init__()
         _start_resource_tracker()
         self.settings = settings
@@ -123,14 +131,19 @@ class BiConsoleApp(App):
             if theme in self.available_themes:
                 self.theme = theme
             else:
-                self.notify(f"config: unknown theme {theme!r}; known: {', '.join(sorted(self.available_themes))}",
-                            severity="warning")
+                self.notify(
+                    f"config: unknown theme {theme!r}; known: {', '.join(sorted(self.available_themes))}",
+                    severity="warning",
+                )
         if file.keymap:
             known = self.binding_ids()
             unknown = sorted(set(file.keymap) - known)
             if unknown:
-                self.notify(f"config keymap: unknown action(s) {', '.join(unknown)}; known: "
-                            f"{', '.join(sorted(known))}", severity="warning", timeout=10)
+                self.notify(
+                    f"config keymap: unknown action(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+                    severity="warning",
+                    timeout=10,
+                )
             self.keymap = {k: v for k, v in file.keymap.items() if k in known}
             self.set_keymap(self.keymap)
             from tui.log_pane import LogPane
@@ -190,8 +203,9 @@ class BiConsoleApp(App):
         states = tuple((s.name, s.state, s.healthy) for s in message.statuses)
         if self._service_states is not None and states != self._service_states:
             # A check drawn before the change may say ✓ about a service that is down now.
-            self.view("troubleshoot").services_changed(active=self.query_one("#views", TabbedContent).active
-                                                       == "troubleshoot")
+            self.view("troubleshoot").services_changed(
+                active=self.query_one("#views", TabbedContent).active == "troubleshoot"
+            )
         self._service_states = states
 
     def _topbar_text(self, statuses) -> Text:
@@ -352,7 +366,8 @@ class BiConsoleApp(App):
             if not binding.id and active.node is not self and binding.action not in ("focus_next", "focus_previous"):
                 continue  # widgets' own scrolling keys: not worth the space
             rows.setdefault((active.node is self, binding.action, description), []).append(
-                (not binding.show, format_key(self, key)))
+                (not binding.show, format_key(self, key))
+            )
         view_rows, app_rows = [], []
         for (is_app, _, description), keys in rows.items():
             shown = " ".join(dict.fromkeys(k for _, k in sorted(keys, key=lambda k: k[0])))
@@ -362,11 +377,25 @@ class BiConsoleApp(App):
         filter_key = next(self.live_key(b) for b in self.BINDINGS if isinstance(b, Binding) and b.id == "log_filter")
         return [
             (f"{title} view", view_rows),
-            ("Everywhere", app_rows + [(format_key(self, self.COMMAND_PALETTE_BINDING), "Command palette"),
-                                       ("mouse", "click tabs, rows and buttons; wheel scrolls")]),
-            ("Log panes", [(filter_key, "filter (Enter applies, Esc clears)"), ("↑ ↓", "move"),
-                           ("shift+↑ ↓", "select lines"), (log_keys["log_copy"], "copy selected lines"),
-                           ("End", "follow"), (log_keys["log_json"], "pretty-print JSON on/off")]),
+            (
+                "Everywhere",
+                app_rows
+                + [
+                    (format_key(self, self.COMMAND_PALETTE_BINDING), "Command palette"),
+                    ("mouse", "click tabs, rows and buttons; wheel scrolls"),
+                ],
+            ),
+            (
+                "Log panes",
+                [
+                    (filter_key, "filter (Enter applies, Esc clears)"),
+                    ("↑ ↓", "move"),
+                    ("shift+↑ ↓", "select lines"),
+                    (log_keys["log_copy"], "copy selected lines"),
+                    ("End", "follow"),
+                    (log_keys["log_json"], "pretty-print JSON on/off"),
+                ],
+            ),
         ]
 
     def action_help(self) -> None:
@@ -379,8 +408,14 @@ class BiConsoleApp(App):
         yield from super().get_system_commands(screen)
         for key, (title, _) in VIEWS.items():
             yield SystemCommand(f"Go to {title}", f"Show the {title} view", lambda k=key: self.action_view(k))
-        yield SystemCommand("Diagnose all problems", "Run every troubleshooting check",
-                            lambda: (self.action_view("troubleshoot"), self.view("troubleshoot").action_diagnose_all()))
-        yield SystemCommand("Run Great Expectations", "Validate every table's suites",
-                            lambda: (self.action_view("quality"), self.view("quality").action_validate()))
+        yield SystemCommand(
+            "Diagnose all problems",
+            "Run every troubleshooting check",
+            lambda: (self.action_view("troubleshoot"), self.view("troubleshoot").action_diagnose_all()),
+        )
+        yield SystemCommand(
+            "Run Great Expectations",
+            "Validate every table's suites",
+            lambda: (self.action_view("quality"), self.view("quality").action_validate()),
+        )
         yield SystemCommand("Keys", "Show the help overlay", self.action_help)

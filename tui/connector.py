@@ -17,8 +17,13 @@ from tui.base import View
 from tui.confirm import confirm_then
 from tui.log_pane import LogPane
 
-STATE_STYLE = {"RUNNING": "bold green", "PAUSED": "bold yellow", "FAILED": "bold white on red",
-               "RETRYING": "bold black on yellow", "STOPPED": "bold white on red"}
+STATE_STYLE = {
+    "RUNNING": "bold green",
+    "PAUSED": "bold yellow",
+    "FAILED": "bold white on red",
+    "RETRYING": "bold black on yellow",
+    "STOPPED": "bold white on red",
+}
 # The service whose log is the connector's: the embedded engine, or Kafka Connect under compose.
 CONNECTOR_SERVICES = ("cdc", "kafka-connect")
 
@@ -109,8 +114,10 @@ class ConnectorView(View):
     def _log_service_found(self, message: ConnectorLogFound) -> None:
         pane = self.query_one("#connector-log", LogPane)
         if message.service is None:
-            pane.set_title(f"connector log: no {' or '.join(CONNECTOR_SERVICES)} service "
-                           f"(known: {', '.join(message.known) or 'none'})")
+            pane.set_title(
+                f"connector log: no {' or '.join(CONNECTOR_SERVICES)} service "
+                f"(known: {', '.join(message.known) or 'none'})"
+            )
             return
         pane.follow_service(self.app.runtime, message.service)
 
@@ -139,16 +146,19 @@ class ConnectorView(View):
         trace_widget = self.query_one("#connector-trace", Static)
         status = snap.status
         if status is None:
-            state_widget.update(Text.assemble(("connector ", "bold"), ("UNKNOWN", "bold red"),
-                                              f"  status unavailable: {snap.error or '?'}"))
+            state_widget.update(
+                Text.assemble(
+                    ("connector ", "bold"), ("UNKNOWN", "bold red"), f"  status unavailable: {snap.error or '?'}"
+                )
+            )
             trace_widget.display = False
         else:
             state = status.effective_state
-            line = Text.assemble(("connector ", "bold"), (status.name, "bold"), "  ",
-                                 (f" {state} ", STATE_STYLE.get(state, "bold red")))
+            line = Text.assemble(
+                ("connector ", "bold"), (status.name, "bold"), "  ", (f" {state} ", STATE_STYLE.get(state, "bold red"))
+            )
             if state == "RETRYING" and status.retry_attempt is not None:
-                line.append(f"  attempt #{status.retry_attempt} of {status.retry_limit or 'infinity'}",
-                            style="yellow")
+                line.append(f"  attempt #{status.retry_attempt} of {status.retry_limit or 'infinity'}", style="yellow")
             if status.events_captured is not None:
                 line.append(f"  {status.events_captured} events captured")
             if status.last_event_at is not None:
@@ -168,22 +178,31 @@ class ConnectorView(View):
 
         tasks = self.query_one("#connector-tasks", DataTable)
         tasks.clear()
-        for task in (status.tasks if status else []):
+        for task in status.tasks if status else []:
             first = (task.trace or "").strip().splitlines()
             # A task without its own trace that is not running says why through its connector's.
             if first:
                 error = first[-1]
             else:
                 error = (status.last_error or "") if task.state != "RUNNING" else ""
-            tasks.add_row(str(task.id), Text(task.state, style=STATE_STYLE.get(task.state, "red")), task.worker_id,
-                          error if len(error) <= 48 else error[:47] + "…")
+            tasks.add_row(
+                str(task.id),
+                Text(task.state, style=STATE_STYLE.get(task.state, "red")),
+                task.worker_id,
+                error if len(error) <= 48 else error[:47] + "…",
+            )
         offsets = self.query_one("#connector-offsets", DataTable)
         offsets.clear()
         for p in snap.partitions:
             lag = p.lag
-            offsets.add_row(p.topic, str(p.partition), str(p.low), str(p.end),
-                            "-" if p.position is None else str(p.position),
-                            Text("-" if lag is None else str(lag), style="bold yellow" if lag else "green"))
+            offsets.add_row(
+                p.topic,
+                str(p.partition),
+                str(p.low),
+                str(p.end),
+                "-" if p.position is None else str(p.position),
+                Text("-" if lag is None else str(lag), style="bold yellow" if lag else "green"),
+            )
         for topic in snap.missing_topics:
             offsets.add_row(topic, "-", "-", Text("no topic", style="bold red"), "-", "-")
         if snap.offsets_error:
@@ -224,6 +243,7 @@ class ConnectorView(View):
     @work(thread=True, exit_on_error=False, group="connector-action", name="connector-action")
     def _act_worker(self, runtime, verb: str, only_failed: bool) -> None:
         from pipeline.checks import fixes, probes
+
         try:
             if verb.startswith("restart"):
                 state = fixes.fix_restart_connector(self.app.settings, runtime, only_failed=only_failed)

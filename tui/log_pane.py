@@ -172,8 +172,7 @@ class LogView(ScrollView, can_focus=True):
 
     def _rebuild(self) -> None:
         probes = set(self._probe_ids)
-        self._view = [(i, t) for i, line in self._raw if self._shown(line, i in probes)
-                      for t in self._render(line)]
+        self._view = [(i, t) for i, line in self._raw if self._shown(line, i in probes) for t in self._render(line)]
         self._width = 0
         self.cursor = len(self._view) - 1 if self.follow else min(self.cursor, len(self._view) - 1)
         self.anchor = None
@@ -258,7 +257,7 @@ class LogView(ScrollView, can_focus=True):
         if hi < 0:
             return "", 0
         ids = []
-        for raw_id, _ in self._view[lo:hi + 1]:
+        for raw_id, _ in self._view[lo : hi + 1]:
             if not ids or ids[-1] != raw_id:
                 ids.append(raw_id)
         wanted = set(ids)
@@ -394,8 +393,9 @@ class LogPane(Vertical):
     LogPane > LogView { height: 1fr; }
     """
 
-    def __init__(self, title: str = "log", max_lines: int = DEFAULT_MAX_LINES, *, probes: bool = False,
-                 id: str | None = None) -> None:
+    def __init__(
+        self, title: str = "log", max_lines: int = DEFAULT_MAX_LINES, *, probes: bool = False, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self._title = title
         self.max_lines = max_lines
@@ -413,8 +413,9 @@ class LogPane(Vertical):
     def on_mount(self) -> None:
         if self.probes:
             settings = getattr(self.app, "settings", None)
-            self.view.set_probe_pattern(console_probe_pattern(getattr(settings, "s3_bucket", None),
-                                                              getattr(settings, "connector_name", None)))
+            self.view.set_probe_pattern(
+                console_probe_pattern(getattr(settings, "s3_bucket", None), getattr(settings, "connector_name", None))
+            )
         self.update_title()
 
     def on_unmount(self) -> None:

@@ -17,8 +17,14 @@ from textual.widgets import DataTable, Static
 from tui.base import View, error_text, human_duration
 from tui.log_pane import LogPane
 
-STATE_STYLE = {"pending": "dim", "running": "bold cyan", "ok": "green", "failed": "bold red",
-               "cancelled": "bold yellow", "skipped": "dim yellow"}
+STATE_STYLE = {
+    "pending": "dim",
+    "running": "bold cyan",
+    "ok": "green",
+    "failed": "bold red",
+    "cancelled": "bold yellow",
+    "skipped": "dim yellow",
+}
 
 
 class RefreshEvent(Message):
@@ -142,8 +148,10 @@ class PipelineView(View):
         yield LogPane("step log", id="step-log")
 
     def _idle_text(self) -> str:
-        return (f"idle · {self.key('full_refresh')} full refresh · {self.key('incremental_refresh')} incremental"
-                f" · {self.key('run_step')} run selected step")
+        return (
+            f"idle · {self.key('full_refresh')} full refresh · {self.key('incremental_refresh')} incremental"
+            f" · {self.key('run_step')} run selected step"
+        )
 
     def keys_changed(self) -> None:
         if self._idle:
@@ -169,8 +177,7 @@ class PipelineView(View):
         self.rows = {}
         for name, step in plan:
             self.rows[(name, step)] = {"state": "pending", "duration": None, "counts": {}, "error": None}
-            table.add_row(name, step, Text("pending", style=STATE_STYLE["pending"]), "-", "",
-                          key=f"{name}:{step}")
+            table.add_row(name, step, Text("pending", style=STATE_STYLE["pending"]), "-", "", key=f"{name}:{step}")
 
     def show_run_plan(self, run_plan: list[tuple[str, str]]) -> None:
         """Mark a run's rows pending; the table keeps every step, the others with their last result,
@@ -185,8 +192,16 @@ class PipelineView(View):
                 self.set_step(name, step, "pending")
         self.run_rows = set(run_plan)
 
-    def set_step(self, name: str, step: str, state: str, duration: float | None = None,
-                 counts: dict | None = None, error: str | None = None, note: str | None = None) -> None:
+    def set_step(
+        self,
+        name: str,
+        step: str,
+        state: str,
+        duration: float | None = None,
+        counts: dict | None = None,
+        error: str | None = None,
+        note: str | None = None,
+    ) -> None:
         table = self.query_one("#steps-table", DataTable)
         key = f"{name}:{step}"
         if (name, step) not in self.rows:
@@ -242,9 +257,14 @@ class PipelineView(View):
                 run_id = None  # a record written twice: one row opens it
             if run_id:
                 self.history_runs[run_id] = run
-            table.add_row(started[5:16] if len(started) >= 16 else started, run_label(run),
-                          Text(outcome, style=STATE_STYLE.get(outcome, "")),
-                          human_duration(run.get("duration")), run.get("failed_step") or "", key=run_id)
+            table.add_row(
+                started[5:16] if len(started) >= 16 else started,
+                run_label(run),
+                Text(outcome, style=STATE_STYLE.get(outcome, "")),
+                human_duration(run.get("duration")),
+                run.get("failed_step") or "",
+                key=run_id,
+            )
 
     @on(DataTable.RowSelected, "#history-table")
     def _history_row(self, event: DataTable.RowSelected) -> None:
@@ -288,7 +308,9 @@ class PipelineView(View):
         self.show_run_plan(planned_steps(self.app.settings, steps, tables))
         pane = self.query_one("#step-log", LogPane)
         pane.clear()
-        what = f"step {', '.join(steps)}" + (f" of {', '.join(tables)}" if tables else "") if steps else f"{mode} refresh"
+        what = (
+            f"step {', '.join(steps)}" + (f" of {', '.join(tables)}" if tables else "") if steps else f"{mode} refresh"
+        )
         self.running_text = f"running: {what}"
         self._set_status(Text.assemble(("running ", "bold cyan"), what, f" · {self.key('cancel_refresh')} cancels"))
         self._refresh_worker(mode, steps, tables, self.cancel_event)
@@ -312,8 +334,9 @@ class PipelineView(View):
 
         try:
             # A child process: dbt and GX hold the GIL, and the screen must keep answering keys.
-            run_refresh_in_child(self.app.settings, mode=mode, steps=steps, tables=tables, on_event=on_event,
-                                 cancel=cancel)
+            run_refresh_in_child(
+                self.app.settings, mode=mode, steps=steps, tables=tables, on_event=on_event, cancel=cancel
+            )
         except Exception as exc:  # lock held elsewhere, bad config: shown, never a crash
             self.post_message(RefreshFailed(error_text(exc)))
 
@@ -362,8 +385,9 @@ class PipelineView(View):
                 if row.get("state") in ("pending", "running") and (not self.run_rows or (name, step) in self.run_rows):
                     self.set_step(name, step, "skipped")
             style = {"ok": "bold green", "failed": "bold red", "cancelled": "bold yellow"}.get(run.outcome, "")
-            text = Text.assemble(("run ", "bold"), run.run_id, " ", (run.outcome, style),
-                                 f" in {human_duration(run.duration)}")
+            text = Text.assemble(
+                ("run ", "bold"), run.run_id, " ", (run.outcome, style), f" in {human_duration(run.duration)}"
+            )
             if run.error:
                 text.append(f" · {run.failed_step}: {run.error}", style="red")
             if getattr(self.app, "quit_pending", False):
@@ -371,8 +395,10 @@ class PipelineView(View):
             self._set_status(text)
             if not announce:
                 return
-            self.notify(f"refresh {run.outcome} in {human_duration(run.duration)}",
-                        severity="information" if run.outcome == "ok" else "error")
+            self.notify(
+                f"refresh {run.outcome} in {human_duration(run.duration)}",
+                severity="information" if run.outcome == "ok" else "error",
+            )
             self.refresh_data()
             refreshed = getattr(self.app, "on_refresh_finished", None)
             if callable(refreshed):
@@ -392,8 +418,11 @@ class PipelineView(View):
 
     def cancel_for_quit(self) -> None:
         self.cancel_event.set()
-        self._set_status(Text("cancelling the refresh: bi-console quits as soon as the running step has stopped…",
-                              style="bold yellow"))
+        self._set_status(
+            Text(
+                "cancelling the refresh: bi-console quits as soon as the running step has stopped…", style="bold yellow"
+            )
+        )
 
     def action_run_step(self) -> None:
         table = self.query_one("#steps-table", DataTable)

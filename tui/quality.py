@@ -151,8 +151,9 @@ class QualityView(View):
                 cells.append(Text("-" if value is None else str(value), style=style, justify="right"))
             counts.add_row(*cells, key=c.table)
         mismatched = [c.table for c in snap.counts if c.mismatches()]
-        counts.border_subtitle = (f"mismatch: {', '.join(mismatched)}" if mismatched
-                                  else ("consistent" if snap.counts else ""))
+        counts.border_subtitle = (
+            f"mismatch: {', '.join(mismatched)}" if mismatched else ("consistent" if snap.counts else "")
+        )
         counts.set_class(bool(mismatched), "mismatch")
 
         facts = Text()
@@ -199,22 +200,32 @@ class QualityView(View):
         for result in snap.validation.values():
             for suite in result.get("suites", []):
                 ok = suite.get("success")
-                ge.add_row(Text("✓" if ok else "✗", style="green" if ok else "bold red"),
-                           Text(f"{suite.get('name')} ({suite.get('layer')})", style="bold"),
-                           "", Text(suite.get("error") or "", style="red"))
+                ge.add_row(
+                    Text("✓" if ok else "✗", style="green" if ok else "bold red"),
+                    Text(f"{suite.get('name')} ({suite.get('layer')})", style="bold"),
+                    "",
+                    Text(suite.get("error") or "", style="red"),
+                )
                 for e in suite.get("expectations", []):
                     good = e.get("success")
-                    mark, style = ("✓", "green") if good else (("✗", "bold red") if e.get("severity") == "error"
-                                                             else ("!", "yellow"))
+                    mark, style = (
+                        ("✓", "green")
+                        if good
+                        else (("✗", "bold red") if e.get("severity") == "error" else ("!", "yellow"))
+                    )
                     observed: str | Text = _observed(e.get("observed_value"))
                     tolerated = _tolerated(e) if good else None
                     if tolerated:  # a bare count beside a ✓ reads as a contradiction: say why it passed
                         mark, style, observed = "✓!", "bold yellow", Text(tolerated, style="yellow")
-                    ge.add_row(Text(mark, style=style), "  " + str(e.get("type", "?")).removeprefix("expect_"),
-                               e.get("column") or "", observed)
+                    ge.add_row(
+                        Text(mark, style=style),
+                        "  " + str(e.get("type", "?")).removeprefix("expect_"),
+                        e.get("column") or "",
+                        observed,
+                    )
         ge.border_subtitle = ", ".join(
-            f"{t}: {_verdict(r)} {str(r.get('started_at', ''))[:16]}"
-            for t, r in snap.validation.items())
+            f"{t}: {_verdict(r)} {str(r.get('started_at', ''))[:16]}" for t, r in snap.validation.items()
+        )
 
     def _show_checks(self, snap: QualitySnapshot) -> None:
         table = self.query_one("#checks-table", DataTable)
@@ -222,12 +233,18 @@ class QualityView(View):
         marks = {"pass": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "bold red"), "skip": ("·", "dim")}
         for check in snap.checks:
             mark, style = marks[check.status]
-            table.add_row(Text(mark, style=style), Text(check.name, style="" if check.ok else "bold"),
-                          Text(check.evidence, style="" if check.ok else style))
+            table.add_row(
+                Text(mark, style=style),
+                Text(check.name, style="" if check.ok else "bold"),
+                Text(check.evidence, style="" if check.ok else style),
+            )
         failing = [c for c in snap.checks if c.status == "fail"]
         warning = [c for c in snap.checks if c.status == "warn"]
-        table.border_subtitle = (f"{len(failing)} failed · {len(warning)} warnings" if failing or warning
-                                 else ("all pass" if snap.checks else ""))
+        table.border_subtitle = (
+            f"{len(failing)} failed · {len(warning)} warnings"
+            if failing or warning
+            else ("all pass" if snap.checks else "")
+        )
         table.set_class(bool(failing), "mismatch")
 
     def _show_intake(self, snap: QualitySnapshot) -> None:
@@ -236,22 +253,38 @@ class QualityView(View):
         intake.clear()
         for e in snap.quarantined:
             position = f"{e.topic}[{e.partition}]@{e.offset}" + (f" epoch {e.epoch}" if e.epoch else "")
-            intake.add_row(Text("Q", style="bold yellow"), e.table, position, Text(e.reason, style="yellow"),
-                           Text((e.preview or "")[:80], style="dim"))
+            intake.add_row(
+                Text("Q", style="bold yellow"),
+                e.table,
+                position,
+                Text(e.reason, style="yellow"),
+                Text((e.preview or "")[:80], style="dim"),
+            )
         for r in snap.rejected:
-            position = (f"{r.topic}[{r.partition}]@{r.offset}" + (f" epoch {r.epoch}" if r.epoch else "")
-                        if r.offset is not None else f"{r.object_key.rsplit('/', 1)[-1]} line {r.line_number}")
-            intake.add_row(Text("R", style="bold red"), r.table, position, Text(r.reason, style="red"),
-                           Text((r.preview or "")[:80], style="dim"))
+            position = (
+                f"{r.topic}[{r.partition}]@{r.offset}" + (f" epoch {r.epoch}" if r.epoch else "")
+                if r.offset is not None
+                else f"{r.object_key.rsplit('/', 1)[-1]} line {r.line_number}"
+            )
+            intake.add_row(
+                Text("R", style="bold red"),
+                r.table,
+                position,
+                Text(r.reason, style="red"),
+                Text((r.preview or "")[:80], style="dim"),
+            )
         if not snap.quarantined and not snap.rejected:
             intake.add_row("", "", Text("nothing quarantined or rejected", style="dim"), "", "")
-        intake.border_subtitle = (f"{len(snap.quarantined)} quarantined · {len(snap.rejected)} rejected · "
-                                  "`bi-console quarantine list|show|replay`"
-                                  if snap.quarantined or snap.rejected else "")
+        intake.border_subtitle = (
+            f"{len(snap.quarantined)} quarantined · {len(snap.rejected)} rejected · "
+            "`bi-console quarantine list|show|replay`"
+            if snap.quarantined or snap.rejected
+            else ""
+        )
         intake.set_class(bool(snap.quarantined or snap.rejected), "attention")
 
     def layer_counts(self, table: str = "product") -> dict:
-        for c in (self.snapshot.counts if self.snapshot else []):
+        for c in self.snapshot.counts if self.snapshot else []:
             if c.table == table:
                 return {k: getattr(c, k) for k in COUNT_COLUMNS}
         return {}

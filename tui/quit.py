@@ -23,9 +23,11 @@ class QuitDuringRefreshScreen(ConfirmScreen):
     ]
 
     def __init__(self, running: str) -> None:
-        super().__init__("Cancel the refresh and quit, or keep waiting?",
-                         f"A refresh is {running}. Cancelling stops the running step at its next safe point; "
-                         "bi-console quits as soon as it has stopped.")
+        super().__init__(
+            "Cancel the refresh and quit, or keep waiting?",
+            f"A refresh is {running}. Cancelling stops the running step at its next safe point; "
+            "bi-console quits as soon as it has stopped.",
+        )
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):

@@ -38,10 +38,16 @@ class PastRunScreen(ModalScreen[None]):
 
         run = self.record
         outcome = run.get("outcome", "?")
-        title = Text.assemble(("run ", "bold"), str(run.get("run_id", "?")), " · ", run_label(run), " · ",
-                              (outcome, STATE_STYLE.get(outcome, "")),
-                              f" in {human_duration(run.get('duration'))} · started "
-                              f"{str(run.get('started_at') or '?')[:19].replace('T', ' ')}")
+        title = Text.assemble(
+            ("run ", "bold"),
+            str(run.get("run_id", "?")),
+            " · ",
+            run_label(run),
+            " · ",
+            (outcome, STATE_STYLE.get(outcome, "")),
+            f" in {human_duration(run.get('duration'))} · started "
+            f"{str(run.get('started_at') or '?')[:19].replace('T', ' ')}",
+        )
         if run.get("error"):
             title.append(f"\n{run.get('failed_step')}: {run['error']}", style="red")
         title.append("\nEsc closes", style="dim")
@@ -61,12 +67,18 @@ class PastRunScreen(ModalScreen[None]):
             error = step.get("error")
             notices = "; ".join(step.get("notices") or [])
             detail = error or " ".join(p for p in (_counts_text(step.get("counts") or {}), notices) if p)
-            table.add_row(step.get("table", "?"), step.get("step", "?"), Text(state, style=STATE_STYLE.get(state, "")),
-                          human_duration(step.get("duration")), Text(detail, style="red" if error else ""))
+            table.add_row(
+                step.get("table", "?"),
+                step.get("step", "?"),
+                Text(state, style=STATE_STYLE.get(state, "")),
+                human_duration(step.get("duration")),
+                Text(detail, style="red" if error else ""),
+            )
         pane = self.query_one("#past-run-log", LogPane)
         if self.log_lines is None:
-            pane.write_lines(["(no log kept for this run: it is older than the run logs kept, "
-                              "or from before they were kept)"])
+            pane.write_lines(
+                ["(no log kept for this run: it is older than the run logs kept, or from before they were kept)"]
+            )
         else:
             pane.write_lines(self.log_lines)
         table.focus()

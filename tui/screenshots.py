@@ -1,8 +1,8 @@
 """README screenshots: an SVG of each view, written with `app.save_screenshot()`.
 
-    python -m tui.screenshots                      # the recorded state (deterministic)
-    python -m tui.screenshots --env-file .env      # the live stack of this settings file
-    python -m tui.screenshots --size 160x48 --out docs/screenshots
+python -m tui.screenshots                      # the recorded state (deterministic)
+python -m tui.screenshots --env-file .env      # the live stack of this settings file
+python -m tui.screenshots --size 160x48 --out docs/screenshots
 """
 
 from __future__ import annotations
@@ -22,10 +22,17 @@ def recorded_settings():
     from pipeline.config import DEFAULT_CONFIG, load_settings
 
     # Recorded views never connect; the secrets only satisfy the settings' required fields.
-    unused = {name: secrets.token_urlsafe(12) for name in
-              ("pg_password", "pg_reader_password", "source_password", "s3_access_key", "s3_secret_key")}
-    return load_settings(env_file=None, data_dir=tempfile.mkdtemp(prefix="bi-console-shots-"),
-                         config_file=str(DEFAULT_CONFIG), runtime="embedded", **unused)
+    unused = {
+        name: secrets.token_urlsafe(12)
+        for name in ("pg_password", "pg_reader_password", "source_password", "s3_access_key", "s3_secret_key")
+    }
+    return load_settings(
+        env_file=None,
+        data_dir=tempfile.mkdtemp(prefix="bi-console-shots-"),
+        config_file=str(DEFAULT_CONFIG),
+        runtime="embedded",
+        **unused,
+    )
 
 
 async def export(app, out: Path, size: tuple[int, int], settle: float) -> list[Path]:

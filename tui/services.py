@@ -111,8 +111,9 @@ class ServicesView(View):
                 table.move_cursor(row=min(max(cursor, 0), len(statuses) - 1))
         else:
             for s in statuses:
-                for column, value in zip(("name", "state", "health", "uptime", "ports", "detail"),
-                                         self._cells(s, now), strict=False):
+                for column, value in zip(
+                    ("name", "state", "health", "uptime", "ports", "detail"), self._cells(s, now), strict=False
+                ):
                     table.update_cell(s.name, column, value, update_width=True)
         down = [s.name for s in statuses if not s.healthy]
         table.border_title = "services" + (f" · DOWN: {', '.join(down)}" if down else " · all healthy")
@@ -124,8 +125,14 @@ class ServicesView(View):
         uptime = None
         if s.started_at is not None and s.state == "running":
             uptime = (now - s.started_at).total_seconds()
-        return (s.name, _state_text(s), _health_text(s), human_duration(uptime) if uptime is not None else "-",
-                ",".join(map(str, s.ports)) or "-", s.health_detail)
+        return (
+            s.name,
+            _state_text(s),
+            _health_text(s),
+            human_duration(uptime) if uptime is not None else "-",
+            ",".join(map(str, s.ports)) or "-",
+            s.health_detail,
+        )
 
     def status_of(self, name: str) -> ServiceStatus | None:
         return next((s for s in self.statuses if s.name == name), None)
@@ -178,8 +185,12 @@ class ServicesView(View):
         if verb == "start":
             self._control(service, verb)
             return
-        confirm_then(self, f"{verb.capitalize()} {service}?", lambda: self._control(service, verb),
-                     "Whatever depends on it stops working until it is back.")
+        confirm_then(
+            self,
+            f"{verb.capitalize()} {service}?",
+            lambda: self._control(service, verb),
+            "Whatever depends on it stops working until it is back.",
+        )
 
     def service_names(self) -> list[str]:
         if self.statuses:

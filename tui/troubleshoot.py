@@ -82,8 +82,11 @@ class ProblemPanel(Vertical):
 
     def _key(self, binding_id: str) -> str:
         key_for = getattr(self.app, "key_for", None)
-        return key_for(binding_id) if callable(key_for) else next(
-            b.key for b in TroubleshootView.BINDINGS if b.id == binding_id)
+        return (
+            key_for(binding_id)
+            if callable(key_for)
+            else next(b.key for b in TroubleshootView.BINDINGS if b.id == binding_id)
+        )
 
     def _undiagnosed_text(self) -> Text:
         return Text(f"not diagnosed yet ({self._key('diagnose')} diagnoses every problem)", style="dim")
@@ -216,8 +219,9 @@ class TroubleshootView(View):
                 self.action_fix(problem)
 
     def action_fix(self, problem: str) -> None:
-        confirm_then(self, f"Run the fix: {FIXES[problem][2]}?", lambda: self._start_fix(problem),
-                     "It writes to the stack.")
+        confirm_then(
+            self, f"Run the fix: {FIXES[problem][2]}?", lambda: self._start_fix(problem), "It writes to the stack."
+        )
 
     def _start_fix(self, problem: str) -> None:
         if not self.live:
@@ -236,8 +240,9 @@ class TroubleshootView(View):
 
     def _show_fix_output(self) -> None:
         # The output sits below the panels: at most terminal sizes it is below the fold.
-        self.query_one("#problems", VerticalScroll).scroll_to_widget(self.query_one("#fix-log", LogPane),
-                                                                     animate=False, top=False)
+        self.query_one("#problems", VerticalScroll).scroll_to_widget(
+            self.query_one("#fix-log", LogPane), animate=False, top=False
+        )
 
     def _log(self, line: str) -> None:
         from pipeline.config.security import redact
@@ -252,6 +257,7 @@ class TroubleshootView(View):
     @work(thread=True, exit_on_error=False, group="fix", name="fix")
     def _fix_worker(self, problem: str) -> None:
         from pipeline.checks import fixes
+
         settings, runtime = self.app.settings, getattr(self.app, "runtime", None)
         try:
             if problem == "no_cdc_events":

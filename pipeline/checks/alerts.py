@@ -19,8 +19,13 @@ def alert_message(results: list[Check], *, source: str | None = None) -> dict[st
         "text": title + "\n" + "\n".join(lines),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(f"`{r.name}` *{r.status}*: {r.evidence}"
-                                                                          for r in failing)[:2900]}},
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": "\n".join(f"`{r.name}` *{r.status}*: {r.evidence}" for r in failing)[:2900],
+                },
+            },
         ],
         "checks": [r.as_dict() for r in failing],
     }

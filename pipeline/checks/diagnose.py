@@ -42,19 +42,29 @@ def check_postgres(settings: Settings) -> tuple[Check, Any]:
     try:
         conn = probes.pg_connect(settings)
     except psycopg2.Error as exc:
-        text = explain_pg_error(exc, settings.pg_host, settings.pg_port, settings.pg_user) \
-            if isinstance(exc, psycopg2.OperationalError) else first_line(exc)
-        return Check("PostgreSQL reachable", "fail", text,
-                     fix="start the postgres service (Services view) or check BI_PG_HOST/BI_PG_PORT"), None
+        text = (
+            explain_pg_error(exc, settings.pg_host, settings.pg_port, settings.pg_user)
+            if isinstance(exc, psycopg2.OperationalError)
+            else first_line(exc)
+        )
+        return Check(
+            "PostgreSQL reachable",
+            "fail",
+            text,
+            fix="start the postgres service (Services view) or check BI_PG_HOST/BI_PG_PORT",
+        ), None
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SET statement_timeout = %s", (int(probes.PROBE_TIMEOUT * 1000),))
         cur.execute("SELECT 1, current_setting('server_version')")
         version = one_row(cur)[1]
     ms = (time.monotonic() - started) * 1000
-    return Check("PostgreSQL reachable", "pass",
-                 f"SELECT 1 ok on {settings.pg_host}:{settings.pg_port}/{settings.pg_database} "
-                 f"(PostgreSQL {version}, {ms:.0f} ms)"), conn
+    return Check(
+        "PostgreSQL reachable",
+        "pass",
+        f"SELECT 1 ok on {settings.pg_host}:{settings.pg_port}/{settings.pg_database} "
+        f"(PostgreSQL {version}, {ms:.0f} ms)",
+    ), conn
 
 
 def connector_check(settings: Settings, runtime: Runtime | None = None) -> tuple[Check, ConnectorStatus | None]:
@@ -62,8 +72,12 @@ def connector_check(settings: Settings, runtime: Runtime | None = None) -> tuple
     try:
         status = probes.connector_status(settings, runtime)
     except Exception as exc:  # a probe reports, it never raises
-        return Check("Connector state", "fail", f"{settings.connector_name}: status unavailable: {first_line(exc)}",
-                     fix="start the cdc service / Kafka Connect"), None
+        return Check(
+            "Connector state",
+            "fail",
+            f"{settings.connector_name}: status unavailable: {first_line(exc)}",
+            fix="start the cdc service / Kafka Connect",
+        ), None
     return judged("Connector state", rules.connector_state(status), "connector", "cdc"), status
 
 
@@ -73,8 +87,12 @@ def connector_check(settings: Settings, runtime: Runtime | None = None) -> tuple
 def diagnose_no_cdc_events(settings: Settings, runtime: Runtime | None = None) -> list[Check]:
     """Runbook issue 1: 'No CDC events in Kafka' (consumer fetches 0 records)."""
     broker_ok, evidence = probe_broker(settings, timeout=probes.PROBE_TIMEOUT)
-    checks = [judged("Kafka broker reachable", rules.service(
-        broker_ok, evidence, "start the kafka service or check BI_KAFKA_BOOTSTRAP"))]
+    checks = [
+        judged(
+            "Kafka broker reachable",
+            rules.service(broker_ok, evidence, "start the kafka service or check BI_KAFKA_BOOTSTRAP"),
+        )
+    ]
     checks.append(connector_check(settings, runtime)[0])
     positions = probes.checkpoint_positions_or_empty(settings)
     lag_max = settings.file.thresholds.ingest_lag_max_events
@@ -100,17 +118,24 @@ def diagnose_bronze_load(settings: Settings) -> list[Check]:
         s3_ok, s3_evidence = RawStore(settings, timeout=1.0, retries=1, read_timeout=1.0).probe()
     except Exception as exc:
         s3_ok, s3_evidence = False, first_line(exc)
-    checks.append(judged("Object store reachable", rules.service(
-        s3_ok, s3_evidence, "start the s3 service or check BI_S3_ENDPOINT")))
+    checks.append(
+        judged(
+            "Object store reachable", rules.service(s3_ok, s3_evidence, "start the s3 service or check BI_S3_ENDPOINT")
+        )
+    )
     f = settings.file
-    names = [f"Schema {f.bronze_schema}"] + [f"Table {f.bronze_schema}.{t.bronze_table}" for t in settings.tables] \
+    names = (
+        [f"Schema {f.bronze_schema}"]
+        + [f"Table {f.bronze_schema}.{t.bronze_table}" for t in settings.tables]
         + [f"Table {f.meta_schema}.ingest_checkpoint"]
+    )
     if conn is None:
         return checks + [skipped(n, "PostgreSQL is unreachable") for n in names]
     try:
         ok = probes.schema_exists(conn, f.bronze_schema)
-        checks.append(Check(names[0], "pass" if ok else "fail", "exists" if ok else "schema does not exist",
-                            fix=CREATE_BRONZE))
+        checks.append(
+            Check(names[0], "pass" if ok else "fail", "exists" if ok else "schema does not exist", fix=CREATE_BRONZE)
+        )
         for table in settings.tables:
             name = f"Table {f.bronze_schema}.{table.bronze_table}"
             if probes.relation_exists(conn, f.bronze_schema, table.bronze_table):
@@ -119,8 +144,9 @@ def diagnose_bronze_load(settings: Settings) -> list[Check]:
             else:
                 checks.append(Check(name, "fail", "table does not exist", fix=CREATE_BRONZE))
         ok = probes.relation_exists(conn, f.meta_schema, "ingest_checkpoint")
-        checks.append(Check(names[-1], "pass" if ok else "fail", "exists" if ok else "table does not exist",
-                            fix=CREATE_BRONZE))
+        checks.append(
+            Check(names[-1], "pass" if ok else "fail", "exists" if ok else "table does not exist", fix=CREATE_BRONZE)
+        )
         checks += _raw_zone_checks(settings, conn, reachable=s3_ok)
         checks += _intake_checks(settings)
     finally:
@@ -138,10 +164,12 @@ def _intake_checks(settings: Settings) -> list[Check]:
         except Exception as exc:  # a probe reports, it never raises
             checks.append(Check(f"Quarantine and rejects {table.name}", "fail", f"cannot read: {first_line(exc)}"))
             continue
-        checks.append(judged(f"Quarantine {table.name}", rules.quarantined(quarantined, thresholds.quarantined_max),
-                             "intake"))
-        checks.append(judged(f"Rejected rows {table.name}", rules.rejected(rejected, thresholds.rejected_max),
-                             "intake"))
+        checks.append(
+            judged(f"Quarantine {table.name}", rules.quarantined(quarantined, thresholds.quarantined_max), "intake")
+        )
+        checks.append(
+            judged(f"Rejected rows {table.name}", rules.rejected(rejected, thresholds.rejected_max), "intake")
+        )
     return checks
 
 
@@ -170,9 +198,11 @@ def diagnose_dbt(settings: Settings, *, run_debug: bool = True) -> list[Check]:
     f = settings.file
     relations = []
     for table in settings.tables:
-        relations += [(f"Source {f.bronze_schema}.{table.bronze_table}", f.bronze_schema, table.bronze_table),
-                      (f"View {f.staging_schema}.{table.staging_relation}", f.staging_schema, table.staging_relation),
-                      (f"Table {f.marts_schema}.{table.marts_relation}", f.marts_schema, table.marts_relation)]
+        relations += [
+            (f"Source {f.bronze_schema}.{table.bronze_table}", f.bronze_schema, table.bronze_table),
+            (f"View {f.staging_schema}.{table.staging_relation}", f.staging_schema, table.staging_relation),
+            (f"Table {f.marts_schema}.{table.marts_relation}", f.marts_schema, table.marts_relation),
+        ]
     if conn is None:
         checks += [skipped(name, "PostgreSQL is unreachable") for name, _, _ in relations]
     else:
@@ -192,8 +222,14 @@ def diagnose_dbt(settings: Settings, *, run_debug: bool = True) -> list[Check]:
             lines = [ln for ln in (result.output or "").splitlines() if ln.strip()]
             wanted = [ln.strip() for ln in lines if "OK" in ln or "ERROR" in ln or "All checks" in ln]
             evidence = "; ".join(wanted[-6:]) or (result.error or "no output")
-            checks.append(Check("dbt debug", "pass" if result.success else "fail", evidence,
-                                fix="read the dbt debug output; check BI_PG_* settings"))
+            checks.append(
+                Check(
+                    "dbt debug",
+                    "pass" if result.success else "fail",
+                    evidence,
+                    fix="read the dbt debug output; check BI_PG_* settings",
+                )
+            )
         except Exception as exc:
             checks.append(Check("dbt debug", "fail", f"dbt debug could not run: {first_line(exc)}"))
     return checks

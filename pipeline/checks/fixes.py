@@ -27,9 +27,9 @@ def _noop(_: str) -> None:
     pass
 
 
-
-def fix_restart_connector(settings: Settings, runtime: Runtime | None = None, log: Log = _noop, *,
-                          only_failed: bool = False) -> str:
+def fix_restart_connector(
+    settings: Settings, runtime: Runtime | None = None, log: Log = _noop, *, only_failed: bool = False
+) -> str:
     control = connector_control(settings, runtime)
     log(f"restarting connector {settings.connector_name}{' (failed tasks only)' if only_failed else ''}")
     control.restart(include_tasks=True, only_failed=only_failed, log=log)
@@ -45,8 +45,9 @@ def holding_refresh_lock(settings: Settings, what: str) -> Iterator[None]:
     message names the run that holds it."""
 
     lock = RefreshLock(settings)
-    lock.acquire({"run_id": "fix", "mode": what, "pid": os.getpid(),
-                  "started_at": datetime.now(timezone.utc).isoformat()})
+    lock.acquire(
+        {"run_id": "fix", "mode": what, "pid": os.getpid(), "started_at": datetime.now(timezone.utc).isoformat()}
+    )
     try:
         yield
     finally:
@@ -78,9 +79,11 @@ class RawZoneRepair:
             return "bronze tables ready; the raw zone holds every loaded object"
         text = f"re-read {recovered} missing raw object(s) from the topic"
         if lost:
-            text += (f"; {lost} object(s) are no longer in the topic ({', '.join(self.lost)}): their events stay "
-                     "in bronze, but a full refresh would rebuild bronze without them; run "
-                     "`bi-console refresh --full` only to accept the topic's current contents")
+            text += (
+                f"; {lost} object(s) are no longer in the topic ({', '.join(self.lost)}): their events stay "
+                "in bronze, but a full refresh would rebuild bronze without them; run "
+                "`bi-console refresh --full` only to accept the topic's current contents"
+            )
         return text
 
 

@@ -45,6 +45,7 @@ class Collector:
 def _service_checks(settings: Settings, c: Collector) -> bool:
     healthy = True
     for name, probe in probes.service_probes(settings).items():
+
         def body(probe: Callable[[], tuple[bool, str]] = probe) -> Verdict:
             try:
                 return rules.service(*probe())
@@ -66,6 +67,7 @@ def _restart_loop_checks(settings: Settings, c: Collector) -> None:
         c.run("services:runtime", "services", lambda: Verdict("fail", reason))
         return
     for status in restarting:
+
         def restart_loop(looping: ServiceStatus = status) -> Verdict:
             return Verdict("fail", looping.health_detail)
 
@@ -102,13 +104,21 @@ def _committed(conn: connection, read: Callable[[], T]) -> T:
         conn.rollback()
 
 
-def table_checks(settings: Settings, table: TableConfig, conn: connection, c: Collector, *,
-                 since: datetime | None = None, with_topic: bool = True) -> None:
+def table_checks(
+    settings: Settings,
+    table: TableConfig,
+    conn: connection,
+    c: Collector,
+    *,
+    since: datetime | None = None,
+    with_topic: bool = True,
+) -> None:
     """Every check of one table that reads the stack's data (not dbt, not GX)."""
     thresholds = settings.file.thresholds
     partitions: list[probes.PartitionLag] | None = []
 
     if with_topic:
+
         def topic() -> Verdict:
             nonlocal partitions
             positions = _committed(conn, lambda: probes.checkpoint_positions(conn, settings))
@@ -118,8 +128,9 @@ def table_checks(settings: Settings, table: TableConfig, conn: connection, c: Co
         c.run(f"topic:{table.name}", "kafka", topic)
 
         def raw_zone() -> Verdict:
-            return _committed(conn, lambda: rules.raw_zone(probes.raw_zone_audit(settings, table, conn),
-                                                          settings.s3_bucket))
+            return _committed(
+                conn, lambda: rules.raw_zone(probes.raw_zone_audit(settings, table, conn), settings.s3_bucket)
+            )
 
         c.run(f"raw_zone:{table.name}", "raw_zone", raw_zone)
 
@@ -142,11 +153,13 @@ def table_checks(settings: Settings, table: TableConfig, conn: connection, c: Co
     c.run(f"reconciliation:{table.name}", "reconciliation", reconciliation)
     marts_rows = layers[0].marts if layers else None  # None: the marts relation is missing or unreadable
     if with_topic and partitions is not None:
+
         def topic_reconciliation() -> Verdict:
             if not partitions:
                 raise RuntimeError("the topic's offsets could not be read")
-            return _committed(conn, lambda: rules.topic_reconciliation(
-                probes.topic_account(conn, settings, table, partitions)))
+            return _committed(
+                conn, lambda: rules.topic_reconciliation(probes.topic_account(conn, settings, table, partitions))
+            )
 
         c.run(f"reconciliation:{table.name}:topic", "reconciliation", topic_reconciliation)
 
@@ -158,22 +171,30 @@ def table_checks(settings: Settings, table: TableConfig, conn: connection, c: Co
             source.append(probes.source_state(settings, table))
         return source[0]
 
-    c.run(f"reconciliation:{table.name}:source", "reconciliation",
-          lambda: rules.source_reconciliation(source_state(), marts_rows))
+    c.run(
+        f"reconciliation:{table.name}:source",
+        "reconciliation",
+        lambda: rules.source_reconciliation(source_state(), marts_rows),
+    )
     if checks.freshness_column:
         freshness_column: str = checks.freshness_column
 
         def freshness() -> Verdict:
-            latest = _committed(conn, lambda: probes.marts_latest(conn, settings, table, freshness_column)) \
-                if marts_rows is not None else None
-            return rules.freshness(source_state(), latest, freshness_column,
-                                   thresholds.freshness_max_age_minutes)
+            latest = (
+                _committed(conn, lambda: probes.marts_latest(conn, settings, table, freshness_column))
+                if marts_rows is not None
+                else None
+            )
+            return rules.freshness(source_state(), latest, freshness_column, thresholds.freshness_max_age_minutes)
 
         c.run(f"freshness:{table.name}", "freshness", freshness)
 
     if checks.min_active_rows:
-        c.run(f"active_rows:{table.name}", "volume",
-              lambda: rules.active_rows(marts_rows or 0, thresholds.min_active_products))
+        c.run(
+            f"active_rows:{table.name}",
+            "volume",
+            lambda: rules.active_rows(marts_rows or 0, thresholds.min_active_products),
+        )
 
     def share(expression: sql.Composable, params: tuple[Any, ...] | None = None) -> float | None:
         return _committed(conn, lambda: probes.marts_share(conn, settings, table, expression, params))
@@ -181,19 +202,31 @@ def table_checks(settings: Settings, table: TableConfig, conn: connection, c: Co
     if checks.coverage_column and checks.coverage_value is not None:
         coverage_column: str = checks.coverage_column
         coverage_value: str = checks.coverage_value
-        c.run(f"coverage:{table.name}", "coverage", lambda: rules.coverage(
-            share(sql.SQL("{} = %s").format(sql.Identifier(coverage_column)), (coverage_value,)),
-            coverage_value, thresholds.min_multilingual_coverage))
+        c.run(
+            f"coverage:{table.name}",
+            "coverage",
+            lambda: rules.coverage(
+                share(sql.SQL("{} = %s").format(sql.Identifier(coverage_column)), (coverage_value,)),
+                coverage_value,
+                thresholds.min_multilingual_coverage,
+            ),
+        )
 
     for flag in checks.flag_shares:
+
         def flag_share(flag: str = flag) -> Verdict:
             return rules.flag_share(share(sql.Identifier(flag)), *thresholds.share_bounds(flag))
 
         c.run(f"flag_share:{table.name}.{flag}", "business_flags", flag_share)
 
     if not table.profile.empty:
-        c.run(f"profile:{table.name}", "profile", lambda: rules.profile(
-            table.profile, _committed(conn, lambda: probes.marts_profile(conn, settings, table)), thresholds))
+        c.run(
+            f"profile:{table.name}",
+            "profile",
+            lambda: rules.profile(
+                table.profile, _committed(conn, lambda: probes.marts_profile(conn, settings, table)), thresholds
+            ),
+        )
 
 
 def gx_checks(settings: Settings, table: TableConfig, c: Collector) -> None:
@@ -202,20 +235,21 @@ def gx_checks(settings: Settings, table: TableConfig, c: Collector) -> None:
         return
     result = run_validation(settings, table, build_docs=False)
     for suite in result.suites:
+
         def suite_check(suite: SuiteOutcome = suite) -> Verdict:
             return rules.gx_suite(suite)
 
         c.run(f"gx:{suite.name}", "great_expectations", suite_check)
 
 
-def run_checks(settings: Settings, *, log: Log = lambda line: None, include_dbt: bool = True,
-               include_gx: bool = True) -> list[Check]:
+def run_checks(
+    settings: Settings, *, log: Log = lambda line: None, include_dbt: bool = True, include_gx: bool = True
+) -> list[Check]:
     c = Collector(log)
     started_at = datetime.now(timezone.utc)
     if not _service_checks(settings, c):
         return c.results  # nothing else can be judged while a service is down
-    c.run("connector", "connector", lambda: rules.connector_state(probes.connector_status(settings)),
-          service="cdc")
+    c.run("connector", "connector", lambda: rules.connector_state(probes.connector_status(settings)), service="cdc")
     since = _previous_check_time(settings)
     conn = connect(settings)
     try:
@@ -225,6 +259,7 @@ def run_checks(settings: Settings, *, log: Log = lambda line: None, include_dbt:
         conn.close()
     _record_check_time(settings, started_at)
     if include_dbt:
+
         def dbt_tests() -> Verdict:
             selector = " ".join(t.dbt_selector for t in settings.tables)
             result = DbtProject(settings).test(selector, within_selection=True)

@@ -112,8 +112,9 @@ def checkpoint_positions(conn: connection, settings: Settings) -> dict[tuple[str
     if not relation_exists(conn, meta, "ingest_checkpoint"):
         return {}
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT topic, kafka_partition, next_offset FROM {}.ingest_checkpoint")
-                    .format(sql.Identifier(meta)))
+        cur.execute(
+            sql.SQL("SELECT topic, kafka_partition, next_offset FROM {}.ingest_checkpoint").format(sql.Identifier(meta))
+        )
         return {(t, int(p)): int(o) for t, p, o in cur.fetchall()}
 
 
@@ -131,8 +132,9 @@ def checkpoint_positions_or_empty(settings: Settings) -> dict[tuple[str, int], i
         conn.close()
 
 
-def topic_partitions(settings: Settings, topic: str,
-                     positions: dict[tuple[str, int], int]) -> list[PartitionLag] | None:
+def topic_partitions(
+    settings: Settings, topic: str, positions: dict[tuple[str, int], int]
+) -> list[PartitionLag] | None:
     """Each partition's watermarks and ingest position; None when the topic does not exist."""
 
     offsets = topic_offsets(settings, topic, timeout=PROBE_TIMEOUT)
@@ -154,24 +156,47 @@ class TopicAccount:
     epoch: int
 
 
-def topic_account(conn: connection, settings: Settings, table: TableConfig,
-                  partitions: list[PartitionLag]) -> TopicAccount:
+def topic_account(
+    conn: connection, settings: Settings, table: TableConfig, partitions: list[PartitionLag]
+) -> TopicAccount:
     f = settings.file
     bronze = _rel(f.bronze_schema, table.bronze_table)
-    epoch = int(_scalar(conn, sql.SQL("SELECT coalesce(max(kafka_epoch), 0) FROM {} WHERE kafka_topic = %s")
-                        .format(bronze), (table.topic,)))
-    rows = int(_scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE kafka_topic = %s AND kafka_epoch = %s")
-                       .format(bronze), (table.topic, epoch)))
+    epoch = int(
+        _scalar(
+            conn,
+            sql.SQL("SELECT coalesce(max(kafka_epoch), 0) FROM {} WHERE kafka_topic = %s").format(bronze),
+            (table.topic,),
+        )
+    )
+    rows = int(
+        _scalar(
+            conn,
+            sql.SQL("SELECT count(*) FROM {} WHERE kafka_topic = %s AND kafka_epoch = %s").format(bronze),
+            (table.topic, epoch),
+        )
+    )
     quarantined = rejected = 0
     if relation_exists(conn, f.meta_schema, "quarantine"):
-        quarantined = int(_scalar(conn, sql.SQL(
-            "SELECT count(*) FROM {} WHERE table_name = %s AND topic = %s AND kafka_epoch = %s AND replayed_at IS NULL")
-            .format(_rel(f.meta_schema, "quarantine")), (table.name, table.topic, epoch)))
+        quarantined = int(
+            _scalar(
+                conn,
+                sql.SQL(
+                    "SELECT count(*) FROM {} WHERE table_name = %s AND topic = %s AND kafka_epoch = %s AND replayed_at IS NULL"
+                ).format(_rel(f.meta_schema, "quarantine")),
+                (table.name, table.topic, epoch),
+            )
+        )
     if relation_exists(conn, f.meta_schema, "load_rejects"):
         # A line that is not JSON names no position: it is counted where its object was loaded.
-        rejected = int(_scalar(conn, sql.SQL(
-            "SELECT count(*) FROM {} WHERE bronze_table = %s AND coalesce(kafka_epoch, %s) = %s")
-            .format(_rel(f.meta_schema, "load_rejects")), (table.bronze_table, epoch, epoch)))
+        rejected = int(
+            _scalar(
+                conn,
+                sql.SQL("SELECT count(*) FROM {} WHERE bronze_table = %s AND coalesce(kafka_epoch, %s) = %s").format(
+                    _rel(f.meta_schema, "load_rejects")
+                ),
+                (table.bronze_table, epoch, epoch),
+            )
+        )
     end = sum(p.end for p in partitions)
     not_ingested = sum(p.end - (p.position if p.position is not None else p.low) for p in partitions)
     return TopicAccount(end, rows, quarantined, rejected, max(0, not_ingested), epoch)
@@ -189,8 +214,17 @@ def schema_exists(conn: connection, schema: str) -> bool:
 
 
 def has_column(conn: connection, schema: str, relation: str, column: str) -> bool:
-    return int(_scalar(conn, "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
-                             "AND table_name = %s AND column_name = %s", (schema, relation, column))) > 0
+    return (
+        int(
+            _scalar(
+                conn,
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = %s AND column_name = %s",
+                (schema, relation, column),
+            )
+        )
+        > 0
+    )
 
 
 def row_count(conn: connection, schema: str, name: str) -> int:
@@ -206,13 +240,23 @@ class LayerCounts:
     staging_active: int | None = None
     marts: int | None = None
 
-    LABELS = (queries.LAYER_BRONZE, queries.LAYER_BRONZE_KEYS, queries.LAYER_STAGING_ALL,
-              queries.LAYER_STAGING_ACTIVE, queries.LAYER_MARTS)
+    LABELS = (
+        queries.LAYER_BRONZE,
+        queries.LAYER_BRONZE_KEYS,
+        queries.LAYER_STAGING_ALL,
+        queries.LAYER_STAGING_ACTIVE,
+        queries.LAYER_MARTS,
+    )
 
     def figures(self) -> list[tuple[str, int | None]]:
         """(the runbook's layer name, count), in layer order."""
-        return list(zip(self.LABELS, (self.bronze_total, self.bronze_distinct, self.staging_all,
-                                      self.staging_active, self.marts), strict=True))
+        return list(
+            zip(
+                self.LABELS,
+                (self.bronze_total, self.bronze_distinct, self.staging_all, self.staging_active, self.marts),
+                strict=True,
+            )
+        )
 
     def mismatches(self) -> set[str]:
         """Columns that disagree: distinct keys in bronze vs staging, active staging vs marts."""
@@ -244,10 +288,16 @@ def source_state(settings: Settings, table: TableConfig) -> SourceState:
 
     checks = table.checks
     source = _rel(table.source_schema, table.source_table)
-    active = (sql.SQL("NOT coalesce({}, false)").format(sql.Identifier(checks.source_deleted_column))
-              if checks.source_deleted_column else sql.SQL("true"))
-    latest = (sql.SQL("max({})").format(sql.Identifier(checks.source_modified_column))
-              if checks.source_modified_column else sql.SQL("NULL"))
+    active = (
+        sql.SQL("NOT coalesce({}, false)").format(sql.Identifier(checks.source_deleted_column))
+        if checks.source_deleted_column
+        else sql.SQL("true")
+    )
+    latest = (
+        sql.SQL("max({})").format(sql.Identifier(checks.source_modified_column))
+        if checks.source_modified_column
+        else sql.SQL("NULL")
+    )
     conn = connect_source(settings)
     try:
         with conn.cursor() as cur:
@@ -262,35 +312,56 @@ def source_state(settings: Settings, table: TableConfig) -> SourceState:
 
 
 def marts_latest(conn: connection, settings: Settings, table: TableConfig, column: str) -> datetime | None:
-    value = _scalar(conn, sql.SQL("SELECT max({}) FROM {}").format(
-        sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)))
+    value = _scalar(
+        conn,
+        sql.SQL("SELECT max({}) FROM {}").format(
+            sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)
+        ),
+    )
     if isinstance(value, datetime) and value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     latest: datetime | None = value
     return latest
 
 
-def marts_share(conn: connection, settings: Settings, table: TableConfig, expression: sql.Composable,
-                params: tuple[Any, ...] | None = None) -> float | None:
+def marts_share(
+    conn: connection,
+    settings: Settings,
+    table: TableConfig,
+    expression: sql.Composable,
+    params: tuple[Any, ...] | None = None,
+) -> float | None:
     """avg(expression) over the marts relation (None when it is empty)."""
-    value = _scalar(conn, sql.SQL("SELECT avg(({})::int) FROM {}").format(
-        expression, _rel(settings.file.marts_schema, table.marts_relation)), params)
+    value = _scalar(
+        conn,
+        sql.SQL("SELECT avg(({})::int) FROM {}").format(
+            expression, _rel(settings.file.marts_schema, table.marts_relation)
+        ),
+        params,
+    )
     return None if value is None else float(value)
 
 
-def marts_range(conn: connection, settings: Settings, table: TableConfig,
-                column: str) -> tuple[float | None, float | None]:
+def marts_range(
+    conn: connection, settings: Settings, table: TableConfig, column: str
+) -> tuple[float | None, float | None]:
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(
-            sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)))
+        cur.execute(
+            sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(
+                sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)
+            )
+        )
         low, high = one_row(cur)
     return (None if low is None else float(low)), (None if high is None else float(high))
 
 
 def marts_value_shares(conn: connection, settings: Settings, table: TableConfig, column: str) -> dict[str, float]:
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT {0}::text, count(*)::float / sum(count(*)) OVER () FROM {1} GROUP BY {0}")
-                    .format(sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)))
+        cur.execute(
+            sql.SQL("SELECT {0}::text, count(*)::float / sum(count(*)) OVER () FROM {1} GROUP BY {0}").format(
+                sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)
+            )
+        )
         return {str(value): float(share) for value, share in cur.fetchall()}
 
 
@@ -312,8 +383,9 @@ def marts_profile(conn: connection, settings: Settings, table: TableConfig) -> M
     for column in profile.true_shares:
         out.true_shares[column] = marts_share(conn, settings, table, sql.Identifier(column))
     for column in profile.filled_shares:
-        out.filled_shares[column] = marts_share(conn, settings, table,
-                                                sql.SQL("{} IS NOT NULL").format(sql.Identifier(column)))
+        out.filled_shares[column] = marts_share(
+            conn, settings, table, sql.SQL("{} IS NOT NULL").format(sql.Identifier(column))
+        )
     for column in profile.ranges:
         out.ranges[column] = marts_range(conn, settings, table, column)
     return out
@@ -322,8 +394,9 @@ def marts_profile(conn: connection, settings: Settings, table: TableConfig) -> M
 # -- intake, raw zone, validation -------------------------------------------------
 
 
-def intake_summaries(settings: Settings, table: TableConfig,
-                     since: datetime | None = None) -> tuple[quarantine.QuarantineSummary, quarantine.RejectSummary]:
+def intake_summaries(
+    settings: Settings, table: TableConfig, since: datetime | None = None
+) -> tuple[quarantine.QuarantineSummary, quarantine.RejectSummary]:
     """(QuarantineSummary, RejectSummary): what did not reach bronze."""
 
     return quarantine.summary(settings, table, since), quarantine.reject_summary(settings, table, since)

@@ -34,8 +34,10 @@ class RawZoneAudit:
         where = f"s3://{bucket}/{self.prefix}"
         if self.ok:
             return f"{self.loaded_objects} loaded object(s), all present in {where} ({self.raw_objects} there)"
-        return (f"{len(self.missing)} of {self.loaded_objects} loaded object(s) missing from {where} "
-                f"(first: {self.missing[0].rsplit('/', 1)[-1]})")
+        return (
+            f"{len(self.missing)} of {self.loaded_objects} loaded object(s) missing from {where} "
+            f"(first: {self.missing[0].rsplit('/', 1)[-1]})"
+        )
 
 
 def manifest_keys(conn: connection, settings: Settings, table: TableConfig) -> set[str]:
@@ -43,13 +45,18 @@ def manifest_keys(conn: connection, settings: Settings, table: TableConfig) -> s
         cur.execute("SELECT to_regclass(%s)", (f"{settings.file.meta_schema}.load_manifest",))
         if one_row(cur)[0] is None:
             return set()
-        cur.execute(sql.SQL("SELECT object_key FROM {}.load_manifest WHERE bronze_table = %s")
-                    .format(sql.Identifier(settings.file.meta_schema)), (table.bronze_table,))
+        cur.execute(
+            sql.SQL("SELECT object_key FROM {}.load_manifest WHERE bronze_table = %s").format(
+                sql.Identifier(settings.file.meta_schema)
+            ),
+            (table.bronze_table,),
+        )
         return {key for (key,) in cur.fetchall()}
 
 
-def audit_raw_zone(settings: Settings, table: TableConfig, conn: connection,
-                   store: RawStore | None = None) -> RawZoneAudit:
+def audit_raw_zone(
+    settings: Settings, table: TableConfig, conn: connection, store: RawStore | None = None
+) -> RawZoneAudit:
     """Which objects of the manifest the raw zone lacks. Raises ServiceUnreachable when S3
     cannot be listed: an unreadable raw zone is not an empty one."""
     store = store or RawStore(settings, timeout=2.0, retries=1)

@@ -44,8 +44,9 @@ def connector_state(status: ConnectorStatus) -> Verdict:
         evidence += " (tasks: " + ", ".join(f"{t.id} {t.state}" for t in status.tasks) + ")"
     evidence += f", {status.events_captured or 0} events captured"
     if state != "RUNNING":
-        evidence += f"; {first_line(status.last_error)}" if status.last_error else (
-            ": no trace" if state == "FAILED" else "")
+        evidence += (
+            f"; {first_line(status.last_error)}" if status.last_error else (": no trace" if state == "FAILED" else "")
+        )
     if state == "RUNNING":
         return Verdict("pass", evidence)
     fix = CONNECTOR_FIXES.get(state, "restart the connector (start the cdc service)")
@@ -55,8 +56,11 @@ def connector_state(status: ConnectorStatus) -> Verdict:
 def topic(partitions: list[PartitionLag] | None, lag_max: int) -> Verdict:
     """The topic exists and holds events; events not ingested yet warn, above lag_max fail."""
     if partitions is None:
-        return Verdict("fail", "topic does not exist (no event was ever captured)",
-                       "check the connector captures the source table; restart the connector")
+        return Verdict(
+            "fail",
+            "topic does not exist (no event was ever captured)",
+            "check the connector captures the source table; restart the connector",
+        )
     end = sum(p.end for p in partitions)
     events = sum(p.end - p.low for p in partitions)
     # Never ingested: everything the topic still holds is lag.
@@ -65,8 +69,11 @@ def topic(partitions: list[PartitionLag] | None, lag_max: int) -> Verdict:
     if events == 0:
         return Verdict("warn", f"{evidence}: the topic is empty", "is the connector RUNNING?")
     status = _bounded(lag, lag_max)
-    return Verdict(status, evidence + ("" if status == "pass" else f" (fail above {lag_max})"),
-                   "" if status == "pass" else "run a refresh (ingest reads what the topic holds)")
+    return Verdict(
+        status,
+        evidence + ("" if status == "pass" else f" (fail above {lag_max})"),
+        "" if status == "pass" else "run a refresh (ingest reads what the topic holds)",
+    )
 
 
 def reconciliation(counts: LayerCounts) -> Verdict:
@@ -86,20 +93,28 @@ def source_reconciliation(source: SourceState, marts_rows: int | None) -> Verdic
     if marts_rows is None:
         return Verdict("fail", f"{evidence}: the marts relation does not exist", "run a refresh")
     if source.active_rows != marts_rows:
-        return Verdict("fail", f"{evidence} (differ by {marts_rows - source.active_rows:+d})",
-                       "run a refresh; if they still differ, `bi-console refresh --full`")
+        return Verdict(
+            "fail",
+            f"{evidence} (differ by {marts_rows - source.active_rows:+d})",
+            "run a refresh; if they still differ, `bi-console refresh --full`",
+        )
     return Verdict("pass", evidence)
 
 
 def topic_reconciliation(account: TopicAccount) -> Verdict:
     """Topic end offsets = bronze rows + quarantined + rejected + not ingested yet."""
     accounted = account.bronze + account.quarantined + account.rejected + account.not_ingested
-    evidence = (f"end offsets {account.end} vs bronze {account.bronze} + quarantined {account.quarantined} "
-                f"+ rejected {account.rejected} + not ingested {account.not_ingested} = {accounted}"
-                + (f" (epoch {account.epoch})" if account.epoch else ""))
+    evidence = (
+        f"end offsets {account.end} vs bronze {account.bronze} + quarantined {account.quarantined} "
+        f"+ rejected {account.rejected} + not ingested {account.not_ingested} = {accounted}"
+        + (f" (epoch {account.epoch})" if account.epoch else "")
+    )
     if accounted != account.end:
-        return Verdict("fail", f"{evidence}: {account.end - accounted:+d} event(s) unaccounted for",
-                       "`bi-console refresh --full` re-reads the topic into bronze")
+        return Verdict(
+            "fail",
+            f"{evidence}: {account.end - accounted:+d} event(s) unaccounted for",
+            "`bi-console refresh --full` re-reads the topic into bronze",
+        )
     return Verdict("pass", evidence)
 
 
@@ -110,14 +125,18 @@ def _clock(moment: datetime | None) -> str:
 def freshness(source: SourceState, marts_latest: datetime | None, column: str, max_minutes: float) -> Verdict:
     """How far the marts' newest source commit time trails the source's latest change."""
     if source.latest_change is None:
-        return Verdict("warn", "the source has no modified time to compare (no row, or no "
-                               "source_modified_column configured)")
+        return Verdict(
+            "warn", "the source has no modified time to compare (no row, or no source_modified_column configured)"
+        )
     if marts_latest is None:
-        return Verdict("fail", f"source changed {_clock(source.latest_change)}, the marts hold no {column}",
-                       "run a refresh")
+        return Verdict(
+            "fail", f"source changed {_clock(source.latest_change)}, the marts hold no {column}", "run a refresh"
+        )
     behind = max(0.0, (source.latest_change - marts_latest).total_seconds() / 60)
-    evidence = (f"source's latest change {_clock(source.latest_change)}, marts' newest {column} "
-                f"{_clock(marts_latest)}: {behind:.1f} min behind (max {max_minutes:g})")
+    evidence = (
+        f"source's latest change {_clock(source.latest_change)}, marts' newest {column} "
+        f"{_clock(marts_latest)}: {behind:.1f} min behind (max {max_minutes:g})"
+    )
     if behind > max_minutes:
         return Verdict("fail", evidence, "is the connector RUNNING? then run a refresh")
     return Verdict("pass", evidence)
@@ -127,9 +146,12 @@ def raw_zone(audit: RawZoneAudit, bucket: str) -> Verdict:
     evidence = audit.evidence(bucket)
     if audit.ok:
         return Verdict("pass", evidence)
-    return Verdict("fail", f"{evidence}; a full refresh would drop their events from bronze",
-                   "run `bi-console raw-zone recover` (or the Troubleshoot fix), which re-reads them from the "
-                   "topic while it holds their offsets")
+    return Verdict(
+        "fail",
+        f"{evidence}; a full refresh would drop their events from bronze",
+        "run `bi-console raw-zone recover` (or the Troubleshoot fix), which re-reads them from the "
+        "topic while it holds their offsets",
+    )
 
 
 def _newest(reason: str | None, at: datetime | None) -> str:
@@ -137,21 +159,28 @@ def _newest(reason: str | None, at: datetime | None) -> str:
 
 
 def quarantined(summary: QuarantineSummary, limit: int) -> Verdict:
-    evidence = (f"{summary.pending} quarantined and not replayed ({summary.total} in all, {summary.new_since} new "
-                f"since the last check, {summary.replayed} replayed, fail above {limit})")
+    evidence = (
+        f"{summary.pending} quarantined and not replayed ({summary.total} in all, {summary.new_since} new "
+        f"since the last check, {summary.replayed} replayed, fail above {limit})"
+    )
     if summary.pending:
         evidence += _newest(summary.newest_reason, summary.newest_at) + "; see `bi-console quarantine list`"
-    return Verdict(_bounded(summary.pending, limit), evidence,
-                   "`bi-console quarantine list` shows each with its reason; fix the cause, then "
-                   "`bi-console quarantine replay`")
+    return Verdict(
+        _bounded(summary.pending, limit),
+        evidence,
+        "`bi-console quarantine list` shows each with its reason; fix the cause, then `bi-console quarantine replay`",
+    )
 
 
 def rejected(summary: RejectSummary, limit: int) -> Verdict:
     evidence = f"{summary.total} rejected row(s) ({summary.new_since} new since the last check, fail above {limit})"
     if summary.total:
         evidence += _newest(summary.newest_reason, summary.newest_at) + "; see `bi-console quarantine list`"
-    return Verdict(_bounded(summary.total, limit), evidence,
-                   "`bi-console quarantine list` shows each with its offset and PostgreSQL's reason")
+    return Verdict(
+        _bounded(summary.total, limit),
+        evidence,
+        "`bi-console quarantine list` shows each with its offset and PostgreSQL's reason",
+    )
 
 
 def gx_suite(suite: SuiteOutcome) -> Verdict:
@@ -170,8 +199,11 @@ def gx_suite(suite: SuiteOutcome) -> Verdict:
 
 def not_covered(table: TableConfig) -> Verdict:
     """A table without a suite is not validated: never reported as a success."""
-    return Verdict("warn", f"not covered: {table.name} has no Great Expectations suite",
-                   "add a suite in expectations/ and name it in the table's `suites`")
+    return Verdict(
+        "warn",
+        f"not covered: {table.name} has no Great Expectations suite",
+        "add a suite in expectations/ and name it in the table's `suites`",
+    )
 
 
 def active_rows(rows: int, minimum: int) -> Verdict:
@@ -222,9 +254,14 @@ def profile(expected: TableProfile, observed: MartsProfile, thresholds: Threshol
         if got_low is None or got_high is None or got_low < low - margin or got_high > high + margin:
             shown = "no values" if got_low is None else f"{got_low:g}..{got_high:g}"
             drift.append(f"{column} range {shown} vs production {low:g}..{high:g}")
-    summary = (f"{compared - len(drift)}/{compared} figures within tolerance of production "
-               f"(shares ±{tolerance:.0%}) over {observed.rows} rows")
+    summary = (
+        f"{compared - len(drift)}/{compared} figures within tolerance of production "
+        f"(shares ±{tolerance:.0%}) over {observed.rows} rows"
+    )
     if drift:
-        return Verdict("warn", f"{summary}; drift: {'; '.join(drift)}",
-                       "compare with the source: is the data what production holds?")
+        return Verdict(
+            "warn",
+            f"{summary}; drift: {'; '.join(drift)}",
+            "compare with the source: is the data what production holds?",
+        )
     return Verdict("pass", summary)

@@ -58,8 +58,11 @@ def _marts_state(settings: Settings, table: TableConfig) -> tuple[datetime | Non
     conn = connect_reader(settings)  # ServiceUnreachable naming BI_PG_READER_PASSWORD / _USER
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT max(ingested_timestamp), count(*) FROM {}.{}").format(
-                sql.Identifier(settings.file.marts_schema), sql.Identifier(table.marts_relation)))
+            cur.execute(
+                sql.SQL("SELECT max(ingested_timestamp), count(*) FROM {}.{}").format(
+                    sql.Identifier(settings.file.marts_schema), sql.Identifier(table.marts_relation)
+                )
+            )
             latest, count = one_row(cur)
         return _to_datetime(latest), int(count)
     finally:
@@ -77,16 +80,25 @@ def diagnose_stale(settings: Settings) -> list[Check]:
     spec = api.PRODUCT_CATALOG
     table = next((t for t in settings.tables if t.name == spec.table), None)
     names = [f"{s}.{r}" for s, r in api.dataset_names(settings)]
-    later = ["Superset login", "Database connection", *[f"Dataset {n}" for n in names],
-             f"Dashboard {spec.title}", "Cache vs marts data", "Cache timeout"]
+    later = [
+        "Superset login",
+        "Database connection",
+        *[f"Dataset {n}" for n in names],
+        f"Dashboard {spec.title}",
+        "Cache vs marts data",
+        "Cache timeout",
+    ]
 
     def skip_rest(reason: str) -> list[Check]:
         done = {c.name for c in checks}
         return checks + [_check(n, None, f"not checked: {reason}") for n in later if n not in done]
 
     ok, evidence = superset_health(settings)
-    checks.append(_check("Superset reachable", ok, evidence,
-                         "start the superset service (Services panel) or check BI_SUPERSET_URL"))
+    checks.append(
+        _check(
+            "Superset reachable", ok, evidence, "start the superset service (Services panel) or check BI_SUPERSET_URL"
+        )
+    )
     if not ok:
         return skip_rest("Superset is not reachable")
 
@@ -94,9 +106,15 @@ def diagnose_stale(settings: Settings) -> list[Check]:
         client = api.SupersetClient.from_settings(settings)
         client.login()
     except api.SupersetApiError as exc:
-        checks.append(_check("Superset login", False, str(exc),
-                             "BI_SUPERSET_USER / BI_SUPERSET_PASSWORD must match the Superset admin "
-                             "(re-run the Superset install step to reset it)"))
+        checks.append(
+            _check(
+                "Superset login",
+                False,
+                str(exc),
+                "BI_SUPERSET_USER / BI_SUPERSET_PASSWORD must match the Superset admin "
+                "(re-run the Superset install step to reset it)",
+            )
+        )
         return skip_rest("cannot log in to Superset")
     checks.append(_check("Superset login", True, f"logged in as {settings.superset_user}"))
 
@@ -105,28 +123,45 @@ def diagnose_stale(settings: Settings) -> list[Check]:
         database = api.find_database(client)
         database_timeout: int | None = None
         if database is None:
-            checks.append(_check("Database connection", False, f"no connection named {api.DATABASE_NAME!r}",
-                                 "provision Superset (creates the connection, datasets and dashboard)"))
+            checks.append(
+                _check(
+                    "Database connection",
+                    False,
+                    f"no connection named {api.DATABASE_NAME!r}",
+                    "provision Superset (creates the connection, datasets and dashboard)",
+                )
+            )
             return skip_rest(f"no {api.DATABASE_NAME!r} connection")
         database_timeout = database.get("cache_timeout")
         try:
             uri = client.get(f"/api/v1/database/{database['id']}/connection")["result"]["sqlalchemy_uri"]
             user = unquote(urlsplit(uri).username or "?")
-            schemas = client.get(f"/api/v1/database/{database['id']}/schemas/",
-                                 params={"q": api.rison({"force": True})})["result"]
+            schemas = client.get(
+                f"/api/v1/database/{database['id']}/schemas/", params={"q": api.rison({"force": True})}
+            )["result"]
         except api.SupersetApiError as exc:
-            checks.append(_check("Database connection", False,
-                                 f"{api.DATABASE_NAME!r} (id {database['id']}) cannot connect: {exc}",
-                                 "check PostgreSQL is up and BI_PG_READER_PASSWORD; re-provision Superset"))
+            checks.append(
+                _check(
+                    "Database connection",
+                    False,
+                    f"{api.DATABASE_NAME!r} (id {database['id']}) cannot connect: {exc}",
+                    "check PostgreSQL is up and BI_PG_READER_PASSWORD; re-provision Superset",
+                )
+            )
             return skip_rest("the database connection does not work")
         as_reader = user == settings.pg_reader_user
         wanted = {settings.file.marts_schema, settings.file.staging_schema}
-        checks.append(_check(
-            "Database connection", as_reader and wanted <= set(schemas),
-            f"{api.DATABASE_NAME!r} (id {database['id']}) connects as {user}; sees schemas "
-            f"{', '.join(sorted(set(schemas) & (wanted | {settings.file.bronze_schema}))) or 'none of ours'}",
-            "re-provision Superset so that it uses the read-only role BI_PG_READER_USER"
-            if not as_reader else "grant the reader USAGE and SELECT on the staging and marts schemas"))
+        checks.append(
+            _check(
+                "Database connection",
+                as_reader and wanted <= set(schemas),
+                f"{api.DATABASE_NAME!r} (id {database['id']}) connects as {user}; sees schemas "
+                f"{', '.join(sorted(set(schemas) & (wanted | {settings.file.bronze_schema}))) or 'none of ours'}",
+                "re-provision Superset so that it uses the read-only role BI_PG_READER_USER"
+                if not as_reader
+                else "grant the reader USAGE and SELECT on the staging and marts schemas",
+            )
+        )
 
         # -- datasets
         dataset_ids: dict[str, int] = {}
@@ -134,8 +169,7 @@ def diagnose_stale(settings: Settings) -> list[Check]:
             schema, _, relation = name.rpartition(".")
             row = api.find_dataset(client, int(database["id"]), schema, relation)
             if row is None:
-                checks.append(_check(f"Dataset {name}", False, "no such dataset in Superset",
-                                     "provision Superset"))
+                checks.append(_check(f"Dataset {name}", False, "no such dataset in Superset", "provision Superset"))
             else:
                 dataset_ids[name] = int(row["id"])
                 timeout = client.get(f"/api/v1/dataset/{row['id']}")["result"].get("cache_timeout")
@@ -149,8 +183,14 @@ def diagnose_stale(settings: Settings) -> list[Check]:
             checks.append(_check(f"Dashboard {spec.title}", False, "no such dashboard", "provision Superset"))
         else:
             charts = api.dashboard_charts(client, int(dashboard["id"]))
-            checks.append(_check(f"Dashboard {spec.title}", bool(charts),
-                                 f"id {dashboard['id']}, {len(charts)} chart(s)", "provision Superset"))
+            checks.append(
+                _check(
+                    f"Dashboard {spec.title}",
+                    bool(charts),
+                    f"id {dashboard['id']}, {len(charts)} chart(s)",
+                    "provision Superset",
+                )
+            )
 
         # -- cache vs data
         checks.append(_cache_vs_data(client, settings, spec, table, charts))
@@ -165,15 +205,25 @@ def diagnose_stale(settings: Settings) -> list[Check]:
             ok, note = True, "caching disabled"
         else:
             ok, note = effective <= limit, f"{effective} s ({source})"
-        checks.append(_check("Cache timeout", ok,
-                             f"{api.DATABASE_NAME!r} cache timeout {note}; freshness threshold {limit:.0f} s",
-                             f"lower the connection's cache timeout to at most {limit:.0f} s "
-                             "(Superset settings, or bi-console's cache timeout action)"))
+        checks.append(
+            _check(
+                "Cache timeout",
+                ok,
+                f"{api.DATABASE_NAME!r} cache timeout {note}; freshness threshold {limit:.0f} s",
+                f"lower the connection's cache timeout to at most {limit:.0f} s "
+                "(Superset settings, or bi-console's cache timeout action)",
+            )
+        )
     return checks
 
 
-def _cache_vs_data(client: api.SupersetClient, settings: Settings, spec: api.DashboardSpec,
-                   table: TableConfig | None, charts: list[dict[str, Any]]) -> Check:
+def _cache_vs_data(
+    client: api.SupersetClient,
+    settings: Settings,
+    spec: api.DashboardSpec,
+    table: TableConfig | None,
+    charts: list[dict[str, Any]],
+) -> Check:
     name = "Cache vs marts data"
     chart_spec = next(c for c in spec.charts if c.key == FRESHNESS_CHART)
     chart = next((c for c in charts if c.get("slice_name") == chart_spec.title), None)
@@ -182,13 +232,21 @@ def _cache_vs_data(client: api.SupersetClient, settings: Settings, spec: api.Das
     try:
         live_latest, live_count = _marts_state(settings, table)
     except (RuntimeError, psycopg2.Error) as exc:
-        return _check(name, None, f"not checked: cannot read the marts: {str(exc).strip().splitlines()[0]}",
-                      "check PostgreSQL and the reader's grants")
+        return _check(
+            name,
+            None,
+            f"not checked: cannot read the marts: {str(exc).strip().splitlines()[0]}",
+            "check PostgreSQL and the reader's grants",
+        )
     try:
         result = client.chart_data(int(chart["id"]))
     except api.SupersetApiError as exc:
-        return _check(name, False, f"the dashboard's freshness chart fails: {exc}",
-                      "fix the dataset (Superset shows the SQL error), then run the bi step")
+        return _check(
+            name,
+            False,
+            f"the dashboard's freshness chart fails: {exc}",
+            "fix the dataset (Superset shows the SQL error), then run the bi step",
+        )
     row = (result.get("data") or [{}])[0]
     shown_latest = _to_datetime(row.get("latest_ingest"))
     shown_count = row.get("product_count")
@@ -203,15 +261,16 @@ def _cache_vs_data(client: api.SupersetClient, settings: Settings, spec: api.Das
             remaining = f", expires in {_ago(max(0.0, timeout - (now - cached_at).total_seconds()))}"
         cache_note = f"cached {_fmt(cached_at)} ({_ago((now - cached_at).total_seconds())} ago{remaining})"
     same_time = (shown_latest is None and live_latest is None) or (
-        shown_latest is not None and live_latest is not None
-        and abs((shown_latest - live_latest).total_seconds()) < 1.0)
+        shown_latest is not None and live_latest is not None and abs((shown_latest - live_latest).total_seconds()) < 1.0
+    )
     same_count = shown_count is None or int(shown_count) == live_count
-    evidence = (f"dashboard shows {shown_count} rows, latest ingest {_fmt(shown_latest)}, {cache_note}; "
-                f"{settings.file.marts_schema}.{table.marts_relation} has {live_count} rows, "
-                f"latest ingest {_fmt(live_latest)}")
+    evidence = (
+        f"dashboard shows {shown_count} rows, latest ingest {_fmt(shown_latest)}, {cache_note}; "
+        f"{settings.file.marts_schema}.{table.marts_relation} has {live_count} rows, "
+        f"latest ingest {_fmt(live_latest)}"
+    )
     if same_time and same_count:
         return _check(name, True, evidence)
     if cached_at is not None and live_latest is not None and cached_at < live_latest:
         evidence += f"; the cache predates the data by {_ago((live_latest - cached_at).total_seconds())}"
-    return _check(name, False, evidence,
-                  "run the bi step (invalidate + warm), or Force Refresh the dashboard")
+    return _check(name, False, evidence, "run the bi step (invalidate + warm), or Force Refresh the dashboard")

@@ -127,14 +127,17 @@ def quality_snapshot(settings: Settings) -> QualitySnapshot:
                 except Exception as exc:  # the source unreachable: the freshness check says so
                     snap.error = f"source unreadable: {first_line(exc)}"
             if has("supplier_name"):
-                snap.suppliers = [(str(r["supplier_name"]), int(r["product_count"]))
-                                  for r in queries.supplier_distribution(conn, f, first)]
+                snap.suppliers = [
+                    (str(r["supplier_name"]), int(r["product_count"]))
+                    for r in queries.supplier_distribution(conn, f, first)
+                ]
             if has("multilingual_status"):
-                snap.multilingual = sorted((str(r["multilingual_status"]), int(r["product_count"]))
-                                           for r in queries.multilingual_coverage(conn, f, first))
+                snap.multilingual = sorted(
+                    (str(r["multilingual_status"]), int(r["product_count"]))
+                    for r in queries.multilingual_coverage(conn, f, first)
+                )
     except Exception as exc:
         snap.error = first_line(exc)
     finally:
         conn.close()
     return snap
-

@@ -249,7 +249,9 @@ class Settings(BaseSettings):
         known = ", ".join(t.name for t in self.tables)
         raise ConfigError(f"table {name!r} is not configured (known: {known})")
 
-    def pg_dsn(self, database: str | None = None, *, user: str | None = None, password: str | None = None) -> dict[str, Any]:
+    def pg_dsn(
+        self, database: str | None = None, *, user: str | None = None, password: str | None = None
+    ) -> dict[str, Any]:
         return {
             "host": self.pg_host,
             "port": self.pg_port,
@@ -284,8 +286,15 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret in force, for redaction of logs and outputs."""
-        values = [self.pg_password, self.pg_reader_password, self.source_password, self.s3_secret_key,
-                  self.s3_access_key, self.superset_password, self.superset_secret_key]
+        values = [
+            self.pg_password,
+            self.pg_reader_password,
+            self.source_password,
+            self.s3_secret_key,
+            self.s3_access_key,
+            self.superset_password,
+            self.superset_secret_key,
+        ]
         return [v for v in values if v and len(v) >= 6]
 
 
@@ -310,8 +319,12 @@ _POLICY_SYMBOLS = "-_.+"
 def _policy_password(length: int = 32) -> str:
     rng = secrets.SystemRandom()
     alphabet = string.ascii_letters + string.digits + _POLICY_SYMBOLS
-    chars = [secrets.choice(string.ascii_uppercase), secrets.choice(string.ascii_lowercase),
-             secrets.choice(string.digits), secrets.choice(_POLICY_SYMBOLS)]
+    chars = [
+        secrets.choice(string.ascii_uppercase),
+        secrets.choice(string.ascii_lowercase),
+        secrets.choice(string.digits),
+        secrets.choice(_POLICY_SYMBOLS),
+    ]
     chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
     rng.shuffle(chars)
     return "".join(chars)
@@ -353,7 +366,9 @@ def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Set
         variable = ENV_PREFIX + field.upper()
         where = f"environment and {Path(env_file).resolve()}" if env_file else "environment"
         if first["type"] == "missing":
-            raise ConfigError(f"{variable} is not set (looked in {where}); run `bi-console init` to create a .env") from None
+            raise ConfigError(
+                f"{variable} is not set (looked in {where}); run `bi-console init` to create a .env"
+            ) from None
         raise ConfigError(f"{variable}={first.get('input')!r}: {first['msg']}") from None
 
 

@@ -20,12 +20,33 @@ from pipeline.config import ENV_PREFIX
 REDACTED = "***"
 
 # Values that ship as defaults in the images or in tutorials this pipeline came from.
-KNOWN_DEFAULT_VALUES = frozenset({
-    "minioadmin", "admin", "administrator", "password", "passw0rd", "changeme", "change_me",
-    "secret", "postgres", "analytics", "superset", "root", "test", "guest", "debezium",
-    "sa", "123456", "12345678", "yourstrong(!)password", "yourstrongpassw0rd",
-    "thisisasecret_1234", "your_secret_key", "supersecret",
-})
+KNOWN_DEFAULT_VALUES = frozenset(
+    {
+        "minioadmin",
+        "admin",
+        "administrator",
+        "password",
+        "passw0rd",
+        "changeme",
+        "change_me",
+        "secret",
+        "postgres",
+        "analytics",
+        "superset",
+        "root",
+        "test",
+        "guest",
+        "debezium",
+        "sa",
+        "123456",
+        "12345678",
+        "yourstrong(!)password",
+        "yourstrongpassw0rd",
+        "thisisasecret_1234",
+        "your_secret_key",
+        "supersecret",
+    }
+)
 # Superset's documented placeholders for SECRET_KEY.
 KNOWN_DEFAULT_SECRET_KEYS = (
     "thisISaSECRET_1234",
@@ -41,6 +62,7 @@ class DefaultCredentialError(ValueError):
 
 
 _ARG_REFERENCE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
 
 def _is_known_default(value: str) -> bool:
     v = value.strip().lower()
@@ -58,8 +80,14 @@ def default_credential_problems(settings: Any, env: Mapping[str, str] | None = N
     def var(field: str) -> str:
         return ENV_PREFIX + field.upper()
 
-    for field in ("pg_password", "pg_reader_password", "source_password", "s3_access_key",
-                  "s3_secret_key", "superset_password"):
+    for field in (
+        "pg_password",
+        "pg_reader_password",
+        "source_password",
+        "s3_access_key",
+        "s3_secret_key",
+        "superset_password",
+    ):
         value = getattr(settings, field, None)
         if value is None:
             if field == "superset_password":
@@ -70,9 +98,13 @@ def default_credential_problems(settings: Any, env: Mapping[str, str] | None = N
         elif len(value) < 8 and field != "s3_access_key":
             problems.append(f"{var(field)} is shorter than 8 characters; {fix}")
 
-    user_pairs = (("pg_password", "pg_user"), ("pg_reader_password", "pg_reader_user"),
-                  ("source_password", "source_user"), ("s3_secret_key", "s3_access_key"),
-                  ("superset_password", "superset_user"))
+    user_pairs = (
+        ("pg_password", "pg_user"),
+        ("pg_reader_password", "pg_reader_user"),
+        ("source_password", "source_user"),
+        ("s3_secret_key", "s3_access_key"),
+        ("superset_password", "superset_user"),
+    )
     for secret_field, user_field in user_pairs:
         secret = getattr(settings, secret_field, None)
         user = getattr(settings, user_field, None)
@@ -92,8 +124,10 @@ def default_credential_problems(settings: Any, env: Mapping[str, str] | None = N
         if _is_known_default(sa_password):
             problems.append(f"{var('source_sa_password')} is a known default credential; {fix}")
         elif not sql_server_password_ok(sa_password):
-            problems.append(f"{var('source_sa_password')} does not meet SQL Server's password policy "
-                            f"(8+ characters from 3 of: upper, lower, digit, symbol); {fix}")
+            problems.append(
+                f"{var('source_sa_password')} does not meet SQL Server's password policy "
+                f"(8+ characters from 3 of: upper, lower, digit, symbol); {fix}"
+            )
     return problems
 
 
@@ -106,8 +140,12 @@ def check_default_credentials(settings: Any, env: Mapping[str, str] | None = Non
 
 
 def sql_server_password_ok(value: str) -> bool:
-    classes = [any(c.isupper() for c in value), any(c.islower() for c in value),
-               any(c.isdigit() for c in value), any(not c.isalnum() for c in value)]
+    classes = [
+        any(c.isupper() for c in value),
+        any(c.islower() for c in value),
+        any(c.isdigit() for c in value),
+        any(not c.isalnum() for c in value),
+    ]
     return len(value) >= 8 and sum(classes) >= 3
 
 
@@ -143,8 +181,9 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
 # --------------------------------------------------------------------------------------
 
 ONE_SHOT_LABEL = "bi-console.one-shot"
-_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|(^|_)(ACCESS_|API_|PRIVATE_)?KEY($|_ID$)",
-                          re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|(^|_)(ACCESS_|API_|PRIVATE_)?KEY($|_ID$)", re.IGNORECASE
+)
 _INTERPOLATION_ONLY = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:?[?\-+][^}]*)?\}$")  # one ${...}, nothing else
 _REQUIRED_INTERPOLATION = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^}]*\}$")
 _LOOPBACK = {"127.0.0.1", "::1", "[::1]"}
@@ -191,21 +230,24 @@ def _port_problems(name: str, ports: list[Any] | None) -> list[str]:
         if isinstance(port, Mapping):
             host_ip = port.get("host_ip")
             if port.get("published") is not None and host_ip not in _LOOPBACK:
-                problems.append(f"service {name}: port {port.get('published')} is published on "
-                                f"{host_ip or 'every interface'}, not 127.0.0.1")
+                problems.append(
+                    f"service {name}: port {port.get('published')} is published on "
+                    f"{host_ip or 'every interface'}, not 127.0.0.1"
+                )
             continue
         shown = str(port)
         # [ip:]published:target[/proto]; an IPv6 host ip is bracketed. An interpolated
         # part (${VAR:-5433}) may hold a colon: read it as one opaque token.
         spec = re.sub(r"\$\{[^}]*\}", "VAR", shown)
         if spec.startswith("["):
-            host_ip = spec[1:spec.index("]")]
+            host_ip = spec[1 : spec.index("]")]
         else:
             parts = spec.split(":")
             host_ip = parts[0] if len(parts) == 3 else None
         if host_ip not in _LOOPBACK:
-            problems.append(f"service {name}: port {shown} is published on "
-                            f"{host_ip or 'every interface'}, not 127.0.0.1")
+            problems.append(
+                f"service {name}: port {shown} is published on {host_ip or 'every interface'}, not 127.0.0.1"
+            )
     return problems
 
 
@@ -221,8 +263,9 @@ def compose_policy_problems(doc: Mapping[str, Any], *, base_dir: Path | None = N
             problems.append(f"service {name}: image {image!r} is not pinned to an exact version")
         if "healthcheck" not in service or (service["healthcheck"] or {}).get("disable"):
             if not one_shot:
-                problems.append(f"service {name}: no healthcheck (only one-shot jobs labelled "
-                                f"{ONE_SHOT_LABEL} may go without)")
+                problems.append(
+                    f"service {name}: no healthcheck (only one-shot jobs labelled {ONE_SHOT_LABEL} may go without)"
+                )
         if not one_shot and service.get("restart") in (None, "no"):
             problems.append(f"service {name}: a long-running service needs a restart policy")
         problems += _port_problems(name, service.get("ports"))
@@ -230,8 +273,9 @@ def compose_policy_problems(doc: Mapping[str, Any], *, base_dir: Path | None = N
             if not is_secret_name(var):
                 continue
             if value is None or not _INTERPOLATION_ONLY.match(value.strip()):
-                problems.append(f"service {name}: {var} holds a literal value; secrets come from .env "
-                                f"as ${{BI_...:?error}}")
+                problems.append(
+                    f"service {name}: {var} holds a literal value; secrets come from .env as ${{BI_...:?error}}"
+                )
             elif not _REQUIRED_INTERPOLATION.match(value.strip()):
                 problems.append(f"service {name}: {var} may fall back to a default; use ${{BI_...:?error}}")
         depends = service.get("depends_on") or {}
@@ -247,8 +291,10 @@ def compose_policy_problems(doc: Mapping[str, Any], *, base_dir: Path | None = N
         for volume in service.get("volumes") or []:
             source, read_only = _volume_source(volume)
             if source and (source.startswith((".", "/", "~"))) and not read_only:
-                problems.append(f"service {name}: bind mount {source} is writable; data goes in named "
-                                f"volumes, bind mounts are read-only configuration")
+                problems.append(
+                    f"service {name}: bind mount {source} is writable; data goes in named "
+                    f"volumes, bind mounts are read-only configuration"
+                )
         build = service.get("build")
         if build and base_dir is not None:
             problems += dockerfile_problems(name, build, base_dir)

@@ -27,8 +27,10 @@ from pipeline.stores.db import connect_source, one_row
 Log = Callable[[str], None]
 
 # The configured tables the demo fills, by their `tables.name`, and their column models.
-_DEMO_MODELS: dict[str, Callable[[], TableModel]] = {"product": shapes.product_model,
-                                                      "measure_unit": shapes.measure_unit_model}
+_DEMO_MODELS: dict[str, Callable[[], TableModel]] = {
+    "product": shapes.product_model,
+    "measure_unit": shapes.measure_unit_model,
+}
 DELETED, UPDATED = "Deleted", "Updated"  # the source's soft-delete flag and modification time
 
 
@@ -84,8 +86,10 @@ def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict[str
     cur.execute(f"SELECT count(*) FROM {_relation(product)}")
     if one_row(cur)[0]:
         conn.close()
-        raise RuntimeError(f"the demo source {_relation(product)} already holds rows; `demo changes N` adds more, "
-                           "or start from an empty data directory")
+        raise RuntimeError(
+            f"the demo source {_relation(product)} already holds rows; `demo changes N` adds more, "
+            "or start from an empty data directory"
+        )
 
     # Measure units: inserts and one update each.
     units = shapes.measure_unit_rows()
@@ -105,7 +109,7 @@ def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict[str
     active_ids = ids[:profile_active]
     rng.shuffle(active_ids)
     case_analogues = sum(bool(over.get("HasAnalogue")) for over in shapes.CASES.values())
-    analogue = set(active_ids[:shapes.HAS_ANALOGUE - case_analogues])
+    analogue = set(active_ids[: shapes.HAS_ANALOGUE - case_analogues])
     rows = []
     for index, product_id in enumerate(ids):
         prefix = prefixes[index] if index < len(prefixes) else rng.choice(["SEM1", "SABO"])
@@ -119,7 +123,7 @@ def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict[str
     log(f"demo: inserted {len(rows)} products ({len(shapes.CASES)} edge cases) and {len(units)} measure units")
 
     doomed = ids[profile_active:]
-    soft, hard = doomed[:shapes.SOFT_DELETED], doomed[shapes.SOFT_DELETED:]
+    soft, hard = doomed[: shapes.SOFT_DELETED], doomed[shapes.SOFT_DELETED :]
     events_so_far = len(rows) + len(soft) + 2 * len(hard)  # a hard delete is an event and its tombstone
     updates = shapes.TARGET_EVENTS - events_so_far
     every_id = [r[product.key] for r in rows]
@@ -147,8 +151,12 @@ def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict[str
     conn.commit()
     conn.close()
     log(f"demo: {updates} updates, {len(soft)} soft deletes, {len(hard)} hard deletes applied")
-    return {"products": len(rows), "active": shapes.ACTIVE_PRODUCTS, "product_events": shapes.TARGET_EVENTS,
-            "measure_unit_events": mu_events}
+    return {
+        "products": len(rows),
+        "active": shapes.ACTIVE_PRODUCTS,
+        "product_events": shapes.TARGET_EVENTS,
+        "measure_unit_events": mu_events,
+    }
 
 
 def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = print) -> dict[str, Any]:
@@ -161,8 +169,10 @@ def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = prin
     cur.execute(f'SELECT {key} FROM {relation} WHERE NOT "{DELETED}" ORDER BY {key}')
     # The edge cases keep their values: `demo changes` moves the profile-shaped products only.
     active = [r[0] for r in cur.fetchall() if r[0] not in shapes.CASES]
-    cur.execute(f'SELECT coalesce(max({key}), {shapes.RANDOM_IDS.start}), '
-                f'coalesce(max("{UPDATED}"), now()::timestamp) FROM {relation}')
+    cur.execute(
+        f"SELECT coalesce(max({key}), {shapes.RANDOM_IDS.start}), "
+        f'coalesce(max("{UPDATED}"), now()::timestamp) FROM {relation}'
+    )
     max_id, clock = one_row(cur)
     rng = random.Random(f"{seed_value}-{count}-{max_id}-{len(active)}")
     kinds = {"update": 0, "insert": 0, "soft_delete": 0}
@@ -171,8 +181,9 @@ def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = prin
         roll = rng.random()
         if roll < 0.05 or not active:
             max_id += rng.randint(1, 50)
-            row = shapes.product_row(max_id, clock, prefix=rng.choice(["SEM1", "SABO", "WBR0"]),
-                                     HasAnalogue=rng.random() < 0.67)
+            row = shapes.product_row(
+                max_id, clock, prefix=rng.choice(["SEM1", "SABO", "WBR0"]), HasAnalogue=rng.random() < 0.67
+            )
             cur.execute(insert_sql(product), _binary(row))
             active.append(max_id)
             kinds["insert"] += 1
@@ -187,6 +198,8 @@ def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = prin
             kinds["update"] += 1
     conn.commit()
     conn.close()
-    log(f"demo: applied {count} changes ({kinds['update']} updates, {kinds['insert']} inserts, "
-        f"{kinds['soft_delete']} soft deletes)")
+    log(
+        f"demo: applied {count} changes ({kinds['update']} updates, {kinds['insert']} inserts, "
+        f"{kinds['soft_delete']} soft deletes)"
+    )
     return {"events": count, **kinds}

@@ -70,8 +70,9 @@ def parse_sqlserver_ddl(text: str) -> TableModel:
             continue
         name, sql_type, rest = match.groups()
         upper = rest.upper()
-        columns.append(Column(name, re.sub(r"\s+", "", sql_type), nullable="NOT NULL" not in upper,
-                              has_default="DEFAULT" in upper))
+        columns.append(
+            Column(name, re.sub(r"\s+", "", sql_type), nullable="NOT NULL" not in upper, has_default="DEFAULT" in upper)
+        )
         if "PRIMARY KEY" in upper:
             key = name
     if key is None:
@@ -127,14 +128,18 @@ def postgres_ddl(model: TableModel) -> str:
                 line += " DEFAULT false"
         lines.append(line)
     relation = f'{model.schema}."{model.table}"'
-    return (f"CREATE TABLE IF NOT EXISTS {relation} (\n" + ",\n".join(lines) + "\n);\n"
-            f"ALTER TABLE {relation} REPLICA IDENTITY FULL;\n")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {relation} (\n" + ",\n".join(lines) + "\n);\n"
+        f"ALTER TABLE {relation} REPLICA IDENTITY FULL;\n"
+    )
 
 
 def insert_sql(model: TableModel, columns: list[str] | None = None) -> str:
     names = columns or model.names
-    return (f'INSERT INTO {model.schema}."{model.table}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
-            f'VALUES ({", ".join(f"%({n})s" for n in names)})')
+    return (
+        f'INSERT INTO {model.schema}."{model.table}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+        f"VALUES ({', '.join(f'%({n})s' for n in names)})"
+    )
 
 
 def connect_fields(model: TableModel) -> list[dict[str, Any]]:
@@ -154,7 +159,6 @@ def _epoch_ms(value: datetime) -> int:
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc).replace(tzinfo=None)
     return (value - _EPOCH) // _MS
-
 
 
 def _encoder(column: Column) -> Callable[[Any], object] | None:

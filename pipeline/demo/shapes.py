@@ -52,9 +52,23 @@ def measure_unit_model() -> TableModel:
 
 # -- the production profile (contract README) and the demo's figures --------------------------
 # Supplier prefixes of the 115 production products.
-SUPPLIER_PREFIXES = [("SEM1", 50), ("SABO", 41), ("WBR0", 6), ("YP-1", 4), ("", 2), ("0340", 2), ("YP-6", 2),
-                     ("RL35", 1), ("9025", 1), ("4213", 1), ("BPW0", 1), ("SAF1", 1), ("MB-9", 1), ("KLM2", 1),
-                     ("TRW1", 1)]
+SUPPLIER_PREFIXES = [
+    ("SEM1", 50),
+    ("SABO", 41),
+    ("WBR0", 6),
+    ("YP-1", 4),
+    ("", 2),
+    ("0340", 2),
+    ("YP-6", 2),
+    ("RL35", 1),
+    ("9025", 1),
+    ("4213", 1),
+    ("BPW0", 1),
+    ("SAF1", 1),
+    ("MB-9", 1),
+    ("KLM2", 1),
+    ("TRW1", 1),
+]
 PREFIX_CYCLE = [prefix for prefix, count in SUPPLIER_PREFIXES for _ in range(count)]
 ACTIVE_PRODUCTS = 115
 SOFT_DELETED = 8
@@ -75,13 +89,28 @@ PART_NAMES = [
     ("Амортизатор кабины", "Amortyzator kabiny", "Амортизатор кабіни"),
     ("Тормозная камера", "Siłownik hamulcowy", "Гальмівна камера"),
 ]
-VEHICLES = ["MAN TGA", "DAF XF105", "Scania R", "Volvo FH", "Mercedes Actros", "Iveco Stralis", "Renault Magnum",
-            "SAF Intra", "BPW ECO Plus", "Schmitz Cargobull"]
+VEHICLES = [
+    "MAN TGA",
+    "DAF XF105",
+    "Scania R",
+    "Volvo FH",
+    "Mercedes Actros",
+    "Iveco Stralis",
+    "Renault Magnum",
+    "SAF Intra",
+    "BPW ECO Plus",
+    "Schmitz Cargobull",
+]
 
 # (ID, Name, NamePL, NameUA)
 MEASURE_UNITS = [
-    (1, "шт", "szt", "шт"), (2, "кг", "kg", "кг"), (3, "м", "m", "м"), (4, "л", "l", "л"),
-    (5, "комплект", "komplet", "комплект"), (6, "пара", "para", "пара"), (7, "упаковка", "opakowanie", "упаковка"),
+    (1, "шт", "szt", "шт"),
+    (2, "кг", "kg", "кг"),
+    (3, "м", "m", "м"),
+    (4, "л", "l", "л"),
+    (5, "комплект", "komplet", "комплект"),
+    (6, "пара", "para", "пара"),
+    (7, "упаковка", "opakowanie", "упаковка"),
 ]
 
 # Products the demo seeds besides the profile-shaped ones, one per rule of dim_product
@@ -89,16 +118,16 @@ MEASURE_UNITS = [
 # end-to-end tests can compare them with hand-written rows. They stay active and take
 # their prefixes out of SUPPLIER_PREFIXES, so the supplier distribution is unchanged.
 CASES: dict[int, dict[str, Any]] = {
-    7_960_001: {"VendorCode": "SEM1-P1", "NameUA": None, "HasAnalogue": True},          # Partial: no Ukrainian name
-    7_960_002: {"VendorCode": "SABO-P2", "NamePL": "   ", "HasAnalogue": True},         # Partial: blank Polish name
+    7_960_001: {"VendorCode": "SEM1-P1", "NameUA": None, "HasAnalogue": True},  # Partial: no Ukrainian name
+    7_960_002: {"VendorCode": "SABO-P2", "NamePL": "   ", "HasAnalogue": True},  # Partial: blank Polish name
     7_960_003: {"VendorCode": "SEM1-M3", "NamePL": None, "NameUA": "", "HasAnalogue": True},  # Missing
-    7_960_004: {"VendorCode": "WBR0-W4", "Weight": 4.2, "HasAnalogue": True},           # Medium
-    7_960_005: {"VendorCode": "YP-1-W5", "Weight": 10.0, "HasAnalogue": False},         # Medium: exactly 10 kg
-    7_960_006: {"VendorCode": "SABO-W6", "Weight": 12.5, "HasAnalogue": False},         # Heavy
-    7_960_007: {"VendorCode": "0340-W7", "Weight": 0.0, "HasAnalogue": False},          # Missing weight: zero
-    7_960_008: {"VendorCode": "", "Weight": None, "HasAnalogue": False},                # Missing weight: null
-    7_960_009: {"VendorCode": "YP-6-S9", "IsForSale": True, "HasAnalogue": True},       # for sale
-    7_960_010: {"VendorCode": "SEM1-N10", "IsForWeb": False, "HasAnalogue": False},     # not for web
+    7_960_004: {"VendorCode": "WBR0-W4", "Weight": 4.2, "HasAnalogue": True},  # Medium
+    7_960_005: {"VendorCode": "YP-1-W5", "Weight": 10.0, "HasAnalogue": False},  # Medium: exactly 10 kg
+    7_960_006: {"VendorCode": "SABO-W6", "Weight": 12.5, "HasAnalogue": False},  # Heavy
+    7_960_007: {"VendorCode": "0340-W7", "Weight": 0.0, "HasAnalogue": False},  # Missing weight: zero
+    7_960_008: {"VendorCode": "", "Weight": None, "HasAnalogue": False},  # Missing weight: null
+    7_960_009: {"VendorCode": "YP-6-S9", "IsForSale": True, "HasAnalogue": True},  # for sale
+    7_960_010: {"VendorCode": "SEM1-N10", "IsForWeb": False, "HasAnalogue": False},  # not for web
 }
 
 
@@ -110,8 +139,9 @@ def net_uid(product_id: int, salt: bytes = b"net") -> str:
     return str(uuid.UUID(bytes=_digest(product_id, salt), version=4))
 
 
-def product_row(product_id: int, created: datetime, updated: datetime | None = None, *,
-                prefix: str | None = None, **overrides: Any) -> dict[str, Any]:
+def product_row(
+    product_id: int, created: datetime, updated: datetime | None = None, *, prefix: str | None = None, **overrides: Any
+) -> dict[str, Any]:
     """A dbo.Product row shaped like production (Light, Complete, for web, not for sale),
     every value derived from the id; `overrides` set columns by name."""
     ru, pl, ua = PART_NAMES[product_id % len(PART_NAMES)]
@@ -123,40 +153,79 @@ def product_row(product_id: int, created: datetime, updated: datetime | None = N
     stroke = 150 + product_id % 250
     original = str(1000000 + product_id)
     name = f"{ru} {model}"
-    description = (f"{ru} для подвески {vehicle}, модель {model}. Оригинальный номер {original}, "
-                   f"рабочее давление 8 бар, ход {stroke} мм, поставляется в сборе с креплениями.")
-    description_pl = (f"{pl} do zawieszenia {vehicle}, model {model}. Numer oryginalny {original}, "
-                      f"ciśnienie robocze 8 bar, skok {stroke} mm, dostarczany z mocowaniami.")
-    description_ua = (f"{ua} для підвіски {vehicle}, модель {model}. Оригінальний номер {original}, "
-                      f"робочий тиск 8 бар, хід {stroke} мм, постачається в зборі з кріпленнями.")
+    description = (
+        f"{ru} для подвески {vehicle}, модель {model}. Оригинальный номер {original}, "
+        f"рабочее давление 8 бар, ход {stroke} мм, поставляется в сборе с креплениями."
+    )
+    description_pl = (
+        f"{pl} do zawieszenia {vehicle}, model {model}. Numer oryginalny {original}, "
+        f"ciśnienie robocze 8 bar, skok {stroke} mm, dostarczany z mocowaniami."
+    )
+    description_ua = (
+        f"{ua} для підвіски {vehicle}, модель {model}. Оригінальний номер {original}, "
+        f"робочий тиск 8 бар, хід {stroke} мм, постачається в зборі з кріпленнями."
+    )
     size = f"{stroke}x{150 + (product_id // 3) % 250}"
     row = {
-        "ID": product_id, "NetUID": net_uid(product_id), "Created": created, "Updated": updated or created,
-        "Deleted": False, "Name": name, "VendorCode": vendor, "Description": description, "Size": size,
+        "ID": product_id,
+        "NetUID": net_uid(product_id),
+        "Created": created,
+        "Updated": updated or created,
+        "Deleted": False,
+        "Name": name,
+        "VendorCode": vendor,
+        "Description": description,
+        "Size": size,
         "Weight": round(0.05 + (product_id % 300) / 1000, 3),  # the profile's maximum is 0.35 kg
-        "Volume": None, "Image": None, "MainOriginalNumber": original, "MeasureUnitID": 1 + product_id % 7,
+        "Volume": None,
+        "Image": None,
+        "MainOriginalNumber": original,
+        "MeasureUnitID": 1 + product_id % 7,
         "Top": ("", "TOP", None)[product_id % 3],
-        "NamePL": f"{pl} {model}", "DescriptionPL": description_pl, "NotesPL": None,
+        "NamePL": f"{pl} {model}",
+        "DescriptionPL": description_pl,
+        "NotesPL": None,
         "SynonymsPL": f"{pl.lower()}, {vehicle.lower()}",
-        "NameUA": f"{ua} {model}", "DescriptionUA": description_ua, "NotesUA": None,
+        "NameUA": f"{ua} {model}",
+        "DescriptionUA": description_ua,
+        "NotesUA": None,
         "SynonymsUA": f"{ua.lower()}, {vehicle.lower()}",
-        "SearchName": name.lower(), "SearchDescription": description.lower(), "SearchSize": size,
-        "SearchVendorCode": vendor.lower(), "SearchNamePL": f"{pl} {model}".lower(), "SearchDescriptionPL": None,
-        "SearchSynonymsPL": None, "SearchNameUA": f"{ua} {model}".lower(), "SearchDescriptionUA": None,
+        "SearchName": name.lower(),
+        "SearchDescription": description.lower(),
+        "SearchSize": size,
+        "SearchVendorCode": vendor.lower(),
+        "SearchNamePL": f"{pl} {model}".lower(),
+        "SearchDescriptionPL": None,
+        "SearchSynonymsPL": None,
+        "SearchNameUA": f"{ua} {model}".lower(),
+        "SearchDescriptionUA": None,
         "SearchSynonymsUA": None,
-        "HasAnalogue": product_id % 3 != 0, "HasImage": False, "IsForSale": False, "IsForWeb": True,
-        "IsForZeroSale": False, "HasComponent": False,
-        "UCGFEA": "8708801000", "Standard": None, "OrderStandard": None, "PackingStandard": None,
-        "SourceAmgID": _digest(product_id, b"amg"), "SourceFenixID": None,
-        "ParentAmgID": _digest(product_id // 10, b"amg-parent"), "ParentFenixID": None,
-        "SourceAmgCode": 100000 + product_id % 900000, "SourceFenixCode": None,
+        "HasAnalogue": product_id % 3 != 0,
+        "HasImage": False,
+        "IsForSale": False,
+        "IsForWeb": True,
+        "IsForZeroSale": False,
+        "HasComponent": False,
+        "UCGFEA": "8708801000",
+        "Standard": None,
+        "OrderStandard": None,
+        "PackingStandard": None,
+        "SourceAmgID": _digest(product_id, b"amg"),
+        "SourceFenixID": None,
+        "ParentAmgID": _digest(product_id // 10, b"amg-parent"),
+        "ParentFenixID": None,
+        "SourceAmgCode": 100000 + product_id % 900000,
+        "SourceFenixCode": None,
     }
     unknown = set(overrides) - set(row)
     if unknown:
         raise KeyError(f"dbo.Product has no column {sorted(unknown)}")
     row.update(overrides)
-    for column, searched in (("VendorCode", "SearchVendorCode"), ("NamePL", "SearchNamePL"),
-                             ("NameUA", "SearchNameUA")):
+    for column, searched in (
+        ("VendorCode", "SearchVendorCode"),
+        ("NamePL", "SearchNamePL"),
+        ("NameUA", "SearchNameUA"),
+    ):
         if column in overrides and searched not in overrides:
             row[searched] = overrides[column].lower() if overrides[column] is not None else None
     return row
@@ -165,8 +234,12 @@ def product_row(product_id: int, created: datetime, updated: datetime | None = N
 def product_edit(revision: int) -> dict[str, Any]:
     """The columns one edit of the demo's change history sets (texts only: no computed column moves)."""
     rev = f"rev {revision}"
-    return {"Description": f"Описание {rev}", "DescriptionPL": f"Opis {rev}", "SearchDescription": f"описание {rev}",
-            "NotesUA": f"Примітка {rev}"}
+    return {
+        "Description": f"Описание {rev}",
+        "DescriptionPL": f"Opis {rev}",
+        "SearchDescription": f"описание {rev}",
+        "NotesUA": f"Примітка {rev}",
+    }
 
 
 def product_change(revision: int, weight: float) -> dict[str, Any]:
@@ -176,5 +249,16 @@ def product_change(revision: int, weight: float) -> dict[str, Any]:
 
 def measure_unit_rows() -> list[dict[str, Any]]:
     created = BASE_TIME - timedelta(days=2000)
-    return [{"ID": unit_id, "NetUID": net_uid(unit_id, b"measure-unit"), "Created": created, "Updated": created,
-             "Deleted": False, "Name": ru, "NamePL": pl, "NameUA": ua} for unit_id, ru, pl, ua in MEASURE_UNITS]
+    return [
+        {
+            "ID": unit_id,
+            "NetUID": net_uid(unit_id, b"measure-unit"),
+            "Created": created,
+            "Updated": created,
+            "Deleted": False,
+            "Name": ru,
+            "NamePL": pl,
+            "NameUA": ua,
+        }
+        for unit_id, ru, pl, ua in MEASURE_UNITS
+    ]

@@ -25,6 +25,7 @@ StepResult = dict[str, Any]  # the counts a step reports
 @dataclass
 class StepContext:
     """What a step body needs of the run: `table` is None for a step that runs once for all."""
+
     settings: Settings
     tables: list[TableConfig]
     table: TableConfig | None
@@ -80,8 +81,7 @@ def _ingest(ctx: StepContext) -> StepResult:
 
 def _load(ctx: StepContext) -> StepResult:
     table = _per_table(ctx)
-    return load(ctx.settings, table, full=table.name in ctx.full_tables, log=ctx.log,
-                cancel=ctx.cancel).counts()
+    return load(ctx.settings, table, full=table.name in ctx.full_tables, log=ctx.log, cancel=ctx.cancel).counts()
 
 
 def _transform(ctx: StepContext) -> StepResult:
@@ -113,18 +113,22 @@ def _validate(ctx: StepContext) -> StepResult:
     ctx.details.setdefault("validation", {})[table.name] = result.as_dict()
     for suite in result.suites:
         for warning in suite.warnings:
-            log(f"validate: WARNING {suite.name}: {warning.type} {warning.column or ''} observed {warning.observed_value}")
+            log(
+                f"validate: WARNING {suite.name}: {warning.type} {warning.column or ''} observed {warning.observed_value}"
+            )
     if not result.success:
-        failed = [f"{s.name}: {s.error or ', '.join(e.summary for e in s.failed)}"
-                  for s in result.suites if not s.success]
+        failed = [
+            f"{s.name}: {s.error or ', '.join(e.summary for e in s.failed)}" for s in result.suites if not s.success
+        ]
         raise RuntimeError(f"Great Expectations suites failed: {'; '.join(failed)}")
     return result.counts
 
 
 def _bi(ctx: StepContext) -> StepResult:
     if not superset_enabled(ctx.settings):  # named with --steps bi on a stack without Superset
-        raise SupersetStopped("superset stopped (not enabled in this stack; "
-                              "`bi-console stack up --with superset` enables it)")
+        raise SupersetStopped(
+            "superset stopped (not enabled in this stack; `bi-console stack up --with superset` enables it)"
+        )
     return run_bi_refresh(ctx.settings, ctx.log)
 
 

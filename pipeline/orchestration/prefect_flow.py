@@ -69,7 +69,8 @@ def sync_product_to_bi(full: bool = False, settings: Settings | None = None) -> 
     # The refresh's own plan, so the flow runs the tables and steps in the order a refresh does.
     for entry in plan(settings, list(TASK_NAMES)):
         counts = table_step_task.with_options(name=TASK_NAMES[entry.step.name])(
-            settings, entry.step.name, entry.table, full)
+            settings, entry.step.name, entry.table, full
+        )
         if entry.step.name == "load":
             bronze[entry.table] = counts
     selector = " ".join(t.dbt_selector for t in settings.tables)

@@ -127,7 +127,8 @@ class RefreshLock:
             raise RefreshLocked(
                 f"another refresh is running: run {other.get('run_id', '?')} ({other.get('mode', '?')}, "
                 f"pid {other.get('pid', '?')}, started {other.get('started_at', '?')}); "
-                "it was not disturbed, try again when it ends") from None
+                "it was not disturbed, try again when it ends"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(holder).encode())
         self.fd = fd
@@ -200,8 +201,11 @@ class _RunLog:
             line = "started"
         elif isinstance(event, StepFinished):
             counts = " ".join(f"{k}={v}" for k, v in event.counts.items() if not isinstance(v, (dict, list)))
-            line = f"{event.state} in {event.duration:.1f}s" + (f": {event.error}" if event.error else "") + \
-                (f" · {counts}" if counts else "")
+            line = (
+                f"{event.state} in {event.duration:.1f}s"
+                + (f": {event.error}" if event.error else "")
+                + (f" · {counts}" if counts else "")
+            )
         else:
             return
         try:
@@ -238,20 +242,31 @@ def read_history(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
     return runs[-limit:][::-1]
 
 
-def run_refresh(settings: Settings, *, mode: str = "incremental", steps: list[str] | None = None,
-                tables: list[str] | None = None, on_event: Callable[[RefreshEvent], None] = lambda e: None,
-                cancel: threading.Event | None = None) -> RefreshRun:
+def run_refresh(
+    settings: Settings,
+    *,
+    mode: str = "incremental",
+    steps: list[str] | None = None,
+    tables: list[str] | None = None,
+    on_event: Callable[[RefreshEvent], None] = lambda e: None,
+    cancel: threading.Event | None = None,
+) -> RefreshRun:
     if mode not in ("full", "incremental"):
         raise ConfigError(f"refresh mode must be full or incremental, not {mode!r}")
     selected = [settings.table(name) for name in tables] if tables else list(settings.tables)
     wanted = wanted_steps(settings, steps)
     entries = plan(settings, wanted, [t.name for t in selected])
-    run = RefreshRun(run_id=uuid.uuid4().hex[:12], mode=mode, started_at=datetime.now(timezone.utc).isoformat(),
-                     selected_steps=list(steps) if steps else None,
-                     selected_tables=[t.name for t in selected] if tables else None)
+    run = RefreshRun(
+        run_id=uuid.uuid4().hex[:12],
+        mode=mode,
+        started_at=datetime.now(timezone.utc).isoformat(),
+        selected_steps=list(steps) if steps else None,
+        selected_tables=[t.name for t in selected] if tables else None,
+    )
     lock = RefreshLock(settings)
-    lock.acquire({"run_id": run.run_id, "mode": run_label(run.as_dict()), "pid": os.getpid(),
-                  "started_at": run.started_at})
+    lock.acquire(
+        {"run_id": run.run_id, "mode": run_label(run.as_dict()), "pid": os.getpid(), "started_at": run.started_at}
+    )
     secrets = settings.secret_values()
     started = time.monotonic()
     run_log = _RunLog(settings, run.run_id)
@@ -296,9 +311,16 @@ def _import_next_library(step: str, wanted: list[str]) -> None:
 
 
 class _Runner:
-    def __init__(self, settings: Settings, run: RefreshRun, tables: list[TableConfig], mode: str,
-                 on_event: Callable[[RefreshEvent], None], cancel: threading.Event | None,
-                 redact: Callable[[str], str]):
+    def __init__(
+        self,
+        settings: Settings,
+        run: RefreshRun,
+        tables: list[TableConfig],
+        mode: str,
+        on_event: Callable[[RefreshEvent], None],
+        cancel: threading.Event | None,
+        redact: Callable[[str], str],
+    ):
         self.settings = settings
         self.run = run
         self.tables: list[TableConfig] = tables
@@ -313,8 +335,16 @@ class _Runner:
         table = self.settings.table(entry.table) if entry.step.per_table else None
 
         def body(log: Callable[[str], None]) -> StepResult:
-            context = StepContext(self.settings, self.tables, table, self.full_tables, log,
-                                  notice=self.notice, cancel=self.cancel, details=self.run.details)
+            context = StepContext(
+                self.settings,
+                self.tables,
+                table,
+                self.full_tables,
+                log,
+                notice=self.notice,
+                cancel=self.cancel,
+                details=self.run.details,
+            )
             return entry.step.run(context)
 
         self._execute(entry.step.name, entry.table, body)
@@ -373,5 +403,7 @@ def postgres_lost(settings: Settings, step: str, exc: Exception) -> str | None:
     if not isinstance(exc, psycopg2.InterfaceError) and code is not None and not code.startswith("57P"):
         return None  # 57P01-57P03: the server is shutting down or cannot accept connections
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return (f"postgres (PostgreSQL at {settings.pg_host}:{settings.pg_port}) was lost during {step}: "
-            f"{first}; start it and rerun")
+    return (
+        f"postgres (PostgreSQL at {settings.pg_host}:{settings.pg_port}) was lost during {step}: "
+        f"{first}; start it and rerun"
+    )

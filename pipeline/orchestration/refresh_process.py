@@ -54,19 +54,32 @@ def _decode(line: str) -> RefreshEvent | None:
     return None
 
 
-def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps: list[str] | None = None,
-                         tables: list[str] | None = None, on_event: Callable[[RefreshEvent], None] = lambda e: None,
-                         cancel: threading.Event | None = None, nice: int = 10) -> RefreshRun:
+def run_refresh_in_child(
+    settings: Settings,
+    *,
+    mode: str = "incremental",
+    steps: list[str] | None = None,
+    tables: list[str] | None = None,
+    on_event: Callable[[RefreshEvent], None] = lambda e: None,
+    cancel: threading.Event | None = None,
+    nice: int = 10,
+) -> RefreshRun:
     request = json.dumps({"mode": mode, "steps": steps, "tables": tables})
     log_dir = Path(settings.data_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     # The child's own output (dbt's console, warnings) goes to a file nobody has to drain.
     with open(log_dir / "refresh.log", "ab") as child_log:
         # Lower priority: on a small machine the operator's key presses win over dbt's CPU work.
-        child = subprocess.Popen([sys.executable, "-m", "pipeline.orchestration.refresh_process", request],
-                                 stdout=subprocess.PIPE, stderr=child_log, stdin=subprocess.DEVNULL, text=True,
-                                 env={**os.environ, **settings.to_env()}, start_new_session=True,
-                                 preexec_fn=lambda: os.nice(nice))
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.orchestration.refresh_process", request],
+            stdout=subprocess.PIPE,
+            stderr=child_log,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **settings.to_env()},
+            start_new_session=True,
+            preexec_fn=lambda: os.nice(nice),
+        )
     done = threading.Event()
 
     def forward_cancel() -> None:
@@ -91,8 +104,9 @@ def run_refresh_in_child(settings: Settings, *, mode: str = "incremental", steps
         done.set()
         child.wait()
     if run is None:
-        raise RuntimeError(f"the refresh process exited {child.returncode} without a result; "
-                           f"see {log_dir / 'refresh.log'}")
+        raise RuntimeError(
+            f"the refresh process exited {child.returncode} without a result; see {log_dir / 'refresh.log'}"
+        )
     return run
 
 
@@ -108,8 +122,14 @@ def main(argv: list[str]) -> int:
         out.write(_encode(event) + "\n")
 
     try:
-        run_refresh(load_settings(env_file=None), mode=request["mode"], steps=request["steps"],
-                    tables=request["tables"], cancel=cancel, on_event=send)
+        run_refresh(
+            load_settings(env_file=None),
+            mode=request["mode"],
+            steps=request["steps"],
+            tables=request["tables"],
+            cancel=cancel,
+            on_event=send,
+        )
     except (RefreshLocked, ConfigError) as exc:
         out.write(json.dumps({"type": "error", "kind": type(exc).__name__, "message": str(exc)}) + "\n")
         return 1

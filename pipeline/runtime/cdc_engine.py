@@ -118,8 +118,11 @@ def read_status(state_dir: Path, name: str, *, process_alive: bool, exited: bool
     if not process_alive:
         if state != "FAILED":
             state = "STOPPED"
-            trace = ("the cdc engine exited without being stopped (killed or crashed); start the cdc service"
-                     if exited else "the cdc engine is stopped; start the cdc service")
+            trace = (
+                "the cdc engine exited without being stopped (killed or crashed); start the cdc service"
+                if exited
+                else "the cdc engine is stopped; start the cdc service"
+            )
         retry = {}
     elif state in ("RUNNING", "PAUSED", "RETRYING"):
         heartbeat = data.get("heartbeat")
@@ -134,8 +137,14 @@ def read_status(state_dir: Path, name: str, *, process_alive: bool, exited: bool
     return ConnectorStatus(
         name=name,
         state=state,
-        tasks=[TaskStatus(id=0, state=task_state, worker_id="embedded",
-                          trace=trace if task_state in ("FAILED", "RETRYING") else None)],
+        tasks=[
+            TaskStatus(
+                id=0,
+                state=task_state,
+                worker_id="embedded",
+                trace=trace if task_state in ("FAILED", "RETRYING") else None,
+            )
+        ],
         trace=trace,
         events_captured=data.get("events_captured"),
         last_event_at=datetime.fromisoformat(last) if last else None,
@@ -227,15 +236,18 @@ class Engine:
             retry = {"attempt": self.retry.attempt, "limit": self.retry.limit, "since": self.retry.since}
         elif state == "RUNNING" and self.paused():
             state = "PAUSED"
-        _write_json(self.status_path, {
-            "state": state,
-            "trace": trace,
-            "retry": retry,
-            "events_captured": self.events_total,
-            "last_event_at": self.last_event_at,
-            "heartbeat": _now(),
-            "pid": os.getpid(),
-        })
+        _write_json(
+            self.status_path,
+            {
+                "state": state,
+                "trace": trace,
+                "retry": retry,
+                "events_captured": self.events_total,
+                "last_event_at": self.last_event_at,
+                "heartbeat": _now(),
+                "pid": os.getpid(),
+            },
+        )
 
     def heartbeat_loop(self) -> None:
         while not self.stopping.is_set():
@@ -269,17 +281,21 @@ class Engine:
                 lost.append(table.topic)
             ensure_topic(self.settings, table.topic)
         if offsets_file.exists() and lost and len(lost) == len(self.settings.tables):
-            print(f"cdc: topics {', '.join(lost)} are empty but source offsets exist: the broker lost its data. "
-                  "Discarding stored offsets and the replication slot; a new snapshot will recover the full state.",
-                  flush=True)
+            print(
+                f"cdc: topics {', '.join(lost)} are empty but source offsets exist: the broker lost its data. "
+                "Discarding stored offsets and the replication slot; a new snapshot will recover the full state.",
+                flush=True,
+            )
             offsets_file.unlink()
             self._drop_slot()
 
     def _drop_slot(self) -> None:
         with psycopg2.connect(**self.settings.source_dsn()) as conn:
             cur = conn.cursor()
-            cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                        "WHERE slot_name = 'bi_console_cdc' AND NOT active")
+            cur.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = 'bi_console_cdc' AND NOT active"
+            )
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -321,13 +337,15 @@ class Engine:
             threading.Thread(target=self.watch_log, daemon=True).start()
         try:
             self.recover_from_broker_loss()
-            self.producer = Producer({
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "acks": "all",
-                "linger.ms": 20,
-                "batch.num.messages": 10000,
-                "message.timeout.ms": 60000,
-            })
+            self.producer = Producer(
+                {
+                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    "acks": "all",
+                    "linger.ms": 20,
+                    "batch.num.messages": 10000,
+                    "message.timeout.ms": 60000,
+                }
+            )
             props = debezium_properties(self.settings, self.state_dir)
             self.engine = build_engine(self, props)
             signal.signal(signal.SIGTERM, self._on_term)
@@ -416,8 +434,14 @@ def build_engine(owner: Engine, props: dict[str, str]) -> Any:
             for key, value in self.properties.items():
                 java_props.setProperty(str(key), str(value))
             self._callbacks = (ConnectorCallback(), CompletionCallback())
-            return (JDebeziumEngine.create(self._resolve_format()).using(java_props)
-                    .using(self._callbacks[0]).using(self._callbacks[1]).notifying(self.consumer).build())
+            return (
+                JDebeziumEngine.create(self._resolve_format())
+                .using(java_props)
+                .using(self._callbacks[0])
+                .using(self._callbacks[1])
+                .notifying(self.consumer)
+                .build()
+            )
 
     return CallbackEngine(properties=props, handler=Handler(), jvm_opts=["-Xmx768m", "-Xms128m"])
 

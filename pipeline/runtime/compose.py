@@ -47,6 +47,7 @@ class UnknownService(LookupError):
 # Project name, as docker compose resolves it
 # --------------------------------------------------------------------------------------
 
+
 def normalize_project_name(name: str) -> str:
     """docker compose's normalisation: lower case, only [a-z0-9_-], starting with a letter or digit."""
     name = re.sub(r"[^a-z0-9_-]", "", name.lower())
@@ -81,8 +82,12 @@ def _interpolate(value: str, env: Mapping[str, str]) -> str:
     return _INTERPOLATION.sub(sub, value.replace("$$", "\0")).replace("\0", "$")
 
 
-def resolve_project_name(project: str | None = None, files: Sequence[str | os.PathLike[str]] = (),
-                         env: Mapping[str, str] | None = None, cwd: Path | None = None) -> str:
+def resolve_project_name(
+    project: str | None = None,
+    files: Sequence[str | os.PathLike[str]] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> str:
     """The compose project name, in docker compose's order of precedence:
     `-p NAME` > COMPOSE_PROJECT_NAME > the top-level `name:` of the files (the last file
     that sets it wins, as files merge in order) > the directory of the first file > the
@@ -112,6 +117,7 @@ def resolve_project_name(project: str | None = None, files: Sequence[str | os.Pa
 # --------------------------------------------------------------------------------------
 # Container state -> ServiceStatus
 # --------------------------------------------------------------------------------------
+
 
 def parse_docker_time(value: str | None) -> datetime | None:
     """Engine timestamps have nanoseconds and a Z; 0001-01-01 means never."""
@@ -165,25 +171,36 @@ def status_from_inspect(service: str, attrs: Mapping[str, Any]) -> ServiceStatus
         detail = f"restart loop: {restart_count} restarts, last exit code {exit_code}"
         if state.get("Error"):
             detail += f" ({state['Error']})"
-        return ServiceStatus(service, "restarting", False, detail, None, started_at,
-                             _published_ports(attrs), restart_count)
+        return ServiceStatus(
+            service, "restarting", False, detail, None, started_at, _published_ports(attrs), restart_count
+        )
     if docker_status == "running" or state.get("Running"):
         uptime = (datetime.now(timezone.utc) - started_at).total_seconds() if started_at else None
         if restart_count >= RESTART_LOOP_COUNT and uptime is not None and uptime < RESTART_LOOP_WINDOW:
             # Caught between two crashes: the engine counts a restart as a success only after
             # 10 s of running, and so does this.
-            return ServiceStatus(service, "restarting", False,
-                                 f"restart loop: {restart_count} restarts, running {uptime:.0f}s since the last",
-                                 pid, started_at, _published_ports(attrs), restart_count)
+            return ServiceStatus(
+                service,
+                "restarting",
+                False,
+                f"restart loop: {restart_count} restarts, running {uptime:.0f}s since the last",
+                pid,
+                started_at,
+                _published_ports(attrs),
+                restart_count,
+            )
         if state.get("Paused") or docker_status == "paused":
-            return ServiceStatus(service, "stopped", False, "paused", pid, started_at,
-                                 _published_ports(attrs), restart_count)
+            return ServiceStatus(
+                service, "stopped", False, "paused", pid, started_at, _published_ports(attrs), restart_count
+            )
         if health_status == "healthy":
-            return ServiceStatus(service, "running", True, "healthy", pid, started_at,
-                                 _published_ports(attrs), restart_count)
+            return ServiceStatus(
+                service, "running", True, "healthy", pid, started_at, _published_ports(attrs), restart_count
+            )
         if health_status == "starting":
-            return ServiceStatus(service, "starting", False, "health: starting", pid, started_at,
-                                 _published_ports(attrs), restart_count)
+            return ServiceStatus(
+                service, "starting", False, "health: starting", pid, started_at, _published_ports(attrs), restart_count
+            )
         if health_status == "unhealthy":
             streak = health.get("FailingStreak")
             detail = "unhealthy"
@@ -192,19 +209,28 @@ def status_from_inspect(service: str, attrs: Mapping[str, Any]) -> ServiceStatus
             last = _last_health_output(health)
             if last:
                 detail += f"; {last}"
-            return ServiceStatus(service, "running", False, detail, pid, started_at,
-                                 _published_ports(attrs), restart_count)
-        return ServiceStatus(service, "running", True, "running (no healthcheck)", pid, started_at,
-                             _published_ports(attrs), restart_count)
+            return ServiceStatus(
+                service, "running", False, detail, pid, started_at, _published_ports(attrs), restart_count
+            )
+        return ServiceStatus(
+            service,
+            "running",
+            True,
+            "running (no healthcheck)",
+            pid,
+            started_at,
+            _published_ports(attrs),
+            restart_count,
+        )
     if docker_status == "paused":
         return ServiceStatus(service, "stopped", False, "paused", pid, started_at, [], restart_count)
     if docker_status in ("exited", "dead"):
         if docker_status == "exited" and exit_code == 0:
             if one_shot:
-                return ServiceStatus(service, "exited", True, "completed (exit code 0)", None, started_at,
-                                     [], restart_count)
-            return ServiceStatus(service, "exited", False, "exited with code 0", None, started_at,
-                                 [], restart_count)
+                return ServiceStatus(
+                    service, "exited", True, "completed (exit code 0)", None, started_at, [], restart_count
+                )
+            return ServiceStatus(service, "exited", False, "exited with code 0", None, started_at, [], restart_count)
         detail = f"exited with code {exit_code}"
         if state.get("OOMKilled"):
             detail += " (out of memory)"
@@ -212,18 +238,23 @@ def status_from_inspect(service: str, attrs: Mapping[str, Any]) -> ServiceStatus
             detail += f": {state['Error']}"
         return ServiceStatus(service, "failed", False, detail, None, started_at, [], restart_count)
     # created, removing, or anything newer
-    return ServiceStatus(service, "stopped", False, docker_status or "unknown", None, started_at,
-                         [], restart_count)
+    return ServiceStatus(service, "stopped", False, docker_status or "unknown", None, started_at, [], restart_count)
 
 
 # --------------------------------------------------------------------------------------
 # The runtime
 # --------------------------------------------------------------------------------------
 
+
 def _short_error(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "No such file or directory", "Permission denied",
-                   "timed out", "Name or service not known"):
+    for marker in (
+        "Connection refused",
+        "No such file or directory",
+        "Permission denied",
+        "timed out",
+        "Name or service not known",
+    ):
         if marker in text:
             return marker.lower()
     return " ".join(text.split())[:160]
@@ -234,10 +265,19 @@ class ComposeRuntime:
 
     name = "compose"
 
-    def __init__(self, project: str | None = None, *, files: Sequence[str | os.PathLike[str]] = (),
-                 base_url: str | None = None, client: docker.DockerClient | None = None,
-                 timeout: float = 10.0, stop_timeout: int = 10, env: Mapping[str, str] | None = None,
-                 connect_url: str | None = None, connector_name: str | None = None):
+    def __init__(
+        self,
+        project: str | None = None,
+        *,
+        files: Sequence[str | os.PathLike[str]] = (),
+        base_url: str | None = None,
+        client: docker.DockerClient | None = None,
+        timeout: float = 10.0,
+        stop_timeout: int = 10,
+        env: Mapping[str, str] | None = None,
+        connect_url: str | None = None,
+        connector_name: str | None = None,
+    ):
         self.files = [Path(f) for f in files]
         # In compose the connector runs in Kafka Connect, reached over its REST API.
         self.connect_url = connect_url
@@ -252,9 +292,11 @@ class ComposeRuntime:
     def from_settings(cls, settings: Any, **kwargs: Any) -> ComposeRuntime:
         """Project and files from BI_COMPOSE_PROJECT_NAME / BI_COMPOSE_FILES, then
         COMPOSE_PROJECT_NAME / COMPOSE_FILE, then ./compose/docker-compose.yml."""
-        files = split_compose_files(getattr(settings, "compose_files", None)) \
-            or split_compose_files(os.environ.get("COMPOSE_FILE")) \
+        files = (
+            split_compose_files(getattr(settings, "compose_files", None))
+            or split_compose_files(os.environ.get("COMPOSE_FILE"))
             or [str(p) for p in (DEFAULT_COMPOSE_FILE, _REPO_COMPOSE_FILE) if p.is_file()][:1]
+        )
         kwargs.setdefault("connect_url", getattr(settings, "kafka_connect_url", None))
         kwargs.setdefault("connector_name", getattr(settings, "connector_name", None))
         return cls(getattr(settings, "compose_project_name", None), files=files, **kwargs)
@@ -277,7 +319,8 @@ class ComposeRuntime:
             except (DockerException, requests.exceptions.RequestException) as exc:
                 self._client = None
                 raise RuntimeUnavailable(
-                    f"Docker engine not reachable at {self.engine_url}: {_short_error(exc)}") from None
+                    f"Docker engine not reachable at {self.engine_url}: {_short_error(exc)}"
+                ) from None
         return self._client
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -288,20 +331,27 @@ class ComposeRuntime:
         except APIError as exc:
             raise RuntimeUnavailable(
                 f"Docker engine at {self.engine_url} refused {what}: HTTP {exc.status_code} "
-                f"{' '.join(str(exc.explanation or '').split())}") from None
+                f"{' '.join(str(exc.explanation or '').split())}"
+            ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, DockerException) as exc:
-            raise RuntimeUnavailable(
-                f"Docker engine not reachable at {self.engine_url}: {_short_error(exc)}") from None
+            raise RuntimeUnavailable(f"Docker engine not reachable at {self.engine_url}: {_short_error(exc)}") from None
 
     def containers(self) -> list[Container]:
         """The project's service containers (one-off `docker compose run` containers excluded)."""
         client = self.client()
-        found = self._call(f"listing containers of project {self.project}", client.containers.list,
-                           all=True, filters={"label": [f"{PROJECT_LABEL}={self.project}"]},
-                           ignore_removed=True)
-        return [c for c in found
-                if str((c.labels or {}).get(ONEOFF_LABEL, "False")).lower() != "true"
-                and (c.labels or {}).get(SERVICE_LABEL)]
+        found = self._call(
+            f"listing containers of project {self.project}",
+            client.containers.list,
+            all=True,
+            filters={"label": [f"{PROJECT_LABEL}={self.project}"]},
+            ignore_removed=True,
+        )
+        return [
+            c
+            for c in found
+            if str((c.labels or {}).get(ONEOFF_LABEL, "False")).lower() != "true"
+            and (c.labels or {}).get(SERVICE_LABEL)
+        ]
 
     def has_containers(self) -> bool:
         return bool(self.containers())
@@ -312,7 +362,8 @@ class ComposeRuntime:
             hint = f" -f {' -f '.join(str(f) for f in self.files)}" if self.files else ""
             raise RuntimeUnavailable(
                 f"compose project {self.project!r} has no containers; start it with "
-                f"`docker compose -p {self.project}{hint} --env-file .env up -d`")
+                f"`docker compose -p {self.project}{hint} --env-file .env up -d`"
+            )
         grouped: dict[str, list[Container]] = {}
         for container in containers:
             grouped.setdefault(container.labels[SERVICE_LABEL], []).append(container)
@@ -324,8 +375,9 @@ class ComposeRuntime:
         grouped = self._by_service()
         if service not in grouped:
             known = ", ".join(sorted(grouped))
-            raise UnknownService(f"service {service!r} has no container in compose project "
-                                 f"{self.project!r} (known: {known})")
+            raise UnknownService(
+                f"service {service!r} has no container in compose project {self.project!r} (known: {known})"
+            )
         return grouped[service]
 
     # -- Runtime protocol ---------------------------------------------------------
@@ -368,14 +420,26 @@ class ComposeRuntime:
         for container in self._service_containers(service):
             self._call(f"restart of {service}", container.restart, timeout=self._stop_timeout(container))
 
-    def logs(self, service: str, *, follow: bool = False, tail: int | None = 200,
-             since: datetime | None = None, stop: Callable[[], bool] | None = None) -> Iterator[str]:
+    def logs(
+        self,
+        service: str,
+        *,
+        follow: bool = False,
+        tail: int | None = 200,
+        since: datetime | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[str]:
         """The service's log as text lines (stdout and stderr interleaved as the engine
         sends them), from its first container. Follows until the container stops, or
         `stop()` is true when the next chunk comes, when `follow` is set."""
         container = self._service_containers(service)[0]
-        kwargs: dict[str, Any] = {"stream": True, "follow": follow, "stdout": True, "stderr": True,
-                                  "tail": "all" if tail is None else max(int(tail), 0)}
+        kwargs: dict[str, Any] = {
+            "stream": True,
+            "follow": follow,
+            "stdout": True,
+            "stderr": True,
+            "tail": "all" if tail is None else max(int(tail), 0),
+        }
         if since is not None:
             if since.tzinfo is None:
                 since = since.replace(tzinfo=timezone.utc)
@@ -412,7 +476,8 @@ class ComposeRuntime:
                 return  # the read failed because the watcher closed the stream
             if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
                 raise RuntimeUnavailable(
-                    f"log stream of {service} from {self.engine_url} broke: {_short_error(exc)}") from None
+                    f"log stream of {service} from {self.engine_url} broke: {_short_error(exc)}"
+                ) from None
             raise
         finally:
             done.set()
@@ -431,8 +496,8 @@ class ComposeRuntime:
 # Runtime selection
 # --------------------------------------------------------------------------------------
 
-def detect_runtime(settings: Any, *,
-                   compose_factory: Callable[[Any], ComposeRuntime] | None = None) -> str:
+
+def detect_runtime(settings: Any, *, compose_factory: Callable[[Any], ComposeRuntime] | None = None) -> str:
     """'compose' or 'embedded'. BI_RUNTIME=compose|embedded forces the choice; with auto,
     compose when the compose project has containers on a reachable engine, else embedded."""
     forced = getattr(settings, "runtime", "auto")

@@ -44,13 +44,24 @@ class KafkaConnectUnavailable(KafkaConnectError):
 class KafkaConnectClient:
     """Kafka Connect's REST API for one connector (and the worker's connector list)."""
 
-    def __init__(self, base_url: str = DEFAULT_CONNECT_URL, connector: str = DEFAULT_CONNECTOR, *,
-                 timeout: float = 10.0, transport: httpx.BaseTransport | None = None,
-                 auth: httpx.Auth | tuple[str, str] | None = None):
+    def __init__(
+        self,
+        base_url: str = DEFAULT_CONNECT_URL,
+        connector: str = DEFAULT_CONNECTOR,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self.connector = connector
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, auth=auth,
-                                  headers={"Accept": "application/json"})
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            auth=auth,
+            headers={"Accept": "application/json"},
+        )
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> KafkaConnectClient:
@@ -61,8 +72,15 @@ class KafkaConnectClient:
     def _path(self, name: str | None, suffix: str = "") -> str:
         return f"/connectors/{quote(name or self.connector, safe='')}{suffix}"
 
-    def _request(self, method: str, path: str, *, params: dict[str, str] | None = None, json_body: Any = None,
-                 ok: tuple[int, ...] = (200,)) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: Any = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> httpx.Response:
         url = f"{self.base_url}{path}"
         try:
             response = self._http.request(method, path, params=params, json=json_body)
@@ -70,12 +88,14 @@ class KafkaConnectClient:
             raise KafkaConnectUnavailable(f"Kafka Connect {method} {url}: timed out", url=url) from None
         except httpx.TransportError as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise KafkaConnectUnavailable(f"Kafka Connect {method} {url}: unreachable ({reason})",
-                                          url=url) from None
+            raise KafkaConnectUnavailable(f"Kafka Connect {method} {url}: unreachable ({reason})", url=url) from None
         if response.status_code not in ok:
             raise KafkaConnectError(
                 f"Kafka Connect {method} {response.request.url} -> HTTP {response.status_code}: "
-                f"{_error_message(response)}", url=str(response.request.url), status_code=response.status_code)
+                f"{_error_message(response)}",
+                url=str(response.request.url),
+                status_code=response.status_code,
+            )
         return response
 
     def _json(self, response: httpx.Response) -> Any:
@@ -84,8 +104,10 @@ class KafkaConnectClient:
         except ValueError:
             raise KafkaConnectError(
                 f"Kafka Connect {response.request.method} {response.request.url} -> HTTP "
-                f"{response.status_code}: the body is not JSON", url=str(response.request.url),
-                status_code=response.status_code) from None
+                f"{response.status_code}: the body is not JSON",
+                url=str(response.request.url),
+                status_code=response.status_code,
+            ) from None
 
     # -- reading ----------------------------------------------------------------------
 
@@ -104,7 +126,9 @@ class KafkaConnectClient:
 
     def offsets(self, name: str | None = None) -> list[dict[str, Any]]:
         """GET /connectors/{name}/offsets: [{"partition": {...}, "offset": {...}}, ...]"""
-        offsets: list[dict[str, Any]] = self._json(self._request("GET", self._path(name, "/offsets"))).get("offsets", [])
+        offsets: list[dict[str, Any]] = self._json(self._request("GET", self._path(name, "/offsets"))).get(
+            "offsets", []
+        )
         return offsets
 
     def exists(self, name: str | None = None) -> bool:
@@ -118,13 +142,22 @@ class KafkaConnectClient:
 
     # -- control ----------------------------------------------------------------------
 
-    def restart(self, *, include_tasks: bool = True, only_failed: bool = False, name: str | None = None,
-                log: Callable[[str], None] | None = None) -> None:
+    def restart(
+        self,
+        *,
+        include_tasks: bool = True,
+        only_failed: bool = False,
+        name: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         """POST /connectors/{name}/restart?includeTasks=..&onlyFailed=.. (`log` is ConnectorControl's: the
         REST call has nothing to report while it runs)."""
-        self._request("POST", self._path(name, "/restart"),
-                      params={"includeTasks": _flag(include_tasks), "onlyFailed": _flag(only_failed)},
-                      ok=(200, 202, 204))
+        self._request(
+            "POST",
+            self._path(name, "/restart"),
+            params={"includeTasks": _flag(include_tasks), "onlyFailed": _flag(only_failed)},
+            ok=(200, 202, 204),
+        )
 
     def restart_task(self, task_id: int, name: str | None = None) -> None:
         """POST /connectors/{name}/tasks/{id}/restart"""
@@ -144,7 +177,9 @@ class KafkaConnectClient:
 
     def put_config(self, config: dict[str, str], name: str | None = None) -> dict[str, Any]:
         """PUT /connectors/{name}/config: create the connector or update its config."""
-        created: dict[str, Any] = self._json(self._request("PUT", self._path(name, "/config"), json_body=config, ok=(200, 201)))
+        created: dict[str, Any] = self._json(
+            self._request("PUT", self._path(name, "/config"), json_body=config, ok=(200, 201))
+        )
         return created
 
     def register(self, path: str | Path) -> dict[str, Any]:
@@ -154,7 +189,7 @@ class KafkaConnectClient:
         except (OSError, ValueError) as exc:
             raise KafkaConnectError(f"connector file {path}: {exc}") from None
         if not isinstance(document, dict) or "name" not in document or "config" not in document:
-            raise KafkaConnectError(f"connector file {path}: expected {{\"name\": ..., \"config\": {{...}}}}")
+            raise KafkaConnectError(f'connector file {path}: expected {{"name": ..., "config": {{...}}}}')
         return self.put_config(document["config"], name=document["name"])
 
     # -- lifecycle --------------------------------------------------------------------
@@ -192,17 +227,30 @@ def _error_message(response: httpx.Response) -> str:
 def parse_status(body: dict[str, Any]) -> ConnectorStatus:
     """A GET /connectors/{name}/status document as a ConnectorStatus (task traces kept)."""
     connector = body.get("connector") or {}
-    tasks = [TaskStatus(id=int(t.get("id", 0)), state=str(t.get("state", "UNASSIGNED")),
-                        worker_id=str(t.get("worker_id", "")), trace=t.get("trace"))
-             for t in body.get("tasks") or []]
+    tasks = [
+        TaskStatus(
+            id=int(t.get("id", 0)),
+            state=str(t.get("state", "UNASSIGNED")),
+            worker_id=str(t.get("worker_id", "")),
+            trace=t.get("trace"),
+        )
+        for t in body.get("tasks") or []
+    ]
     tasks.sort(key=lambda t: t.id)
-    return ConnectorStatus(name=str(body.get("name", "")), state=str(connector.get("state", "UNKNOWN")),
-                           tasks=tasks, trace=connector.get("trace"), kind=str(body.get("type") or "source"))
+    return ConnectorStatus(
+        name=str(body.get("name", "")),
+        state=str(connector.get("state", "UNKNOWN")),
+        tasks=tasks,
+        trace=connector.get("trace"),
+        kind=str(body.get("type") or "source"),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.runtime.connect_client",
-                                     description="Register a Kafka Connect connector from a JSON file.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.runtime.connect_client",
+        description="Register a Kafka Connect connector from a JSON file.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     register = sub.add_parser("register", help="create or update the connector in FILE ({name, config})")
     register.add_argument("file")

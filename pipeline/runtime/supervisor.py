@@ -78,8 +78,9 @@ class ManagedProcess:
             return None
         return datetime.fromtimestamp(record.create_time, tz=timezone.utc)
 
-    def start(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-              user: str | None = None) -> PidRecord:
+    def start(
+        self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, user: str | None = None
+    ) -> PidRecord:
         """Start argv detached (own session), appending its output to the log file."""
         existing = self.record()
         if existing and existing.process():

@@ -46,13 +46,15 @@ def superset_stopped(settings: Settings) -> bool:
 def _stopped(settings: Settings) -> SupersetStopped:
     start = "`bi-console stack start superset` starts it"
     # The command's line starts with the setting, as every unreachable service's does.
-    return SupersetStopped(f"BI_SUPERSET_URL={settings.superset_url}: superset stopped (nothing listens there; {start})",
-                           notice=f"superset stopped (nothing listens at BI_SUPERSET_URL={settings.superset_url}; "
-                                  f"{start})")
+    return SupersetStopped(
+        f"BI_SUPERSET_URL={settings.superset_url}: superset stopped (nothing listens there; {start})",
+        notice=f"superset stopped (nothing listens at BI_SUPERSET_URL={settings.superset_url}; {start})",
+    )
 
 
-def run_bi_refresh(settings: Settings, log: Log = _noop, *, tables: list[str] | None = None,
-                   provision_missing: bool = True) -> dict[str, Any]:
+def run_bi_refresh(
+    settings: Settings, log: Log = _noop, *, tables: list[str] | None = None, provision_missing: bool = True
+) -> dict[str, Any]:
     """Invalidate + warm, for every managed dataset (or those of `tables`).
 
     Returns counts: datasets_invalidated, charts_warmed, charts_failed,
@@ -67,11 +69,14 @@ def run_bi_refresh(settings: Settings, log: Log = _noop, *, tables: list[str] | 
         raise ServiceUnreachable(f"BI_SUPERSET_URL={settings.superset_url}: Superset is not reachable ({evidence})")
     with api.SupersetClient.from_settings(settings) as client:
         missing = api.find_database(client) is None or any(
-            api.find_dashboard(client, spec.title) is None for spec in api.DASHBOARDS)
+            api.find_dashboard(client, spec.title) is None for spec in api.DASHBOARDS
+        )
     if missing:
         if not provision_missing:
-            raise RuntimeError(f"Superset at {settings.superset_url} is not provisioned "
-                               f"(no {api.DATABASE_NAME!r} connection or dashboard)")
+            raise RuntimeError(
+                f"Superset at {settings.superset_url} is not provisioned "
+                f"(no {api.DATABASE_NAME!r} connection or dashboard)"
+            )
         log("bi: Superset is not provisioned yet; provisioning")
         api.provision(settings, log)
     datasets = None
@@ -84,8 +89,9 @@ def run_bi_refresh(settings: Settings, log: Log = _noop, *, tables: list[str] | 
     broken = [f for f in result["charts_failed"] if f["id"] in managed]
     if broken:
         first = broken[0]
-        raise RuntimeError(f"bi: {len(broken)} dashboard chart(s) could not be refreshed; "
-                           f"{first['name']}: {first['error']}")
+        raise RuntimeError(
+            f"bi: {len(broken)} dashboard chart(s) could not be refreshed; {first['name']}: {first['error']}"
+        )
     database = status.get("database") or {}
     counts = {
         "datasets_invalidated": result["invalidated"],

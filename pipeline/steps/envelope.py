@@ -47,8 +47,9 @@ def _compact(raw: bytes, parsed: Any) -> bytes:
     return orjson.dumps(parsed if parsed is not None else orjson.loads(raw))
 
 
-def check_event(key: bytes | None, value: bytes | None, key_column: str,
-                max_value_bytes: int) -> tuple[bytes, bytes, bool]:
+def check_event(
+    key: bytes | None, value: bytes | None, key_column: str, max_value_bytes: int
+) -> tuple[bytes, bytes, bool]:
     """(key JSON, value JSON, is_tombstone) for a good message; raises PoisonMessage otherwise."""
     if key is None:
         raise PoisonMessage("message has no key")
@@ -71,8 +72,10 @@ def check_event(key: bytes | None, value: bytes | None, key_column: str,
             side = "before" if envelope["op"] == "d" else "after"
             raise PoisonMessage(f"value has op {envelope['op']!r} but no '{side}' row")
         if key_column in row and row[key_column] != key_fields[key_column]:
-            raise PoisonMessage(f"key {key_column}={key_fields[key_column]!r} does not match the value's "
-                                f"{key_column}={row[key_column]!r}")
+            raise PoisonMessage(
+                f"key {key_column}={key_fields[key_column]!r} does not match the value's "
+                f"{key_column}={row[key_column]!r}"
+            )
     return key_json, envelope_json, False
 
 
@@ -117,7 +120,7 @@ class _SchemaBlock:
     def payload(self, raw: bytes) -> bytes | None:
         """raw's payload text if raw starts with the cached schema block, else None."""
         if raw.startswith(self.prefix) and raw.endswith(b"}"):
-            return raw[len(self.prefix):-1]
+            return raw[len(self.prefix) : -1]
         return None
 
     def learn(self, raw: bytes) -> bytes | None:

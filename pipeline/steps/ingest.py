@@ -52,8 +52,9 @@ class TopicReset(Exception):
 
     def __init__(self, topic: str, partition: int, reason: str):
         self.topic, self.partition, self.reason = topic, partition, reason
-        super().__init__(f"topic {topic} partition {partition} went back while it was read: {reason}; "
-                         "the broker lost its data")
+        super().__init__(
+            f"topic {topic} partition {partition} went back while it was read: {reason}; the broker lost its data"
+        )
 
 
 class StepCancelled(Exception):
@@ -76,11 +77,16 @@ class EpochReset:
     earlier_bronze_events: int | None  # events of the old epoch in bronze (None: no bronze table yet)
 
     def notice(self) -> str:
-        bronze = ("not loaded yet" if self.earlier_bronze_events is None
-                  else f"{self.earlier_bronze_events:,} events in bronze")
-        return (f"topic {self.topic} partition {self.partition} was reset ({self.reason}): epoch {self.new_epoch} "
-                f"started at offset {self.start_offset}; epoch {self.old_epoch} keeps {self.earlier_offsets:,} "
-                f"offsets in {self.earlier_objects} raw objects and {bronze}; nothing was deleted")
+        bronze = (
+            "not loaded yet"
+            if self.earlier_bronze_events is None
+            else f"{self.earlier_bronze_events:,} events in bronze"
+        )
+        return (
+            f"topic {self.topic} partition {self.partition} was reset ({self.reason}): epoch {self.new_epoch} "
+            f"started at offset {self.start_offset}; epoch {self.old_epoch} keeps {self.earlier_offsets:,} "
+            f"offsets in {self.earlier_objects} raw objects and {bronze}; nothing was deleted"
+        )
 
     def as_detail(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,8 +103,12 @@ class IngestResult:
     resets: list[EpochReset] = field(default_factory=list)
 
     def counts(self) -> dict[str, Any]:
-        counts = {"events": self.events, "objects": self.objects, "quarantined": self.quarantined,
-                  "tombstones": self.tombstones}
+        counts = {
+            "events": self.events,
+            "objects": self.objects,
+            "quarantined": self.quarantined,
+            "tombstones": self.tombstones,
+        }
         if self.resets:
             counts["topic_resets"] = len(self.resets)
         return counts
@@ -114,18 +124,17 @@ def object_key(table: TableConfig, topic: str, partition: int, first: int, last:
 
 
 def quarantine_key(table: TableConfig, topic: str, partition: int, first: int, last: int, epoch: int = 0) -> str:
-    return (f"{table.quarantine_prefix}{epoch_dir(epoch)}batch={topic}+{partition}+{first:020d}+{last:020d}"
-            ".jsonl")
+    return f"{table.quarantine_prefix}{epoch_dir(epoch)}batch={topic}+{partition}+{first:020d}+{last:020d}.jsonl"
 
 
 def parse_object_key(table: TableConfig, key: str) -> tuple[int, str, int, int, int] | None:
     """(epoch, topic, partition, first, last) of a raw object ingest names, else None."""
-    rest = key[len(table.raw_objects_prefix):] if key.startswith(table.raw_objects_prefix) else None
+    rest = key[len(table.raw_objects_prefix) :] if key.startswith(table.raw_objects_prefix) else None
     if rest is None or not rest.endswith(".jsonl"):
         return None
     epoch = 0
     if rest.startswith("epoch="):
-        number, _, rest = rest[len("epoch="):].partition("/")
+        number, _, rest = rest[len("epoch=") :].partition("/")
         if not number.isdigit():
             return None
         epoch = int(number)
@@ -135,8 +144,9 @@ def parse_object_key(table: TableConfig, key: str) -> tuple[int, str, int, int, 
     return epoch, parts[0], int(parts[1]), int(parts[2]), int(parts[3])
 
 
-def epoch_objects(store: RawStore, table: TableConfig, topic: str, partition: int,
-                  epoch: int) -> list[tuple[str, int, int]]:
+def epoch_objects(
+    store: RawStore, table: TableConfig, topic: str, partition: int, epoch: int
+) -> list[tuple[str, int, int]]:
     """(key, first offset, last offset) of the partition's raw objects of one epoch."""
     found = []
     for obj in store.list(f"{table.raw_objects_prefix}{epoch_dir(epoch)}{topic}+{partition}+"):
@@ -174,11 +184,17 @@ class Checkpoints:
         self.table = sql.SQL("{}.ingest_checkpoint").format(sql.Identifier(meta))
         with self.conn.cursor() as cur:
             ensure_meta(cur, settings.file)
-            cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
-                        "AND table_name = 'ingest_checkpoint' AND column_name = 'epoch_number'", (meta,))
+            cur.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = 'ingest_checkpoint' AND column_name = 'epoch_number'",
+                (meta,),
+            )
             if cur.fetchone() is None:  # checked first: ALTER TABLE locks the table even when it has the column
-                cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS epoch_number integer NOT NULL DEFAULT 0")
-                            .format(self.table))
+                cur.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS epoch_number integer NOT NULL DEFAULT 0").format(
+                        self.table
+                    )
+                )
             quarantine.ensure_quarantine_table(cur, settings.file)
             # A position is recorded after each object: waiting for its WAL flush cost ~30 ms a
             # time (6 s of a 1M-event ingest). A position lost in a server crash only moves back
@@ -188,22 +204,36 @@ class Checkpoints:
 
     def get(self, topic: str, partition: int) -> SavedPosition | None:
         with self.conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT next_offset, topic_epoch, epoch_number FROM {} "
-                                "WHERE topic = %s AND kafka_partition = %s").format(self.table), (topic, partition))
+            cur.execute(
+                sql.SQL(
+                    "SELECT next_offset, topic_epoch, epoch_number FROM {} WHERE topic = %s AND kafka_partition = %s"
+                ).format(self.table),
+                (topic, partition),
+            )
             row = cur.fetchone()
         return SavedPosition(*row) if row else None
 
     def set(self, topic: str, partition: int, next_offset: int, identity: str | None, epoch: int) -> None:
         with self.conn.cursor() as cur:
-            cur.execute(sql.SQL(
-                "INSERT INTO {} (topic, kafka_partition, next_offset, topic_epoch, epoch_number, updated_at) "
-                "VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (topic, kafka_partition) "
-                "DO UPDATE SET next_offset = EXCLUDED.next_offset, topic_epoch = EXCLUDED.topic_epoch, "
-                "epoch_number = EXCLUDED.epoch_number, updated_at = now()").format(self.table),
-                (topic, partition, next_offset, identity, epoch))
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (topic, kafka_partition, next_offset, topic_epoch, epoch_number, updated_at) "
+                    "VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (topic, kafka_partition) "
+                    "DO UPDATE SET next_offset = EXCLUDED.next_offset, topic_epoch = EXCLUDED.topic_epoch, "
+                    "epoch_number = EXCLUDED.epoch_number, updated_at = now()"
+                ).format(self.table),
+                (topic, partition, next_offset, identity, epoch),
+            )
 
-    def record_quarantine(self, table: TableConfig, topic: str, partition: int, epoch: int, object_key_: str,
-                          messages: list[tuple[int, str, int, str | None]]) -> None:
+    def record_quarantine(
+        self,
+        table: TableConfig,
+        topic: str,
+        partition: int,
+        epoch: int,
+        object_key_: str,
+        messages: list[tuple[int, str, int, str | None]],
+    ) -> None:
         with self.conn.cursor() as cur:
             quarantine.record(cur, self.settings.file, table, topic, partition, epoch, object_key_, messages)
 
@@ -214,14 +244,20 @@ class Checkpoints:
             cur.execute("SELECT to_regclass(%s)", (relation.as_string(cur),))
             if one_row(cur)[0] is None:
                 return None
-            cur.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-                        "AND column_name = 'kafka_epoch'", (self.settings.file.bronze_schema, table.bronze_table))
+            cur.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                "AND column_name = 'kafka_epoch'",
+                (self.settings.file.bronze_schema, table.bronze_table),
+            )
             by_epoch = cur.fetchone() is not None
             if not by_epoch and epoch:
                 return 0  # a bronze without epochs holds epoch 0 only
-            cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE kafka_topic = %s AND kafka_partition = %s {}").format(
-                relation, sql.SQL("AND kafka_epoch = %s" if by_epoch else "")),
-                (topic, partition, epoch) if by_epoch else (topic, partition))
+            cur.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE kafka_topic = %s AND kafka_partition = %s {}").format(
+                    relation, sql.SQL("AND kafka_epoch = %s" if by_epoch else "")
+                ),
+                (topic, partition, epoch) if by_epoch else (topic, partition),
+            )
             events: int = one_row(cur)[0]
             return events
 
@@ -232,25 +268,30 @@ class Checkpoints:
 def ingest_consumer(settings: Settings, table: TableConfig) -> Consumer:
     # Above the value limit: an oversized value must still arrive, to be quarantined.
     fetch_bytes = max(8 * 1024 * 1024, settings.ingest_max_value_bytes + 1024 * 1024)
-    return Consumer(client_config(settings, **{
-        "group.id": f"{settings.kafka_consumer_group}-{table.name}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": True,
-        "fetch.wait.max.ms": 100,
-        # librdkafka stops fetching while its prefetch queue is full and, by default, waits a
-        # whole second before it tries again (fetch.queue.backoff.ms=1000): with ~10 kB events
-        # the queue fills in a fraction of that, and ingest spent a third of its time idle.
-        # Measured at 100k events: 7.9 s with the default backoff, 5.7-6.0 s with 5 ms. With
-        # it, a 16 MB queue and 8 MB fetches are as fast as 32 MB and 16 MB (200k lz4 events:
-        # 8.5-10.7 s) and keep the peak RSS further under 300 MB (280-301 MB, not 299-310).
-        "queued.max.messages.kbytes": 16384,
-        "fetch.queue.backoff.ms": 5,
-        "fetch.message.max.bytes": fetch_bytes,
-        "fetch.max.bytes": fetch_bytes,
-        "receive.message.max.bytes": max(100_000_000, fetch_bytes + 1024 * 1024),
-    }))
+    return Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": f"{settings.kafka_consumer_group}-{table.name}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 100,
+                # librdkafka stops fetching while its prefetch queue is full and, by default, waits a
+                # whole second before it tries again (fetch.queue.backoff.ms=1000): with ~10 kB events
+                # the queue fills in a fraction of that, and ingest spent a third of its time idle.
+                # Measured at 100k events: 7.9 s with the default backoff, 5.7-6.0 s with 5 ms. With
+                # it, a 16 MB queue and 8 MB fetches are as fast as 32 MB and 16 MB (200k lz4 events:
+                # 8.5-10.7 s) and keep the peak RSS further under 300 MB (280-301 MB, not 299-310).
+                "queued.max.messages.kbytes": 16384,
+                "fetch.queue.backoff.ms": 5,
+                "fetch.message.max.bytes": fetch_bytes,
+                "fetch.max.bytes": fetch_bytes,
+                "receive.message.max.bytes": max(100_000_000, fetch_bytes + 1024 * 1024),
+            },
+        )
+    )
 
 
 def close_consumer(consumer: Consumer, log: Log) -> None:
@@ -292,8 +333,9 @@ def _partition_offsets(settings: Settings, topic: str, partition: int) -> Partit
     return next((p for p in offsets or [] if p.partition == partition), None)
 
 
-def _went_back(settings: Settings, table: TableConfig, topic: str, partition: int, position: int,
-               identity: str | None) -> str | None:
+def _went_back(
+    settings: Settings, table: TableConfig, topic: str, partition: int, position: int, identity: str | None
+) -> str | None:
     """Why the partition no longer holds the log being read (the broker lost its data and the
     topic was recreated), or None if it still does or cannot be reached yet."""
     part = _partition_offsets(settings, topic, partition)
@@ -323,13 +365,17 @@ def _reset_reason(saved: SavedPosition | None, part: PartitionOffsets, identity:
     return None
 
 
-def _line(topic: str, partition: int, offset: int, timestamp: int | None, key: bytes, value: bytes,
-          epoch: int = 0) -> bytes:
+def _line(
+    topic: str, partition: int, offset: int, timestamp: int | None, key: bytes, value: bytes, epoch: int = 0
+) -> bytes:
     # Key and value are spliced in as the JSON text they arrived as (already checked to be
     # compact JSON): re-serialising a 10 kB Debezium value per event would double the cost.
     # Epoch 0 has no "epoch" field, so its lines are what they were before epochs existed.
-    position = ({"topic": topic, "partition": partition, "offset": offset, "epoch": epoch, "timestamp": timestamp}
-                if epoch else {"topic": topic, "partition": partition, "offset": offset, "timestamp": timestamp})
+    position = (
+        {"topic": topic, "partition": partition, "offset": offset, "epoch": epoch, "timestamp": timestamp}
+        if epoch
+        else {"topic": topic, "partition": partition, "offset": offset, "timestamp": timestamp}
+    )
     head = orjson.dumps(position)
     return b"".join((head[:-1], b',"key":', key, b',"value":', value, b"}\n"))  # one copy, not five
 
@@ -357,11 +403,19 @@ def _quarantine_line(message: Message, reason: str, epoch: int = 0) -> bytes:
     position = {"topic": message.topic(), "partition": message.partition(), "offset": message.offset()}
     if epoch:
         position["epoch"] = epoch
-    return orjson.dumps({
-        **position, "timestamp": message.timestamp()[1], "reason": reason,
-        "key": _text_or_base64(message.key()), "value": _text_or_base64(message.value()),
-        "value_bytes": len(message.value() or b""),
-    }) + b"\n"
+    return (
+        orjson.dumps(
+            {
+                **position,
+                "timestamp": message.timestamp()[1],
+                "reason": reason,
+                "key": _text_or_base64(message.key()),
+                "value": _text_or_base64(message.value()),
+                "value_bytes": len(message.value() or b""),
+            }
+        )
+        + b"\n"
+    )
 
 
 def _poison_reason(poison: PoisonMessage) -> str:
@@ -393,8 +447,9 @@ class _Batch:
         return len(self.lines) + len(self.quarantine)
 
 
-def put_with_retry(store: RawStore, key: str, body: bytes, log: Log, cancel: threading.Event | None,
-                   max_wait: float = 300.0) -> None:
+def put_with_retry(
+    store: RawStore, key: str, body: bytes, log: Log, cancel: threading.Event | None, max_wait: float = 300.0
+) -> None:
     """S3 may be down for a while: back off and retry; the position is not advanced meanwhile.
 
     max_wait is wall-clock time since the first failure: a hung server (each attempt waits
@@ -411,11 +466,14 @@ def put_with_retry(store: RawStore, key: str, body: bytes, log: Log, cancel: thr
             first_failure = now if first_failure is None else first_failure
             waited = now - first_failure
             if cancel is not None and cancel.is_set():
-                raise StepCancelled(f"ingest cancelled while S3 could not write {key}; the position did not "
-                                    "move past it") from exc
+                raise StepCancelled(
+                    f"ingest cancelled while S3 could not write {key}; the position did not move past it"
+                ) from exc
             if waited >= max_wait:
-                raise ServiceUnreachable(f"BI_S3_ENDPOINT={store.settings.s3_endpoint}: S3 unreachable, could not "
-                                         f"write {key} after {waited:.0f}s of retries: {exc}") from exc
+                raise ServiceUnreachable(
+                    f"BI_S3_ENDPOINT={store.settings.s3_endpoint}: S3 unreachable, could not "
+                    f"write {key} after {waited:.0f}s of retries: {exc}"
+                ) from exc
             log(f"ingest: S3 write of {key} failed ({type(exc).__name__}: {str(exc)[:120]}); retrying in {delay:.1f}s")
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -423,13 +481,22 @@ def put_with_retry(store: RawStore, key: str, body: bytes, log: Log, cancel: thr
 
 def _delete_objects(store: RawStore, keys: list[str]) -> None:
     for i in range(0, len(keys), 1000):
-        store.client.delete_objects(Bucket=store.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
-                                                                 "Quiet": True})
+        store.client.delete_objects(
+            Bucket=store.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True}
+        )
 
 
-def ingest(settings: Settings, table: TableConfig, *, full: bool, log: Log = print,
-           cancel: threading.Event | None = None, batch_size: int | None = None,
-           store: RawStore | None = None, on_reset: Callable[[EpochReset], None] | None = None) -> IngestResult:
+def ingest(
+    settings: Settings,
+    table: TableConfig,
+    *,
+    full: bool,
+    log: Log = print,
+    cancel: threading.Event | None = None,
+    batch_size: int | None = None,
+    store: RawStore | None = None,
+    on_reset: Callable[[EpochReset], None] | None = None,
+) -> IngestResult:
     """Read the table's topic into the raw zone from the recorded positions (full: from the
     start of what the topic still holds, replacing only the current epoch's objects of those
     offsets). A topic reset starts a new epoch; `on_reset` hears of it as it happens."""
@@ -440,11 +507,14 @@ def ingest(settings: Settings, table: TableConfig, *, full: bool, log: Log = pri
     try:
         offsets = topic_offsets(settings, topic)
     except KafkaException as exc:
-        raise ServiceUnreachable(f"BI_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: Kafka unreachable, cannot read "
-                                 f"the offsets of {topic}: {exc.args[0].str() if exc.args else exc}") from None
+        raise ServiceUnreachable(
+            f"BI_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: Kafka unreachable, cannot read "
+            f"the offsets of {topic}: {exc.args[0].str() if exc.args else exc}"
+        ) from None
     if offsets is None:
-        raise RuntimeError(f"topic {topic} does not exist on {settings.kafka_bootstrap}: no CDC events yet "
-                           "(is the connector running?)")
+        raise RuntimeError(
+            f"topic {topic} does not exist on {settings.kafka_bootstrap}: no CDC events yet (is the connector running?)"
+        )
     checkpoints = Checkpoints(settings)
     consumer = ingest_consumer(settings, table)
     reader = _TopicReader(settings, table, store, checkpoints, consumer, batch_size, result, log, cancel, on_reset)
@@ -460,9 +530,19 @@ def ingest(settings: Settings, table: TableConfig, *, full: bool, log: Log = pri
 class _TopicReader:
     """One ingest run over a topic's partitions, each in its current epoch."""
 
-    def __init__(self, settings: Settings, table: TableConfig, store: RawStore, checkpoints: Checkpoints,
-                 consumer: Consumer, batch_size: int, result: IngestResult, log: Log,
-                 cancel: threading.Event | None, on_reset: Callable[[EpochReset], None] | None):
+    def __init__(
+        self,
+        settings: Settings,
+        table: TableConfig,
+        store: RawStore,
+        checkpoints: Checkpoints,
+        consumer: Consumer,
+        batch_size: int,
+        result: IngestResult,
+        log: Log,
+        cancel: threading.Event | None,
+        on_reset: Callable[[EpochReset], None] | None,
+    ):
         self.settings, self.table, self.store, self.checkpoints = settings, table, store, checkpoints
         self.consumer, self.batch_size, self.result, self.log = consumer, batch_size, result, log
         self.cancel, self.on_reset = cancel, on_reset
@@ -485,11 +565,13 @@ class _TopicReader:
             low = now.low if now is not None else 0
             identity = topic_epoch(self.consumer, self.topic, part.partition, low) if now and now.high > low else None
             self.log(f"ingest: {reset}")
-            epoch = self._new_epoch(part.partition, epoch, f"it went back while it was read: {reset.reason}", low,
-                                    identity)
+            epoch = self._new_epoch(
+                part.partition, epoch, f"it went back while it was read: {reset.reason}", low, identity
+            )
             if now is None or now.high <= low:
-                self.log(f"ingest: {self.topic}[{part.partition}] epoch {epoch} holds no events yet; "
-                         "the next run reads them")
+                self.log(
+                    f"ingest: {self.topic}[{part.partition}] epoch {epoch} holds no events yet; the next run reads them"
+                )
                 return
             self._read(now, epoch, identity, SavedPosition(low, identity, epoch), False)
 
@@ -498,9 +580,18 @@ class _TopicReader:
         new = old + 1
         earlier = epoch_objects(self.store, self.table, self.topic, partition, old)
         self.checkpoints.set(self.topic, partition, start, identity, new)
-        reset = EpochReset(self.table.name, self.topic, partition, old, new, reason, start, len(earlier),
-                           _covered([(first, last) for _, first, last in earlier]),
-                           self.checkpoints.bronze_events(self.table, self.topic, partition, old))
+        reset = EpochReset(
+            self.table.name,
+            self.topic,
+            partition,
+            old,
+            new,
+            reason,
+            start,
+            len(earlier),
+            _covered([(first, last) for _, first, last in earlier]),
+            self.checkpoints.bronze_events(self.table, self.topic, partition, old),
+        )
         self.result.resets.append(reset)
         if self.on_reset is not None:
             self.on_reset(reset)  # the caller makes it a notice, which is logged too
@@ -508,8 +599,9 @@ class _TopicReader:
             self.log(f"ingest: {reset.notice()}")
         return new
 
-    def _read(self, part: PartitionOffsets, epoch: int, identity: str | None, saved: SavedPosition | None,
-              full: bool) -> None:
+    def _read(
+        self, part: PartitionOffsets, epoch: int, identity: str | None, saved: SavedPosition | None, full: bool
+    ) -> None:
         existing = epoch_objects(self.store, self.table, self.topic, part.partition, epoch)
         if full:
             # Offsets below the low watermark are gone from the topic (retention): an object
@@ -524,12 +616,16 @@ class _TopicReader:
         # removed once the objects of this run hold all its offsets, so none is lost meanwhile.
         superseded = [obj for obj in existing if obj[2] >= start]
         if start >= part.high:
-            self.log(f"ingest: {self.topic}[{part.partition}] up to date at offset {part.high}"
-                     + (f" (epoch {epoch})" if epoch else ""))
+            self.log(
+                f"ingest: {self.topic}[{part.partition}] up to date at offset {part.high}"
+                + (f" (epoch {epoch})" if epoch else "")
+            )
             self.checkpoints.set(self.topic, part.partition, part.high, identity, epoch)
             return
-        self.log(f"ingest: {self.topic}[{part.partition}] offsets {start}..{part.high - 1} "
-                 f"({part.high - start} events)" + (f" in epoch {epoch}" if epoch else ""))
+        self.log(
+            f"ingest: {self.topic}[{part.partition}] offsets {start}..{part.high - 1} "
+            f"({part.high - start} events)" + (f" in epoch {epoch}" if epoch else "")
+        )
         self.consumer.assign([TopicPartition(self.topic, part.partition, start)])
         writer = _PartitionWriter(self, part.partition, start, part.high, epoch, identity, superseded)
         try:
@@ -552,15 +648,31 @@ class _PartitionWriter:
     moves only after an object is written, and in offset order, so at most UPLOADS_IN_FLIGHT
     written-but-unrecorded objects exist; a rerun rewrites them under the same names."""
 
-    def __init__(self, reader: _TopicReader, partition: int, start: int, end: int, epoch: int,
-                 identity: str | None, superseded: list[tuple[str, int, int]]):
+    def __init__(
+        self,
+        reader: _TopicReader,
+        partition: int,
+        start: int,
+        end: int,
+        epoch: int,
+        identity: str | None,
+        superseded: list[tuple[str, int, int]],
+    ):
         self.reader = reader
-        self.consumer, self.store, self.checkpoints, self.table = (reader.consumer, reader.store,
-                                                                   reader.checkpoints, reader.table)
+        self.consumer, self.store, self.checkpoints, self.table = (
+            reader.consumer,
+            reader.store,
+            reader.checkpoints,
+            reader.table,
+        )
         self.topic, self.partition, self.start, self.end = reader.topic, partition, start, end
         self.epoch, self.identity, self.superseded = epoch, identity, superseded
-        self.batch_size, self.result, self.log, self.cancel = (reader.batch_size, reader.result, reader.log,
-                                                               reader.cancel)
+        self.batch_size, self.result, self.log, self.cancel = (
+            reader.batch_size,
+            reader.result,
+            reader.log,
+            reader.cancel,
+        )
         self.max_value_bytes = reader.settings.ingest_max_value_bytes
         self.batch = _Batch()
         self.written: set[str] = set()
@@ -568,8 +680,14 @@ class _PartitionWriter:
         self.uploads = ThreadPoolExecutor(max_workers=UPLOADS_IN_FLIGHT, thread_name_prefix="ingest-upload")
         self.in_flight: deque[tuple[Future[None], _Batch]] = deque()
 
-    def add(self, message: Message, key_json: bytes | None = None, value_json: bytes | None = None,
-            tombstone: bool = False, poison: str | None = None) -> None:
+    def add(
+        self,
+        message: Message,
+        key_json: bytes | None = None,
+        value_json: bytes | None = None,
+        tombstone: bool = False,
+        poison: str | None = None,
+    ) -> None:
         offset = _offset(message)
         batch = self.batch
         batch.add_offset(offset)
@@ -579,8 +697,9 @@ class _PartitionWriter:
         else:
             assert key_json is not None and value_json is not None  # check_event passed: it gave both
             batch.tombstones += tombstone
-            batch.lines.append(_line(self.topic, self.partition, offset, message.timestamp()[1], key_json, value_json,
-                                     self.epoch))
+            batch.lines.append(
+                _line(self.topic, self.partition, offset, message.timestamp()[1], key_json, value_json, self.epoch)
+            )
         if batch.size >= self.batch_size:
             self.flush()
 
@@ -594,8 +713,9 @@ class _PartitionWriter:
             batch.raw_key = object_key(self.table, self.topic, self.partition, batch.first, batch.last, self.epoch)
             self.written.add(batch.raw_key)
         if batch.quarantine:
-            batch.quarantine_key = quarantine_key(self.table, self.topic, self.partition, batch.first, batch.last,
-                                                  self.epoch)
+            batch.quarantine_key = quarantine_key(
+                self.table, self.topic, self.partition, batch.first, batch.last, self.epoch
+            )
         self.in_flight.append((self.uploads.submit(self._upload, batch), batch))
         self.batch = _Batch()
 
@@ -631,8 +751,10 @@ class _PartitionWriter:
         if replaced:
             _delete_objects(self.store, replaced)
             self.result.replaced += len(replaced)
-            self.log(f"ingest: {self.topic}[{self.partition}] replaced {len(replaced)} earlier object(s) whose "
-                     f"offsets are in this run's objects (up to {next_offset - 1})")
+            self.log(
+                f"ingest: {self.topic}[{self.partition}] replaced {len(replaced)} earlier object(s) whose "
+                f"offsets are in this run's objects (up to {next_offset - 1})"
+            )
 
     def _record_oldest(self) -> None:
         future, done = self.in_flight.popleft()
@@ -641,8 +763,9 @@ class _PartitionWriter:
         next_offset = done.last + 1
         if done.poisons:  # indexed where the position moves: a rerun indexes the same rows
             assert done.quarantine_key is not None  # flush() names a batch with quarantined messages
-            self.checkpoints.record_quarantine(self.table, self.topic, self.partition, self.epoch,
-                                               done.quarantine_key, done.poisons)
+            self.checkpoints.record_quarantine(
+                self.table, self.topic, self.partition, self.epoch, done.quarantine_key, done.poisons
+            )
         self._drop_superseded(next_offset)
         self.checkpoints.set(self.topic, self.partition, next_offset, self.identity, self.epoch)
         try:
@@ -655,8 +778,10 @@ class _PartitionWriter:
         result.quarantined += len(done.quarantine)
         result.tombstones += done.tombstones
         rate = (next_offset - self.start) / max(time.monotonic() - self.started, 1e-6)
-        self.log(f"ingest: {self.topic}[{self.partition}] {next_offset - self.start}/{self.end - self.start} events, "
-                 f"{result.objects} objects, {result.quarantined} quarantined ({rate:,.0f} events/s)")
+        self.log(
+            f"ingest: {self.topic}[{self.partition}] {next_offset - self.start}/{self.end - self.start} events, "
+            f"{result.objects} objects, {result.quarantined} quarantined ({rate:,.0f} events/s)"
+        )
 
 
 def _unreachable(settings: Settings, what: str) -> ServiceUnreachable:
@@ -687,8 +812,9 @@ def _read_partition(writer: _PartitionWriter) -> None:
                 if code in _LINK_ERRORS:
                     reachable, why = probe_broker(settings, timeout=5.0)
                     if not reachable:
-                        raise _unreachable(settings, f"while {topic}[{partition}] was read at offset {position}: "
-                                                     f"{error.str()} ({why})")
+                        raise _unreachable(
+                            settings, f"while {topic}[{partition}] was read at offset {position}: {error.str()} ({why})"
+                        )
                     log(f"ingest: {topic}[{partition}]: {error.str()}; the broker answers, reading on")
                     continue
                 if code in _GONE_ERRORS:
@@ -702,8 +828,9 @@ def _read_partition(writer: _PartitionWriter) -> None:
                 continue
             position = offset + 1
             try:
-                key_json, value_json, tombstone = check_event(message.key(), message.value(), table.key_column,
-                                                              max_value_bytes)
+                key_json, value_json, tombstone = check_event(
+                    message.key(), message.value(), table.key_column, max_value_bytes
+                )
             except PoisonMessage as poison:
                 writer.add(message, poison=_poison_reason(poison))
             else:
@@ -717,8 +844,11 @@ def _read_partition(writer: _PartitionWriter) -> None:
             if reason:
                 raise TopicReset(topic, partition, reason)
             if now - idle_since >= STALL_SECONDS:
-                raise _unreachable(settings, f"or stalled: no message from {topic}[{partition}] for "
-                                             f"{STALL_SECONDS:.0f}s at offset {position} (expected up to {end - 1})")
+                raise _unreachable(
+                    settings,
+                    f"or stalled: no message from {topic}[{partition}] for "
+                    f"{STALL_SECONDS:.0f}s at offset {position} (expected up to {end - 1})",
+                )
 
 
 @dataclass
@@ -727,8 +857,9 @@ class RecoveryResult:
     lost: dict[str, str] = field(default_factory=dict)  # key -> why the topic cannot give it back
 
 
-def recover_missing_objects(settings: Settings, table: TableConfig, keys: list[str], log: Log = print,
-                            store: RawStore | None = None) -> RecoveryResult:
+def recover_missing_objects(
+    settings: Settings, table: TableConfig, keys: list[str], log: Log = print, store: RawStore | None = None
+) -> RecoveryResult:
     """Write again, under the same names, raw objects the manifest lists but the raw zone lost.
 
     An object holds the passing messages of its offsets, so re-reading those offsets from the
@@ -778,8 +909,9 @@ def recover_missing_objects(settings: Settings, table: TableConfig, keys: list[s
     return result
 
 
-def _unrecoverable(saved: SavedPosition | None, part: PartitionOffsets | None, identity: str | None, epoch: int,
-                   first: int, last: int) -> str | None:
+def _unrecoverable(
+    saved: SavedPosition | None, part: PartitionOffsets | None, identity: str | None, epoch: int, first: int, last: int
+) -> str | None:
     current = saved.epoch if saved else 0
     if epoch != current:
         return f"it is of epoch {epoch}, the topic now holds epoch {current} (the broker lost the earlier log)"
@@ -792,8 +924,16 @@ def _unrecoverable(saved: SavedPosition | None, part: PartitionOffsets | None, i
     return None
 
 
-def _read_object(settings: Settings, consumer: Consumer, table: TableConfig, topic: str, partition: int,
-                 epoch: int, first: int, last: int) -> bytes:
+def _read_object(
+    settings: Settings,
+    consumer: Consumer,
+    table: TableConfig,
+    topic: str,
+    partition: int,
+    epoch: int,
+    first: int,
+    last: int,
+) -> bytes:
     """The lines ingest writes for offsets first..last, read from the topic again."""
     consumer.assign([TopicPartition(topic, partition, first)])
     lines: list[bytes] = []
@@ -801,8 +941,11 @@ def _read_object(settings: Settings, consumer: Consumer, table: TableConfig, top
     try:
         while position <= last:
             if time.monotonic() > deadline:
-                raise _unreachable(settings, f"or stalled: {topic}[{partition}] stopped at offset {position} "
-                                             f"while offsets up to {last} were re-read")
+                raise _unreachable(
+                    settings,
+                    f"or stalled: {topic}[{partition}] stopped at offset {position} "
+                    f"while offsets up to {last} were re-read",
+                )
             for message in consumer.consume(1000, timeout=1.0):
                 error = message.error()
                 if error is not None:
@@ -818,8 +961,9 @@ def _read_object(settings: Settings, consumer: Consumer, table: TableConfig, top
                     continue
                 position = offset + 1
                 try:
-                    key_json, value_json, _ = check_event(message.key(), message.value(), table.key_column,
-                                                          settings.ingest_max_value_bytes)
+                    key_json, value_json, _ = check_event(
+                        message.key(), message.value(), table.key_column, settings.ingest_max_value_bytes
+                    )
                 except PoisonMessage:
                     continue  # it is in the quarantine, not in the raw object
                 lines.append(_line(topic, partition, offset, message.timestamp()[1], key_json, value_json, epoch))
@@ -828,16 +972,20 @@ def _read_object(settings: Settings, consumer: Consumer, table: TableConfig, top
     return b"".join(lines)
 
 
-def _recover_replays(settings: Settings, table: TableConfig, keys: list[str], log: Log, store: RawStore,
-                     result: RecoveryResult) -> None:
+def _recover_replays(
+    settings: Settings, table: TableConfig, keys: list[str], log: Log, store: RawStore, result: RecoveryResult
+) -> None:
     """A replay object is made again from its quarantine object: its messages are marked not
     replayed, and the replay writes the object again with the messages that pass."""
     conn = connect(settings)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("UPDATE {}.quarantine SET replayed_at = NULL WHERE table_name = %s AND "
-                                "replay_object_key = ANY(%s)").format(sql.Identifier(settings.file.meta_schema)),
-                        (table.name, keys))
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {}.quarantine SET replayed_at = NULL WHERE table_name = %s AND replay_object_key = ANY(%s)"
+                ).format(sql.Identifier(settings.file.meta_schema)),
+                (table.name, keys),
+            )
     finally:
         conn.close()
     written = set(quarantine.replay(settings, table, log=log, store=store).objects)

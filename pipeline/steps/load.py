@@ -40,8 +40,9 @@ from pipeline.stores.storage import RawStore
 Log = Callable[[str], None]
 COPY_CHUNK = 1 << 20  # bytes handed to PostgreSQL per read of the COPY stream
 
-COPY_COLUMNS = ("kafka_topic, kafka_partition, kafka_offset, kafka_epoch, kafka_timestamp, kafka_key, cdc_payload, "
-                "batch_file")
+COPY_COLUMNS = (
+    "kafka_topic, kafka_partition, kafka_offset, kafka_epoch, kafka_timestamp, kafka_key, cdc_payload, batch_file"
+)
 _INSERT = f"""
 INSERT INTO {{bronze}} ({COPY_COLUMNS})
 SELECT {COPY_COLUMNS}
@@ -49,9 +50,11 @@ FROM load_lines
 ORDER BY line_number
 ON CONFLICT ({POSITION}) DO NOTHING
 """
-_TEMP_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS load_lines (line_number bigint GENERATED ALWAYS AS IDENTITY, "
-               "kafka_topic text, kafka_partition integer, kafka_offset bigint, kafka_epoch integer, "
-               "kafka_timestamp bigint, kafka_key jsonb, cdc_payload jsonb, batch_file text) ON COMMIT DELETE ROWS")
+_TEMP_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS load_lines (line_number bigint GENERATED ALWAYS AS IDENTITY, "
+    "kafka_topic text, kafka_partition integer, kafka_offset bigint, kafka_epoch integer, "
+    "kafka_timestamp bigint, kafka_key jsonb, cdc_payload jsonb, batch_file text) ON COMMIT DELETE ROWS"
+)
 
 # What PostgreSQL raises for one row it will not store (a value out of a type's range, JSON
 # jsonb refuses, a limit of jsonb's), as opposed to a failure of the server or the session.
@@ -68,8 +71,14 @@ class LoadResult:
     sanitized: int = 0
 
     def counts(self) -> dict[str, Any]:
-        return {"objects": self.objects, "skipped_objects": self.skipped, "lines": self.lines,
-                "inserted": self.inserted, "rejected": self.rejected, "sanitized": self.sanitized}
+        return {
+            "objects": self.objects,
+            "skipped_objects": self.skipped,
+            "lines": self.lines,
+            "inserted": self.inserted,
+            "rejected": self.rejected,
+            "sanitized": self.sanitized,
+        }
 
 
 class ObjectLoad(NamedTuple):
@@ -105,8 +114,7 @@ def repair_line(raw: bytes) -> bytes:
     costs one search for a backslash)."""
     # One byte is found by memchr (0.4 us in a 3.6 kB line); `b"\\u" in raw` would cost 3 us.
     start = raw.find(b"\\")
-    if start < 0 or (raw.find(b"\\u0000", start) < 0 and raw.find(b"\\ud", start) < 0
-                     and raw.find(b"\\uD", start) < 0):
+    if start < 0 or (raw.find(b"\\u0000", start) < 0 and raw.find(b"\\ud", start) < 0 and raw.find(b"\\uD", start) < 0):
         return raw
     repaired = _ESCAPE.sub(_repaired_escape, raw)
     return raw if repaired == raw else repaired  # a surrogate pair or an escaped backslash: nothing to repair
@@ -124,13 +132,18 @@ ParsedLine = tuple[str, int, int, int, int | None, object, object]
 
 def _position(topic: object, partition: object, offset: object, epoch: object) -> Position:
     """(topic, partition, offset, epoch), each None when absent or beyond its column's type."""
+
     def fits(name: str, value: object) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and -_INT_RANGES[name] <= value < _INT_RANGES[name]:
             return value
         return None
 
-    return (topic if isinstance(topic, str) and "\x00" not in topic else None,
-            fits("partition", partition), fits("offset", offset), fits("epoch", epoch))
+    return (
+        topic if isinstance(topic, str) and "\x00" not in topic else None,
+        fits("partition", partition),
+        fits("offset", offset),
+        fits("epoch", epoch),
+    )
 
 
 def _position_of_line(raw: bytes) -> Position:
@@ -145,8 +158,7 @@ def _position_of_line(raw: bytes) -> Position:
 
 def _position_of_row(row: bytes) -> Position:
     topic, partition, offset, epoch = row.split(b"\t", 4)[:4]
-    return _position(topic.replace(b"\\\\", b"\\").decode("utf-8", "replace"),
-                     int(partition), int(offset), int(epoch))
+    return _position(topic.replace(b"\\\\", b"\\").decode("utf-8", "replace"), int(partition), int(offset), int(epoch))
 
 
 def _stored_text(raw: bytes) -> str:
@@ -275,12 +287,21 @@ def _fast_copy_row(raw: bytes, batch_file: bytes) -> bytes | None:
             key.decode("utf-8")
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None
-    return b"\t".join((
-        line.topic.encode().replace(b"\\", b"\\\\"), b"%d" % line.partition, b"%d" % line.offset, b"%d" % line.epoch,
-        b"\\N" if line.timestamp is None else b"%d" % line.timestamp,
-        b"\\N" if key == _NULL else key.replace(b"\\", b"\\\\"),
-        b"\\N" if value == _NULL else value.replace(b"\\", b"\\\\"), batch_file,
-    )) + b"\n"
+    return (
+        b"\t".join(
+            (
+                line.topic.encode().replace(b"\\", b"\\\\"),
+                b"%d" % line.partition,
+                b"%d" % line.offset,
+                b"%d" % line.epoch,
+                b"\\N" if line.timestamp is None else b"%d" % line.timestamp,
+                b"\\N" if key == _NULL else key.replace(b"\\", b"\\\\"),
+                b"\\N" if value == _NULL else value.replace(b"\\", b"\\\\"),
+                batch_file,
+            )
+        )
+        + b"\n"
+    )
 
 
 def _copy_text(value: object) -> bytes:
@@ -292,10 +313,21 @@ def _copy_text(value: object) -> bytes:
 
 def _copy_row(parsed: ParsedLine, batch_file: bytes) -> bytes:
     topic, partition, offset, epoch, timestamp, key, value = parsed
-    return b"\t".join((
-        _copy_escaped(topic.encode()), b"%d" % partition, b"%d" % offset, b"%d" % epoch,
-        b"\\N" if timestamp is None else b"%d" % timestamp, _copy_text(key), _copy_text(value), batch_file,
-    )) + b"\n"
+    return (
+        b"\t".join(
+            (
+                _copy_escaped(topic.encode()),
+                b"%d" % partition,
+                b"%d" % offset,
+                b"%d" % epoch,
+                b"\\N" if timestamp is None else b"%d" % timestamp,
+                _copy_text(key),
+                _copy_text(value),
+                batch_file,
+            )
+        )
+        + b"\n"
+    )
 
 
 def _full_copy_row(raw: bytes, batch_file: bytes) -> bytes:
@@ -329,12 +361,21 @@ def _verbatim_copy_row(raw: bytes, batch_file: bytes) -> bytes | None:
         return None
     if not (value == _NULL or value.startswith(b"{")):
         return None
-    return b"\t".join((
-        _copy_escaped(line.topic.encode()), b"%d" % line.partition, b"%d" % line.offset, b"%d" % line.epoch,
-        b"\\N" if line.timestamp is None else b"%d" % line.timestamp,
-        b"\\N" if key == _NULL else _copy_escaped(key),
-        b"\\N" if value == _NULL else _copy_escaped(value), batch_file,
-    )) + b"\n"
+    return (
+        b"\t".join(
+            (
+                _copy_escaped(line.topic.encode()),
+                b"%d" % line.partition,
+                b"%d" % line.offset,
+                b"%d" % line.epoch,
+                b"\\N" if line.timestamp is None else b"%d" % line.timestamp,
+                b"\\N" if key == _NULL else _copy_escaped(key),
+                b"\\N" if value == _NULL else _copy_escaped(value),
+                batch_file,
+            )
+        )
+        + b"\n"
+    )
 
 
 def _refusal(exc: psycopg2.Error) -> str:
@@ -345,8 +386,9 @@ def _refusal(exc: psycopg2.Error) -> str:
 
 
 class Loader:
-    def __init__(self, settings: Settings, table: TableConfig, log: Log, *, migrate: bool = True,
-                 target: str | None = None):
+    def __init__(
+        self, settings: Settings, table: TableConfig, log: Log, *, migrate: bool = True, target: str | None = None
+    ):
         """migrate: create or bring up to date the bronze tables first; the extra workers of
         one load skip it, since the first Loader already did. target: the event table to fill
         (a full load's shadow), bronze's own by default; its manifest rows carry its name."""
@@ -402,8 +444,10 @@ class Loader:
 
     def loaded(self) -> dict[str, str]:
         with self.conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT object_key, etag FROM {}.load_manifest WHERE bronze_table = %s")
-                        .format(self.meta), (self.target,))
+            cur.execute(
+                sql.SQL("SELECT object_key, etag FROM {}.load_manifest WHERE bronze_table = %s").format(self.meta),
+                (self.target,),
+            )
             rows = dict(cur.fetchall())
         self.conn.commit()
         return rows
@@ -417,8 +461,8 @@ class Loader:
         cur.execute("SAVEPOINT copy_into_bronze")
         try:
             # COPY FROM calls only read(); types-psycopg2 asks for readline() too.
-            cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(self.bronze, sql.SQL(COPY_COLUMNS)),
-                            rows, size=COPY_CHUNK)  # type: ignore[arg-type]
+            statement = sql.SQL("COPY {} ({}) FROM STDIN").format(self.bronze, sql.SQL(COPY_COLUMNS))
+            cur.copy_expert(statement, rows, size=COPY_CHUNK)  # type: ignore[arg-type]
         except psycopg2.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT copy_into_bronze")
             return None
@@ -479,25 +523,38 @@ class Loader:
             cur.execute("RELEASE SAVEPOINT object_rows")
             rejects, lines = rows.rejects, rows.lines
             if rejects:
-                cur.executemany(sql.SQL(
-                    "INSERT INTO {}.load_rejects (bronze_table, object_key, line_number, reason, line, "
-                    "kafka_topic, kafka_partition, kafka_offset, kafka_epoch) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (bronze_table, object_key, line_number) "
-                    "DO UPDATE SET reason = EXCLUDED.reason, line = EXCLUDED.line, rejected_at = now(), "
-                    "kafka_topic = EXCLUDED.kafka_topic, kafka_partition = EXCLUDED.kafka_partition, "
-                    "kafka_offset = EXCLUDED.kafka_offset, kafka_epoch = EXCLUDED.kafka_epoch")
-                    .format(self.meta), rejects)
-            cur.execute(sql.SQL(
-                "INSERT INTO {}.load_manifest (bronze_table, object_key, etag, lines, inserted, rejected, sanitized) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (bronze_table, object_key) DO UPDATE SET "
-                "etag = EXCLUDED.etag, lines = EXCLUDED.lines, inserted = EXCLUDED.inserted, "
-                "rejected = EXCLUDED.rejected, sanitized = EXCLUDED.sanitized, loaded_at = now()").format(self.meta),
-                (self.target, key, etag, lines, inserted, len(rejects), rows.sanitized))
+                cur.executemany(
+                    sql.SQL(
+                        "INSERT INTO {}.load_rejects (bronze_table, object_key, line_number, reason, line, "
+                        "kafka_topic, kafka_partition, kafka_offset, kafka_epoch) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (bronze_table, object_key, line_number) "
+                        "DO UPDATE SET reason = EXCLUDED.reason, line = EXCLUDED.line, rejected_at = now(), "
+                        "kafka_topic = EXCLUDED.kafka_topic, kafka_partition = EXCLUDED.kafka_partition, "
+                        "kafka_offset = EXCLUDED.kafka_offset, kafka_epoch = EXCLUDED.kafka_epoch"
+                    ).format(self.meta),
+                    rejects,
+                )
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {}.load_manifest (bronze_table, object_key, etag, lines, inserted, rejected, sanitized) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (bronze_table, object_key) DO UPDATE SET "
+                    "etag = EXCLUDED.etag, lines = EXCLUDED.lines, inserted = EXCLUDED.inserted, "
+                    "rejected = EXCLUDED.rejected, sanitized = EXCLUDED.sanitized, loaded_at = now()"
+                ).format(self.meta),
+                (self.target, key, etag, lines, inserted, len(rejects), rows.sanitized),
+            )
         return ObjectLoad(lines, inserted, len(rejects), rows.sanitized)
 
 
-def load(settings: Settings, table: TableConfig, *, full: bool, log: Log = print,
-         cancel: threading.Event | None = None, store: RawStore | None = None) -> LoadResult:
+def load(
+    settings: Settings,
+    table: TableConfig,
+    *,
+    full: bool,
+    log: Log = print,
+    cancel: threading.Event | None = None,
+    store: RawStore | None = None,
+) -> LoadResult:
     """Load the raw objects of `table` not yet in bronze; `full`: rebuild bronze from every object.
 
     A full load fills a shadow table, then swaps it in: a load that fails or is killed half-way
@@ -509,15 +566,19 @@ def load(settings: Settings, table: TableConfig, *, full: bool, log: Log = print
     try:
         if full:
             shadow = loader.start_shadow()
-            log(f"load: full refresh into {schema}.{shadow}; {schema}.{table.bronze_table} is read as it was "
-                "until the load is complete")
+            log(
+                f"load: full refresh into {schema}.{shadow}; {schema}.{table.bronze_table} is read as it was "
+                "until the load is complete"
+            )
         done = loader.loaded()
         objects = list(store.list(table.raw_objects_prefix))
         pending = [o for o in objects if done.get(o["Key"]) != o["ETag"]]
         result.skipped = len(objects) - len(pending)
         workers = max(1, min(settings.load_workers, len(pending)))
-        log(f"load: {len(pending)} new objects under {table.raw_prefix} ({result.skipped} already loaded), "
-            f"{workers} at a time")
+        log(
+            f"load: {len(pending)} new objects under {table.raw_prefix} ({result.skipped} already loaded), "
+            f"{workers} at a time"
+        )
         _load_objects(settings, table, loader, store, pending, workers, result, log, cancel)
         if result.inserted or full:
             # Fresh statistics before anyone reads the new rows: without them the planner takes
@@ -532,8 +593,17 @@ def load(settings: Settings, table: TableConfig, *, full: bool, log: Log = print
     return result
 
 
-def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: RawStore, pending: list[dict[str, Any]],
-                  workers: int, result: LoadResult, log: Log, cancel: threading.Event | None) -> None:
+def _load_objects(
+    settings: Settings,
+    table: TableConfig,
+    first: Loader,
+    store: RawStore,
+    pending: list[dict[str, Any]],
+    workers: int,
+    result: LoadResult,
+    log: Log,
+    cancel: threading.Event | None,
+) -> None:
     """Load `pending` with `workers` threads, each with its own connection (a PostgreSQL backend
     of its own: the server parses and stores one object per core while Python parses the next).
 
@@ -563,11 +633,15 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
                     result.sanitized += done.sanitized
                     count, total = result.objects, result.inserted
                 if done.sanitized:
-                    log(f"load: {obj['Key']}: {done.sanitized} event(s) stored repaired "
-                        "(U+0000 removed from strings, lone UTF-16 surrogates replaced by U+FFFD)")
+                    log(
+                        f"load: {obj['Key']}: {done.sanitized} event(s) stored repaired "
+                        "(U+0000 removed from strings, lone UTF-16 surrogates replaced by U+FFFD)"
+                    )
                 if done.rejected:
-                    log(f"load: {obj['Key']}: {done.rejected} line(s) rejected, "
-                        f"see {settings.file.meta_schema}.load_rejects")
+                    log(
+                        f"load: {obj['Key']}: {done.rejected} line(s) rejected, "
+                        f"see {settings.file.meta_schema}.load_rejects"
+                    )
                 if count % 10 == 0 or count == len(pending):
                     log(f"load: {count}/{len(pending)} objects, {total} rows inserted")
         except BaseException as exc:  # noqa: BLE001 - re-raised by the caller's thread
@@ -580,8 +654,10 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
     else:
         extras = [Loader(settings, table, log, migrate=False, target=first.target) for _ in range(workers - 1)]
         try:
-            threads = [threading.Thread(target=work, args=(loader,), name=f"load-{n}", daemon=True)
-                       for n, loader in enumerate([first, *extras])]
+            threads = [
+                threading.Thread(target=work, args=(loader,), name=f"load-{n}", daemon=True)
+                for n, loader in enumerate([first, *extras])
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -592,5 +668,7 @@ def _load_objects(settings: Settings, table: TableConfig, first: Loader, store: 
     if errors:
         raise errors[0]
     if cancel is not None and cancel.is_set() and result.objects < len(pending):
-        raise StepCancelled(f"load cancelled after {result.objects} of {len(pending)} objects; "
-                            "every loaded object is complete and recorded")
+        raise StepCancelled(
+            f"load cancelled after {result.objects} of {len(pending)} objects; "
+            "every loaded object is complete and recorded"
+        )

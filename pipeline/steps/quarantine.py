@@ -121,11 +121,17 @@ class ReplayResult:
     replayed: int = 0
     still_failing: int = 0
     objects: list[str] = field(default_factory=list)  # raw objects written
-    failing: list[tuple[str, int, int, int, str]] = field(default_factory=list)  # topic, partition, epoch, offset, reason
+    failing: list[tuple[str, int, int, int, str]] = field(
+        default_factory=list
+    )  # topic, partition, epoch, offset, reason
 
     def counts(self) -> dict[str, Any]:
-        return {"checked": self.checked, "replayed": self.replayed, "still_failing": self.still_failing,
-                "objects": len(self.objects)}
+        return {
+            "checked": self.checked,
+            "replayed": self.replayed,
+            "still_failing": self.still_failing,
+            "objects": len(self.objects),
+        }
 
 
 # -- written by ingest ----------------------------------------------------------------------
@@ -141,12 +147,24 @@ def preview(raw: bytes | None) -> str | None:
     return text[:PREVIEW_CHARS] + ("…" if len(raw) > len(text[:PREVIEW_CHARS].encode()) else "")
 
 
-def record(cur: cursor, file_config: FileConfig, table: TableConfig, topic: str, partition: int, epoch: int,
-           object_key: str, messages: list[tuple[int, str, int, str | None]]) -> None:
+def record(
+    cur: cursor,
+    file_config: FileConfig,
+    table: TableConfig,
+    topic: str,
+    partition: int,
+    epoch: int,
+    object_key: str,
+    messages: list[tuple[int, str, int, str | None]],
+) -> None:
     """Index one batch's quarantined messages: (offset, reason, value bytes, preview) each."""
-    cur.executemany(sql.SQL(_RECORD).format(meta=sql.Identifier(file_config.meta_schema)),
-                    [(table.name, topic, partition, epoch, offset, reason, value_bytes, text, object_key)
-                     for offset, reason, value_bytes, text in messages])
+    cur.executemany(
+        sql.SQL(_RECORD).format(meta=sql.Identifier(file_config.meta_schema)),
+        [
+            (table.name, topic, partition, epoch, offset, reason, value_bytes, text, object_key)
+            for offset, reason, value_bytes, text in messages
+        ],
+    )
 
 
 def decode_field(field_value: dict[str, Any]) -> bytes | None:
@@ -167,23 +185,40 @@ def _exists(cur: cursor, schema: str, name: str) -> bool:
     return one_row(cur)[0] is not None
 
 
-def _figures(settings: Settings, relation: str, key_column: str, key: str, stamp: str, tie_break: str,
-             since: datetime | None, extra: str = "") -> tuple[tuple[Any, ...], tuple[Any, ...] | None] | None:
+def _figures(
+    settings: Settings,
+    relation: str,
+    key_column: str,
+    key: str,
+    stamp: str,
+    tie_break: str,
+    since: datetime | None,
+    extra: str = "",
+) -> tuple[tuple[Any, ...], tuple[Any, ...] | None] | None:
     """(counts, (newest reason, its time)) of one table's rows of `relation`: count(*), those
     stamped after `since`, then `extra`'s columns; None before the relation exists."""
     meta = settings.file.meta_schema
-    rows = sql.SQL("FROM {}.{} WHERE {} = %s").format(sql.Identifier(meta), sql.Identifier(relation),
-                                                      sql.Identifier(key_column))
+    rows = sql.SQL("FROM {}.{} WHERE {} = %s").format(
+        sql.Identifier(meta), sql.Identifier(relation), sql.Identifier(key_column)
+    )
     conn = connect(settings)
     try:
         with conn.cursor() as cur:
             if not _exists(cur, meta, relation):
                 return None
-            cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE %s::timestamptz IS NULL OR {} > %s){} {}")
-                        .format(sql.Identifier(stamp), sql.SQL(extra), rows), (since, since, key))
+            cur.execute(
+                sql.SQL("SELECT count(*), count(*) FILTER (WHERE %s::timestamptz IS NULL OR {} > %s){} {}").format(
+                    sql.Identifier(stamp), sql.SQL(extra), rows
+                ),
+                (since, since, key),
+            )
             counts = one_row(cur)
-            cur.execute(sql.SQL("SELECT reason, {} {} ORDER BY {} DESC, {} LIMIT 1")
-                        .format(sql.Identifier(stamp), rows, sql.Identifier(stamp), sql.SQL(tie_break)), (key,))
+            cur.execute(
+                sql.SQL("SELECT reason, {} {} ORDER BY {} DESC, {} LIMIT 1").format(
+                    sql.Identifier(stamp), rows, sql.Identifier(stamp), sql.SQL(tie_break)
+                ),
+                (key,),
+            )
             return counts, cur.fetchone()
     finally:
         conn.close()
@@ -192,8 +227,16 @@ def _figures(settings: Settings, relation: str, key_column: str, key: str, stamp
 def summary(settings: Settings, table: TableConfig | str, since: datetime | None = None) -> QuarantineSummary:
     table = _table(settings, table)
     result = QuarantineSummary(table.name)
-    figures = _figures(settings, "quarantine", "table_name", table.name, "quarantined_at",
-                       "kafka_epoch DESC, kafka_offset DESC", since, extra=", count(replayed_at)")
+    figures = _figures(
+        settings,
+        "quarantine",
+        "table_name",
+        table.name,
+        "quarantined_at",
+        "kafka_epoch DESC, kafka_offset DESC",
+        since,
+        extra=", count(replayed_at)",
+    )
     if figures is not None:
         (result.total, result.new_since, result.replayed), newest = figures
         if newest:
@@ -205,8 +248,15 @@ def reject_summary(settings: Settings, table: TableConfig | str, since: datetime
     """The same figures for load's rejected lines (`load_rejects`, keyed by bronze table)."""
     table = _table(settings, table)
     result = RejectSummary(table.name)
-    figures = _figures(settings, "load_rejects", "bronze_table", table.bronze_table, "rejected_at",
-                       "object_key DESC, line_number DESC", since)
+    figures = _figures(
+        settings,
+        "load_rejects",
+        "bronze_table",
+        table.bronze_table,
+        "rejected_at",
+        "object_key DESC, line_number DESC",
+        since,
+    )
     if figures is not None:
         (result.total, result.new_since), newest = figures
         if newest:
@@ -214,22 +264,33 @@ def reject_summary(settings: Settings, table: TableConfig | str, since: datetime
     return result
 
 
-_ENTRY_COLUMNS = ("table_name, topic, kafka_partition, kafka_epoch, kafka_offset, reason, value_bytes, preview, "
-                  "object_key, quarantined_at, replayed_at, replay_object_key")
+_ENTRY_COLUMNS = (
+    "table_name, topic, kafka_partition, kafka_epoch, kafka_offset, reason, value_bytes, preview, "
+    "object_key, quarantined_at, replayed_at, replay_object_key"
+)
 
 
-def _entries(settings: Settings, where: sql.Composable, params: tuple[Any, ...],
-             limit: int | None) -> list[QuarantineEntry]:
+def _entries(
+    settings: Settings, where: sql.Composable, params: tuple[Any, ...], limit: int | None
+) -> list[QuarantineEntry]:
     meta = settings.file.meta_schema
     conn = connect(settings)
     try:
         with conn.cursor() as cur:
             if not _exists(cur, meta, "quarantine"):
                 return []
-            cur.execute(sql.SQL("SELECT {} FROM {}.quarantine WHERE {} "
-                                "ORDER BY table_name, topic, kafka_epoch, kafka_partition, kafka_offset {}").format(
-                sql.SQL(_ENTRY_COLUMNS), sql.Identifier(meta), where,
-                sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL("")), params)
+            cur.execute(
+                sql.SQL(
+                    "SELECT {} FROM {}.quarantine WHERE {} "
+                    "ORDER BY table_name, topic, kafka_epoch, kafka_partition, kafka_offset {}"
+                ).format(
+                    sql.SQL(_ENTRY_COLUMNS),
+                    sql.Identifier(meta),
+                    where,
+                    sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL(""),
+                ),
+                params,
+            )
             return [QuarantineEntry(*row) for row in cur.fetchall()]
     finally:
         conn.close()
@@ -269,23 +330,36 @@ def list_rejects(settings: Settings, table: TableConfig | str | None = None, lim
         with conn.cursor() as cur:
             if not _exists(cur, meta, "load_rejects"):
                 return []
-            cur.execute(sql.SQL(
-                "SELECT bronze_table, kafka_topic, kafka_partition, kafka_epoch, kafka_offset, object_key, "
-                "line_number, reason, left(line, %s), rejected_at FROM {}.load_rejects WHERE bronze_table = ANY(%s) "
-                "ORDER BY rejected_at DESC, object_key, line_number LIMIT %s").format(sql.Identifier(meta)),
-                (PREVIEW_CHARS, list(names), limit))
+            cur.execute(
+                sql.SQL(
+                    "SELECT bronze_table, kafka_topic, kafka_partition, kafka_epoch, kafka_offset, object_key, "
+                    "line_number, reason, left(line, %s), rejected_at FROM {}.load_rejects WHERE bronze_table = ANY(%s) "
+                    "ORDER BY rejected_at DESC, object_key, line_number LIMIT %s"
+                ).format(sql.Identifier(meta)),
+                (PREVIEW_CHARS, list(names), limit),
+            )
             return [RejectEntry(names[row[0]], *row[1:]) for row in cur.fetchall()]
     finally:
         conn.close()
 
 
-def show(settings: Settings, table: TableConfig | str, topic: str, partition: int, offset: int,
-         epoch: int = 0, store: RawStore | None = None) -> QuarantinedMessage:
+def show(
+    settings: Settings,
+    table: TableConfig | str,
+    topic: str,
+    partition: int,
+    offset: int,
+    epoch: int = 0,
+    store: RawStore | None = None,
+) -> QuarantinedMessage:
     """The whole original message, read back from its quarantine object."""
     table = _table(settings, table)
-    found = _entries(settings, sql.SQL("table_name = %s AND topic = %s AND kafka_partition = %s AND "
-                                       "kafka_offset = %s AND kafka_epoch = %s"),
-                     (table.name, topic, partition, offset, epoch), None)
+    found = _entries(
+        settings,
+        sql.SQL("table_name = %s AND topic = %s AND kafka_partition = %s AND kafka_offset = %s AND kafka_epoch = %s"),
+        (table.name, topic, partition, offset, epoch),
+        None,
+    )
     where = f"{topic}[{partition}] offset {offset} (epoch {epoch}) of table {table.name}"
     if not found:
         raise QuarantineNotFound(f"no quarantined message at {where}")
@@ -294,13 +368,16 @@ def show(settings: Settings, table: TableConfig | str, topic: str, partition: in
     try:
         lines = store.get(entry.object_key).splitlines()
     except ClientError as exc:
-        raise QuarantineNotFound(f"the quarantine object {entry.object_key} of {where} cannot be read: "
-                                 f"{exc.response.get('Error', {}).get('Code')}") from None
+        raise QuarantineNotFound(
+            f"the quarantine object {entry.object_key} of {where} cannot be read: "
+            f"{exc.response.get('Error', {}).get('Code')}"
+        ) from None
     for line in lines:
         record_ = orjson.loads(line)
         if (record_["offset"], record_.get("epoch", 0), record_["partition"]) == (offset, epoch, partition):
-            return QuarantinedMessage(entry, decode_field(record_["key"]), decode_field(record_["value"]),
-                                      record_.get("timestamp"))
+            return QuarantinedMessage(
+                entry, decode_field(record_["key"]), decode_field(record_["value"]), record_.get("timestamp")
+            )
     raise QuarantineNotFound(f"{entry.object_key} does not hold {where}")
 
 
@@ -308,7 +385,7 @@ def show(settings: Settings, table: TableConfig | str, topic: str, partition: in
 def replay_key(table: TableConfig, quarantine_object_key: str) -> str:
     """The raw object that holds the replayed messages of one quarantine object: one name per
     quarantine object, so a replay run again writes the same object."""
-    relative = quarantine_object_key[len(table.quarantine_prefix):]
+    relative = quarantine_object_key[len(table.quarantine_prefix) :]
     return f"{table.raw_objects_prefix}replay/{relative}"
 
 
@@ -326,8 +403,9 @@ def _existing_lines(store: RawStore, key: str) -> dict[tuple[int, int, int], byt
     return lines
 
 
-def replay(settings: Settings, table: TableConfig | str | None = None, log: Log = print,
-           store: RawStore | None = None) -> ReplayResult:
+def replay(
+    settings: Settings, table: TableConfig | str | None = None, log: Log = print, store: RawStore | None = None
+) -> ReplayResult:
     """Check every quarantined message not yet replayed against the current rules (the
     envelope check, `BI_INGEST_MAX_VALUE_BYTES`); write the ones that pass to the raw zone,
     as ingest would have, and mark them replayed. The others stay, with today's reason.
@@ -351,8 +429,10 @@ def replay(settings: Settings, table: TableConfig | str | None = None, log: Log 
                 try:
                     body = store.get(object_key)
                 except ClientError as exc:
-                    log(f"quarantine: cannot read {object_key} ({exc.response.get('Error', {}).get('Code')}); "
-                        f"its {len(entries)} message(s) stay quarantined")
+                    log(
+                        f"quarantine: cannot read {object_key} ({exc.response.get('Error', {}).get('Code')}); "
+                        f"its {len(entries)} message(s) stay quarantined"
+                    )
                     result.still_failing += len(entries)
                     continue
                 for line in body.splitlines():
@@ -364,33 +444,55 @@ def replay(settings: Settings, table: TableConfig | str | None = None, log: Log 
                     result.checked += 1
                     key, value = decode_field(record_["key"]), decode_field(record_["value"])
                     try:
-                        key_json, value_json, _ = check_event(key, value, config.key_column,
-                                                              settings.ingest_max_value_bytes)
+                        key_json, value_json, _ = check_event(
+                            key, value, config.key_column, settings.ingest_max_value_bytes
+                        )
                     except PoisonMessage as poison:
                         result.still_failing += 1
-                        result.failing.append((quarantined.topic, quarantined.partition, quarantined.epoch,
-                                               quarantined.offset, str(poison)))
+                        result.failing.append(
+                            (
+                                quarantined.topic,
+                                quarantined.partition,
+                                quarantined.epoch,
+                                quarantined.offset,
+                                str(poison),
+                            )
+                        )
                         if str(poison) != quarantined.reason:
                             reasons.append((str(poison), quarantined))
                         continue
-                    passed[position] = ingest._line(record_["topic"], record_["partition"], record_["offset"],
-                                             record_.get("timestamp"), key_json, value_json, epoch=position[0])
+                    passed[position] = ingest._line(
+                        record_["topic"],
+                        record_["partition"],
+                        record_["offset"],
+                        record_.get("timestamp"),
+                        key_json,
+                        value_json,
+                        epoch=position[0],
+                    )
                 with conn, conn.cursor() as cur:
                     for reason, entry in reasons:
-                        cur.execute(sql.SQL("UPDATE {}.quarantine SET reason = %s WHERE table_name = %s AND "
-                                            "topic = %s AND kafka_epoch = %s AND kafka_partition = %s AND "
-                                            "kafka_offset = %s").format(meta),
-                                    (reason, config.name, entry.topic, entry.epoch, entry.partition, entry.offset))
+                        cur.execute(
+                            sql.SQL(
+                                "UPDATE {}.quarantine SET reason = %s WHERE table_name = %s AND "
+                                "topic = %s AND kafka_epoch = %s AND kafka_partition = %s AND "
+                                "kafka_offset = %s"
+                            ).format(meta),
+                            (reason, config.name, entry.topic, entry.epoch, entry.partition, entry.offset),
+                        )
                 if not passed:
                     continue
                 target = replay_key(config, object_key)
                 lines = {**_existing_lines(store, target), **passed}
                 store.put(target, b"".join(lines[position] for position in sorted(lines)))
                 with conn, conn.cursor() as cur:  # after the object is written: a crash here replays again
-                    cur.executemany(sql.SQL(
-                        "UPDATE {}.quarantine SET replayed_at = now(), replay_object_key = %s WHERE table_name = %s "
-                        "AND topic = %s AND kafka_epoch = %s AND kafka_partition = %s AND kafka_offset = %s")
-                        .format(meta), [(target, config.name, entries[p].topic, *p) for p in passed])
+                    cur.executemany(
+                        sql.SQL(
+                            "UPDATE {}.quarantine SET replayed_at = now(), replay_object_key = %s WHERE table_name = %s "
+                            "AND topic = %s AND kafka_epoch = %s AND kafka_partition = %s AND kafka_offset = %s"
+                        ).format(meta),
+                        [(target, config.name, entries[p].topic, *p) for p in passed],
+                    )
                 result.replayed += len(passed)
                 result.objects.append(target)
                 log(f"quarantine: {len(passed)} message(s) of {object_key} replayed into {target}")

@@ -202,11 +202,16 @@ class DbtProject:
 
     def project_args(self) -> list[str]:
         return [
-            "--project-dir", str(self.project_dir),
-            "--profiles-dir", str(write_profile(self.settings, self.threads)),
-            "--profile", PROFILE_NAME,
-            "--target", TARGET_NAME,
-            "--vars", json.dumps(dbt_vars(self.settings)),
+            "--project-dir",
+            str(self.project_dir),
+            "--profiles-dir",
+            str(write_profile(self.settings, self.threads)),
+            "--profile",
+            PROFILE_NAME,
+            "--target",
+            TARGET_NAME,
+            "--vars",
+            json.dumps(dbt_vars(self.settings)),
         ]
 
     def invoke(self, command: str, extra: list[str]) -> DbtResult:
@@ -220,9 +225,12 @@ class DbtProject:
             "--no-use-colors",
             "--no-send-anonymous-usage-stats",
             "--no-version-check",
-            "--log-path", str(work / "logs"),
-            "--log-level", "none",  # nothing on stdout: every line goes through the callback
-            "--log-level-file", "debug" if self.debug_logging else "info",
+            "--log-path",
+            str(work / "logs"),
+            "--log-level",
+            "none",  # nothing on stdout: every line goes through the callback
+            "--log-level-file",
+            "debug" if self.debug_logging else "info",
         ]
         if self.debug_logging:
             global_args.append("--debug")
@@ -325,8 +333,15 @@ def debug_in_child(settings: Settings, timeout: float = 300.0, nice: int = 10) -
     return _invoke_in_child(settings, ["debug"], None, timeout, nice)
 
 
-def run_in_child(settings: Settings, selector: str, log: Log | None = None, *, debug: bool = False,
-                 timeout: float = 1800.0, nice: int = 10) -> DbtResult:
+def run_in_child(
+    settings: Settings,
+    selector: str,
+    log: Log | None = None,
+    *,
+    debug: bool = False,
+    timeout: float = 1800.0,
+    nice: int = 10,
+) -> DbtResult:
     """`dbt run --select SELECTOR` in a process of its own (for the TUI, as debug_in_child);
     each log line reaches `log` as dbt writes it."""
     return _invoke_in_child(settings, ["run", *(["--debug"] if debug else []), *selector.split()], log, timeout, nice)
@@ -337,9 +352,15 @@ def _invoke_in_child(settings: Settings, args: list[str], log: Log | None, timeo
     {"log": line} while dbt runs, then {"result": ...}; stderr is kept for a crash report."""
     command, started = args[0], time.monotonic()
     with tempfile.TemporaryFile(mode="w+") as errors:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.steps.transform", *args], stdout=subprocess.PIPE,
-                                stderr=errors, stdin=subprocess.DEVNULL, text=True, env={**os.environ, **settings.to_env()},
-                                preexec_fn=lambda: os.nice(nice))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.steps.transform", *args],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **settings.to_env()},
+            preexec_fn=lambda: os.nice(nice),
+        )
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         report = None
@@ -362,12 +383,21 @@ def _invoke_in_child(settings: Settings, args: list[str], log: Log | None, timeo
         stderr = errors.read()
     elapsed = time.monotonic() - started
     if report is None:
-        reason = f"dbt {command} took over {timeout:.0f}s" if timed_out else \
-            f"dbt {command} exited {proc.returncode}: {stderr.strip()[-500:]}"
+        reason = (
+            f"dbt {command} took over {timeout:.0f}s"
+            if timed_out
+            else f"dbt {command} exited {proc.returncode}: {stderr.strip()[-500:]}"
+        )
         return DbtResult(command, [], False, elapsed, error=reason)
-    return DbtResult(command, report["args"], report["success"], elapsed,
-                     nodes=[NodeResult(**node) for node in report["nodes"]], error=report["error"],
-                     output=report["output"])
+    return DbtResult(
+        command,
+        report["args"],
+        report["success"],
+        elapsed,
+        nodes=[NodeResult(**node) for node in report["nodes"]],
+        error=report["error"],
+        output=report["output"],
+    )
 
 
 def _main(argv: list[str]) -> int:

@@ -219,8 +219,9 @@ def load_suite_file(name: str, expectations_dir: Path | None = None) -> dict[str
     return data
 
 
-def render_suite(data: dict[str, Any], settings: Settings, table: TableConfig, conn: connection,
-                 now: datetime | None = None) -> dict[str, Any]:
+def render_suite(
+    data: dict[str, Any], settings: Settings, table: TableConfig, conn: connection, now: datetime | None = None
+) -> dict[str, Any]:
     """The suite file with every placeholder filled in from Settings."""
     rendered: dict[str, Any] = _substitute(data, settings, table, conn, now or datetime.now(timezone.utc))
     return rendered
@@ -382,8 +383,9 @@ def run_validation(
         for name in names:
             layer = files[name]["layer"]
             schema, relation = layer_relation(settings, cfg, layer)
-            result.suites.append(SuiteOutcome(name=name, layer=layer, relation=f"{schema}.{relation}",
-                                              success=False, error=message))
+            result.suites.append(
+                SuiteOutcome(name=name, layer=layer, relation=f"{schema}.{relation}", success=False, error=message)
+            )
         result.success = False
         result.elapsed = time.monotonic() - started
         return result
@@ -434,7 +436,8 @@ def run_validation(
             # One checkpoint: every suite validated once, Data Docs built from the same results.
             assert context is not None  # pending holds suites, so the context was made
             actions: list[ValidationAction] = (
-                [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if build_docs else [])
+                [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if build_docs else []
+            )
             checkpoint = context.checkpoints.add(
                 gx.Checkpoint(
                     name=f"{cfg.name}_validation",
@@ -462,10 +465,13 @@ def run_validation(
                         mark = "ok" if e.success else ("FAIL" if e.severity == "error" else "WARN")
                         col = f"({e.column})" if e.column else ""
                         log(f"  [{mark}] {name}: {e.type}{col}: observed {e.observed_value}")
-                    log(f"validate {name}: {'passed' if outcome.success else 'FAILED'}"
-                        f" ({len(outcome.failed)} failed, {len(outcome.warnings)} warnings)")
+                    log(
+                        f"validate {name}: {'passed' if outcome.success else 'FAILED'}"
+                        f" ({len(outcome.failed)} failed, {len(outcome.warnings)} warnings)"
+                    )
                     (out_dir / "gx" / f"{name}.json").write_text(
-                        _redact(json.dumps(raw, indent=2, default=str), settings))
+                        _redact(json.dumps(raw, indent=2, default=str), settings)
+                    )
                 if build_docs and (docs_dir / "index.html").exists():
                     result.data_docs_path = str(docs_dir / "index.html")
     finally:
@@ -480,6 +486,8 @@ def run_validation(
     (out_dir / f"{cfg.name}-latest.json").write_text(payload)
     result.results_path = str(path)
     counts = result.counts
-    log(f"validate {cfg.name}: {result.verdict} — {counts['passed']}/{counts['expectations']}"
-        f" expectations passed, {counts['failed']} failed, {counts['warnings']} warnings ({result.elapsed:.1f}s)")
+    log(
+        f"validate {cfg.name}: {result.verdict} — {counts['passed']}/{counts['expectations']}"
+        f" expectations passed, {counts['failed']} failed, {counts['warnings']} warnings ({result.elapsed:.1f}s)"
+    )
     return result

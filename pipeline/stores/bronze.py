@@ -103,27 +103,36 @@ def quote_ident(name: str) -> str:
 
 def meta_statements(file_config: FileConfig) -> list[str]:
     meta = quote_ident(file_config.meta_schema)
-    return [f"CREATE SCHEMA IF NOT EXISTS {meta}",
-            *(textwrap.dedent(statement.format(meta=meta)).strip() for statement in _META_TABLES)]
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {meta}",
+        *(textwrap.dedent(statement.format(meta=meta)).strip() for statement in _META_TABLES),
+    ]
 
 
 def ensure_meta(cur: cursor, file_config: FileConfig) -> None:
     meta = sql.Identifier(file_config.meta_schema)
     for statement in meta_statements(file_config):
         cur.execute(statement)
-    cur.execute("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
-                (file_config.meta_schema,))
+    cur.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
+        (file_config.meta_schema,),
+    )
     present = set(cur.fetchall())
     for table_name, column, type_name in _META_COLUMNS:
         if (table_name, column) not in present:
-            cur.execute(sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(
-                meta, sql.Identifier(table_name), sql.Identifier(column), sql.SQL(type_name)))
+            cur.execute(
+                sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    meta, sql.Identifier(table_name), sql.Identifier(column), sql.SQL(type_name)
+                )
+            )
 
 
 def _unwrapped(column: str) -> str:
     # A JSON-converter document with schemas enabled is {"schema": ..., "payload": ...}.
-    return (f"(CASE WHEN jsonb_typeof({column}) = 'object' AND {column} ? 'schema' AND {column} ? 'payload' "
-            f"THEN {column} -> 'payload' ELSE {column} END)")
+    return (
+        f"(CASE WHEN jsonb_typeof({column}) = 'object' AND {column} ? 'schema' AND {column} ? 'payload' "
+        f"THEN {column} -> 'payload' ELSE {column} END)"
+    )
 
 
 def _change_columns(key_column: str) -> list[tuple[str, str, str]]:
@@ -146,18 +155,27 @@ def _change_columns(key_column: str) -> list[tuple[str, str, str]]:
     literal = "'" + key_column.replace("'", "''") + "'"
     return [
         ("record_key", "text", f"coalesce({row} ->> {literal}, {key} ->> {literal})"),
-        ("cdc_operation", "text",
-         f"(CASE WHEN {envelope} ->> 'op' IN ('c', 'u', 'd', 'r') AND jsonb_typeof({row}) = 'object' "
-         f"THEN {envelope} ->> 'op' END)"),
-        ("source_position", "text",
-         f"(CASE {source} ->> 'connector' "
-         f"WHEN 'sqlserver' THEN lower(coalesce({source} ->> 'commit_lsn', '')) || '/' "
-         f"|| lower(coalesce({source} ->> 'change_lsn', '')) || '/' "
-         f"|| lpad(coalesce({source} ->> 'event_serial_no', '0'), 12, '0') "
-         f"WHEN 'postgresql' THEN lpad(coalesce({source} ->> 'lsn', '0'), 24, '0') "
-         f"ELSE '' END)"),
-        ("is_snapshot", "boolean",
-         f"({envelope} ->> 'op' = 'r' OR coalesce({source} ->> 'snapshot', 'false') NOT IN ('false', ''))"),
+        (
+            "cdc_operation",
+            "text",
+            f"(CASE WHEN {envelope} ->> 'op' IN ('c', 'u', 'd', 'r') AND jsonb_typeof({row}) = 'object' "
+            f"THEN {envelope} ->> 'op' END)",
+        ),
+        (
+            "source_position",
+            "text",
+            f"(CASE {source} ->> 'connector' "
+            f"WHEN 'sqlserver' THEN lower(coalesce({source} ->> 'commit_lsn', '')) || '/' "
+            f"|| lower(coalesce({source} ->> 'change_lsn', '')) || '/' "
+            f"|| lpad(coalesce({source} ->> 'event_serial_no', '0'), 12, '0') "
+            f"WHEN 'postgresql' THEN lpad(coalesce({source} ->> 'lsn', '0'), 24, '0') "
+            f"ELSE '' END)",
+        ),
+        (
+            "is_snapshot",
+            "boolean",
+            f"({envelope} ->> 'op' = 'r' OR coalesce({source} ->> 'snapshot', 'false') NOT IN ('false', ''))",
+        ),
     ]
 
 
@@ -167,8 +185,10 @@ def event_table_statements(file_config: FileConfig, table: TableConfig, name: st
     relation = f"{quote_ident(file_config.bronze_schema)}.{quote_ident(name)}"
     names = object_names(name)
     lines = [f"    {column:<16} {definition}" for column, definition in _EVENT_COLUMNS]
-    lines += [f"    {column:<16} {type_name} GENERATED ALWAYS AS ({expression}) STORED"
-              for column, type_name, expression in _change_columns(table.key_column)]
+    lines += [
+        f"    {column:<16} {type_name} GENERATED ALWAYS AS ({expression}) STORED"
+        for column, type_name, expression in _change_columns(table.key_column)
+    ]
     lines.append(f"    CONSTRAINT {quote_ident(names['position'])} UNIQUE ({POSITION})")
     return [
         f"CREATE TABLE IF NOT EXISTS {relation} (\n" + ",\n".join(lines) + "\n)",
@@ -181,10 +201,15 @@ def event_table_statements(file_config: FileConfig, table: TableConfig, name: st
 
 def bronze_statements(file_config: FileConfig, tables: list[TableConfig]) -> list[str]:
     """Everything ensure_bronze creates for these tables, in order."""
-    return [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(file_config.bronze_schema)}",
-            *(statement for table in tables
-              for statement in event_table_statements(file_config, table, table.bronze_table)),
-            *meta_statements(file_config)]
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {quote_ident(file_config.bronze_schema)}",
+        *(
+            statement
+            for table in tables
+            for statement in event_table_statements(file_config, table, table.bronze_table)
+        ),
+        *meta_statements(file_config),
+    ]
 
 
 def bronze_script(file_config: FileConfig) -> str:
@@ -213,8 +238,11 @@ def ensure_bronze(cur: cursor, file_config: FileConfig, table: TableConfig) -> N
 
 def object_names(name: str) -> dict[str, str]:
     """The names of an event table's unique constraint and indexes, which `IF NOT EXISTS` matches."""
-    return {"position": f"{name}_kafka_position_key", "record_key": f"{name}_record_key_idx",
-            "ingested_at": f"{name}_ingested_at_idx"}
+    return {
+        "position": f"{name}_kafka_position_key",
+        "record_key": f"{name}_record_key_idx",
+        "ingested_at": f"{name}_ingested_at_idx",
+    }
 
 
 def ensure_event_table(cur: cursor, file_config: FileConfig, table: TableConfig, name: str) -> None:
@@ -229,27 +257,42 @@ def ensure_event_table(cur: cursor, file_config: FileConfig, table: TableConfig,
     names = object_names(name)
     create, *indexes, storage = event_table_statements(file_config, table, name)
     cur.execute(create)
-    cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-                (file_config.bronze_schema, name))
+    cur.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+        (file_config.bronze_schema, name),
+    )
     present = {column for (column,) in cur.fetchall()}
     if "kafka_epoch" not in present:
-        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS kafka_epoch {}")
-                    .format(relation, sql.SQL(dict(_EVENT_COLUMNS)["kafka_epoch"])))
-    cur.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
-                (relation.as_string(cur), names["position"]))
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS kafka_epoch {}").format(
+                relation, sql.SQL(dict(_EVENT_COLUMNS)["kafka_epoch"])
+            )
+        )
+    cur.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+        (relation.as_string(cur), names["position"]),
+    )
     found = cur.fetchone()
     if found is None or found[0] != f"UNIQUE ({POSITION})":
-        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}, ADD CONSTRAINT {} UNIQUE ({})").format(
-            relation, sql.Identifier(names["position"]), sql.Identifier(names["position"]), sql.SQL(POSITION)))
+        cur.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}, ADD CONSTRAINT {} UNIQUE ({})").format(
+                relation, sql.Identifier(names["position"]), sql.Identifier(names["position"]), sql.SQL(POSITION)
+            )
+        )
     for column, type_name, expression in _change_columns(table.key_column):
         if column not in present:
-            cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {} GENERATED ALWAYS AS ({}) STORED").format(
-                relation, sql.Identifier(column), sql.SQL(type_name), sql.SQL(expression)))
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN {} {} GENERATED ALWAYS AS ({}) STORED").format(
+                    relation, sql.Identifier(column), sql.SQL(type_name), sql.SQL(expression)
+                )
+            )
     for statement in indexes:
         cur.execute(statement)
     # Applies to rows stored from now on; skipped when set, since ALTER TABLE locks out readers.
-    cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'cdc_payload'",
-                (relation.as_string(cur),))
+    cur.execute(
+        "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'cdc_payload'",
+        (relation.as_string(cur),),
+    )
     if one_row(cur)[0] != "e":
         cur.execute(storage)
 
@@ -267,9 +310,11 @@ _GRANTABLE = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", 
 def shadow_name(table: TableConfig) -> str:
     """The table a full load fills while readers keep reading bronze's."""
     if len(table.bronze_table.encode()) > _LONGEST_SHADOWED_NAME:
-        raise ConfigError(f"tables.bronze_table={table.bronze_table!r} is longer than {_LONGEST_SHADOWED_NAME} "
-                          f"bytes: a full load's shadow table {table.bronze_table + SHADOW_SUFFIX!r} and its "
-                          "index names would not fit PostgreSQL's 63-byte names")
+        raise ConfigError(
+            f"tables.bronze_table={table.bronze_table!r} is longer than {_LONGEST_SHADOWED_NAME} "
+            f"bytes: a full load's shadow table {table.bronze_table + SHADOW_SUFFIX!r} and its "
+            "index names would not fit PostgreSQL's 63-byte names"
+        )
     return table.bronze_table + SHADOW_SUFFIX
 
 
@@ -283,8 +328,9 @@ def create_shadow(cur: cursor, file_config: FileConfig, table: TableConfig) -> s
     """An empty shadow of the event table, built by the same DDL; a leftover one (a full load
     that crashed) and its manifest and rejects rows are dropped first. Returns its name."""
     shadow = shadow_name(table)
-    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
-        sql.Identifier(file_config.bronze_schema), sql.Identifier(shadow)))
+    cur.execute(
+        sql.SQL("DROP TABLE IF EXISTS {}.{}").format(sql.Identifier(file_config.bronze_schema), sql.Identifier(shadow))
+    )
     _bookkeeping(cur, file_config, "DELETE FROM {meta}.{table} WHERE bronze_table = %s", shadow)
     ensure_event_table(cur, file_config, table, shadow)
     return shadow
@@ -293,15 +339,20 @@ def create_shadow(cur: cursor, file_config: FileConfig, table: TableConfig) -> s
 def _copy_grants(cur: cursor, source: sql.Composed, target: sql.Composed) -> None:
     """Give `target` the table privileges other roles hold on `source` (none by default: bronze
     is the owner's alone), so that a swap takes nothing from anyone."""
-    cur.execute("SELECT a.grantee, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable "
-                "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s::regclass AND a.grantee <> c.relowner",
-                (source.as_string(cur),))
+    cur.execute(
+        "SELECT a.grantee, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable "
+        "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s::regclass AND a.grantee <> c.relowner",
+        (source.as_string(cur),),
+    )
     for grantee_oid, grantee, privilege, grantable in cur.fetchall():
         if privilege not in _GRANTABLE:
             continue
         role = sql.SQL("PUBLIC") if grantee_oid == 0 else sql.Identifier(grantee)
-        cur.execute(sql.SQL("GRANT {} ON {} TO {}{}").format(
-            sql.SQL(privilege), target, role, sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+        cur.execute(
+            sql.SQL("GRANT {} ON {} TO {}{}").format(
+                sql.SQL(privilege), target, role, sql.SQL(" WITH GRANT OPTION" if grantable else "")
+            )
+        )
 
 
 def replace_with_shadow(cur: cursor, file_config: FileConfig, table: TableConfig, lock_timeout_s: int = 120) -> None:
@@ -325,14 +376,25 @@ def replace_with_shadow(cur: cursor, file_config: FileConfig, table: TableConfig
         cur.execute(sql.SQL("DROP TABLE {}").format(canonical))
     cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(shadow_relation, sql.Identifier(table.bronze_table)))
     final, temporary = object_names(table.bronze_table), object_names(shadow)
-    cur.execute(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
-        canonical, sql.Identifier(temporary["position"]), sql.Identifier(final["position"])))
+    cur.execute(
+        sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+            canonical, sql.Identifier(temporary["position"]), sql.Identifier(final["position"])
+        )
+    )
     for index in ("record_key", "ingested_at"):
-        cur.execute(sql.SQL("ALTER INDEX {}.{} RENAME TO {}").format(
-            schema, sql.Identifier(temporary[index]), sql.Identifier(final[index])))
+        cur.execute(
+            sql.SQL("ALTER INDEX {}.{} RENAME TO {}").format(
+                schema, sql.Identifier(temporary[index]), sql.Identifier(final[index])
+            )
+        )
     _bookkeeping(cur, file_config, "DELETE FROM {meta}.{table} WHERE bronze_table = %s", table.bronze_table)
-    _bookkeeping(cur, file_config, "UPDATE {meta}.{table} SET bronze_table = %s WHERE bronze_table = %s",
-                 table.bronze_table, shadow)
+    _bookkeeping(
+        cur,
+        file_config,
+        "UPDATE {meta}.{table} SET bronze_table = %s WHERE bronze_table = %s",
+        table.bronze_table,
+        shadow,
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ class ServiceUnreachable(Exception):
     """A service cannot be reached or refuses us. The message names the setting."""
 
 
-def explain_pg_error(exc: psycopg2.OperationalError, host: str, port: int, user: str, prefix: str = "PG",
-                     role: str | None = None) -> str:
+def explain_pg_error(
+    exc: psycopg2.OperationalError, host: str, port: int, user: str, prefix: str = "PG", role: str | None = None
+) -> str:
     """One line naming the setting to fix. `role` is the prefix of the user and password
     settings when they differ from the server's (the reader: BI_PG_READER_*)."""
     role = role or prefix

@@ -29,8 +29,13 @@ def admin(settings: Settings, timeout: float = 5.0) -> AdminClient:
     return AdminClient(client_config(settings, **{"socket.timeout.ms": int(timeout * 1000)}))
 
 
-_TRANSPORT_CODES = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
-                    KafkaError._RESOLVE, KafkaError.REQUEST_TIMED_OUT}
+_TRANSPORT_CODES = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT,
+    KafkaError._RESOLVE,
+    KafkaError.REQUEST_TIMED_OUT,
+}
 
 
 def _is_transport(exc: KafkaException) -> bool:
@@ -46,8 +51,9 @@ def _reason(exc: KafkaException) -> str:
 def broker_unreachable(settings: Settings, exc: KafkaException) -> ServiceUnreachable:
     """The one line for a broker that does not answer, naming the setting to fix (librdkafka's
     own lines are silenced by client_config: this is the only report)."""
-    return ServiceUnreachable(f"BI_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: cannot connect to the Kafka broker "
-                              f"({_reason(exc)})")
+    return ServiceUnreachable(
+        f"BI_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: cannot connect to the Kafka broker ({_reason(exc)})"
+    )
 
 
 def probe_broker(settings: Settings, timeout: float = 1.0) -> tuple[bool, str]:
@@ -74,8 +80,9 @@ def ensure_topic(settings: Settings, topic: str, partitions: int = 1) -> None:
                 continue
             if _is_transport(exc):
                 raise broker_unreachable(settings, exc) from None
-            raise RuntimeError(f"Kafka at {settings.kafka_bootstrap} refused to create topic {topic}: "
-                               f"{_reason(exc)}") from None
+            raise RuntimeError(
+                f"Kafka at {settings.kafka_bootstrap} refused to create topic {topic}: {_reason(exc)}"
+            ) from None
 
 
 @dataclass
@@ -87,13 +94,18 @@ class PartitionOffsets:
 
 def topic_offsets(settings: Settings, topic: str, timeout: float = 5.0) -> list[PartitionOffsets] | None:
     """Low and high watermarks of every partition, or None if the topic does not exist."""
-    consumer = Consumer(client_config(settings, **{
-        "group.id": "bi-console-offsets",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "fetch.wait.max.ms": 50,
-        "socket.timeout.ms": int(timeout * 1000),
-    }))
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": "bi-console-offsets",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 50,
+                "socket.timeout.ms": int(timeout * 1000),
+            },
+        )
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
         info = metadata.topics.get(topic)

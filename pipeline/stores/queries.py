@@ -109,8 +109,9 @@ class _Cursor:
     def __enter__(self) -> cursor:
         return self.cur
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         if self.own:
             self.cur.close()
 
@@ -126,8 +127,9 @@ def _exists(cur: cursor, schema: str, name: str) -> bool:
     return bool(row and row[0])
 
 
-def fetch(conn: connection | cursor, statement: str | sql.Composable,
-          params: tuple[Any, ...] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def fetch(
+    conn: connection | cursor, statement: str | sql.Composable, params: tuple[Any, ...] | dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Run any statement (e.g. one of RUNBOOK_VALIDATION_SQL) and return its rows as dicts."""
     with _Cursor(conn) as cur:
         cur.execute(statement, params)
@@ -152,9 +154,15 @@ def layer_counts(conn: connection | cursor, file_config: FileConfig, table: Tabl
 
         bronze = _rel(*rel["bronze"])
         staging = _rel(*rel["staging"])
-        out.append({"layer": LAYER_BRONZE, "records": count(bronze_ok, sql.SQL("SELECT count(*) FROM {}").format(bronze))})
-        out.append({"layer": LAYER_BRONZE_KEYS,
-                    "records": count(bronze_ok, sql.SQL(_BRONZE_DISTINCT_KEYS).format(bronze=bronze))})
+        out.append(
+            {"layer": LAYER_BRONZE, "records": count(bronze_ok, sql.SQL("SELECT count(*) FROM {}").format(bronze))}
+        )
+        out.append(
+            {
+                "layer": LAYER_BRONZE_KEYS,
+                "records": count(bronze_ok, sql.SQL(_BRONZE_DISTINCT_KEYS).format(bronze=bronze)),
+            }
+        )
         staging_all = staging_active = None
         if staging_ok:
             # One scan for both counts.
@@ -162,12 +170,18 @@ def layer_counts(conn: connection | cursor, file_config: FileConfig, table: Tabl
             staging_all, staging_active = (int(v) for v in one_row(cur))
         out.append({"layer": LAYER_STAGING_ALL, "records": staging_all})
         out.append({"layer": LAYER_STAGING_ACTIVE, "records": staging_active})
-        out.append({"layer": LAYER_MARTS,
-                    "records": count(marts_ok, sql.SQL("SELECT count(*) FROM {}").format(_rel(*rel["marts"])))})
+        out.append(
+            {
+                "layer": LAYER_MARTS,
+                "records": count(marts_ok, sql.SQL("SELECT count(*) FROM {}").format(_rel(*rel["marts"]))),
+            }
+        )
     return out
 
 
-def supplier_distribution(conn: connection | cursor, file_config: FileConfig, table: TableConfig) -> list[dict[str, Any]]:
+def supplier_distribution(
+    conn: connection | cursor, file_config: FileConfig, table: TableConfig
+) -> list[dict[str, Any]]:
     """Rows {'supplier_name', 'product_count', 'percentage'} (percentage: Decimal, 2 places), largest first."""
     marts = _rel(*relations(file_config, table)["marts"])
     statement = sql.SQL(
@@ -178,7 +192,9 @@ def supplier_distribution(conn: connection | cursor, file_config: FileConfig, ta
     return fetch(conn, statement)
 
 
-def multilingual_coverage(conn: connection | cursor, file_config: FileConfig, table: TableConfig) -> list[dict[str, Any]]:
+def multilingual_coverage(
+    conn: connection | cursor, file_config: FileConfig, table: TableConfig
+) -> list[dict[str, Any]]:
     """Rows {'multilingual_status', 'product_count'}, largest first."""
     marts = _rel(*relations(file_config, table)["marts"])
     statement = sql.SQL(

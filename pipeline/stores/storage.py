@@ -72,11 +72,13 @@ class RawStore:
                 # protected: over plain HTTP the server checks the signed SHA-256 of the payload,
                 # over HTTPS TLS protects both ways; an object put without a checksum has none
                 # for a get to validate.
-                config=Config(connect_timeout=timeout,
-                              read_timeout=max(timeout, 30) if read_timeout is None else read_timeout,
-                              retries={"max_attempts": retries, "mode": "standard"},
-                              request_checksum_calculation="when_required",
-                              response_checksum_validation="when_required"),
+                config=Config(
+                    connect_timeout=timeout,
+                    read_timeout=max(timeout, 30) if read_timeout is None else read_timeout,
+                    retries={"max_attempts": retries, "mode": "standard"},
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
             )
         except ValueError as exc:  # botocore: "Invalid endpoint: ..."
             raise ConfigError(f"BI_S3_ENDPOINT={settings.s3_endpoint}: {exc}") from None
@@ -95,8 +97,9 @@ class RawStore:
         if code in _KEY_CODES:
             return S3Refused(f"{_KEY_CODES[code]}: S3 at {endpoint} refused the credentials ({code})")
         if code in _DENIED_CODES:
-            return S3Refused(f"BI_S3_ACCESS_KEY/BI_S3_SECRET_KEY: S3 at {endpoint} denied access to "
-                                      f"bucket {self.bucket} ({code})")
+            return S3Refused(
+                f"BI_S3_ACCESS_KEY/BI_S3_SECRET_KEY: S3 at {endpoint} denied access to bucket {self.bucket} ({code})"
+            )
         if _no_bucket(exc):
             return S3Refused(f"BI_S3_BUCKET={self.bucket}: no such bucket at {endpoint}")
         if status >= 500:
@@ -172,6 +175,7 @@ class RawStore:
         keys = [o["Key"] for o in self.list(prefix)]
         with self._named_failures():
             for i in range(0, len(keys), 1000):
-                self.client.delete_objects(Bucket=self.bucket,
-                                           Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+                self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True}
+                )
         return len(keys)

@@ -29,6 +29,7 @@ from pipeline.superset.provision import (
 
 # --------------------------------------------------------------------------- cache
 
+
 def parse_dttm(value: Any) -> datetime | None:
     """Superset's cached_dttm is naive UTC ISO text."""
     if not value:
@@ -40,8 +41,9 @@ def parse_dttm(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _resolve_datasets(client: SupersetClient, settings: Settings, datasets: Iterable[str] | None,
-                      database_id: int) -> dict[str, int]:
+def _resolve_datasets(
+    client: SupersetClient, settings: Settings, datasets: Iterable[str] | None, database_id: int
+) -> dict[str, int]:
     wanted = list(datasets) if datasets is not None else [f"{s}.{t}" for s, t in dataset_names(settings)]
     found: dict[str, int] = {}
     for name in wanted:
@@ -65,8 +67,9 @@ def invalidate_and_warm(settings: Settings, datasets: Iterable[str] | None = Non
     with SupersetClient.from_settings(settings) as client:
         database = find_database(client)
         if database is None:
-            raise SupersetApiError(f"{client.base_url}: database connection {DATABASE_NAME!r} does not exist; "
-                                   "provision Superset first")
+            raise SupersetApiError(
+                f"{client.base_url}: database connection {DATABASE_NAME!r} does not exist; provision Superset first"
+            )
         found = _resolve_datasets(client, settings, datasets, int(database["id"]))
         if datasets is not None:
             for name in datasets:
@@ -91,8 +94,13 @@ def invalidate_and_warm(settings: Settings, datasets: Iterable[str] | None = Non
                 except SupersetApiError as exc:
                     failed.append({"id": chart["id"], "name": chart.get("slice_name"), "error": str(exc)})
                     log(f"superset: chart {chart.get('slice_name')!r} not warmed: {exc}")
-        return {"datasets": list(found), "invalidated": len(uids), "charts_warmed": warmed,
-                "charts_failed": failed, "seconds": round(time.monotonic() - started, 2)}
+        return {
+            "datasets": list(found),
+            "invalidated": len(uids),
+            "charts_warmed": warmed,
+            "charts_failed": failed,
+            "seconds": round(time.monotonic() - started, 2),
+        }
 
 
 def chart_cache_entry(chart_id: int, name: str, result: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
@@ -130,8 +138,11 @@ def cache_status(settings: Settings, spec: DashboardSpec = PRODUCT_CATALOG) -> d
                     charts.append({"id": chart["id"], "name": chart.get("slice_name"), "error": str(exc)})
         ages = [c["age_seconds"] for c in charts if c.get("is_cached")]
         return {
-            "database": None if database is None else {
-                "id": database["id"], "name": database.get("database_name"),
+            "database": None
+            if database is None
+            else {
+                "id": database["id"],
+                "name": database.get("database_name"),
                 "cache_timeout": database.get("cache_timeout"),
             },
             "dashboard": None if dashboard is None else {"id": dashboard["id"], "title": spec.title},
@@ -149,7 +160,8 @@ def set_cache_timeout(settings: Settings, seconds: int | None) -> dict[str, Any]
     with SupersetClient.from_settings(settings) as client:
         database = find_database(client)
         if database is None:
-            raise SupersetApiError(f"{client.base_url}: database connection {DATABASE_NAME!r} does not exist; "
-                                   "provision Superset first")
+            raise SupersetApiError(
+                f"{client.base_url}: database connection {DATABASE_NAME!r} does not exist; provision Superset first"
+            )
         client.put(f"/api/v1/database/{database['id']}", {"cache_timeout": seconds})
         return {"id": database["id"], "name": DATABASE_NAME, "cache_timeout": seconds}

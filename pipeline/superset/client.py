@@ -41,6 +41,7 @@ class SupersetUnreachable(SupersetApiError, ServiceUnreachable):
 
 # --------------------------------------------------------------------------- rison
 
+
 def rison(value: Any) -> str:
     """Encode a value as Rison, the query-string notation of Superset's list endpoints."""
     if value is None:
@@ -61,6 +62,7 @@ def rison(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------- client
+
 
 class SupersetClient:
     """Bearer token from /security/login plus the CSRF token and its session cookie,
@@ -92,9 +94,18 @@ class SupersetClient:
     # -- auth
 
     def login(self) -> None:
-        body = self._request("POST", "/api/v1/security/login", json={
-            "username": self._username, "password": self._password, "provider": "db", "refresh": False,
-        }, auth=False, timeout=LOGIN_TIMEOUT)
+        body = self._request(
+            "POST",
+            "/api/v1/security/login",
+            json={
+                "username": self._username,
+                "password": self._password,
+                "provider": "db",
+                "refresh": False,
+            },
+            auth=False,
+            timeout=LOGIN_TIMEOUT,
+        )
         token = body.get("access_token") if isinstance(body, dict) else None
         if not token:
             raise SupersetApiError(f"POST {self.base_url}/api/v1/security/login: no access_token in the answer")
@@ -108,19 +119,27 @@ class SupersetClient:
 
     # -- transport
 
-    def _request(self, method: str, path: str, *, auth: bool = True, csrf: bool = True,
-                 timeout: float | None = None, **kwargs: Any) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: bool = True,
+        csrf: bool = True,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         url = self.base_url + path
         try:
             response = self._http.request(method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs)
         except httpx.TimeoutException:
             raise SupersetUnreachable(f"{method} {url}: timed out", url=url) from None
         except httpx.HTTPError as exc:
-            raise SupersetUnreachable(f"{method} {url}: {type(exc).__name__}: {exc}".splitlines()[0],
-                                      url=url) from None
+            raise SupersetUnreachable(f"{method} {url}: {type(exc).__name__}: {exc}".splitlines()[0], url=url) from None
         if response.status_code >= 400:
-            raise SupersetApiError(f"{method} {url} -> {response.status_code}: {_reason(response)}",
-                                   status=response.status_code, url=url)
+            raise SupersetApiError(
+                f"{method} {url} -> {response.status_code}: {_reason(response)}", status=response.status_code, url=url
+            )
         if not response.content:
             return None
         try:
@@ -145,8 +164,7 @@ class SupersetClient:
         rows: list[dict[str, Any]] = []
         page = 0
         while True:
-            q = rison({"filters": [{"col": column, "opr": "eq", "value": value}],
-                       "page": page, "page_size": page_size})
+            q = rison({"filters": [{"col": column, "opr": "eq", "value": value}], "page": page, "page_size": page_size})
             body = self.get(f"/api/v1/{resource}/", params={"q": q})
             batch = body.get("result", [])
             rows.extend(batch)

@@ -7,9 +7,15 @@ from typing import Any
 
 # --------------------------------------------------------------------------- dashboard specs
 
+
 def _metric(label: str, sql: str) -> dict[str, Any]:
-    return {"expressionType": "SQL", "sqlExpression": sql, "label": label, "hasCustomLabel": True,
-            "optionName": f"metric_{label}"}
+    return {
+        "expressionType": "SQL",
+        "sqlExpression": sql,
+        "label": label,
+        "hasCustomLabel": True,
+        "optionName": f"metric_{label}",
+    }
 
 
 COUNT = _metric("product_count", "COUNT(*)")
@@ -46,19 +52,38 @@ PRODUCT_CATALOG = DashboardSpec(
     table="product",
     charts=(
         ChartSpec("active", "Product Catalog: Active products", "big_number_total", (COUNT,)),
-        ChartSpec("supplier", "Product Catalog: Supplier distribution", "table",
-                  (COUNT, _metric("percentage", "ROUND(100.0 * COUNT(*) / SUM(COUNT(*)) OVER (), 2)")),
-                  groupby=("supplier_name",), requires=("supplier_name",)),
-        ChartSpec("multilingual", "Product Catalog: Multilingual coverage", "pie", (COUNT,),
-                  groupby=("multilingual_status",), requires=("multilingual_status",)),
+        ChartSpec(
+            "supplier",
+            "Product Catalog: Supplier distribution",
+            "table",
+            (COUNT, _metric("percentage", "ROUND(100.0 * COUNT(*) / SUM(COUNT(*)) OVER (), 2)")),
+            groupby=("supplier_name",),
+            requires=("supplier_name",),
+        ),
+        ChartSpec(
+            "multilingual",
+            "Product Catalog: Multilingual coverage",
+            "pie",
+            (COUNT,),
+            groupby=("multilingual_status",),
+            requires=("multilingual_status",),
+        ),
         ChartSpec("flags", "Product Catalog: Business flags", "table", (COUNT,), optional_flags=FLAG_COLUMNS),
-        ChartSpec("freshness", "Product Catalog: Data freshness", "table", (
-            _metric("latest_source_update", "MAX(last_modified_in_source)"),
-            _metric("latest_ingest", "MAX(ingested_timestamp)"),
-            _metric("data_age_minutes",
-                    "ROUND(CAST(EXTRACT(EPOCH FROM (CURRENT_TIMESTAMP - MAX(ingested_timestamp))) / 60 AS numeric), 1)"),
-            COUNT,
-        ), requires=("last_modified_in_source", "ingested_timestamp")),
+        ChartSpec(
+            "freshness",
+            "Product Catalog: Data freshness",
+            "table",
+            (
+                _metric("latest_source_update", "MAX(last_modified_in_source)"),
+                _metric("latest_ingest", "MAX(ingested_timestamp)"),
+                _metric(
+                    "data_age_minutes",
+                    "ROUND(CAST(EXTRACT(EPOCH FROM (CURRENT_TIMESTAMP - MAX(ingested_timestamp))) / 60 AS numeric), 1)",
+                ),
+                COUNT,
+            ),
+            requires=("last_modified_in_source", "ingested_timestamp"),
+        ),
     ),
 )
 
@@ -80,20 +105,55 @@ def chart_definition(spec: ChartSpec, dataset_id: int, columns: set[str]) -> tup
     datasource = f"{dataset_id}__table"
     groupby = list(spec.groupby)
     if spec.viz_type == "big_number_total":
-        form_data = {"viz_type": spec.viz_type, "datasource": datasource, "metric": metrics[0],
-                     "adhoc_filters": [], "header_font_size": 0.4, "subheader_font_size": 0.15,
-                     "y_axis_format": "SMART_NUMBER", "time_format": "smart_date"}
+        form_data = {
+            "viz_type": spec.viz_type,
+            "datasource": datasource,
+            "metric": metrics[0],
+            "adhoc_filters": [],
+            "header_font_size": 0.4,
+            "subheader_font_size": 0.15,
+            "y_axis_format": "SMART_NUMBER",
+            "time_format": "smart_date",
+        }
     elif spec.viz_type == "pie":
-        form_data = {"viz_type": spec.viz_type, "datasource": datasource, "groupby": groupby, "metric": metrics[0],
-                     "adhoc_filters": [], "row_limit": 100, "sort_by_metric": True, "color_scheme": "supersetColors",
-                     "show_labels": True, "label_type": "key_value_percent", "show_legend": True,
-                     "legendType": "scroll", "legendOrientation": "top", "number_format": "SMART_NUMBER",
-                     "labels_outside": True, "outerRadius": 70, "innerRadius": 30, "donut": False}
+        form_data = {
+            "viz_type": spec.viz_type,
+            "datasource": datasource,
+            "groupby": groupby,
+            "metric": metrics[0],
+            "adhoc_filters": [],
+            "row_limit": 100,
+            "sort_by_metric": True,
+            "color_scheme": "supersetColors",
+            "show_labels": True,
+            "label_type": "key_value_percent",
+            "show_legend": True,
+            "legendType": "scroll",
+            "legendOrientation": "top",
+            "number_format": "SMART_NUMBER",
+            "labels_outside": True,
+            "outerRadius": 70,
+            "innerRadius": 30,
+            "donut": False,
+        }
     else:
-        form_data = {"viz_type": "table", "datasource": datasource, "query_mode": "aggregate", "groupby": groupby,
-                     "metrics": metrics, "all_columns": [], "percent_metrics": [], "adhoc_filters": [],
-                     "order_by_cols": [], "row_limit": 1000, "server_page_length": 10, "order_desc": True,
-                     "table_timestamp_format": "smart_date", "show_cell_bars": True, "color_pn": True}
+        form_data = {
+            "viz_type": "table",
+            "datasource": datasource,
+            "query_mode": "aggregate",
+            "groupby": groupby,
+            "metrics": metrics,
+            "all_columns": [],
+            "percent_metrics": [],
+            "adhoc_filters": [],
+            "order_by_cols": [],
+            "row_limit": 1000,
+            "server_page_length": 10,
+            "order_desc": True,
+            "table_timestamp_format": "smart_date",
+            "show_cell_bars": True,
+            "color_pn": True,
+        }
     query = {
         "columns": groupby,
         "metrics": metrics,

@@ -61,6 +61,7 @@ def _noop(_: str) -> None:
 
 # --------------------------------------------------------------------------- paths
 
+
 def superset_home(settings: Settings) -> Path:
     return Path(settings.data_dir) / "superset"
 
@@ -102,6 +103,7 @@ def health_url(settings: Settings) -> str:
 
 # --------------------------------------------------------------------------- secrets
 
+
 def require_secrets(settings: Settings) -> tuple[str, str]:
     """The secret key and admin password, or ConfigError. There is no default for either."""
     key = settings.superset_secret_key
@@ -110,7 +112,8 @@ def require_secrets(settings: Settings) -> tuple[str, str]:
     if len(key) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(
             f"BI_SUPERSET_SECRET_KEY is {len(key)} characters; Superset needs at least {MIN_SECRET_KEY_LENGTH} "
-            "(run `bi-console init` to generate one)")
+            "(run `bi-console init` to generate one)"
+        )
     password = settings.superset_password
     if not password:
         raise ConfigError("BI_SUPERSET_PASSWORD is not set; run `bi-console init` to generate one")
@@ -119,10 +122,14 @@ def require_secrets(settings: Settings) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- processes
 
+
 def _clean_env() -> dict[str, str]:
     """The parent's environment minus the project venv and bi-console's own secrets."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("BI_") and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("BI_") and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+    }
     return env
 
 
@@ -131,27 +138,45 @@ def superset_env(settings: Settings) -> dict[str, str]:
     key, _ = require_secrets(settings)
     venv = venv_dir(settings)
     env = _clean_env()
-    env.update({
-        "VIRTUAL_ENV": str(venv),
-        "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        "SUPERSET_CONFIG_PATH": str(config_path(settings)),
-        "SUPERSET_HOME": str(superset_home(settings)),
-        "SUPERSET_SECRET_KEY": key,
-        "FLASK_APP": "superset.app:create_app()",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    })
+    env.update(
+        {
+            "VIRTUAL_ENV": str(venv),
+            "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "SUPERSET_CONFIG_PATH": str(config_path(settings)),
+            "SUPERSET_HOME": str(superset_home(settings)),
+            "SUPERSET_SECRET_KEY": key,
+            "FLASK_APP": "superset.app:create_app()",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
     return env
 
 
-def _stream(argv: Sequence[str], log: Log, *, env: dict[str, str] | None = None, timeout: float,
-            what: str, cwd: Path | None = None) -> list[str]:
+def _stream(
+    argv: Sequence[str],
+    log: Log,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float,
+    what: str,
+    cwd: Path | None = None,
+) -> list[str]:
     """Run argv, sending each output line to log as it comes. Returns the lines."""
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     try:
-        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=cwd, text=True, bufsize=1, start_new_session=True)
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
     except OSError as exc:
         raise SupersetInstallError(f"{what}: cannot start {argv[0]}: {exc}") from None
     try:
@@ -188,6 +213,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- venv
 
+
 def _wanted() -> dict[str, Any]:
     return {"spec": SUPERSET_SPEC, "extras": list(EXTRA_PACKAGES)}
 
@@ -220,27 +246,50 @@ def install_venv(venv: Path, log: Log = _noop) -> str:
         python = _bin(venv, "python")
         if not python.exists():
             log(f"creating virtualenv {venv}")
-            _stream([sys.executable, "-m", "venv", str(venv)], log, timeout=300, what="python -m venv",
-                    env=_clean_env())
+            _stream(
+                [sys.executable, "-m", "venv", str(venv)], log, timeout=300, what="python -m venv", env=_clean_env()
+            )
         log(f"installing {SUPERSET_SPEC} {' '.join(EXTRA_PACKAGES)} (several minutes on first use)")
-        _stream([str(python), "-m", "pip", "install", "--progress-bar", "off", "--no-input",
-                 SUPERSET_SPEC, *EXTRA_PACKAGES], log, timeout=PIP_TIMEOUT, what="pip install apache-superset",
-                env=_clean_env())
-        out = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('apache-superset'))"],
-                             capture_output=True, text=True, env=_clean_env(), timeout=60)
+        _stream(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--progress-bar",
+                "off",
+                "--no-input",
+                SUPERSET_SPEC,
+                *EXTRA_PACKAGES,
+            ],
+            log,
+            timeout=PIP_TIMEOUT,
+            what="pip install apache-superset",
+            env=_clean_env(),
+        )
+        out = subprocess.run(
+            [str(python), "-c", "import importlib.metadata as m; print(m.version('apache-superset'))"],
+            capture_output=True,
+            text=True,
+            env=_clean_env(),
+            timeout=60,
+        )
         version = out.stdout.strip()
         if out.returncode != 0 or not version:
-            raise SupersetInstallError(f"pip install apache-superset: package not importable afterwards: "
-                                       f"{out.stderr.strip().splitlines()[-1:] or out.returncode}")
-        (venv / MARKER).write_text(json.dumps({**_wanted(), "version": version,
-                                               "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+            raise SupersetInstallError(
+                f"pip install apache-superset: package not importable afterwards: "
+                f"{out.stderr.strip().splitlines()[-1:] or out.returncode}"
+            )
+        (venv / MARKER).write_text(
+            json.dumps({**_wanted(), "version": version, "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        )
         log(f"Superset {version} installed in {venv}")
         return version
 
 
 # --------------------------------------------------------------------------- config
 
-_CONFIG_TEMPLATE = '''\
+_CONFIG_TEMPLATE = """\
 # Written by bi-console (pipeline/superset/install.py); rewritten on every start.
 # It holds no secret: SECRET_KEY comes from the environment bi-console starts Superset with.
 import os
@@ -282,7 +331,7 @@ FEATURE_FLAGS = {{
 SUPERSET_WEBSERVER_ADDRESS = "127.0.0.1"
 SUPERSET_WEBSERVER_PORT = {port}
 ROW_LIMIT = 50000
-'''
+"""
 
 
 def write_config(settings: Settings) -> Path:
@@ -309,7 +358,7 @@ def write_config(settings: Settings) -> Path:
 
 # Runs inside Superset's venv: creates the admin or resets its password. The password
 # comes through the environment so that it never appears in a process listing.
-_ADMIN_SCRIPT = r'''
+_ADMIN_SCRIPT = r"""
 import os, sys
 from superset.app import create_app
 app = create_app()
@@ -332,7 +381,7 @@ with app.app_context():
             user.roles.append(role)
             sm.update_user(user)
         print("updated admin user " + username)
-'''
+"""
 
 
 def _admin_fingerprint(settings: Settings) -> str:
@@ -368,8 +417,9 @@ def initialise(settings: Settings, version: str, log: Log = _noop) -> None:
         log(f"superset admin user {settings.superset_user}")
         _, password = require_secrets(settings)
         admin_env = dict(env, BI_CONSOLE_ADMIN_USER=settings.superset_user, BI_CONSOLE_ADMIN_PASSWORD=password)
-        _stream([python, "-c", _ADMIN_SCRIPT], log, env=admin_env, timeout=CLI_TIMEOUT,
-                what="superset admin user", cwd=home)
+        _stream(
+            [python, "-c", _ADMIN_SCRIPT], log, env=admin_env, timeout=CLI_TIMEOUT, what="superset admin user", cwd=home
+        )
         state["admin"] = fingerprint
         _write_state(settings, state)
 
@@ -399,6 +449,7 @@ def ensure_installed(settings: Settings, log: Log = _noop) -> str:
 
 # --------------------------------------------------------------------------- serving
 
+
 def run_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """argv and environment that serve Superset on 127.0.0.1:<port of BI_SUPERSET_URL>.
 
@@ -409,14 +460,37 @@ def run_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     env = superset_env(settings)
     venv = venv_dir(settings)
     if installed_version(venv) is None or not config_path(settings).exists():
-        raise SupersetInstallError(f"Superset is not installed in {superset_home(settings)}; "
-                                   "run ensure_installed (the Superset install step) first")
+        raise SupersetInstallError(
+            f"Superset is not installed in {superset_home(settings)}; "
+            "run ensure_installed (the Superset install step) first"
+        )
     gunicorn = _bin(venv, "gunicorn")
     if gunicorn.exists():
-        argv = [str(gunicorn), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread",
-                "--threads", "8", "--timeout", "120", "--graceful-timeout", "10", "--limit-request-line", "0",
-                "--limit-request-field_size", "0", "--access-logfile", "-", "--error-logfile", "-",
-                "--chdir", str(superset_home(settings))]
+        argv = [
+            str(gunicorn),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "8",
+            "--timeout",
+            "120",
+            "--graceful-timeout",
+            "10",
+            "--limit-request-line",
+            "0",
+            "--limit-request-field_size",
+            "0",
+            "--access-logfile",
+            "-",
+            "--error-logfile",
+            "-",
+            "--chdir",
+            str(superset_home(settings)),
+        ]
         if _gunicorn_has_control_socket(venv):
             # gunicorn >= 24 opens ~/.gunicorn/gunicorn.ctl by default: one path for every
             # gunicorn of the user, which another instance would clobber. Not needed here.
@@ -454,8 +528,9 @@ def is_healthy(settings: Settings, timeout: float = 3.0) -> bool:
     return health(settings, timeout)[0]
 
 
-def wait_until_healthy(settings: Settings, timeout: float = 180.0, *, interval: float = 0.5,
-                       alive: Callable[[], bool] | None = None) -> float:
+def wait_until_healthy(
+    settings: Settings, timeout: float = 180.0, *, interval: float = 0.5, alive: Callable[[], bool] | None = None
+) -> float:
     """Poll /health until "OK"; returns the seconds waited. `alive` lets a caller stop early
     when the server process died."""
     start = time.monotonic()

@@ -23,6 +23,7 @@ DEFAULT_DATABASE_CACHE_TIMEOUT = 300
 
 # --------------------------------------------------------------------------- provisioning
 
+
 def managed_tables(settings: Settings) -> list[TableConfig]:
     """Tables that get Superset datasets: the validated ones (those with suites), so that no
     chart reads a table no quality check covers, and those a managed dashboard reads."""
@@ -46,14 +47,17 @@ def superset_pg_address(settings: Settings) -> tuple[str, int]:
 
 def reader_uri(settings: Settings) -> str:
     host, port = superset_pg_address(settings)
-    return (f"postgresql+psycopg2://{quote(settings.pg_reader_user, safe='')}:"
-            f"{quote(settings.pg_reader_password, safe='')}@{host}:{port}/"
-            f"{quote(settings.pg_database, safe='')}")
+    return (
+        f"postgresql+psycopg2://{quote(settings.pg_reader_user, safe='')}:"
+        f"{quote(settings.pg_reader_password, safe='')}@{host}:{port}/"
+        f"{quote(settings.pg_database, safe='')}"
+    )
 
 
 def find_database(client: SupersetClient) -> dict[str, Any] | None:
-    rows = [r for r in client.find("database", "database_name", DATABASE_NAME)
-            if r.get("database_name") == DATABASE_NAME]
+    rows = [
+        r for r in client.find("database", "database_name", DATABASE_NAME) if r.get("database_name") == DATABASE_NAME
+    ]
     if not rows:
         return None
     database: dict[str, Any] = client.get(f"/api/v1/database/{min(r['id'] for r in rows)}")["result"]
@@ -70,17 +74,21 @@ def ensure_database(client: SupersetClient, settings: Settings, log: Log = _noop
         "allow_cvas": False,
         "allow_run_async": False,
         "allow_file_upload": False,
-        "extra": json.dumps({
-            "allows_virtual_table_explore": True,
-            "engine_params": {"connect_args": {"application_name": "superset-bi-console", "connect_timeout": 10}},
-        }),
+        "extra": json.dumps(
+            {
+                "allows_virtual_table_explore": True,
+                "engine_params": {"connect_args": {"application_name": "superset-bi-console", "connect_timeout": 10}},
+            }
+        ),
     }
     existing = find_database(client)
     if existing is None:
         payload["cache_timeout"] = DEFAULT_DATABASE_CACHE_TIMEOUT
         created = client.post("/api/v1/database/", payload)
-        log(f"superset: created database connection {DATABASE_NAME!r} (id {created['id']}) as "
-            f"{settings.pg_reader_user}@{':'.join(map(str, superset_pg_address(settings)))}/{settings.pg_database}")
+        log(
+            f"superset: created database connection {DATABASE_NAME!r} (id {created['id']}) as "
+            f"{settings.pg_reader_user}@{':'.join(map(str, superset_pg_address(settings)))}/{settings.pg_database}"
+        )
         return int(created["id"])
     # The operator's cache timeout is kept; everything else is brought back to the settings.
     client.put(f"/api/v1/database/{existing['id']}", payload)
@@ -89,9 +97,13 @@ def ensure_database(client: SupersetClient, settings: Settings, log: Log = _noop
 
 
 def find_dataset(client: SupersetClient, database_id: int, schema: str, table: str) -> dict[str, Any] | None:
-    rows = [r for r in client.find("dataset", "table_name", table)
-            if r.get("table_name") == table and r.get("schema") == schema
-            and (r.get("database") or {}).get("id") == database_id]
+    rows = [
+        r
+        for r in client.find("dataset", "table_name", table)
+        if r.get("table_name") == table
+        and r.get("schema") == schema
+        and (r.get("database") or {}).get("id") == database_id
+    ]
     return min(rows, key=lambda r: r["id"]) if rows else None
 
 
@@ -140,14 +152,23 @@ def _position(title: str, charts: list[tuple[int, str]]) -> dict[str, Any]:
     for row_index in range(0, len(charts), 2):
         row_id = f"ROW-bi-console-{row_index // 2}"
         position["GRID_ID"]["children"].append(row_id)
-        row: dict[str, Any] = {"type": "ROW", "id": row_id, "children": [], "parents": ["ROOT_ID", "GRID_ID"],
-               "meta": {"background": "BACKGROUND_TRANSPARENT"}}
-        for chart_id, name in charts[row_index:row_index + 2]:
+        row: dict[str, Any] = {
+            "type": "ROW",
+            "id": row_id,
+            "children": [],
+            "parents": ["ROOT_ID", "GRID_ID"],
+            "meta": {"background": "BACKGROUND_TRANSPARENT"},
+        }
+        for chart_id, name in charts[row_index : row_index + 2]:
             key = f"CHART-bi-console-{chart_id}"
             row["children"].append(key)
-            position[key] = {"type": "CHART", "id": key, "children": [],
-                             "parents": ["ROOT_ID", "GRID_ID", row_id],
-                             "meta": {"chartId": chart_id, "sliceName": name, "width": 6, "height": 50}}
+            position[key] = {
+                "type": "CHART",
+                "id": key,
+                "children": [],
+                "parents": ["ROOT_ID", "GRID_ID", row_id],
+                "meta": {"chartId": chart_id, "sliceName": name, "width": 6, "height": 50},
+            }
         position[row_id] = row
     return position
 
@@ -157,8 +178,9 @@ def ensure_dashboard(client: SupersetClient, spec: DashboardSpec, dataset_id: in
     someone else added to the dashboard are kept, after the managed ones."""
     dashboard = find_dashboard(client, spec.title)
     if dashboard is None:
-        created = client.post("/api/v1/dashboard/", {"dashboard_title": spec.title, "slug": spec.slug,
-                                                     "published": True})
+        created = client.post(
+            "/api/v1/dashboard/", {"dashboard_title": spec.title, "slug": spec.slug, "published": True}
+        )
         dashboard_id = int(created["id"])
         log(f"superset: created dashboard {spec.title!r} (id {dashboard_id})")
     else:
@@ -195,21 +217,39 @@ def ensure_dashboard(client: SupersetClient, spec: DashboardSpec, dataset_id: in
             log(f"superset: updated chart {chart.title!r} (id {chart_id})")
         managed.append((chart_id, chart.title))
     managed_ids = {cid for cid, _ in managed}
-    others = [(int(c["id"]), c.get("slice_name", "")) for c in dashboard_charts(client, dashboard_id)
-              if int(c["id"]) not in managed_ids]
+    others = [
+        (int(c["id"]), c.get("slice_name", ""))
+        for c in dashboard_charts(client, dashboard_id)
+        if int(c["id"]) not in managed_ids
+    ]
     position = _position(spec.title, managed + sorted(others))
-    metadata = {"positions": position, "refresh_frequency": 0, "timed_refresh_immune_slices": [],
-                "expanded_slices": {}, "color_scheme": "", "label_colors": {}, "cross_filters_enabled": False}
-    client.put(f"/api/v1/dashboard/{dashboard_id}", {
-        "dashboard_title": spec.title,
-        "slug": spec.slug,
-        "published": True,
-        "position_json": json.dumps(position),
-        "json_metadata": json.dumps(metadata),
-    })
-    return {"id": dashboard_id, "title": spec.title, "charts": [cid for cid, _ in managed],
-            "other_charts": [cid for cid, _ in others], "skipped_charts": skipped,
-            "url": f"{client.base_url}/superset/dashboard/{spec.slug}/"}
+    metadata = {
+        "positions": position,
+        "refresh_frequency": 0,
+        "timed_refresh_immune_slices": [],
+        "expanded_slices": {},
+        "color_scheme": "",
+        "label_colors": {},
+        "cross_filters_enabled": False,
+    }
+    client.put(
+        f"/api/v1/dashboard/{dashboard_id}",
+        {
+            "dashboard_title": spec.title,
+            "slug": spec.slug,
+            "published": True,
+            "position_json": json.dumps(position),
+            "json_metadata": json.dumps(metadata),
+        },
+    )
+    return {
+        "id": dashboard_id,
+        "title": spec.title,
+        "charts": [cid for cid, _ in managed],
+        "other_charts": [cid for cid, _ in others],
+        "skipped_charts": skipped,
+        "url": f"{client.base_url}/superset/dashboard/{spec.slug}/",
+    }
 
 
 def provision(settings: Settings, log: Log = _noop) -> dict[str, Any]:

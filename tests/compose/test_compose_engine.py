@@ -37,10 +37,20 @@ ONE_SHOTS = {"superset-init"}
 # The project's own images, built here from their Dockerfiles: not stand-ins, and never
 # tagged with an upstream name either.
 LOCAL_TAGS = ["bi-console-superset:6.1.0-local"]
-STANDIN_TAGS = ["bi-console-standin-kafka-tansu:0.1.0", "bi-console-standin-s3-moto:0.1.0",
-                "bi-console-standin-postgres-debian:0.1.0", "bi-console-standin-connect-debezium-engine:0.1.0"]
-UPSTREAM_NAMES = ("apache/kafka", "minio/minio", "postgres:", "quay.io/debezium/connect", "mcr.microsoft.com/mssql",
-                  "apache/superset")
+STANDIN_TAGS = [
+    "bi-console-standin-kafka-tansu:0.1.0",
+    "bi-console-standin-s3-moto:0.1.0",
+    "bi-console-standin-postgres-debian:0.1.0",
+    "bi-console-standin-connect-debezium-engine:0.1.0",
+]
+UPSTREAM_NAMES = (
+    "apache/kafka",
+    "minio/minio",
+    "postgres:",
+    "quay.io/debezium/connect",
+    "mcr.microsoft.com/mssql",
+    "apache/superset",
+)
 BI_STEPS = "ingest,load,transform,test,validate,bi"
 
 
@@ -50,8 +60,9 @@ def test_standin_file_is_valid_compose_and_keeps_the_policy():
     assert [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(doc)] == []
     assert compose_policy_problems(doc, base_dir=STANDIN_FILE.parent) == []
     for name, service in doc["services"].items():
-        assert "standin" in service["image"] or service["image"] in LOCAL_TAGS, \
+        assert "standin" in service["image"] or service["image"] in LOCAL_TAGS, (
             f"{name} runs {service['image']}, not a stand-in image nor one of the project's own"
+        )
         assert not service["image"].startswith(UPSTREAM_NAMES), service["image"]
         assert service["pull_policy"] == "never"
     assert {doc["services"][name]["image"] for name in ("superset", "superset-init")} == set(LOCAL_TAGS)
@@ -64,8 +75,12 @@ def test_a_container_running_briefly_between_crashes_is_in_a_restart_loop():
 
     def attrs(restarts: int, up: float) -> dict:
         started = (datetime.now(timezone.utc) - timedelta(seconds=up)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return {"State": {"Status": "running", "Running": True, "Pid": 42, "ExitCode": 0, "StartedAt": started},
-                "RestartCount": restarts, "Config": {"Labels": {}}, "NetworkSettings": {"Ports": {}}}
+        return {
+            "State": {"Status": "running", "Running": True, "Pid": 42, "ExitCode": 0, "StartedAt": started},
+            "RestartCount": restarts,
+            "Config": {"Labels": {}},
+            "NetworkSettings": {"Ports": {}},
+        }
 
     looping = status_from_inspect("crashloop", attrs(4, 2))
     assert (looping.state, looping.healthy) == ("restarting", False)
@@ -90,8 +105,10 @@ def engine_or_skip():
             pytest.fail(f"{reason} (BI_REQUIRE_DOCKER=1: compose mode must be proven here)")
         pytest.skip(reason)
     version = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-    assert version.returncode == 0, ("the engine answers but `docker compose` does not work (install the Compose "
-                                     f"v2 CLI plugin; .ci/run does): {version.stderr.strip()}")
+    assert version.returncode == 0, (
+        "the engine answers but `docker compose` does not work (install the Compose "
+        f"v2 CLI plugin; .ci/run does): {version.stderr.strip()}"
+    )
     return client
 
 
@@ -100,20 +117,42 @@ class ComposeHandle(StackHandle):
     root: Path = Path()
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        result = subprocess.run(["docker", "compose", "-p", self.project, "-f", str(STANDIN_FILE),
-                                 "--env-file", str(self.env_file), *args],
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            ["docker", "compose", "-p", self.project, "-f", str(STANDIN_FILE), "--env-file", str(self.env_file), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode:
             # The fixture removes the containers, and with them the only evidence of why one failed.
             unhealthy = re.findall(rf"container {re.escape(self.project)}-(\S+)-1 is unhealthy", result.stderr)
             tails = "".join(
-                f"\n--- last 40 lines of {service} ---\n" + subprocess.run(
-                    ["docker", "compose", "-p", self.project, "-f", str(STANDIN_FILE), "--env-file",
-                     str(self.env_file), "logs", "--no-color", "--tail", "40", service],
-                    capture_output=True, text=True, timeout=60).stdout
-                for service in unhealthy)
-            raise AssertionError(f"docker compose {' '.join(args)} exited {result.returncode}: "
-                                 f"{result.stderr[-3000:]}{tails}")
+                f"\n--- last 40 lines of {service} ---\n"
+                + subprocess.run(
+                    [
+                        "docker",
+                        "compose",
+                        "-p",
+                        self.project,
+                        "-f",
+                        str(STANDIN_FILE),
+                        "--env-file",
+                        str(self.env_file),
+                        "logs",
+                        "--no-color",
+                        "--tail",
+                        "40",
+                        service,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                ).stdout
+                for service in unhealthy
+            )
+            raise AssertionError(
+                f"docker compose {' '.join(args)} exited {result.returncode}: {result.stderr[-3000:]}{tails}"
+            )
         return result
 
     def container(self, service: str):
@@ -149,8 +188,9 @@ def remove_by_label(client, project: str) -> list[str]:
 def project():
     client = engine_or_skip()
     started = time.monotonic()
-    build = subprocess.run([sys.executable, "-m", "cli.images", "build"], cwd=REPO, capture_output=True,
-                           text=True, timeout=1800)
+    build = subprocess.run(
+        [sys.executable, "-m", "cli.images", "build"], cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     print(f"images build: {time.monotonic() - started:.0f}s\n{build.stdout}", file=sys.stderr)
 
@@ -158,15 +198,26 @@ def project():
     root = Path(tempfile.mkdtemp(prefix="bi-console-compose-"))
     pg, kafka, s3, connect, superset = free_port(), free_port(), free_port(), free_port(), free_port()
     settings = make_settings(
-        root / "data", runtime="compose", compose_project_name=name,
-        compose_files=str(STANDIN_FILE), pg_port=pg, source_host="127.0.0.1", source_port=pg,
-        kafka_bootstrap=f"127.0.0.1:{kafka}", s3_endpoint=f"http://127.0.0.1:{s3}",
-        kafka_connect_url=f"http://127.0.0.1:{connect}", superset_url=f"http://127.0.0.1:{superset}",
-        superset_pg_host="postgres", superset_pg_port=5432)
+        root / "data",
+        runtime="compose",
+        compose_project_name=name,
+        compose_files=str(STANDIN_FILE),
+        pg_port=pg,
+        source_host="127.0.0.1",
+        source_port=pg,
+        kafka_bootstrap=f"127.0.0.1:{kafka}",
+        s3_endpoint=f"http://127.0.0.1:{s3}",
+        kafka_connect_url=f"http://127.0.0.1:{connect}",
+        superset_url=f"http://127.0.0.1:{superset}",
+        superset_pg_host="postgres",
+        superset_pg_port=5432,
+    )
     env_file = write_env(settings, root / ".env")
     with env_file.open("a") as f:  # the compose file's own variables: the host ports of the stand-ins
-        f.write(f"BI_STANDIN_KAFKA_PORT={kafka}\nBI_STANDIN_S3_PORT={s3}\nBI_STANDIN_CONNECT_PORT={connect}\n"
-                f"BI_SUPERSET_PORT={superset}\n")
+        f.write(
+            f"BI_STANDIN_KAFKA_PORT={kafka}\nBI_STANDIN_S3_PORT={s3}\nBI_STANDIN_CONNECT_PORT={connect}\n"
+            f"BI_SUPERSET_PORT={superset}\n"
+        )
     handle = ComposeHandle(settings=settings, runtime=ComposeRuntime(name, files=[STANDIN_FILE]), env_file=env_file)
     handle.project, handle.root, handle.client = name, root, client
     try:
@@ -196,8 +247,9 @@ def test_images_are_standins_by_name_and_rebuilds_are_skipped(project):
         assert "bi-console.standin-for" not in image.labels, tag
         assert not [t for t in image.tags if t.startswith(UPSTREAM_NAMES)], image.tags
     started = time.monotonic()
-    again = subprocess.run([sys.executable, "-m", "cli.images", "build"], cwd=REPO, capture_output=True, text=True,
-                           timeout=600, check=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "cli.images", "build"], cwd=REPO, capture_output=True, text=True, timeout=600, check=True
+    )
     assert again.stdout.count("up to date, not rebuilt") == 2 + len(LOCAL_TAGS) + len(STANDIN_TAGS), again.stdout
     assert "wheelhouse: up to date" in again.stdout
     assert "superset wheelhouse: up to date" in again.stdout
@@ -213,16 +265,24 @@ def test_status_lists_every_container_with_state_health_and_uptime(project):
     for name, status in by_name.items():
         attrs = project.container(name).attrs
         if name in ONE_SHOTS:
-            assert (status["state"], status["healthy"], status["health_detail"]) == \
-                ("exited", True, "completed (exit code 0)"), status
+            assert (status["state"], status["healthy"], status["health_detail"]) == (
+                "exited",
+                True,
+                "completed (exit code 0)",
+            ), status
             continue
         assert (status["state"], status["healthy"]) == ("running", True), status
         assert status["pid"] == attrs["State"]["Pid"]
         assert status["uptime_seconds"] > 0
-        published = {int(b["HostPort"]) for bindings in attrs["NetworkSettings"]["Ports"].values() for b in bindings or []}
+        published = {
+            int(b["HostPort"]) for bindings in attrs["NetworkSettings"]["Ports"].values() for b in bindings or []
+        }
         assert status["ports"] == sorted(published)
-        assert all(b["HostIp"] == "127.0.0.1" for bindings in attrs["NetworkSettings"]["Ports"].values()
-                   for b in bindings or [])
+        assert all(
+            b["HostIp"] == "127.0.0.1"
+            for bindings in attrs["NetworkSettings"]["Ports"].values()
+            for b in bindings or []
+        )
     assert by_name["postgres"]["ports"] == [project.settings.pg_port]
     assert by_name["superset"]["ports"] == [int(project.settings.superset_url.rsplit(":", 1)[1])]
 
@@ -231,8 +291,24 @@ def test_logs_show_and_follow_a_container(project):
     result = project.cli("stack", "logs", "postgres", "-n", "500")
     assert result.returncode == 0, result.stderr
     assert "postgres stand-in: ready" in result.stdout
-    follow = subprocess.Popen([sys.executable, "-m", "cli.main", "--env-file", str(project.env_file), "stack", "logs",
-                               "kafka-connect", "-f", "-n", "0"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    follow = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "--env-file",
+            str(project.env_file),
+            "stack",
+            "logs",
+            "kafka-connect",
+            "-f",
+            "-n",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         time.sleep(3)  # the stream is open before the request it must show
         marker = f"no-such-connector-{secrets.token_hex(3)}"
@@ -266,8 +342,9 @@ def test_full_and_incremental_refresh_through_containers_match_the_embedded_figu
     assert result.returncode == 0, result.stderr[-3000:]
     assert run["outcome"] == "ok"
     # The embedded stack's figures on the same seed (tests/stack/test_pipeline.py, README).
-    assert project.psql("SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM bronze.product_cdc") \
-        == [(31_970, 31_970)]
+    assert project.psql("SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM bronze.product_cdc") == [
+        (31_970, 31_970)
+    ]
     assert project.psql(STEP4_QUERY) == [("Staging", "115"), ("Marts", "115")]
     assert project.psql("SELECT count(*) FROM bronze.measure_unit_cdc") == [(14,)]
     assert project.psql("SELECT count(*) FROM staging_staging.stg_measure_unit") == [(7,)]
@@ -280,8 +357,9 @@ def test_full_and_incremental_refresh_through_containers_match_the_embedded_figu
     assert result.returncode == 0, result.stderr[-3000:]
     ingest = next(s for s in run["steps"] if s["step"] == "ingest" and s["table"] == "product")
     assert ingest["counts"]["events"] == 500
-    assert project.psql("SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM bronze.product_cdc") \
-        == [(32_470, 32_470)]
+    assert project.psql("SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM bronze.product_cdc") == [
+        (32_470, 32_470)
+    ]
     active = 115 + changes["insert"] - changes["soft_delete"]
     assert project.psql(STEP4_QUERY) == [("Staging", str(active)), ("Marts", str(active))]
     assert_superset_shows(project, run, active)
@@ -321,8 +399,9 @@ def test_superset_metadata_is_in_postgres_and_the_reader_cannot_connect_to_it(pr
     import psycopg2
 
     settings = project.settings
-    assert project.psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'superset'") \
-        == [(settings.pg_user,)]
+    assert project.psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'superset'") == [
+        (settings.pg_user,)
+    ]
     conn = psycopg2.connect(**settings.pg_dsn("superset"))
     try:
         with conn.cursor() as cur:  # written by superset-init: the admin from .env
@@ -331,14 +410,20 @@ def test_superset_metadata_is_in_postgres_and_the_reader_cannot_connect_to_it(pr
     finally:
         conn.close()
     with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
-        psycopg2.connect(**settings.pg_dsn("superset", user=settings.pg_reader_user,
-                                           password=settings.pg_reader_password)).close()
+        psycopg2.connect(
+            **settings.pg_dsn("superset", user=settings.pg_reader_user, password=settings.pg_reader_password)
+        ).close()
 
 
 def test_stop_start_restart_one_container(project):
     def control(action: str, service: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-m", "cli.services", "--env-file", str(project.env_file), action,
-                                 service], capture_output=True, text=True, cwd=REPO, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "cli.services", "--env-file", str(project.env_file), action, service],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         return result
 
@@ -381,10 +466,26 @@ def test_postgres_killed_mid_load_names_the_service_exits_3_and_a_rerun_complete
     on_topic = sum(p.high for p in topic_offsets(project.settings, project.settings.table("product").topic))
     env = {"BI_VERBOSE": "1", "BI_INGEST_BATCH_SIZE": "1000"}
     project.cli("refresh", "--full", "--steps", "ingest", "--table", "product", env=env, check=True)
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--env-file", str(project.env_file), "refresh", "--full",
-                             "--steps", "load", "--table", "product"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, cwd=REPO,
-                            env={**{k: v for k, v in os.environ.items() if not k.startswith("BI_")}, **env})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "--env-file",
+            str(project.env_file),
+            "refresh",
+            "--full",
+            "--steps",
+            "load",
+            "--table",
+            "product",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("BI_")}, **env},
+    )
     seen = []
     for line in proc.stderr:
         seen.append(line)
@@ -395,28 +496,55 @@ def test_postgres_killed_mid_load_names_the_service_exits_3_and_a_rerun_complete
     proc.wait(120)
     output = "".join(seen)
     assert proc.returncode == 3, output[-3000:]
-    assert re.search(r"refresh failed at product:load: postgres \(PostgreSQL at 127\.0\.0\.1:\d+\) was lost", output), \
+    assert re.search(r"refresh failed at product:load: postgres \(PostgreSQL at 127\.0\.0\.1:\d+\) was lost", output), (
         output[-3000:]
+    )
 
     project.container("postgres").start()
     project.wait_healthy("postgres")
     result = project.cli("refresh", "--incremental", "--steps", "load,transform", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     # Nothing lost, nothing doubled: every event of the topic exactly once.
-    assert project.psql("SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM bronze.product_cdc") \
-        == [(on_topic, on_topic)]
+    assert project.psql("SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM bronze.product_cdc") == [
+        (on_topic, on_topic)
+    ]
 
 
 @pytest.fixture
 def crashloop(project):
     """A service of the project whose container exits 3 as soon as it starts, restart: always."""
     override = project.root / "crashloop.yml"
-    override.write_text(yaml.safe_dump({"services": {"crashloop": {
-        "image": "bi-console-base-debian:bookworm", "pull_policy": "never", "restart": "always",
-        "command": ["sh", "-c", "echo 'crashloop: exiting 3'; exit 3"]}}}))
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "crashloop": {
+                        "image": "bi-console-base-debian:bookworm",
+                        "pull_policy": "never",
+                        "restart": "always",
+                        "command": ["sh", "-c", "echo 'crashloop: exiting 3'; exit 3"],
+                    }
+                }
+            }
+        )
+    )
     files = ["-f", str(STANDIN_FILE), "-f", str(override)]
-    subprocess.run(["docker", "compose", "-p", project.project, *files, "--env-file", str(project.env_file),
-                    "up", "-d", "crashloop"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "docker",
+            "compose",
+            "-p",
+            project.project,
+            *files,
+            "--env-file",
+            str(project.env_file),
+            "up",
+            "-d",
+            "crashloop",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -429,8 +557,21 @@ def crashloop(project):
             time.sleep(0.5)
         yield "crashloop"
     finally:
-        subprocess.run(["docker", "compose", "-p", project.project, *files, "--env-file", str(project.env_file),
-                        "rm", "-sf", "crashloop"], capture_output=True)
+        subprocess.run(
+            [
+                "docker",
+                "compose",
+                "-p",
+                project.project,
+                *files,
+                "--env-file",
+                str(project.env_file),
+                "rm",
+                "-sf",
+                "crashloop",
+            ],
+            capture_output=True,
+        )
 
 
 def test_a_container_in_a_restart_loop_shows_in_status_and_check(project, crashloop):
@@ -440,8 +581,9 @@ def test_a_container_in_a_restart_loop_shows_in_status_and_check(project, crashl
     assert crash["state"] == "restarting" and re.match(r"restart loop: \d+ restarts", crash["health_detail"])
     check = project.cli("--check")
     assert check.returncode != 0
-    assert re.search(r"✗ service:crashloop:restarts\s+fail\s+restart loop: \d+ restarts", check.stdout), \
-        check.stdout[-3000:]
+    assert re.search(r"✗ service:crashloop:restarts\s+fail\s+restart loop: \d+ restarts", check.stdout), check.stdout[
+        -3000:
+    ]
 
 
 @pytest.mark.anyio
@@ -489,8 +631,12 @@ async def test_tui_services_view_restarts_stops_and_starts_a_real_container(proj
     app = BiConsoleApp(project.settings, runtime=project.runtime)
     async with app.run_test(size=(120, 30)) as pilot:
         services = app.view("services")
-        await wait_for(pilot, lambda: services.status_of("kafka-connect") and services.status_of("kafka-connect").healthy,
-                       30, what="kafka-connect healthy in the view")
+        await wait_for(
+            pilot,
+            lambda: services.status_of("kafka-connect") and services.status_of("kafka-connect").healthy,
+            30,
+            what="kafka-connect healthy in the view",
+        )
         table = services.query_one("#services-table")
         table.focus()
         table.move_cursor(row=[row.value for row in table.rows].index("kafka-connect"))
@@ -501,17 +647,39 @@ async def test_tui_services_view_restarts_stops_and_starts_a_real_container(proj
         await pilot.press("r")  # restart asks first (default no): answer yes
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, what="the restart's question")
         await pilot.press("y")
-        await wait_for(pilot, lambda: project.container("kafka-connect").attrs["State"]["StartedAt"] != before, 60,
-                       interval=0.5, what="the container restarted by 'r'")
+        await wait_for(
+            pilot,
+            lambda: project.container("kafka-connect").attrs["State"]["StartedAt"] != before,
+            60,
+            interval=0.5,
+            what="the container restarted by 'r'",
+        )
         await pilot.press("x")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, what="the stop's question")
         await pilot.press("y")
-        await wait_for(pilot, lambda: project.container("kafka-connect").status == "exited", 60, interval=0.5,
-                       what="the container stopped by 'x'")
+        await wait_for(
+            pilot,
+            lambda: project.container("kafka-connect").status == "exited",
+            60,
+            interval=0.5,
+            what="the container stopped by 'x'",
+        )
         # Stopped right after a restart, the stand-in may still be starting its JVM and end
         # killed at the grace period (137, shown as failed): either way it is down.
-        await wait_for(pilot, lambda: services.status_of("kafka-connect").state in ("exited", "failed")
-                       and not services.status_of("kafka-connect").healthy, 15, what="the view shows it down")
+        await wait_for(
+            pilot,
+            lambda: (
+                services.status_of("kafka-connect").state in ("exited", "failed")
+                and not services.status_of("kafka-connect").healthy
+            ),
+            15,
+            what="the view shows it down",
+        )
         await pilot.press("s")
-        await wait_for(pilot, lambda: services.status_of("kafka-connect").healthy, 120, interval=0.5,
-                       what="the view shows it healthy after 's'")
+        await wait_for(
+            pilot,
+            lambda: services.status_of("kafka-connect").healthy,
+            120,
+            interval=0.5,
+            what="the view shows it healthy after 's'",
+        )

@@ -20,9 +20,22 @@ EVENTS = 10_000
 def test_bench_harness_smoke(tmp_path):
     output = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--events", str(EVENTS), "--no-readme", "--output", str(output),
-         "--min-free-gib", "0.5"],
-        capture_output=True, text=True, timeout=1500, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--events",
+            str(EVENTS),
+            "--no-readme",
+            "--output",
+            str(output),
+            "--min-free-gib",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=REPO,
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
     report = json.loads(output.read_text())
@@ -49,10 +62,20 @@ def test_bench_harness_smoke(tmp_path):
     assert size["active_products"] > 100
 
     rows = size["rows"]
-    expected = {"ingest", "load (bronze)", "transform", "test", "validate", "runbook step 3 loader",
-                "runbook step 2 copy", "ceiling: broker alone", "ceiling: S3 server alone",
-                "ceiling: PostgreSQL alone",
-                "full refresh (end to end)", "incremental refresh (+10k)"}
+    expected = {
+        "ingest",
+        "load (bronze)",
+        "transform",
+        "test",
+        "validate",
+        "runbook step 3 loader",
+        "runbook step 2 copy",
+        "ceiling: broker alone",
+        "ceiling: S3 server alone",
+        "ceiling: PostgreSQL alone",
+        "full refresh (end to end)",
+        "incremental refresh (+10k)",
+    }
     assert expected <= set(rows)
     for name in expected:
         row = rows[name]
@@ -65,7 +88,9 @@ def test_bench_harness_smoke(tmp_path):
     assert {"ingest events/s", "load rows/s", "incremental +10k s"} <= set(size["targets"])
     floor = size["ingest_cpu_floor"]  # the broker's and S3's own work per event, next to ingest's
     assert floor["broker_us_per_event"] > 0 and floor["s3_us_per_event"] > 0
-    assert floor["floor_us_per_event"] == pytest.approx(floor["broker_us_per_event"] + floor["s3_us_per_event"], abs=0.11)
+    assert floor["floor_us_per_event"] == pytest.approx(
+        floor["broker_us_per_event"] + floor["s3_us_per_event"], abs=0.11
+    )
     assert floor["ingest_us_per_event"] > 0 and floor["floor_max_events_per_s"] > 0
 
     table = result.stdout

@@ -41,9 +41,20 @@ def test_check_passes_after_a_refresh(stack, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(result.stdout)
     names = {c["name"]: c for c in report["checks"]}
-    for expected in ("refresh", "service:postgres", "service:kafka", "service:s3", "connector", "topic:product",
-                     "reconciliation:product", "freshness:product", "coverage:product", "dbt_tests",
-                     "gx:product_marts", "flag_share:product.is_for_sale"):
+    for expected in (
+        "refresh",
+        "service:postgres",
+        "service:kafka",
+        "service:s3",
+        "connector",
+        "topic:product",
+        "reconciliation:product",
+        "freshness:product",
+        "coverage:product",
+        "dbt_tests",
+        "gx:product_marts",
+        "flag_share:product.is_for_sale",
+    ):
         assert names[expected]["status"] == "pass", names[expected]
     suite = ET.parse(junit).getroot()
     assert suite.tag == "testsuite" and int(suite.get("tests")) == len(report["checks"])
@@ -63,8 +74,10 @@ def test_human_table_goes_to_stdout_and_diagnostics_to_stderr(stack):
 
 def test_deleted_marts_rows_fail_reconciliation_and_alert(stack, webhook, tmp_path):
     url, received = webhook
-    stack.psql("DELETE FROM marts.dim_product WHERE product_id IN "
-               "(SELECT product_id FROM marts.dim_product ORDER BY product_id LIMIT 3)")
+    stack.psql(
+        "DELETE FROM marts.dim_product WHERE product_id IN "
+        "(SELECT product_id FROM marts.dim_product ORDER BY product_id LIMIT 3)"
+    )
     junit = tmp_path / "fail.xml"
     result = stack.cli("--check", "--json", "--junit", str(junit), env={"BI_ALERT_WEBHOOK_URL": url})
     assert result.returncode == 1, result.stderr[-2000:]
@@ -108,9 +121,12 @@ def test_freshness_fails_after_a_full_refresh_of_stale_data(stack, tmp_path):
     stack.runtime.stop("cdc")
     try:
         time.sleep(3)  # the change comes later than anything the marts hold, by more than 1.2 s
-        _source(stack.settings, 'UPDATE dbo."Product" SET "Updated" = now() AT TIME ZONE \'UTC\', "Description" = %s '
-                                'WHERE "ID" = (SELECT min("ID") FROM dbo."Product" WHERE NOT "Deleted")',
-                ("changed while the connector was stopped",))
+        _source(
+            stack.settings,
+            'UPDATE dbo."Product" SET "Updated" = now() AT TIME ZONE \'UTC\', "Description" = %s '
+            'WHERE "ID" = (SELECT min("ID") FROM dbo."Product" WHERE NOT "Deleted")',
+            ("changed while the connector was stopped",),
+        )
         stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
         result = stack.cli("--check", "--json", env=env)
         assert result.returncode == 1, result.stderr[-2000:]
@@ -138,8 +154,12 @@ def test_reconciliation_with_the_source_and_the_topic_fails_when_a_row_goes(stac
     stack.seeded()
     stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
     checks = _checks(stack.cli("--check", "--json"))
-    for name in ("reconciliation:product:source", "reconciliation:product:topic",
-                 "reconciliation:measure_unit:source", "reconciliation:measure_unit:topic"):
+    for name in (
+        "reconciliation:product:source",
+        "reconciliation:product:topic",
+        "reconciliation:measure_unit:source",
+        "reconciliation:measure_unit:topic",
+    ):
         assert checks[name]["status"] == "pass", checks[name]
     active = stack.psql("SELECT count(*) FROM marts.dim_product")[0][0]
     assert f"source {active} active row(s), marts {active}" in checks["reconciliation:product:source"]["evidence"]
@@ -157,8 +177,9 @@ def test_reconciliation_with_the_source_and_the_topic_fails_when_a_row_goes(stac
 
     stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
     checks = _checks(stack.cli("--check", "--json"))
-    assert checks["reconciliation:product:source"]["status"] == checks["reconciliation:product:topic"]["status"] \
-        == "pass", checks
+    assert (
+        checks["reconciliation:product:source"]["status"] == checks["reconciliation:product:topic"]["status"] == "pass"
+    ), checks
 
 
 def test_a_table_without_a_suite_is_not_covered(stack):
@@ -190,8 +211,19 @@ def test_profile_against_production_warns_on_drift(stack):
     """Issue 22: the marts against the contract's production profile; drift warns with numbers."""
     stack.seeded()
     stack.cli("refresh", "--full", "--steps", "ingest,load,transform", check=True)
-    wide = stack.cli("--check", "--json", env={"BI_CONFIG_FILE": str(_write(stack, "wide.toml",
-        "[thresholds]\nprofile_share_tolerance = 1.0\nprofile_range_tolerance = 1000.0\n"))})
+    wide = stack.cli(
+        "--check",
+        "--json",
+        env={
+            "BI_CONFIG_FILE": str(
+                _write(
+                    stack,
+                    "wide.toml",
+                    "[thresholds]\nprofile_share_tolerance = 1.0\nprofile_range_tolerance = 1000.0\n",
+                )
+            )
+        },
+    )
     assert _checks(wide)["profile:product"]["status"] == "pass", _checks(wide)["profile:product"]
 
     stack.psql("UPDATE marts.dim_product SET has_analogue = false, source_amg_code = NULL")
@@ -294,8 +326,12 @@ async def test_quality_view_lists_the_quarantined_message(stack):
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("4")
         quality = app.view("quality")
-        await wait_for(pilot, lambda: quality.snapshot and quality.snapshot.quarantined, 60,
-                       what="the quarantined message in the Quality view")
+        await wait_for(
+            pilot,
+            lambda: quality.snapshot and quality.snapshot.quarantined,
+            60,
+            what="the quarantined message in the Quality view",
+        )
         table = quality.query_one("#intake-table")
         cells = [str(cell) for cell in table.get_row_at(0)]
         assert cells[1] == "product" and cells[2].startswith(f"{PRODUCT_TOPIC}[0]@"), cells

@@ -27,8 +27,23 @@ NAME = "CASE WHEN {0} IS NULL OR btrim({0}) = '' THEN {0} ELSE 'text' END"
 
 # The whole mart: the production profile's supplier counts (contract README; the two empty
 # codes are 'Unknown'), 77 with an analogue, and the ten cases above in each category.
-SUPPLIERS = {"SEM1": 50, "SABO": 41, "WBR0": 6, "YP-1": 4, "Unknown": 2, "0340": 2, "YP-6": 2, "RL35": 1, "9025": 1,
-             "4213": 1, "BPW0": 1, "SAF1": 1, "MB-9": 1, "KLM2": 1, "TRW1": 1}
+SUPPLIERS = {
+    "SEM1": 50,
+    "SABO": 41,
+    "WBR0": 6,
+    "YP-1": 4,
+    "Unknown": 2,
+    "0340": 2,
+    "YP-6": 2,
+    "RL35": 1,
+    "9025": 1,
+    "4213": 1,
+    "BPW0": 1,
+    "SAF1": 1,
+    "MB-9": 1,
+    "KLM2": 1,
+    "TRW1": 1,
+}
 MULTILINGUAL = {"Complete": 112, "Partial": 2, "Missing": 1}
 WEIGHT = {"Light (<1kg)": 110, "Medium (1-10kg)": 2, "Heavy (>10kg)": 1, "Missing": 2}
 
@@ -43,10 +58,12 @@ def refreshed(stack):
 
 
 def test_each_edge_case_reaches_the_marts_as_written_by_hand(refreshed):
-    rows = refreshed.psql(f"SELECT product_id, supplier_name, {NAME.format('name_pl')}, {NAME.format('name_ua')},"
-                          " multilingual_status, weight,"
-                          " weight_category, is_for_sale, is_for_web, has_analogue FROM marts.dim_product"
-                          " WHERE product_id BETWEEN 7960000 AND 7969999 ORDER BY product_id")
+    rows = refreshed.psql(
+        f"SELECT product_id, supplier_name, {NAME.format('name_pl')}, {NAME.format('name_ua')},"
+        " multilingual_status, weight,"
+        " weight_category, is_for_sale, is_for_web, has_analogue FROM marts.dim_product"
+        " WHERE product_id BETWEEN 7960000 AND 7969999 ORDER BY product_id"
+    )
     assert rows == GOLDEN
 
 

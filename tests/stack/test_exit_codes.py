@@ -161,8 +161,13 @@ def test_store_calls_raise_one_line_naming_the_setting(stack):
 
     dead = RawStore(stack.settings.model_copy(update={"s3_endpoint": f"http://127.0.0.1:{free_port()}"}), retries=1)
     no_bucket = RawStore(stack.settings.model_copy(update={"s3_bucket": "no-such-bucket"}), retries=1)
-    calls = {"list": lambda s: list(s.list("x/")), "get": lambda s: s.get("x"), "lines": lambda s: list(s.lines("x")),
-             "put": lambda s: s.put("x/y", b"{}"), "delete_prefix": lambda s: s.delete_prefix("x/")}
+    calls = {
+        "list": lambda s: list(s.list("x/")),
+        "get": lambda s: s.get("x"),
+        "lines": lambda s: list(s.lines("x")),
+        "put": lambda s: s.put("x/y", b"{}"),
+        "delete_prefix": lambda s: s.delete_prefix("x/"),
+    }
     for name, call in calls.items():
         with pytest.raises(ServiceUnreachable, match=r"^BI_S3_ENDPOINT=http://127\.0\.0\.1:\d+: cannot") as down:
             call(dead)
@@ -236,8 +241,9 @@ def s3_checks_credentials(stack):
     import httpx
 
     endpoint = stack.settings.s3_endpoint
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id="setup", aws_secret_access_key="setup")
+    iam = boto3.client(
+        "iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup"
+    )
     iam.create_user(UserName="exit-codes")
     key = iam.create_access_key(UserName="exit-codes")["AccessKey"]
     key_id = key["AccessKeyId"]

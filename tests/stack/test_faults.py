@@ -75,8 +75,12 @@ class Background:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "--env-file", str(stack.env_file), *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("BI_")}, **VERBOSE, **(env or {})})
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("BI_")}, **VERBOSE, **(env or {})},
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -120,8 +124,14 @@ def topic_messages(settings, topic: str, start: int, end: int) -> list:
     """(offset, key bytes, value bytes, timestamp) of offsets start..end-1."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bi-console-fault-tests",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "bi-console-fault-tests",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     out = []
     try:
         consumer.assign([TopicPartition(topic, 0, start)])
@@ -142,8 +152,14 @@ def topic_messages(settings, topic: str, start: int, end: int) -> list:
 def producer(settings):
     from confluent_kafka import Producer
 
-    return Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all",
-                     "message.max.bytes": 16 * 1024 * 1024, "linger.ms": 5})
+    return Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "acks": "all",
+            "message.max.bytes": 16 * 1024 * 1024,
+            "linger.ms": 5,
+        }
+    )
 
 
 def end_offset(settings, topic: str) -> int:
@@ -170,9 +186,13 @@ def test_faults_s3_server_suspended_during_ingest(stack):
     # The production client waits 30 s per attempt; a short timeout shows the outage in seconds.
     store = RawStore(settings)
     store.client = boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region,
-        config=Config(connect_timeout=2, read_timeout=2, retries={"max_attempts": 1}))
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key,
+        region_name=settings.s3_region,
+        config=Config(connect_timeout=2, read_timeout=2, retries={"max_attempts": 1}),
+    )
     lines: list[str] = []
     outcome: dict = {}
 
@@ -276,8 +296,7 @@ def test_faults_postgres_restart_during_load(stack):
     assert "bronze.product_cdc replaced by the full load" in rerun.stderr, rerun.stderr[-3000:]
     after = snapshot(stack)
     assert after == expected
-    report("postgres_restart_during_load", after, bronze_rows_at_crash=partial,
-           cdc_after_restart=_cdc_running(stack))
+    report("postgres_restart_during_load", after, bronze_rows_at_crash=partial, cdc_after_restart=_cdc_running(stack))
 
 
 def test_faults_postgres_restart_during_transform(stack):
@@ -360,19 +379,33 @@ def test_faults_debezium_replay_is_deduplicated(stack):
         "SELECT count(*) FROM staging_staging.stg_product s JOIN bronze.product_cdc r ON r.kafka_offset = s.kafka_offset "
         "JOIN bronze.product_cdc o ON o.kafka_offset = s.kafka_offset - %s "
         "WHERE s.kafka_offset >= %s AND (o.cdc_payload IS DISTINCT FROM r.cdc_payload OR o.kafka_key <> r.kafka_key)",
-        (400, end))[0][0]
+        (400, end),
+    )[0][0]
     assert mismatched == 0
     repointed = stack.psql("SELECT count(*) FROM staging_staging.stg_product WHERE kafka_offset >= %s", (end,))[0][0]
     refresh(stack, "--full", "--steps", STATE_STEPS)
     assert snapshot(stack, bronze=False, staging_exclude=("kafka_offset",)) == after
-    report("debezium_replay", after, replayed=400, bronze_rows=bronze_before + 400,
-           staging_rows_now_naming_the_replayed_twin=repointed)
+    report(
+        "debezium_replay",
+        after,
+        replayed=400,
+        bronze_rows=bronze_before + 400,
+        staging_rows_now_naming_the_replayed_twin=repointed,
+    )
 
 
 # -- poison messages ------------------------------------------------------------------------
-POISON_TABLE = dict(name="poison", source_table="Poison", topic="test.poison", raw_prefix="poison/raw",
-                    bronze_table="poison_cdc", dbt_selector="", staging_relation="stg_poison",
-                    marts_relation="dim_poison", suites=[])
+POISON_TABLE = dict(
+    name="poison",
+    source_table="Poison",
+    topic="test.poison",
+    raw_prefix="poison/raw",
+    bronze_table="poison_cdc",
+    dbt_selector="",
+    staging_relation="stg_poison",
+    marts_relation="dim_poison",
+    suites=[],
+)
 
 
 def _poisons(good: list) -> list[tuple[bytes | None, bytes | None, str]]:
@@ -424,8 +457,9 @@ def test_faults_poison_messages_are_quarantined(stack):
     result = ingest(settings, table, full=True, log=lines.append)
     assert (result.events, result.quarantined) == (len(expected_good), 5), lines
     store = RawStore(settings)
-    quarantined = [orjson.loads(line) for obj in store.list(table.quarantine_prefix)
-                   for line in store.get(obj["Key"]).splitlines()]
+    quarantined = [
+        orjson.loads(line) for obj in store.list(table.quarantine_prefix) for line in store.get(obj["Key"]).splitlines()
+    ]
     reasons = {q["offset"]: q["reason"] for q in quarantined}
     assert set(reasons) == set(expected_poison), reasons
     for at, reason in expected_poison.items():
@@ -433,8 +467,11 @@ def test_faults_poison_messages_are_quarantined(stack):
     # Each quarantined message is kept whole: its key and value bytes are the ones produced.
 
     def original(field: dict) -> bytes | None:
-        return base64.b64decode(field["base64"]) if "base64" in field else (
-            None if field["text"] is None else field["text"].encode())
+        return (
+            base64.b64decode(field["base64"])
+            if "base64" in field
+            else (None if field["text"] is None else field["text"].encode())
+        )
 
     for q in quarantined:
         assert (original(q["key"]), original(q["value"])) == produced[q["offset"]], q["offset"]
@@ -443,8 +480,10 @@ def test_faults_poison_messages_are_quarantined(stack):
     assert big["value_bytes"] > 5 * 1024 * 1024 and len(big["value"]["text"]) == big["value_bytes"]
     assert "base64" in next(q for q in quarantined if "UTF-8" in q["reason"])["value"]
     # ... and indexed where the checks and the CLI find it.
-    indexed = stack.psql("SELECT kafka_offset, kafka_epoch, reason, value_bytes FROM bi_console.quarantine "
-                         "WHERE table_name = 'poison' ORDER BY 1")
+    indexed = stack.psql(
+        "SELECT kafka_offset, kafka_epoch, reason, value_bytes FROM bi_console.quarantine "
+        "WHERE table_name = 'poison' ORDER BY 1"
+    )
     assert [(r[0], r[1], r[3]) for r in indexed] == [(at, 0, len(produced[at][1])) for at in sorted(expected_poison)]
     assert all(expected_poison[r[0]] in r[2] for r in indexed), indexed
     loaded = load(settings, table, full=True, log=lines.append)
@@ -454,25 +493,34 @@ def test_faults_poison_messages_are_quarantined(stack):
     # The raw events are the product topic's, byte for byte where it matters: the same payloads.
     same = stack.psql(
         "SELECT count(*) FROM bronze.poison_cdc p JOIN bronze.product_cdc o "
-        "ON o.kafka_key = p.kafka_key AND o.cdc_payload IS NOT DISTINCT FROM p.cdc_payload")[0][0]
+        "ON o.kafka_key = p.kafka_key AND o.cdc_payload IS NOT DISTINCT FROM p.cdc_payload"
+    )[0][0]
     assert same >= len(expected_good)
 
     # A raw object with a malformed line: that line is rejected with where and why, the rest loads.
     good_line = store.get(next(iter(store.list(table.raw_objects_prefix)))["Key"]).splitlines()[0]
     record = orjson.loads(good_line)
-    lines_in = [orjson.dumps({**record, "offset": 10_000}), b'{"topic": "test.poison", "partition": 0, "offs',
-                orjson.dumps({**record, "offset": 10_001}), orjson.dumps({**record, "offset": "ten"})]
+    lines_in = [
+        orjson.dumps({**record, "offset": 10_000}),
+        b'{"topic": "test.poison", "partition": 0, "offs',
+        orjson.dumps({**record, "offset": 10_001}),
+        orjson.dumps({**record, "offset": "ten"}),
+    ]
     key = f"{table.raw_objects_prefix}test.poison+0+{10_000:020d}+{10_003:020d}.jsonl"
     store.put(key, b"\n".join(lines_in) + b"\n")
     loaded = load(settings, table, full=False, log=lines.append)
     assert (loaded.objects, loaded.inserted, loaded.rejected) == (1, 2, 2)
-    rejects = stack.psql("SELECT object_key, line_number, reason FROM bi_console.load_rejects "
-                         "WHERE bronze_table = 'poison_cdc' ORDER BY line_number")
+    rejects = stack.psql(
+        "SELECT object_key, line_number, reason FROM bi_console.load_rejects "
+        "WHERE bronze_table = 'poison_cdc' ORDER BY line_number"
+    )
     assert [(r[0], r[1]) for r in rejects] == [(key, 2), (key, 4)]
     assert rejects[0][2].startswith("not JSON") and rejects[1][2] == "'offset' is not an integer"
     assert stack.psql("SELECT count(*) FROM bronze.poison_cdc WHERE kafka_offset >= 10000")[0][0] == 2
-    print(f"FAULT-RESULT poison_messages: {len(expected_good)} good events all in bronze.poison_cdc, "
-          f"5 quarantined with reasons {sorted(reasons.values())}; malformed raw lines: 2 rejected, 2 loaded")
+    print(
+        f"FAULT-RESULT poison_messages: {len(expected_good)} good events all in bronze.poison_cdc, "
+        f"5 quarantined with reasons {sorted(reasons.values())}; malformed raw lines: 2 rejected, 2 loaded"
+    )
 
 
 # -- schema drift -----------------------------------------------------------------------------
@@ -486,8 +534,11 @@ def test_faults_schema_drift_new_source_column_reaches_bronze(stack):
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute('ALTER TABLE dbo."Product" ADD COLUMN IF NOT EXISTS "Color" varchar(20)')
-        cur.execute('UPDATE dbo."Product" SET "Color" = %s WHERE "ID" IN '
-                    '(SELECT "ID" FROM dbo."Product" ORDER BY "ID" LIMIT 25)', ("graphite",))
+        cur.execute(
+            'UPDATE dbo."Product" SET "Color" = %s WHERE "ID" IN '
+            '(SELECT "ID" FROM dbo."Product" ORDER BY "ID" LIMIT 25)',
+            ("graphite",),
+        )
         assert cur.rowcount == 25
     conn.close()
     deadline = time.monotonic() + 120
@@ -501,8 +552,13 @@ def test_faults_schema_drift_new_source_column_reaches_bronze(stack):
     colored = stack.psql("SELECT count(*) FROM bronze.product_cdc WHERE cdc_payload->'after'->>'Color' = 'graphite'")
     assert colored[0][0] == 25
     assert len(table_rows(stack, "staging_staging.stg_product")) > 0
-    assert stack.psql("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'staging_staging' "
-                      "AND table_name = 'stg_product'")[0][0] == 54
+    assert (
+        stack.psql(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'staging_staging' "
+            "AND table_name = 'stg_product'"
+        )[0][0]
+        == 54
+    )
     after = snapshot(stack)
     refresh(stack, "--full", "--steps", STATE_STEPS)
     assert snapshot(stack) == after
@@ -535,9 +591,14 @@ def _wait_for_resnapshot(stack, timeout: float = 240) -> int:
 
 
 def _active_staging(stack) -> list[tuple]:
-    columns = [r[0] for r in stack.psql(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'staging_staging' "
-        "AND table_name = 'stg_product' ORDER BY ordinal_position") if r[0] not in CDC_COLUMNS]
+    columns = [
+        r[0]
+        for r in stack.psql(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'staging_staging' "
+            "AND table_name = 'stg_product' ORDER BY ordinal_position"
+        )
+        if r[0] not in CDC_COLUMNS
+    ]
     select = ", ".join(f'"{c}"::text' for c in columns)
     return stack.psql(f"SELECT {select} FROM staging_staging.stg_product WHERE NOT deleted ORDER BY 1")
 
@@ -577,8 +638,9 @@ def _suspend_between_transactions(stack, pid: int, timeout: float = 30):
     deadline = time.monotonic() + timeout
     while True:
         frozen.suspend()
-        open_writes = stack.psql("SELECT count(*) FROM pg_stat_activity "
-                                 "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()")[0][0]
+        open_writes = stack.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+        )[0][0]
         if open_writes == 0:
             return frozen
         frozen.resume()
@@ -615,8 +677,9 @@ def test_faults_broker_restart_during_ingest(stack):
     runs_before = len(read_history(settings, limit=10_000))
     # Without BI_VERBOSE: what the operator sees by default must say what happened.
     quiet = {"BI_VERBOSE": ""}
-    inflight = Background(stack, ["refresh", "--full", "--steps", STATE_STEPS],
-                          {"BI_INGEST_BATCH_SIZE": "1000", **quiet})
+    inflight = Background(
+        stack, ["refresh", "--full", "--steps", STATE_STEPS], {"BI_INGEST_BATCH_SIZE": "1000", **quiet}
+    )
     _wait_for_checkpoint(stack, 3000, 10_000, inflight.proc)
     # The run is frozen while the broker restarts, so that the restart lands mid-ingest whatever
     # the machine's speed (tansu takes seconds to stop; the run would otherwise read to the end).
@@ -649,14 +712,17 @@ def test_faults_broker_restart_during_ingest(stack):
     assert [r["outcome"] for r in runs] == ["ok", "ok"], [(r["outcome"], r["error"]) for r in runs]
     resets = [reset for r in runs for reset in r["details"].get("topic_resets", [])]
     # The broker lost every topic: MeasureUnit's too, noticed when its turn came.
-    assert [(r["table"], r["topic"], r["partition"], r["old_epoch"], r["new_epoch"]) for r in resets] == \
-        [("product", PRODUCT_TOPIC, 0, 0, 1), ("measure_unit", "cord.ConcordDb.dbo.MeasureUnit", 0, 0, 1)], resets
+    assert [(r["table"], r["topic"], r["partition"], r["old_epoch"], r["new_epoch"]) for r in resets] == [
+        ("product", PRODUCT_TOPIC, 0, 0, 1),
+        ("measure_unit", "cord.ConcordDb.dbo.MeasureUnit", 0, 0, 1),
+    ], resets
     assert runs[0]["details"]["topic_resets"][0]["table"] == "product"
     assert resets[0]["reason"].startswith("it went back while it was read"), resets[0]
     # Bronze: every event of the old epoch, and the new epoch next to it.
-    assert stack.psql("SELECT kafka_epoch, count(*), min(kafka_offset), max(kafka_offset) FROM bronze.product_cdc "
-                      "GROUP BY 1 ORDER BY 1") == [(0, events_before, 0, events_before - 1),
-                                                    (1, epoch_events, 0, epoch_events - 1)]
+    assert stack.psql(
+        "SELECT kafka_epoch, count(*), min(kafka_offset), max(kafka_offset) FROM bronze.product_cdc "
+        "GROUP BY 1 ORDER BY 1"
+    ) == [(0, events_before, 0, events_before - 1), (1, epoch_events, 0, epoch_events - 1)]
     # The raw zone: every line read before is still there, and the new epoch's.
     raw_after = _raw_offsets(stack, table)
     assert raw_after == {0: set(range(events_before)), 1: set(range(epoch_events))}
@@ -678,13 +744,22 @@ def test_faults_broker_restart_during_ingest(stack):
         assert again[name] == recovered[name], (name, set(again[name]) ^ set(recovered[name]))
     # The default output (no BI_VERBOSE) said it, and what was kept.
     said = inflight.text + rerun.stderr
-    notice = re.search(rf"^  ! topic {re.escape(PRODUCT_TOPIC)} partition 0 was reset "
-                       rf"\(it went back while it was read: .*?\): epoch 1 started at offset 0; epoch 0 keeps "
-                       rf"{events_before:,} offsets in \d+ raw objects and {bronze_before:,} events in bronze; "
-                       rf"nothing was deleted$", said, re.MULTILINE)
+    notice = re.search(
+        rf"^  ! topic {re.escape(PRODUCT_TOPIC)} partition 0 was reset "
+        rf"\(it went back while it was read: .*?\): epoch 1 started at offset 0; epoch 0 keeps "
+        rf"{events_before:,} offsets in \d+ raw objects and {bronze_before:,} events in bronze; "
+        rf"nothing was deleted$",
+        said,
+        re.MULTILINE,
+    )
     assert notice, said[-4000:]
-    report("broker_restart_during_ingest", {"marts": recovered_marts, "staging_active": expected_staging,
-                                            "bronze": recovered["bronze"]},
-           inflight_exit=inflight_code, events_before=events_before, raw_objects_before=raw_objects_before,
-           resnapshot_events=epoch_events, deleted_kept=f"{deleted_before}->{deleted_after}",
-           noticed=resets[0]["reason"])
+    report(
+        "broker_restart_during_ingest",
+        {"marts": recovered_marts, "staging_active": expected_staging, "bronze": recovered["bronze"]},
+        inflight_exit=inflight_code,
+        events_before=events_before,
+        raw_objects_before=raw_objects_before,
+        resnapshot_events=epoch_events,
+        deleted_kept=f"{deleted_before}->{deleted_after}",
+        noticed=resets[0]["reason"],
+    )

@@ -57,9 +57,13 @@ class Reader:
 
 def bronze_state(stack) -> tuple[list[tuple], list[tuple]]:
     """Every column of every bronze row, and the table's manifest rows."""
-    return (table_rows(stack, "bronze.product_cdc"),
-            stack.psql("SELECT object_key, etag, lines, inserted, rejected, sanitized, loaded_at::text "
-                       "FROM bi_console.load_manifest WHERE bronze_table = 'product_cdc' ORDER BY 1"))
+    return (
+        table_rows(stack, "bronze.product_cdc"),
+        stack.psql(
+            "SELECT object_key, etag, lines, inserted, rejected, sanitized, loaded_at::text "
+            "FROM bi_console.load_manifest WHERE bronze_table = 'product_cdc' ORDER BY 1"
+        ),
+    )
 
 
 def test_faults_failed_full_load_leaves_bronze_readable_and_unchanged(stack):
@@ -110,30 +114,45 @@ def test_faults_failed_full_load_leaves_bronze_readable_and_unchanged(stack):
     assert total >= old_count + 150
     assert stack.psql("SELECT to_regclass(%s)", (SHADOW,)) == [(None,)]
     # Independent expectation: one bronze row per Kafka offset of the topic, 0 .. end - 1.
-    assert stack.psql("SELECT count(*), count(DISTINCT kafka_offset), min(kafka_offset), max(kafka_offset) "
-                      "FROM bronze.product_cdc") == [(total, total, 0, total - 1)]
+    assert stack.psql(
+        "SELECT count(*), count(DISTINCT kafka_offset), min(kafka_offset), max(kafka_offset) FROM bronze.product_cdc"
+    ) == [(total, total, 0, total - 1)]
     assert set(counts) <= {old_count, total} and not errors, (set(counts), errors[:3])
     new_rows = set(table_rows(stack, "bronze.product_cdc", ("ingested_at",)))
     assert len(new_rows) == total and new_rows >= set(_without(before[0], stack, "ingested_at"))
-    (manifest_rows, inserted), = stack.psql(
-        "SELECT count(*), sum(inserted) FROM bi_console.load_manifest WHERE bronze_table = 'product_cdc'")
+    ((manifest_rows, inserted),) = stack.psql(
+        "SELECT count(*), sum(inserted) FROM bi_console.load_manifest WHERE bronze_table = 'product_cdc'"
+    )
     assert inserted == total and manifest_rows > len(before[1])
     assert stack.psql("SELECT count(*) FROM bi_console.load_manifest WHERE bronze_table LIKE '%\\_\\_full'") == [(0,)]
     # The canonical names survive the swap, so the next migration finds them.
-    assert sorted(r[0] for r in stack.psql(
-        "SELECT indexname FROM pg_indexes WHERE schemaname = 'bronze' AND tablename = 'product_cdc'")) == [
-        "product_cdc_ingested_at_idx", "product_cdc_kafka_position_key", "product_cdc_record_key_idx"]
+    assert sorted(
+        r[0]
+        for r in stack.psql(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'bronze' AND tablename = 'product_cdc'"
+        )
+    ) == ["product_cdc_ingested_at_idx", "product_cdc_kafka_position_key", "product_cdc_record_key_idx"]
     recovered = snapshot(stack)
     refresh(stack, "--full", "--steps", STATE_STEPS, env=BATCH)
     assert snapshot(stack) == recovered
-    report("failed_full_load", recovered, bronze_rows_kept=old_count, reads_during_kill=kill_reads,
-           reads_during_pg_error=error_reads, new_bronze_rows=total)
+    report(
+        "failed_full_load",
+        recovered,
+        bronze_rows_kept=old_count,
+        reads_during_kill=kill_reads,
+        reads_during_pg_error=error_reads,
+        new_bronze_rows=total,
+    )
 
 
 def _without(rows: list[tuple], stack, column: str) -> list[tuple]:
     """`rows` of table_rows(bronze) with one column left out, by its position."""
-    columns = [r[0] for r in stack.psql(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'bronze' "
-        "AND table_name = 'product_cdc' ORDER BY ordinal_position")]
+    columns = [
+        r[0]
+        for r in stack.psql(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'bronze' "
+            "AND table_name = 'product_cdc' ORDER BY ordinal_position"
+        )
+    ]
     drop = columns.index(column)
-    return [row[:drop] + row[drop + 1:] for row in rows]
+    return [row[:drop] + row[drop + 1 :] for row in rows]

@@ -70,14 +70,24 @@ async def test_troubleshoot_panels_recheck_when_a_service_changes_state(stack):
             stack.runtime.stop("cdc")
             await wait_for(pilot, lambda: "down: cdc" in screen_text(app), 10, what="'down: cdc' in the header")
             # No key pressed: the panel re-checks by itself, and its ✓ turns ✗.
-            await wait_for(pilot, lambda: connector_check() and not connector_check().ok and not panel.running, 30,
-                           what="the panel to re-check")
-            await wait_for(pilot, lambda: "✗ Connector state" in screen_text(app), 10,
-                           what="'✗ Connector state' on screen")
+            await wait_for(
+                pilot,
+                lambda: connector_check() and not connector_check().ok and not panel.running,
+                30,
+                what="the panel to re-check",
+            )
+            await wait_for(
+                pilot, lambda: "✗ Connector state" in screen_text(app), 10, what="'✗ Connector state' on screen"
+            )
         finally:
             stack.runtime.start("cdc", log=lambda line: None)
-        await wait_for(pilot, lambda: connector_check() and connector_check().ok and not panel.running, 120,
-                       interval=0.5, what="the panel to re-check once cdc is back")
+        await wait_for(
+            pilot,
+            lambda: connector_check() and connector_check().ok and not panel.running,
+            120,
+            interval=0.5,
+            what="the panel to re-check once cdc is back",
+        )
 
 
 @pytest.fixture

@@ -18,9 +18,17 @@ from tests.support.stack import table_rows
 
 # The shared folder sits beside the checkout; a clone elsewhere (a CI rehearsal in /tmp)
 # finds it at its place on this machine.
-RUNBOOK = next((p for p in (REPO.parent / "shared" / "runbook" / "product-sync-to-bi.md",
-                            Path("/work/shared/runbook/product-sync-to-bi.md")) if p.exists()),
-               REPO.parent / "shared" / "runbook" / "product-sync-to-bi.md")
+RUNBOOK = next(
+    (
+        p
+        for p in (
+            REPO.parent / "shared" / "runbook" / "product-sync-to-bi.md",
+            Path("/work/shared/runbook/product-sync-to-bi.md"),
+        )
+        if p.exists()
+    ),
+    REPO.parent / "shared" / "runbook" / "product-sync-to-bi.md",
+)
 STEP4_QUERY = """SELECT 'Staging' as layer, COUNT(*)::text as records
 FROM staging_staging.stg_product WHERE deleted = false
 UNION ALL
@@ -57,13 +65,23 @@ def test_full_refresh_reaches_runbook_figures(stack):
     seeded = stack.seeded()
     run = refresh(stack, "--full")
     assert run["outcome"] == "ok"
-    assert [s["step"] for s in run["steps"]] == ["ingest", "ingest", "load", "load", "transform", "test",
-                                                 "validate", "validate"]
+    assert [s["step"] for s in run["steps"]] == [
+        "ingest",
+        "ingest",
+        "load",
+        "load",
+        "transform",
+        "test",
+        "validate",
+        "validate",
+    ]
     assert step(run, "all", "test")["counts"].get("fail", 0) == 0
     assert step(run, "product", "validate")["counts"]["failed"] == 0
     assert stack.psql(STEP4_QUERY) == [("Staging", "115"), ("Marts", "115")]
     # Bronze holds every event exactly once.
-    total, distinct = stack.psql("SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM bronze.product_cdc")[0]
+    total, distinct = stack.psql(
+        "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM bronze.product_cdc"
+    )[0]
     assert total == distinct == seeded["topic_events"] == step(run, "product", "ingest")["counts"]["events"]
     first, last = stack.psql("SELECT min(kafka_offset), max(kafka_offset) FROM bronze.product_cdc")[0]
     assert (first, last) == (0, total - 1)
@@ -90,9 +108,14 @@ def test_second_full_refresh_is_identical(stack):
 
 def _kill_when(stack, args: list[str], pattern: str, env: dict) -> subprocess.CompletedProcess:
     """Start a refresh, SIGKILL it once its log shows `pattern`."""
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "--env-file", str(stack.env_file), *args],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO,
-                            env={**{k: v for k, v in os.environ.items() if not k.startswith("BI_")}, **env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "--env-file", str(stack.env_file), *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("BI_")}, **env},
+    )
     seen = []
     for line in proc.stderr:
         seen.append(line)
@@ -108,7 +131,9 @@ def test_sigkill_of_ingest_and_load_loses_and_duplicates_nothing(stack):
     # Objects of another size get other names, so batch_file differs; every event must not.
     expected = snapshot(stack, ("batch_file",))
     env = {"BI_VERBOSE": "1", "BI_INGEST_BATCH_SIZE": "2000"}
-    _kill_when(stack, ["refresh", "--full", "--steps", "ingest", "--table", "product"], r"ingest: .* [2-9] objects", env)
+    _kill_when(
+        stack, ["refresh", "--full", "--steps", "ingest", "--table", "product"], r"ingest: .* [2-9] objects", env
+    )
     rerun = stack.cli("refresh", "--incremental", "--steps", "ingest", "--table", "product", env=env, check=True)
     assert "offsets 0.." not in rerun.stderr  # it resumed, it did not start over
     _kill_when(stack, ["refresh", "--full", "--steps", "load", "--table", "product"], r"load: 1\d/\d+ objects", env)
@@ -148,27 +173,36 @@ def test_raw_zone_is_read_by_the_runbooks_loader(stack):
         ensure_bronze(cur, settings.file, settings.table("product"))
         # The runbook's loader names the pre-epoch key in its ON CONFLICT; this scratch
         # database holds one epoch, so that key is unique here too.
-        cur.execute("ALTER TABLE bronze.product_cdc ADD CONSTRAINT runbook_kafka_position "
-                    "UNIQUE (kafka_topic, kafka_partition, kafka_offset)")
+        cur.execute(
+            "ALTER TABLE bronze.product_cdc ADD CONSTRAINT runbook_kafka_position "
+            "UNIQUE (kafka_topic, kafka_partition, kafka_offset)"
+        )
     step3 = RUNBOOK.read_text().split("### Step 3")[1]
     script = re.search(r'python -c "\n(.*?)\n"\n```', step3, flags=re.S).group(1)
-    script = (script.replace("http://localhost:9000", settings.s3_endpoint)
-              .replace("aws_access_key_id='minioadmin'", f"aws_access_key_id={settings.s3_access_key!r}")
-              .replace("aws_secret_access_key='minioadmin'", f"aws_secret_access_key={settings.s3_secret_key!r}")
-              .replace("host='localhost', port=5433", f"host='127.0.0.1', port={settings.pg_port}")
-              .replace("database='analytics', user='analytics', password='analytics'",
-                       f"database='runbook_check', user={settings.pg_user!r}, password={settings.pg_password!r}")
-              .replace("s3 = boto3.client('s3',", f"s3 = boto3.client('s3', region_name={settings.s3_region!r},"))
+    script = (
+        script.replace("http://localhost:9000", settings.s3_endpoint)
+        .replace("aws_access_key_id='minioadmin'", f"aws_access_key_id={settings.s3_access_key!r}")
+        .replace("aws_secret_access_key='minioadmin'", f"aws_secret_access_key={settings.s3_secret_key!r}")
+        .replace("host='localhost', port=5433", f"host='127.0.0.1', port={settings.pg_port}")
+        .replace(
+            "database='analytics', user='analytics', password='analytics'",
+            f"database='runbook_check', user={settings.pg_user!r}, password={settings.pg_password!r}",
+        )
+        .replace("s3 = boto3.client('s3',", f"s3 = boto3.client('s3', region_name={settings.s3_region!r},")
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Inserted 31970 records" in result.stdout
     with connect(settings, dbname="runbook_check") as conn, conn.cursor() as cur:
         # Their loader keeps the schema-wrapped value; ours stores its payload. Same events.
-        cur.execute("SELECT kafka_offset, md5(coalesce(cdc_payload->'payload', cdc_payload)::text) "
-                    "FROM bronze.product_cdc WHERE cdc_payload <> 'null' ORDER BY 1")
+        cur.execute(
+            "SELECT kafka_offset, md5(coalesce(cdc_payload->'payload', cdc_payload)::text) "
+            "FROM bronze.product_cdc WHERE cdc_payload <> 'null' ORDER BY 1"
+        )
         theirs = cur.fetchall()
-    ours = stack.psql("SELECT kafka_offset, md5(cdc_payload::text) FROM bronze.product_cdc "
-                      "WHERE cdc_payload IS NOT NULL ORDER BY 1")
+    ours = stack.psql(
+        "SELECT kafka_offset, md5(cdc_payload::text) FROM bronze.product_cdc WHERE cdc_payload IS NOT NULL ORDER BY 1"
+    )
     assert theirs == ours
 
 
@@ -196,13 +230,25 @@ def test_second_table_flows_end_to_end(stack):
 
 
 def test_pipeline_code_has_no_table_specific_path():
-    generic = [REPO / "pipeline" / name for name in
-               ("orchestration/refresh.py", "stores/bronze.py", "steps/envelope.py",
-                "stores/storage.py", "stores/kafka.py", "stores/db.py")]
+    generic = [
+        REPO / "pipeline" / name
+        for name in (
+            "orchestration/refresh.py",
+            "stores/bronze.py",
+            "steps/envelope.py",
+            "stores/storage.py",
+            "stores/kafka.py",
+            "stores/db.py",
+        )
+    ]
     generic += list((REPO / "pipeline" / "steps").glob("*.py"))
-    offenders = [f"{p.name}:{n}" for p in generic if p.name != "bi.py"
-                 for n, line in enumerate(p.read_text().splitlines(), 1)
-                 if re.search(r"\bproducts?\b|measure.?unit", line, re.I)]
+    offenders = [
+        f"{p.name}:{n}"
+        for p in generic
+        if p.name != "bi.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"\bproducts?\b|measure.?unit", line, re.I)
+    ]
     assert not offenders, offenders
 
 

@@ -14,16 +14,31 @@ import pytest
 from pipeline.config import TableConfig
 
 TOPIC = "test.quarantine"
-TABLE = TableConfig(name="quarantined", source_table="Quarantined", topic=TOPIC, raw_prefix="quarantined/raw",
-                    bronze_table="quarantined_cdc", dbt_selector="", staging_relation="stg_quarantined",
-                    marts_relation="dim_quarantined", suites=[])
+TABLE = TableConfig(
+    name="quarantined",
+    source_table="Quarantined",
+    topic=TOPIC,
+    raw_prefix="quarantined/raw",
+    bronze_table="quarantined_cdc",
+    dbt_selector="",
+    staging_relation="stg_quarantined",
+    marts_relation="dim_quarantined",
+    suites=[],
+)
 LIMIT_RAISED = 8 * 1024 * 1024
 HUGE_BYTES = 5_500_000
 
 
 def _event(row_id: int, name: str) -> bytes:
-    return orjson.dumps({"before": None, "after": {"ID": row_id, "Name": name}, "op": "c", "ts_ms": 1_700_000_000_000,
-                         "source": {"connector": "postgresql", "lsn": 1000 + row_id}})
+    return orjson.dumps(
+        {
+            "before": None,
+            "after": {"ID": row_id, "Name": name},
+            "op": "c",
+            "ts_ms": 1_700_000_000_000,
+            "source": {"connector": "postgresql", "lsn": 1000 + row_id},
+        }
+    )
 
 
 def _huge_event() -> bytes:
@@ -33,9 +48,13 @@ def _huge_event() -> bytes:
     return head + b"y" * (HUGE_BYTES - len(head) - len(tail)) + tail
 
 
-GOOD = {0: (b'{"ID":1}', _event(1, "one")), 2: (b'{"ID":2}', _event(2, "two")),
-        5: (b'{"ID":3}', _event(3, "three")), 8: (b'{"ID":4}', _event(4, "four")),
-        10: (b'{"ID":5}', _event(5, "five"))}
+GOOD = {
+    0: (b'{"ID":1}', _event(1, "one")),
+    2: (b'{"ID":2}', _event(2, "two")),
+    5: (b'{"ID":3}', _event(3, "three")),
+    8: (b'{"ID":4}', _event(4, "four")),
+    10: (b'{"ID":5}', _event(5, "five")),
+}
 POISON = {
     1: (b'{"ID":7}', b'{"before":null,"after":{"ID":7'),
     3: (b'{"ID":7}', b'\xff\xfe{"op": "c"}'),
@@ -48,7 +67,7 @@ REASONS = {
     1: "value is not JSON",
     3: "value is not valid UTF-8 (byte 0)",
     4: "value is 5,500,000 bytes, above the 4,194,304-byte limit (BI_INGEST_MAX_VALUE_BYTES; raise it, "
-       "then `bi-console quarantine replay`)",
+    "then `bi-console quarantine replay`)",
     6: "value is not a Debezium change event (no 'op' in c/u/d/r/t)",
     7: "key ID=10 does not match the value's ID=11",
     9: "message has no key",
@@ -63,8 +82,14 @@ def produced(stack):
     from pipeline.stores.kafka import ensure_topic
 
     ensure_topic(stack.settings, TOPIC)
-    producer = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap, "acks": "all",
-                         "message.max.bytes": 16 * 1024 * 1024, "linger.ms": 0})
+    producer = Producer(
+        {
+            "bootstrap.servers": stack.settings.kafka_bootstrap,
+            "acks": "all",
+            "message.max.bytes": 16 * 1024 * 1024,
+            "linger.ms": 0,
+        }
+    )
     for offset in range(11):
         key, value = GOOD.get(offset) or POISON[offset]
         producer.produce(TOPIC, key=key, value=value)
@@ -83,8 +108,14 @@ def test_poison_messages_are_indexed_and_kept_whole(stack, produced):
     result = ingest(settings, TABLE, full=False, log=lambda line: None)
     assert (result.events, result.quarantined) == (5, 6)
     entries = quarantine.list_entries(settings, TABLE)
-    assert [(e.offset, e.epoch, e.partition, e.value_bytes) for e in entries] == \
-        [(1, 0, 0, 30), (3, 0, 0, 13), (4, 0, 0, 5_500_000), (6, 0, 0, 29), (7, 0, 0, 127), (9, 0, 0, 28)]
+    assert [(e.offset, e.epoch, e.partition, e.value_bytes) for e in entries] == [
+        (1, 0, 0, 30),
+        (3, 0, 0, 13),
+        (4, 0, 0, 5_500_000),
+        (6, 0, 0, 29),
+        (7, 0, 0, 127),
+        (9, 0, 0, 28),
+    ]
     for entry in entries:
         assert entry.reason.startswith(REASONS[entry.offset]), (entry.offset, entry.reason)
         assert entry.replayed_at is None
@@ -121,8 +152,13 @@ def test_replay_after_the_limit_is_raised_moves_the_oversized_message_to_bronze(
     settings = stack.settings
     loaded = load(settings, TABLE, full=False, log=lambda line: None)
     assert loaded.inserted == 5
-    assert stack.psql("SELECT array_agg(kafka_offset ORDER BY kafka_offset) FROM bronze.quarantined_cdc")[0][0] == \
-        [0, 2, 5, 8, 10]
+    assert stack.psql("SELECT array_agg(kafka_offset ORDER BY kafka_offset) FROM bronze.quarantined_cdc")[0][0] == [
+        0,
+        2,
+        5,
+        8,
+        10,
+    ]
 
     # With the same rules nothing passes, and nothing is written.
     same = quarantine.replay(settings, TABLE, log=lambda line: None)
@@ -130,7 +166,9 @@ def test_replay_after_the_limit_is_raised_moves_the_oversized_message_to_bronze(
 
     raised = settings.model_copy(update={"ingest_max_value_bytes": LIMIT_RAISED})
     replayed = quarantine.replay(raised, TABLE, log=lambda line: None)
-    replay_object = "quarantined/raw/batch=replay/batch=test.quarantine+0+00000000000000000000+00000000000000000010.jsonl"
+    replay_object = (
+        "quarantined/raw/batch=replay/batch=test.quarantine+0+00000000000000000000+00000000000000000010.jsonl"
+    )
     assert (replayed.checked, replayed.replayed, replayed.still_failing, replayed.objects) == (6, 1, 5, [replay_object])
     store = RawStore(settings)
     # The line ingest would have written for it: position, timestamp, key and the value as produced.
@@ -141,10 +179,18 @@ def test_replay_after_the_limit_is_raised_moves_the_oversized_message_to_bronze(
 
     loaded = load(settings, TABLE, full=False, log=lambda line: None)
     assert (loaded.objects, loaded.inserted) == (1, 1)
-    assert stack.psql("SELECT kafka_offset, kafka_key::text, octet_length(cdc_payload->'after'->>'Description') "
-                      "FROM bronze.quarantined_cdc WHERE kafka_offset = 4") == \
-        [(4, '{"ID": 8}', HUGE_BYTES - len(b'{"before":null,"after":{"ID":8,"Name":"big","Description":"')
-          - len(b'"},"op":"c","ts_ms":1700000000000,"source":{"connector":"postgresql","lsn":1008}}'))]
+    assert stack.psql(
+        "SELECT kafka_offset, kafka_key::text, octet_length(cdc_payload->'after'->>'Description') "
+        "FROM bronze.quarantined_cdc WHERE kafka_offset = 4"
+    ) == [
+        (
+            4,
+            '{"ID": 8}',
+            HUGE_BYTES
+            - len(b'{"before":null,"after":{"ID":8,"Name":"big","Description":"')
+            - len(b'"},"op":"c","ts_ms":1700000000000,"source":{"connector":"postgresql","lsn":1008}}'),
+        )
+    ]
     summary = quarantine.summary(settings, TABLE)
     assert (summary.total, summary.replayed, summary.pending) == (6, 1, 5)
     assert [e.offset for e in quarantine.list_entries(settings, TABLE) if e.replayed_at is not None] == [4]
@@ -167,8 +213,11 @@ def test_reject_summary_counts_load_rejects(stack, produced):
     assert quarantine.reject_summary(settings, TABLE).total == 0
     store = RawStore(settings)
     key = f"{TABLE.raw_objects_prefix}{TOPIC}+0+{100:020d}+{101:020d}.jsonl"
-    store.put(key, b'{"topic":"test.quarantine","partition":0,"offset":100,"key":{"ID":1},"value":null}\n'
-                   b'{"topic": "test.quarantine", "partition": 0, "offs\n')
+    store.put(
+        key,
+        b'{"topic":"test.quarantine","partition":0,"offset":100,"key":{"ID":1},"value":null}\n'
+        b'{"topic": "test.quarantine", "partition": 0, "offs\n',
+    )
     load(settings, TABLE, full=False, log=lambda line: None)
     rejects = quarantine.reject_summary(settings, TABLE)
     assert (rejects.total, rejects.new_since) == (1, 1)

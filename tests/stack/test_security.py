@@ -77,8 +77,11 @@ def test_security_bi_reader_reads_staging_and_marts_only(stack, refreshed):
             for statement in DENIED:
                 try:
                     cur.execute(statement)
-                except (errors.InsufficientPrivilege, errors.ReadOnlySqlTransaction,
-                        errors.ObjectNotInPrerequisiteState) as exc:
+                except (
+                    errors.InsufficientPrivilege,
+                    errors.ReadOnlySqlTransaction,
+                    errors.ObjectNotInPrerequisiteState,
+                ) as exc:
                     # A write to stg_product (a non-updatable view) may be refused as such before
                     # its privileges are checked; the privilege catalogue is checked below.
                     if mode != "default" and isinstance(exc, errors.ReadOnlySqlTransaction):
@@ -104,8 +107,10 @@ def test_security_bi_reader_reads_staging_and_marts_only(stack, refreshed):
         schemas = {name: (usage, create) for name, usage, create in cur.fetchall()}
         assert not any(create for _, create in schemas.values()), schemas
         assert not schemas["bronze"][0] and not schemas["bi_console"][0], schemas
-        cur.execute("SELECT has_database_privilege(current_database(), 'CREATE'), "
-                    "has_database_privilege(current_database(), 'TEMP')")
+        cur.execute(
+            "SELECT has_database_privilege(current_database(), 'CREATE'), "
+            "has_database_privilege(current_database(), 'TEMP')"
+        )
         assert cur.fetchone() == (False, False)
         conn.rollback()
     finally:
@@ -131,9 +136,16 @@ def test_security_identifiers_are_quoted_not_folded(stack, refreshed):
     from pipeline.config import TableConfig
     from pipeline.steps.load import load
 
-    table = TableConfig(name="quoted", source_table="Quoted", topic="test.quoted", raw_prefix="quoted/raw",
-                        bronze_table="Quoted_Case_CDC", dbt_selector="", staging_relation="stg_quoted",
-                        marts_relation="dim_quoted")
+    table = TableConfig(
+        name="quoted",
+        source_table="Quoted",
+        topic="test.quoted",
+        raw_prefix="quoted/raw",
+        bronze_table="Quoted_Case_CDC",
+        dbt_selector="",
+        staging_relation="stg_quoted",
+        marts_relation="dim_quoted",
+    )
     result = load(stack.settings, table, full=True, log=lambda line: None)
     assert result.objects == 0
     assert stack.psql("SELECT relname FROM pg_class WHERE relname ILIKE 'quoted_case_cdc'") == [("Quoted_Case_CDC",)]
@@ -141,12 +153,18 @@ def test_security_identifiers_are_quoted_not_folded(stack, refreshed):
 
 def test_security_no_secret_in_any_log_or_output(stack, refreshed):
     settings = stack.settings
-    secrets = {name: getattr(settings, name) for name in
-               ("pg_password", "pg_reader_password", "source_password", "s3_access_key", "s3_secret_key")}
+    secrets = {
+        name: getattr(settings, name)
+        for name in ("pg_password", "pg_reader_password", "source_password", "s3_access_key", "s3_secret_key")
+    }
     assert all(len(v) >= 16 for v in secrets.values())
     outputs = {"refresh --full --json": refreshed.stdout + refreshed.stderr}
-    commands = [["--check", "--json"], ["stack", "status", "--json"], ["connector", "status"],
-                ["refresh", "--incremental", "--json"]]
+    commands = [
+        ["--check", "--json"],
+        ["stack", "status", "--json"],
+        ["connector", "status"],
+        ["refresh", "--incremental", "--json"],
+    ]
     commands += [["stack", "logs", service, "-n", "100000"] for service in stack.runtime.service_names()]
     for command in commands:
         result = stack.cli(*command)
@@ -159,10 +177,20 @@ def test_security_no_secret_in_any_log_or_output(stack, refreshed):
     scanned = {str(p.relative_to(data)): p.read_bytes() for p in files}
     assert any(k.startswith("logs/") for k in scanned) and any(k.startswith("dbt/logs/") for k in scanned)
     assert any(k.startswith("validation/") for k in scanned)
-    leaks = [f"{name} in output of `bi-console {where}`" for where, text in outputs.items()
-             for name, value in secrets.items() if value in text]
-    leaks += [f"{name} in {path}" for path, body in scanned.items()
-              for name, value in secrets.items() if value.encode() in body]
+    leaks = [
+        f"{name} in output of `bi-console {where}`"
+        for where, text in outputs.items()
+        for name, value in secrets.items()
+        if value in text
+    ]
+    leaks += [
+        f"{name} in {path}"
+        for path, body in scanned.items()
+        for name, value in secrets.items()
+        if value.encode() in body
+    ]
     assert not leaks, leaks
-    print(f"SECURITY-RESULT secrets_scan: {len(secrets)} secrets, {len(outputs)} command outputs, "
-          f"{len(scanned)} files under the data dir ({sum(map(len, scanned.values())):,} bytes): no leak")
+    print(
+        f"SECURITY-RESULT secrets_scan: {len(secrets)} secrets, {len(outputs)} command outputs, "
+        f"{len(scanned)} files under the data dir ({sum(map(len, scanned.values())):,} bytes): no leak"
+    )

@@ -22,8 +22,14 @@ PRODUCT_TOPIC = "cord.ConcordDb.dbo.Product"
 
 
 def read_topic(settings, topic: str, start: int = 0) -> list:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "test-reader",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "test-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, start)])
     messages = []
     try:
@@ -178,8 +184,9 @@ def test_connector_retrying_while_its_source_refuses_it_is_never_running(stack):
         status = stack.wait_connector(lambda s: s.effective_state == "RETRYING", 60, "RETRYING")
         assert status.retry_attempt >= 1 and status.retry_limit == "infinity"
         assert status.last_error and status.tasks[0].state == "RETRYING"  # the cut session, at first
-        later = stack.wait_connector(lambda s: (s.retry_attempt or 0) > status.retry_attempt, 40,
-                                     "counted a further attempt")
+        later = stack.wait_connector(
+            lambda s: (s.retry_attempt or 0) > status.retry_attempt, 40, "counted a further attempt"
+        )
         assert later.effective_state == "RETRYING" and later.retrying_since == status.retrying_since
         assert f'role "{stack.settings.source_user}" is not permitted to log in' in later.last_error
         healthy, detail = stack.runtime.probe("cdc")
@@ -239,8 +246,9 @@ def test_wrong_settings_fail_with_one_line_naming_the_setting(stack, tmp_path):
     last = wrong_port.stderr.strip().splitlines()[-1]
     assert "BI_PG_PORT=1" in last
 
-    bad_password = run_with(re.sub(r"^BI_PG_PASSWORD=.*$", "BI_PG_PASSWORD=not-the-password", env, flags=re.M),
-                            "refresh", "--steps", "load")
+    bad_password = run_with(
+        re.sub(r"^BI_PG_PASSWORD=.*$", "BI_PG_PASSWORD=not-the-password", env, flags=re.M), "refresh", "--steps", "load"
+    )
     assert bad_password.returncode == 3
     assert "BI_PG_PASSWORD" in bad_password.stderr.strip().splitlines()[-1]
     assert "not-the-password" not in bad_password.stderr
@@ -265,8 +273,11 @@ def test_up_is_idempotent_and_down_leaves_nothing():
         runtime.down(log=lambda _: None)
     for pid in pids | children:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, pid
-    for port in [settings.pg_port, int(settings.kafka_bootstrap.rsplit(":", 1)[1]),
-                 int(settings.s3_endpoint.rsplit(":", 1)[1])]:
+    for port in [
+        settings.pg_port,
+        int(settings.kafka_bootstrap.rsplit(":", 1)[1]),
+        int(settings.s3_endpoint.rsplit(":", 1)[1]),
+    ]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
     assert runtime.status_all() and not any(s.healthy for s in runtime.status_all())

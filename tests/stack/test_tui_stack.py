@@ -25,15 +25,26 @@ async def test_full_refresh_on_f_then_quality_shows_115(stack):
         await pilot.press("4")
         quality = app.view("quality")
         try:
-            counts = await wait_for(pilot, lambda: quality.layer_counts("product").get("marts") == 115
-                                    and quality.layer_counts("product"), 120, what="quality counts")
+            counts = await wait_for(
+                pilot,
+                lambda: quality.layer_counts("product").get("marts") == 115 and quality.layer_counts("product"),
+                120,
+                what="quality counts",
+            )
         except AssertionError:
             snap = quality.snapshot
-            raise AssertionError(f"quality: {snap and snap.error}, {snap and snap.counts}, errors {app.errors}") from None
+            raise AssertionError(
+                f"quality: {snap and snap.error}, {snap and snap.counts}, errors {app.errors}"
+            ) from None
         assert counts["staging_active"] == 115 and counts["marts"] == 115, counts
-        row = await wait_for(pilot, lambda: next((line for line in screen_text(app).splitlines()
-                                                  if "product" in line and line.count("115") >= 2), None),
-                             20, what="the product row with 115 on screen")
+        row = await wait_for(
+            pilot,
+            lambda: next(
+                (line for line in screen_text(app).splitlines() if "product" in line and line.count("115") >= 2), None
+            ),
+            20,
+            what="the product row with 115 on screen",
+        )
         assert row.count("115") >= 2, row
         # The GE results of the run are shown, each suite with its expectations.
         assert quality.snapshot.validation.get("product", {}).get("success") is True
@@ -52,8 +63,13 @@ async def test_cancel_during_load_leaves_bronze_consistent(stack):
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("f")
         pipeline = app.view("pipeline")
-        await wait_for(pilot, lambda: pipeline.rows.get(("product", "load"), {}).get("state") == "running",
-                       300, interval=0.02, what="product:load to run")
+        await wait_for(
+            pilot,
+            lambda: pipeline.rows.get(("product", "load"), {}).get("state") == "running",
+            300,
+            interval=0.02,
+            what="product:load to run",
+        )
         await pilot.press("x")
         await wait_for(pilot, lambda: not pipeline.running, 120, interval=0.2, what="the run to stop")
         run = pipeline.last_run
@@ -63,12 +79,16 @@ async def test_cancel_during_load_leaves_bronze_consistent(stack):
         assert "cancelled" in states.values()
     bronze, meta = settings.file.bronze_schema, settings.file.meta_schema
     for table in settings.tables:
-        (rows,), = stack.psql(f'SELECT count(*) FROM "{bronze}"."{table.bronze_table}"')
-        (recorded,), = stack.psql(f'SELECT coalesce(sum(inserted), 0) FROM "{meta}".load_manifest '
-                                  "WHERE bronze_table = %s", (table.bronze_table,))
+        ((rows,),) = stack.psql(f'SELECT count(*) FROM "{bronze}"."{table.bronze_table}"')
+        ((recorded,),) = stack.psql(
+            f'SELECT coalesce(sum(inserted), 0) FROM "{meta}".load_manifest WHERE bronze_table = %s',
+            (table.bronze_table,),
+        )
         assert rows == recorded, (table.name, rows, recorded)
-        (dupes,), = stack.psql(f'SELECT count(*) - count(DISTINCT (kafka_topic, kafka_partition, kafka_offset)) '
-                               f'FROM "{bronze}"."{table.bronze_table}"')
+        ((dupes,),) = stack.psql(
+            f"SELECT count(*) - count(DISTINCT (kafka_topic, kafka_partition, kafka_offset)) "
+            f'FROM "{bronze}"."{table.bronze_table}"'
+        )
         assert dupes == 0
 
 
@@ -76,13 +96,13 @@ async def test_service_stopped_behind_the_apps_back_shows_down_within_5s(stack):
     app = BiConsoleApp(stack.settings, runtime=stack.runtime)
     async with app.run_test(size=(80, 24)) as pilot:
         services = app.view("services")
-        await wait_for(pilot, lambda: services.status_of("s3") and services.status_of("s3").healthy, 15,
-                       what="s3 healthy")
+        await wait_for(
+            pilot, lambda: services.status_of("s3") and services.status_of("s3").healthy, 15, what="s3 healthy"
+        )
         try:
             stack.runtime.stop("s3")
             stopped = time.monotonic()
-            await wait_for(pilot, lambda: not services.status_of("s3").healthy, 5, interval=0.05,
-                           what="s3 shown down")
+            await wait_for(pilot, lambda: not services.status_of("s3").healthy, 5, interval=0.05, what="s3 shown down")
             elapsed = time.monotonic() - stopped
             await wait_for(pilot, lambda: "down: s3" in screen_text(app), 5, what="'down: s3' on screen")
             assert elapsed < 5
@@ -103,8 +123,9 @@ async def test_no_cdc_events_panel_diagnoses_stopped_connector_and_fix_restarts_
             connector = next(c for c in panel.checks if c.name == "Connector state")
             assert not connector.ok and "RUNNING" not in connector.evidence, connector
             assert any(c.name.startswith("Topic ") and "end offset" in c.evidence for c in panel.checks)
-            await wait_for(pilot, lambda: "✗ Connector state" in screen_text(app), 20,
-                           what="'✗ Connector state' on screen")
+            await wait_for(
+                pilot, lambda: "✗ Connector state" in screen_text(app), 20, what="'✗ Connector state' on screen"
+            )
 
             await pilot.press("c")  # the panel's fix: restart connector
             from tui.confirm import ConfirmScreen
@@ -112,8 +133,7 @@ async def test_no_cdc_events_panel_diagnoses_stopped_connector_and_fix_restarts_
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, what="the fix's question")
             await pilot.press("y")
             await wait_for(pilot, lambda: "no_cdc_events" in view._fixing, 2, interval=0.02, what="fix to start")
-            await wait_for(pilot, lambda: "no_cdc_events" not in view._fixing, 180, interval=0.5,
-                           what="the fix to end")
+            await wait_for(pilot, lambda: "no_cdc_events" not in view._fixing, 180, interval=0.5, what="the fix to end")
             await wait_for(pilot, lambda: not panel.running and panel.checks, 20, what="re-diagnosis")
             connector = next(c for c in panel.checks if c.name == "Connector state")
             assert connector.ok, connector

@@ -19,7 +19,7 @@ def _count(client: api.SupersetClient, resource: str, column: str, value: str) -
 def test_health_and_run_command_bind_loopback(superset):
     argv, env = install.run_command(superset.settings)
     port = install.listen_port(superset.settings)
-    assert f"127.0.0.1:{port}" in argv or ["-h", "127.0.0.1"] == argv[argv.index("-h"):argv.index("-h") + 2]
+    assert f"127.0.0.1:{port}" in argv or ["-h", "127.0.0.1"] == argv[argv.index("-h") : argv.index("-h") + 2]
     assert env["SUPERSET_SECRET_KEY"] == superset.settings.superset_secret_key
     assert superset.settings.superset_secret_key not in " ".join(argv)
     config = install.config_path(superset.settings).read_text()
@@ -37,8 +37,12 @@ def test_provision_twice_creates_each_object_once(superset, pg):
     assert first["database_id"] == second["database_id"]
     assert first["datasets"] == second["datasets"]
     # Every validated table gets datasets (managed_tables): MeasureUnit has a suite too.
-    assert set(first["datasets"]) == {"marts.dim_product", "staging_staging.stg_product",
-                                      "marts.dim_measure_unit", "staging_staging.stg_measure_unit"}
+    assert set(first["datasets"]) == {
+        "marts.dim_product",
+        "staging_staging.stg_product",
+        "marts.dim_measure_unit",
+        "staging_staging.stg_measure_unit",
+    }
     assert first["dashboards"][0]["id"] == second["dashboards"][0]["id"]
     assert first["dashboards"][0]["charts"] == second["dashboards"][0]["charts"]
     assert len(first["dashboards"][0]["charts"]) == len(api.PRODUCT_CATALOG.charts)
@@ -48,8 +52,11 @@ def test_provision_twice_creates_each_object_once(superset, pg):
         assert [d["database_name"] for d in databases] == [api.DATABASE_NAME]
         datasets = client.get("/api/v1/dataset/")["result"]
         assert sorted(f"{d['schema']}.{d['table_name']}" for d in datasets) == [
-            "marts.dim_measure_unit", "marts.dim_product", "staging_staging.stg_measure_unit",
-            "staging_staging.stg_product"]
+            "marts.dim_measure_unit",
+            "marts.dim_product",
+            "staging_staging.stg_measure_unit",
+            "staging_staging.stg_product",
+        ]
         dashboards = client.get("/api/v1/dashboard/")["result"]
         assert [d["dashboard_title"] for d in dashboards] == ["Product Catalog"]
         for spec in api.PRODUCT_CATALOG.charts:
@@ -101,6 +108,7 @@ def test_bad_password_is_one_line_naming_the_url(superset):
 
 def test_secret_key_is_required(superset, tmp_path):
     from pipeline.config import ConfigError
+
     for key in (None, "short-key"):
         settings = superset.settings.model_copy(update={"superset_secret_key": key, "data_dir": tmp_path})
         with pytest.raises(ConfigError, match="BI_SUPERSET_SECRET_KEY"):

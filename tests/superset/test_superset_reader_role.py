@@ -33,21 +33,24 @@ def test_reader_cannot_read_bronze(reader):
         _run(reader, "SELECT count(*) FROM bronze.product_cdc")
 
 
-@pytest.mark.parametrize("statement", [
-    "INSERT INTO marts.dim_product (product_id, net_uid, supplier_name, multilingual_status, weight_category,"
-    " is_for_sale, is_for_web, is_for_zero_sale, has_analogue, has_image, has_component, ingested_timestamp)"
-    " VALUES (1, 'x', 'x', 'x', 'x', false, false, false, false, false, false, now())",
-    "UPDATE marts.dim_product SET name = 'x'",
-    "DELETE FROM marts.dim_product",
-    "TRUNCATE marts.dim_product",
-    "DELETE FROM bronze.product_cdc",
-    "CREATE TABLE marts.evil (id int)",
-    "CREATE TABLE staging_staging.evil (id int)",
-    "CREATE TABLE public.evil (id int)",
-    "CREATE TEMP TABLE evil (id int)",
-    "CREATE SCHEMA evil",
-    "DROP VIEW staging_staging.stg_product",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO marts.dim_product (product_id, net_uid, supplier_name, multilingual_status, weight_category,"
+        " is_for_sale, is_for_web, is_for_zero_sale, has_analogue, has_image, has_component, ingested_timestamp)"
+        " VALUES (1, 'x', 'x', 'x', 'x', false, false, false, false, false, false, now())",
+        "UPDATE marts.dim_product SET name = 'x'",
+        "DELETE FROM marts.dim_product",
+        "TRUNCATE marts.dim_product",
+        "DELETE FROM bronze.product_cdc",
+        "CREATE TABLE marts.evil (id int)",
+        "CREATE TABLE staging_staging.evil (id int)",
+        "CREATE TABLE public.evil (id int)",
+        "CREATE TEMP TABLE evil (id int)",
+        "CREATE SCHEMA evil",
+        "DROP VIEW staging_staging.stg_product",
+    ],
+)
 def test_reader_cannot_write(reader, statement):
     # Sessions are read-only by default; the privileges refuse even when the reader lifts that.
     with pytest.raises((errors.ReadOnlySqlTransaction, errors.InsufficientPrivilege)):
@@ -73,17 +76,32 @@ def test_reader_keeps_access_when_dbt_recreates_the_table(pg):
 
 def test_reader_password_is_required(pg):
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-        psycopg2.connect(host=pg.host, port=pg.port, dbname=pg.database, user=pg.reader,
-                         password="not-the-password", connect_timeout=5)
+        psycopg2.connect(
+            host=pg.host,
+            port=pg.port,
+            dbname=pg.database,
+            user=pg.reader,
+            password="not-the-password",
+            connect_timeout=5,
+        )
 
 
 def test_the_marts_are_what_dbt_builds(pg):
     # Superset's tests read a refresh's relations: dbt's columns, a view for staging, and no
     # constraint dbt does not declare (the incremental model, not an index, keeps keys unique).
-    columns = {r[0] for r in pg.execute("SELECT column_name FROM information_schema.columns "
-                                        "WHERE table_schema = 'marts' AND table_name = 'dim_product'")}
+    columns = {
+        r[0]
+        for r in pg.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'marts' AND table_name = 'dim_product'"
+        )
+    }
     assert {"days_since_created", "days_since_updated", "measure_unit_id", "weight", "name_pl"} <= columns
-    kinds = dict(pg.execute("SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                            " WHERE (n.nspname, c.relname) IN (('marts', 'dim_product'), ('staging_staging', 'stg_product'))"))
+    kinds = dict(
+        pg.execute(
+            "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE (n.nspname, c.relname) IN (('marts', 'dim_product'), ('staging_staging', 'stg_product'))"
+        )
+    )
     assert kinds == {"dim_product": "r", "stg_product": "v"}
     assert pg.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'marts.dim_product'::regclass") == []

@@ -130,8 +130,15 @@ def test_sql_lab_refuses_writes_through_the_connection(provisioned):
     with api.SupersetClient.from_settings(provisioned) as client:
         database_id = int(api.find_database(client)["id"])
         with pytest.raises(api.SupersetApiError) as info:
-            client.post("/api/v1/sqllab/execute/", {"database_id": database_id, "schema": "marts",
-                                                    "sql": "DELETE FROM marts.dim_product", "runAsync": False})
+            client.post(
+                "/api/v1/sqllab/execute/",
+                {
+                    "database_id": database_id,
+                    "schema": "marts",
+                    "sql": "DELETE FROM marts.dim_product",
+                    "runAsync": False,
+                },
+            )
         assert "/api/v1/sqllab/execute/" in str(info.value)
 
 

@@ -37,8 +37,7 @@ def _active_products_shown(settings) -> int:
 def test_refresh_with_bi_step_shows_new_rows(with_superset):
     stack = with_superset
     stack.seeded()
-    run = json.loads(stack.cli("refresh", "--full", "--json", "--steps", "ingest,load,transform,bi",
-                               check=True).stdout)
+    run = json.loads(stack.cli("refresh", "--full", "--json", "--steps", "ingest,load,transform,bi", check=True).stdout)
     assert [s["step"] for s in run["steps"]][-1] == "bi"
     assert _active_products_shown(stack.settings) == 115
     stack.cli("demo", "changes", "300", check=True)

@@ -39,8 +39,14 @@ class PgServer:
     admin_db: str = "postgres"
 
     def connect(self, dbname: str | None = None):
-        return psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password,
-                                dbname=dbname or self.admin_db, connect_timeout=5)
+        return psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=dbname or self.admin_db,
+            connect_timeout=5,
+        )
 
 
 _SERVER: PgServer | None = None
@@ -60,8 +66,13 @@ def pg_server() -> PgServer:
         dsn = os.environ.get("BI_TEST_PG_DSN")
         if dsn:
             p = parse_dsn(dsn)
-            _SERVER = PgServer(p.get("host", "127.0.0.1"), int(p.get("port", 5432)), p.get("user", "postgres"),
-                               p.get("password", ""), p.get("dbname", "postgres"))
+            _SERVER = PgServer(
+                p.get("host", "127.0.0.1"),
+                int(p.get("port", 5432)),
+                p.get("user", "postgres"),
+                p.get("password", ""),
+                p.get("dbname", "postgres"),
+            )
         else:
             _SERVER = _start_local_server()
     return _SERVER
@@ -76,8 +87,15 @@ def fresh_settings(name: str, data_dir: Path, **overrides) -> Settings:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     conn.close()
-    settings = make_settings(data_dir, pg_host=server.host, pg_port=server.port, pg_user=server.user,
-                             pg_password=server.password, pg_database=name, **overrides)
+    settings = make_settings(
+        data_dir,
+        pg_host=server.host,
+        pg_port=server.port,
+        pg_user=server.user,
+        pg_password=server.password,
+        pg_database=name,
+        **overrides,
+    )
     with connect(settings) as conn, conn.cursor() as cur:
         for table in settings.tables:
             ensure_bronze(cur, settings.file, table)
@@ -103,8 +121,9 @@ def read_events(name: str) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def load_events(settings: Settings, table: str, records: list[dict], batch_file: str = "fixture.jsonl",
-                ingested_at=None) -> int:
+def load_events(
+    settings: Settings, table: str, records: list[dict], batch_file: str = "fixture.jsonl", ingested_at=None
+) -> int:
     """Insert raw-zone records into the table's bronze table, as the runbook's Step 3 loader does
     (ON CONFLICT DO NOTHING). A null value is stored as SQL NULL, or as JSON null when the record
     says "_bronze_null": "json"."""
@@ -123,8 +142,19 @@ def load_events(settings: Settings, table: str, records: list[dict], batch_file:
                 payload = "null" if r.get("_bronze_null") == "json" else None
             else:
                 payload = json.dumps(value)
-            cur.execute(stmt, (r["topic"], r["partition"], r["offset"], r.get("timestamp"),
-                               json.dumps(r.get("key")), payload, batch_file, ingested_at))
+            cur.execute(
+                stmt,
+                (
+                    r["topic"],
+                    r["partition"],
+                    r["offset"],
+                    r.get("timestamp"),
+                    json.dumps(r.get("key")),
+                    payload,
+                    batch_file,
+                    ingested_at,
+                ),
+            )
             inserted += cur.rowcount
     return inserted
 

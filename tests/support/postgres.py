@@ -34,8 +34,9 @@ def postgres_bindir() -> Path:
     for candidate in candidates:
         if (candidate / "initdb").exists():
             return candidate
-    raise AssertionError(f"no PostgreSQL binaries: looked for initdb in {', '.join(map(str, candidates))}; "
-                         "set BI_TEST_PG_BINDIR")
+    raise AssertionError(
+        f"no PostgreSQL binaries: looked for initdb in {', '.join(map(str, candidates))}; set BI_TEST_PG_BINDIR"
+    )
 
 
 @dataclass
@@ -59,23 +60,34 @@ class PgCluster:
     def log_file(self) -> Path:
         return self.root / "server.log"
 
-    def run(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """A PostgreSQL program (a name in bindir, or a path), as the cluster's system user."""
         program = str(argv[0]) if "/" in str(argv[0]) else str(self.bindir / argv[0])
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if env and prefix:  # runuser resets the environment; `env` puts the variables back
             prefix = [*prefix, "env", *[f"{k}={v}" for k, v in env.items()]]
-        result = subprocess.run([*prefix, program, *map(str, argv[1:])], capture_output=True, text=True,
-                                timeout=timeout, env={**os.environ, **(env or {})})
+        result = subprocess.run(
+            [*prefix, program, *map(str, argv[1:])],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"{Path(program).name} failed: {result.stderr.strip()[-800:]}")
         return result
 
     def connect(self, dbname: str = "postgres", *, user: str | None = None, password: str | None = None) -> Any:
-        return psycopg2.connect(host=self.host, port=self.port, dbname=dbname, user=user or self.superuser,
-                                password=password if password is not None else (self.password or ""),
-                                connect_timeout=5)
+        return psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            dbname=dbname,
+            user=user or self.superuser,
+            password=password if password is not None else (self.password or ""),
+            connect_timeout=5,
+        )
 
     def log_tail(self, chars: int = 800) -> str:
         return self.log_file.read_text(errors="replace")[-chars:] if self.log_file.exists() else ""
@@ -85,8 +97,13 @@ class PgCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_cluster(*, superuser: str = "postgres", password: str | None = None, prefix: str = "bi-test-pg-",
-                  options: Sequence[str] = ()) -> PgCluster:
+def start_cluster(
+    *,
+    superuser: str = "postgres",
+    password: str | None = None,
+    prefix: str = "bi-test-pg-",
+    options: Sequence[str] = (),
+) -> PgCluster:
     """initdb and start a cluster; `password` None means trust, else scram-sha-256.
     The caller stops it (`cluster.stop()`), in a fixture's finally or at exit."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
@@ -105,15 +122,19 @@ def start_cluster(*, superuser: str = "postgres", password: str | None = None, p
             shutil.chown(pwfile, "postgres", "postgres")
         auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
     try:
-        cluster.run(["initdb", "-D", cluster.data, "-U", superuser, *auth, "--encoding=UTF8", "--locale=C.UTF-8",
-                     "--no-sync"])
+        cluster.run(
+            ["initdb", "-D", cluster.data, "-U", superuser, *auth, "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"]
+        )
     finally:
         if password is not None:
             pwfile.unlink()
-    server_options = " ".join([f"-p {cluster.port}", f"-k {cluster.socket_dir}", "-c listen_addresses=127.0.0.1",
-                               *FAST_OPTIONS, *options])
-    started = cluster.run(["pg_ctl", "-D", cluster.data, "-l", cluster.log_file, "-w", "-t", "60",
-                           "-o", server_options, "start"], check=False)
+    server_options = " ".join(
+        [f"-p {cluster.port}", f"-k {cluster.socket_dir}", "-c listen_addresses=127.0.0.1", *FAST_OPTIONS, *options]
+    )
+    started = cluster.run(
+        ["pg_ctl", "-D", cluster.data, "-l", cluster.log_file, "-w", "-t", "60", "-o", server_options, "start"],
+        check=False,
+    )
     if started.returncode:
         tail = cluster.log_tail()
         shutil.rmtree(root, ignore_errors=True)

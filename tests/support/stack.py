@@ -29,9 +29,15 @@ def table_rows(stack, relation: str, exclude: tuple[str, ...] = ()) -> list[tupl
     """Every row of `relation` as text, columns in table order less `exclude`: two states of a
     layer compare equal only when every value is."""
     schema, name = relation.split(".")
-    columns = [r[0] for r in stack.psql(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-        "ORDER BY ordinal_position", (schema, name)) if r[0] not in exclude]
+    columns = [
+        r[0]
+        for r in stack.psql(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position",
+            (schema, name),
+        )
+        if r[0] not in exclude
+    ]
     assert columns, relation
     select = ", ".join(f'"{c}"::text' for c in columns)
     return stack.psql(f"SELECT {select} FROM {relation} ORDER BY 1, 2, 3")
@@ -44,17 +50,28 @@ class StackHandle:
     env_file: Path
     _seeded: dict = field(default_factory=dict)
 
-    def cli(self, *args: str, timeout: float = 600, check: bool = False, env: dict | None = None,
-            env_file: Path | None = None):
+    def cli(
+        self,
+        *args: str,
+        timeout: float = 600,
+        check: bool = False,
+        env: dict | None = None,
+        env_file: Path | None = None,
+    ):
         """Run `bi-console --env-file ... ARGS` as a separate process, as an operator would."""
         result = subprocess.run(
             [sys.executable, "-m", "cli.main", "--env-file", str(env_file or self.env_file), *args],
-            capture_output=True, text=True, timeout=timeout, cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
             env={k: v for k, v in {**os.environ, **(env or {})}.items() if not k.startswith("BI_")} | (env or {}),
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"bi-console {' '.join(args)} exited {result.returncode}\n{result.stderr[-3000:]}"
-                                 f"{self.service_log_tails()}")
+            raise AssertionError(
+                f"bi-console {' '.join(args)} exited {result.returncode}\n{result.stderr[-3000:]}"
+                f"{self.service_log_tails()}"
+            )
         return result
 
     def service_log_tails(self, lines: int = 60) -> str:
@@ -108,8 +125,7 @@ class StackHandle:
         status = self.runtime.connector_status()
         while not predicate(status):
             if time.monotonic() > deadline:
-                raise AssertionError(f"connector never {what} in {timeout:.0f}s: {status}"
-                                     f"{self.service_log_tails()}")
+                raise AssertionError(f"connector never {what} in {timeout:.0f}s: {status}{self.service_log_tails()}")
             time.sleep(0.5)
             status = self.runtime.connector_status()
         return status

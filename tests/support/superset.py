@@ -46,6 +46,7 @@ SUPERSET_CACHE = Path(os.environ.get("BI_TEST_SUPERSET_HOME", "/tmp/bi-console-s
 
 # --------------------------------------------------------------------------- PostgreSQL
 
+
 @dataclass
 class PgServer:
     port: int
@@ -62,10 +63,19 @@ class PgServer:
     def connect(self, user: str | None = None, password: str | None = None, database: str | None = None):
         user = user or self.owner
         if password is None:
-            password = {self.owner: self.owner_password, self.reader: self.reader_password,
-                        "postgres": self.superuser_password}[user]
-        conn = psycopg2.connect(host=self.host, port=self.port, dbname=database or self.database, user=user,
-                                password=password, connect_timeout=5)
+            password = {
+                self.owner: self.owner_password,
+                self.reader: self.reader_password,
+                "postgres": self.superuser_password,
+            }[user]
+        conn = psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            dbname=database or self.database,
+            user=user,
+            password=password,
+            connect_timeout=5,
+        )
         conn.autocommit = True
         return conn
 
@@ -83,12 +93,20 @@ def insert_products(pg: PgServer, ids: range | list[int], supplier: str = "SEM1"
     settings = pg.settings
     events = event_factory()
     table = settings.table("product")
-    records = [events.record(pid, {"ID": pid}, events.env("c", None, events.product_row(pid, VendorCode=f"{supplier}-{pid}"),
-                                                          events.sqlserver_source(f"{pid:08x}:00000001:0003",
-                                                                                  f"{pid:08x}:00000001:0002", 1,
-                                                                                  1700000000000)),
-                              topic=table.topic)
-               for pid in ids]
+    records = [
+        events.record(
+            pid,
+            {"ID": pid},
+            events.env(
+                "c",
+                None,
+                events.product_row(pid, VendorCode=f"{supplier}-{pid}"),
+                events.sqlserver_source(f"{pid:08x}:00000001:0003", f"{pid:08x}:00000001:0002", 1, 1700000000000),
+            ),
+            topic=table.topic,
+        )
+        for pid in ids
+    ]
     load_events(settings, "product", records, batch_file="product/raw/batch=superset-test.jsonl")
     result = DbtProject(settings).run(table.dbt_selector)
     if not result.success:
@@ -98,11 +116,20 @@ def insert_products(pg: PgServer, ids: range | list[int], supplier: str = "SEM1"
 @pytest.fixture(scope="session")
 def pg(tmp_path_factory) -> Iterator[PgServer]:
     superuser_password = secrets.token_urlsafe(18)
-    cluster = start_cluster(superuser="postgres", password=superuser_password, prefix="bi-superset-pg-",
-                            options=("-c shared_buffers=32MB", "-c max_connections=50"))
-    server = PgServer(port=cluster.port, superuser_password=superuser_password, owner="analytics",
-                      owner_password=secrets.token_urlsafe(18), reader="bi_reader",
-                      reader_password=secrets.token_urlsafe(18))
+    cluster = start_cluster(
+        superuser="postgres",
+        password=superuser_password,
+        prefix="bi-superset-pg-",
+        options=("-c shared_buffers=32MB", "-c max_connections=50"),
+    )
+    server = PgServer(
+        port=cluster.port,
+        superuser_password=superuser_password,
+        owner="analytics",
+        owner_password=secrets.token_urlsafe(18),
+        reader="bi_reader",
+        reader_password=secrets.token_urlsafe(18),
+    )
     try:
         su = server.connect("postgres", database="postgres")
         with su.cursor() as cur:
@@ -132,6 +159,7 @@ def pg(tmp_path_factory) -> Iterator[PgServer]:
 
 # --------------------------------------------------------------------------- Superset
 
+
 @dataclass
 class SupersetServer:
     settings: Settings
@@ -148,9 +176,17 @@ class SupersetServer:
 
 def make_settings(pg: PgServer, data_dir: Path, **overrides) -> Settings:
     """The tests' settings, on this PostgreSQL and a Superset of its own port."""
-    values = dict(pg_host=pg.host, pg_port=pg.port, pg_database=pg.database, pg_user=pg.owner,
-                  pg_password=pg.owner_password, pg_reader_user=pg.reader, pg_reader_password=pg.reader_password,
-                  superset_url=f"http://127.0.0.1:{free_port()}", superset_user="bi_admin")
+    values = dict(
+        pg_host=pg.host,
+        pg_port=pg.port,
+        pg_database=pg.database,
+        pg_user=pg.owner,
+        pg_password=pg.owner_password,
+        pg_reader_user=pg.reader,
+        pg_reader_password=pg.reader_password,
+        superset_url=f"http://127.0.0.1:{free_port()}",
+        superset_user="bi_admin",
+    )
     return make_test_settings(data_dir, **{**values, **overrides})
 
 
@@ -204,8 +240,15 @@ def superset(pg: PgServer, tmp_path_factory) -> Iterator[SupersetServer]:
     server_log = data_dir / "superset-server.log"
     handle = open(server_log, "ab")
     started = time.monotonic()
-    process = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               cwd=install.superset_home(settings), start_new_session=True)
+    process = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=install.superset_home(settings),
+        start_new_session=True,
+    )
     server = SupersetServer(settings=settings, process=process, log_path=server_log, timings=timings)
     try:
         try:

@@ -36,18 +36,29 @@ async def test_a_fixs_output_is_scrolled_into_view(tmp_path):
         await pilot.press("5")
         view = app.view("troubleshoot")
         # Every panel diagnosed: their heights are final, and so is the place of the fix output.
-        await wait_for(pilot, lambda: all(p.checks is not None and not p.running for p in view.query(ProblemPanel)),
-                       120, what="the first diagnosis")
+        await wait_for(
+            pilot,
+            lambda: all(p.checks is not None and not p.running for p in view.query(ProblemPanel)),
+            120,
+            what="the first diagnosis",
+        )
         await pilot.pause(0.2)
         problems = view.query_one("#problems", VerticalScroll)
         pane = view.query_one("#fix-log")
-        assert not in_view(problems, pane), ("at 100x30 the fix output starts below the fold",
-                                             problems.scroll_offset, pane.virtual_region)
+        assert not in_view(problems, pane), (
+            "at 100x30 the fix output starts below the fold",
+            problems.scroll_offset,
+            pane.virtual_region,
+        )
         await pilot.press("e")  # refresh BI: fails at once here (no Superset), and says so in its output
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5, what="the fix's question")
         await pilot.press("y")
-        await wait_for(pilot, lambda: "stale_bi" not in view._fixing and pane.query_one("LogView").raw_lines, 60,
-                       what="the fix to end with output")
+        await wait_for(
+            pilot,
+            lambda: "stale_bi" not in view._fixing and pane.query_one("LogView").raw_lines,
+            60,
+            what="the fix to end with output",
+        )
         await pilot.pause(0.2)
         assert in_view(problems, pane), (problems.scroll_offset, pane.virtual_region, problems.size)
 
@@ -63,7 +74,7 @@ def test_a_single_step_run_is_recorded_as_that_step_with_its_log(tmp_path):
     from pipeline.orchestration.refresh import read_history, read_run, run_label, run_refresh
 
     settings = make_settings(tmp_path)
-    step_run, = failed_step_runs(settings, 1)
+    (step_run,) = failed_step_runs(settings, 1)
     table_run = run_refresh(settings, steps=["load"], tables=["product"])
     whole_run = run_refresh(settings, mode="incremental")
     history = read_history(settings)
@@ -100,7 +111,7 @@ async def test_a_single_step_run_keeps_the_step_table_whole_and_any_past_run_ope
     from tui.run_screen import PastRunScreen
 
     settings = make_settings(tmp_path)
-    earlier, = failed_step_runs(settings, 1)
+    (earlier,) = failed_step_runs(settings, 1)
     app = BiConsoleApp(settings, runtime=EmbeddedRuntime(settings))
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("3")
@@ -111,8 +122,9 @@ async def test_a_single_step_run_keeps_the_step_table_whole_and_any_past_run_ope
         steps.move_cursor(row=[key for _, key in whole].index("transform"))
         await pilot.press("s")  # the selected step only: transform
         await wait_for(pilot, lambda: pipeline.running, 5, what="the step to start")
-        await wait_for(pilot, lambda: not pipeline.running and pipeline.last_run, 120, interval=0.2,
-                       what="the step to end")
+        await wait_for(
+            pilot, lambda: not pipeline.running and pipeline.last_run, 120, interval=0.2, what="the step to end"
+        )
         assert pipeline.last_run.selected_steps == ["transform"]
         assert steps.row_count == len(whole), pipeline.step_states()
         states = pipeline.step_states()
@@ -124,8 +136,9 @@ async def test_a_single_step_run_keeps_the_step_table_whole_and_any_past_run_ope
         history.focus()
         history.move_cursor(row=1)  # the earlier run, from before this app started
         await pilot.press("enter")
-        screen = await wait_for(pilot, lambda: isinstance(app.screen, PastRunScreen) and app.screen, 10,
-                                what="the past run to open")
+        screen = await wait_for(
+            pilot, lambda: isinstance(app.screen, PastRunScreen) and app.screen, 10, what="the past run to open"
+        )
         assert screen.record["run_id"] == earlier.run_id
         table = screen.query_one("#past-run-steps", DataTable)
         assert table.row_count == 1 and str(table.get_row_at(0)[2]) == "failed"
@@ -152,7 +165,7 @@ def test_the_bi_step_is_skipped_with_a_warning_when_superset_is_stopped(tmp_path
         enable_superset(settings)
     run = run_refresh(settings, steps=["bi"])
     assert run.outcome == "ok", (run.failed_step, run.error)
-    bi, = run.steps
+    (bi,) = run.steps
     assert bi.state == "skipped" and bi.error is None
     assert bi.notices and bi.notices[0].startswith("skipped: superset stopped"), bi.notices
     assert ("BI_SUPERSET_URL" in bi.notices[0]) if enabled else ("not enabled" in bi.notices[0])
@@ -179,7 +192,8 @@ def test_a_superset_that_answers_badly_still_fails_the_bi_step(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         settings = make_settings(tmp_path).model_copy(
-            update={"superset_url": f"http://127.0.0.1:{server.server_address[1]}"})
+            update={"superset_url": f"http://127.0.0.1:{server.server_address[1]}"}
+        )
         enable_superset(settings)
         run = run_refresh(settings, steps=["bi"])
     finally:

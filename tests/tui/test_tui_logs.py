@@ -62,7 +62,7 @@ def append_log(settings, service: str, lines: list[str]) -> None:
 def shown_lines(view: LogView) -> list[str]:
     """The log lines inside the view's window now."""
     top = view.scroll_offset.y
-    return view.visible_lines[top:top + view.size.height]
+    return view.visible_lines[top : top + view.size.height]
 
 
 async def settle(app) -> None:
@@ -123,8 +123,9 @@ async def test_following_shows_the_tail_on_opening_after_a_filter_and_after_a_se
 
 
 async def test_paused_belongs_to_the_service_it_was_paused_on(settings):
-    write_logs(settings, {"postgres": numbered("postgres", 100), "kafka": numbered("kafka", 100),
-                          "cdc": numbered("cdc", 100)})
+    write_logs(
+        settings, {"postgres": numbered("postgres", 100), "kafka": numbered("kafka", 100), "cdc": numbered("cdc", 100)}
+    )
     app = BiConsoleApp(settings, runtime=RecordingRuntime(settings), poll_interval=60)
     async with app.run_test(size=(100, 30)) as pilot:
         services = app.view("services")
@@ -255,8 +256,13 @@ async def test_the_connector_view_has_the_connectors_log_with_filter_copy_and_js
         # `/` from the view's table filters this log; the typed text is not the view's keys.
         await pilot.press("slash", *"snapshot", "enter")
         await wait_for(pilot, lambda: view.pattern is not None)
-        assert view.visible_lines == ["{", '  "level": "INFO",', '  "msg": "snapshot completed",',
-                                      '  "rows": 2400', "}"]
+        assert view.visible_lines == [
+            "{",
+            '  "level": "INFO",',
+            '  "msg": "snapshot completed",',
+            '  "rows": 2400',
+            "}",
+        ]
         await wait_for(pilot, lambda: app.focused is view)
         await pilot.press("j")
         assert view.visible_lines == [json.dumps(record)]
@@ -284,8 +290,11 @@ async def test_a_typed_burst_with_the_table_focused_ends_in_the_filter(settings)
         # The Connector view too: its `r` restarts the connector, `s` is nothing there.
         await pilot.press("escape", "2")
         connector = app.view("connector")
-        await wait_for(pilot, lambda: app.focused is not None and connector in app.focused.ancestors,
-                       what="the focus in the connector view")
+        await wait_for(
+            pilot,
+            lambda: app.focused is not None and connector in app.focused.ancestors,
+            what="the focus in the connector view",
+        )
         await pilot.press("slash", *"records")
         await settle(app)
         assert not isinstance(app.screen, ConfirmScreen) and runtime.controls == []

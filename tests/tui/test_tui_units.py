@@ -61,8 +61,11 @@ async def test_filter_key_opens_box_and_filters(tmp_path):
 
         # Each key goes only once the focus it needs is in place: the view's keys act on the focused view.
         services = app.view("services")
-        await wait_for(pilot, lambda: app.focused is not None and services in app.focused.ancestors,
-                     what="the focus in the services view")
+        await wait_for(
+            pilot,
+            lambda: app.focused is not None and services in app.focused.ancestors,
+            what="the focus in the services view",
+        )
         await pilot.press("l")
         await wait_for(pilot, lambda: isinstance(app.focused, LogView))
         await pilot.press("slash")
@@ -107,8 +110,11 @@ async def test_failing_worker_becomes_an_error_and_the_app_stays_up(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         for _ in range(50):
             await pilot.pause(0.1)
-            if (runtime.calls >= 2 and app.view("services").statuses
-                    and any("log file unreadable" in e for e in app.errors)):
+            if (
+                runtime.calls >= 2
+                and app.view("services").statuses
+                and any("log file unreadable" in e for e in app.errors)
+            ):
                 break
         assert any("engine exploded" in e for e in app.errors), app.errors
         assert any("log file unreadable" in e for e in app.errors), app.errors
@@ -213,8 +219,14 @@ async def test_slash_with_the_table_focused_filters_the_log_and_no_key_reaches_t
         await pilot.press("3")
         await wait_for(pilot, lambda: app.query_one("#views").active == "pipeline")
         await pilot.press("slash")
-        await wait_for(pilot, lambda: isinstance(app.focused, Input) and app.focused.id == "filter"
-                       and "step-log" in [a.id for a in app.focused.ancestors])
+        await wait_for(
+            pilot,
+            lambda: (
+                isinstance(app.focused, Input)
+                and app.focused.id == "filter"
+                and "step-log" in [a.id for a in app.focused.ancestors]
+            ),
+        )
 
 
 async def test_stop_and_restart_ask_first_and_the_default_is_no(tmp_path):
@@ -284,15 +296,23 @@ async def test_pipeline_counts_are_never_cut_into_other_numbers(tmp_path, size):
         await wait_for(pilot, lambda: app.query_one("#views").active == "pipeline")
         pipeline = app.view("pipeline")
         for table, inserted in (("product", 32530), ("measure_unit", 500)):
-            counts = {"objects": 1, "skipped_objects": 0, "lines": inserted, "inserted": inserted,
-                      "rejected": 0, "sanitized": 0}
+            counts = {
+                "objects": 1,
+                "skipped_objects": 0,
+                "lines": inserted,
+                "inserted": inserted,
+                "rejected": 0,
+                "sanitized": 0,
+            }
             pipeline.apply_event(StepStarted("r1", table, "load"), announce=False)
             pipeline.apply_event(StepFinished("r1", table, "load", "ok", 1.0, counts), announce=False)
         await pilot.pause(0.2)
         await app.workers.wait_for_complete()
         text = screen_text(app)
-        rows = {t: next(line for line in text.splitlines() if t in line and "load" in line)
-                for t in ("product", "measure_unit")}
+        rows = {
+            t: next(line for line in text.splitlines() if t in line and "load" in line)
+            for t in ("product", "measure_unit")
+        }
         assert "lines=32.5k" in rows["product"] and "lines=500" in rows["measure_unit"], rows
         if size[0] >= 160:
             assert "inserted=32.5k" in rows["product"] and "inserted=500" in rows["measure_unit"], rows
@@ -313,8 +333,10 @@ async def test_help_and_footer_show_the_same_live_keys(tmp_path):
 
     config = tmp_path / "bi-console.toml"
     config.write_text('[keymap]\nfull_refresh = "F"\nlog_copy = "c"\n')
-    for app in (BiConsoleApp(make_settings(tmp_path), recorded=True),
-                BiConsoleApp(make_settings(tmp_path, config), recorded=True)):
+    for app in (
+        BiConsoleApp(make_settings(tmp_path), recorded=True),
+        BiConsoleApp(make_settings(tmp_path, config), recorded=True),
+    ):
         async with app.run_test(size=(160, 48)) as pilot:
             # The lambdas below run within this iteration, with this iteration's app.
             await wait_for(pilot, lambda: app.query_one(Footer).query(FooterKey), what="the footer drawn")  # noqa: B023
@@ -373,9 +395,13 @@ async def test_command_palette_holds_every_views_actions(tmp_path):
             assert any(wanted in n for n in names), (wanted, names)
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette))
-        for query, wanted in (("pause", "Pause connector"), ("resume", "Resume connector"),
-                              ("fix", "Fix: rerun dbt with debug logging"), ("incremental", "Incremental refresh"),
-                              ("run step transform", "Run step transform")):
+        for query, wanted in (
+            ("pause", "Pause connector"),
+            ("resume", "Resume connector"),
+            ("fix", "Fix: rerun dbt with debug logging"),
+            ("incremental", "Incremental refresh"),
+            ("run step transform", "Run step transform"),
+        ):
             names = await offered(query)
             assert any(wanted in n for n in names), (wanted, names)
             await pilot.press("escape")

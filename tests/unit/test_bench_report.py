@@ -24,11 +24,17 @@ def test_a_changed_figure_in_a_result_changes_the_readme():
 
 
 def test_the_runbook_comparison_states_the_row_counts():
-    size = {"rows": {
-        "load (bronze)": {"work": 100_000, "unit": "rows", "rate_per_s": 5_000},
-        "runbook step 3 loader": {"work": 50_000, "unit": "rows", "rate_per_s": 1_000},
-    }, "uptime_before": "1.0", "uptime_after": "2.0"}
+    size = {
+        "rows": {
+            "load (bronze)": {"work": 100_000, "unit": "rows", "rate_per_s": 5_000},
+            "runbook step 3 loader": {"work": 50_000, "unit": "rows", "rate_per_s": 1_000},
+        },
+        "uptime_before": "1.0",
+        "uptime_after": "2.0",
+    }
     (sentence, _) = report.summary(size)
-    assert sentence == ("Load against the runbook's Step 3 loader, on different row counts (ours 100,000, "
-                        "the runbook's 50,000), each into an empty table: ours 5,000 rows/s, "
-                        "the runbook's 1,000 rows/s, 5.0x.")
+    assert sentence == (
+        "Load against the runbook's Step 3 loader, on different row counts (ours 100,000, "
+        "the runbook's 50,000), each into an empty table: ours 5,000 rows/s, "
+        "the runbook's 1,000 rows/s, 5.0x."
+    )

@@ -14,16 +14,16 @@ INITDB = REPO / "compose" / "postgres" / "initdb" / "10-bi-console.sql"
 
 CATALOG = {
     "columns": "SELECT table_schema, table_name, ordinal_position, column_name, data_type, is_nullable,"
-               " column_default, is_generated, generation_expression FROM information_schema.columns"
-               " WHERE table_schema = ANY(%(schemas)s) ORDER BY 1, 2, 3",
+    " column_default, is_generated, generation_expression FROM information_schema.columns"
+    " WHERE table_schema = ANY(%(schemas)s) ORDER BY 1, 2, 3",
     "constraints": "SELECT n.nspname, c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)"
-                   " FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
-                   " WHERE n.nspname = ANY(%(schemas)s) ORDER BY 1, 2, 3",
+    " FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
+    " WHERE n.nspname = ANY(%(schemas)s) ORDER BY 1, 2, 3",
     "indexes": "SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes"
-               " WHERE schemaname = ANY(%(schemas)s) ORDER BY 1, 2, 3",
+    " WHERE schemaname = ANY(%(schemas)s) ORDER BY 1, 2, 3",
     "storage": "SELECT n.nspname, c.relname, a.attname, a.attstorage FROM pg_attribute a"
-               " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-               " WHERE n.nspname = ANY(%(schemas)s) AND c.relkind = 'r' AND a.attnum > 0 ORDER BY 1, 2, 3",
+    " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = ANY(%(schemas)s) AND c.relkind = 'r' AND a.attnum > 0 ORDER BY 1, 2, 3",
 }
 
 

@@ -35,8 +35,10 @@ def test_compose_file_validates_against_the_compose_spec_schema():
 
 
 def test_compose_schema_check_can_fail():
-    bad = {"services": {"kafka": {"image": "apache/kafka:3.9.0", "helthcheck": {}, "ports": [{"target": "x"}]}},
-           "volumes": {"data": {"drvier": "local"}}}
+    bad = {
+        "services": {"kafka": {"image": "apache/kafka:3.9.0", "helthcheck": {}, "ports": [{"target": "x"}]}},
+        "volumes": {"data": {"drvier": "local"}},
+    }
     errors = schema_errors(bad)
     assert any("helthcheck" in e for e in errors)
     assert any("drvier" in e for e in errors)
@@ -109,16 +111,20 @@ def test_compose_policy_fails_when_a_healthcheck_is_removed_from_the_real_file()
 
 
 def test_compose_images_and_dockerfiles_are_pinned(tmp_path):
-    for image in ("apache/kafka:3.9.0", "quay.io/debezium/connect:3.1.0.Final", "postgres:16.8-bookworm",
-                  "mcr.microsoft.com/mssql/server:2022-CU18-ubuntu-22.04", "x@sha256:" + "a" * 64):
+    for image in (
+        "apache/kafka:3.9.0",
+        "quay.io/debezium/connect:3.1.0.Final",
+        "postgres:16.8-bookworm",
+        "mcr.microsoft.com/mssql/server:2022-CU18-ubuntu-22.04",
+        "x@sha256:" + "a" * 64,
+    ):
         assert image_pinned(image), image
     for image in ("postgres", "postgres:latest", "localhost:5000/img", "img:${TAG}", "", None, "superset:stable"):
         assert not image_pinned(image), image
     assert dockerfile_problems("bi-console", {"context": "..", "dockerfile": "compose/Dockerfile"}, COMPOSE) == []
     assert dockerfile_problems("superset", {"context": "./superset"}, COMPOSE) == []
     (tmp_path / "Dockerfile").write_text("FROM python:3.11 AS build\nFROM --platform=linux/amd64 debian\n")
-    assert dockerfile_problems("x", ".", tmp_path) == [
-        "service x: Dockerfile starts FROM debian, not a pinned version"]
+    assert dockerfile_problems("x", ".", tmp_path) == ["service x: Dockerfile starts FROM debian, not a pinned version"]
 
 
 def test_compose_secrets_are_the_config_secret_variables():
@@ -131,8 +137,19 @@ def test_compose_secrets_are_the_config_secret_variables():
 
 def test_compose_services_profiles_and_one_shots():
     services = compose_doc()["services"]
-    assert {"kafka", "kafka-connect", "connect-register", "minio", "minio-init", "postgres", "superset-init",
-            "superset", "sqlserver", "sqlserver-init", "bi-console"} <= set(services)
+    assert {
+        "kafka",
+        "kafka-connect",
+        "connect-register",
+        "minio",
+        "minio-init",
+        "postgres",
+        "superset-init",
+        "superset",
+        "sqlserver",
+        "sqlserver-init",
+        "bi-console",
+    } <= set(services)
     assert services["sqlserver"]["profiles"] == ["source-dev"] == services["sqlserver-init"]["profiles"]
     connect = services["kafka-connect"]
     assert connect["environment"]["CONNECT_CONNECTOR_CLIENT_CONFIG_OVERRIDE_POLICY"] == "None"
@@ -147,9 +164,16 @@ def test_compose_connector_file():
     config = document["config"]
     assert document["name"] == "sqlserver-product-v2"
     assert config["connector.class"] == "io.debezium.connector.sqlserver.SqlServerConnector"
-    expected = {"topic.prefix": "cord", "database.names": "ConcordDb", "table.include.list": "dbo.Product",
-                "decimal.handling.mode": "string", "tombstones.on.delete": "true", "snapshot.mode": "when_needed",
-                "key.converter.schemas.enable": "true", "value.converter.schemas.enable": "true"}
+    expected = {
+        "topic.prefix": "cord",
+        "database.names": "ConcordDb",
+        "table.include.list": "dbo.Product",
+        "decimal.handling.mode": "string",
+        "tombstones.on.delete": "true",
+        "snapshot.mode": "when_needed",
+        "key.converter.schemas.enable": "true",
+        "value.converter.schemas.enable": "true",
+    }
     assert {k: config[k] for k in expected} == expected
     assert config["schema.history.internal.kafka.topic"]
     assert config["database.password"] == "${env:BI_SOURCE_PASSWORD}", "secrets through the config provider"
@@ -178,8 +202,14 @@ def test_compose_postgres_init_bronze_ddl_and_reader_role():
     assert "ALTER DEFAULT PRIVILEGES" in sql
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(COMPOSE).as_posix() for p in COMPOSE.rglob("*")
-                                        if p.is_file() and p.suffix in {".yml", ".sh", ".sql", ".py", ".json", ""}))
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p.relative_to(COMPOSE).as_posix()
+        for p in COMPOSE.rglob("*")
+        if p.is_file() and p.suffix in {".yml", ".sh", ".sql", ".py", ".json", ""}
+    ),
+)
 def test_compose_no_literal_secret_in_any_file(path):
     text = (COMPOSE / path).read_text()
     for needle in ("minioadmin", "thisISaSECRET_1234", "admin:admin", "password=admin", "PASSWORD: admin"):
@@ -201,9 +231,17 @@ def test_compose_superset_config_has_the_embedded_superset_cache_model(tmp_path,
     from pipeline.superset.install import write_config
 
     key = "k" * 48
-    settings = load_settings(env_file=None, data_dir=str(tmp_path), pg_password="p" * 12, pg_reader_password="r" * 12,
-                             source_password="s" * 12, s3_access_key="a" * 12, s3_secret_key="b" * 12,
-                             superset_secret_key=key, superset_password="c" * 12)
+    settings = load_settings(
+        env_file=None,
+        data_dir=str(tmp_path),
+        pg_password="p" * 12,
+        pg_reader_password="r" * 12,
+        source_password="s" * 12,
+        s3_access_key="a" * 12,
+        s3_secret_key="b" * 12,
+        superset_secret_key=key,
+        superset_password="c" * 12,
+    )
     embedded = _run_config(write_config(settings), monkeypatch, SUPERSET_SECRET_KEY=key)
     compose_env = {"SUPERSET_SECRET_KEY": key, "BI_PG_USER": "analytics", "BI_PG_PASSWORD": "p@ss/word"}
     compose = _run_config(COMPOSE / "superset" / "superset_config.py", monkeypatch, **compose_env)
@@ -212,15 +250,24 @@ def test_compose_superset_config_has_the_embedded_superset_cache_model(tmp_path,
 
     def without_dir(config: dict) -> dict:
         return {k: v for k, v in config.items() if k != "CACHE_DIR"}
+
     assert without_dir(compose["DATA_CACHE_CONFIG"]) == without_dir(embedded["DATA_CACHE_CONFIG"])
     assert compose["CACHE_CONFIG"] == compose["DATA_CACHE_CONFIG"]
     assert compose["DATA_CACHE_CONFIG"]["CACHE_DIR"].startswith("/app/superset_home/")  # the superset_home volume
     assert compose["WTF_CSRF_TIME_LIMIT"] is embedded["WTF_CSRF_TIME_LIMIT"] is None
     assert compose["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg2://analytics:p%40ss%2Fword@postgres:5432/superset"
 
-    tuned = _run_config(COMPOSE / "superset" / "superset_config.py", monkeypatch, **compose_env,
-                        BI_SUPERSET_CACHE_TIMEOUT="120", BI_SUPERSET_CACHE_DIR="/data/cache")
-    assert (tuned["DATA_CACHE_CONFIG"]["CACHE_DEFAULT_TIMEOUT"], tuned["CACHE_CONFIG"]["CACHE_DIR"]) == (120, "/data/cache")
+    tuned = _run_config(
+        COMPOSE / "superset" / "superset_config.py",
+        monkeypatch,
+        **compose_env,
+        BI_SUPERSET_CACHE_TIMEOUT="120",
+        BI_SUPERSET_CACHE_DIR="/data/cache",
+    )
+    assert (tuned["DATA_CACHE_CONFIG"]["CACHE_DEFAULT_TIMEOUT"], tuned["CACHE_CONFIG"]["CACHE_DIR"]) == (
+        120,
+        "/data/cache",
+    )
 
 
 def test_standin_superset_image_is_the_one_images_build_makes():
@@ -246,8 +293,10 @@ def test_superset_metadata_initdb_file_is_new_and_idempotent():
     assert re.search(r"WHERE NOT EXISTS \(SELECT FROM pg_database WHERE datname = 'superset'\) \\gexec", sql)
     assert "REVOKE ALL ON DATABASE superset FROM PUBLIC" in sql
     standin = yaml.safe_load((COMPOSE / "docker-compose.standin.yml").read_text())["services"]["postgres"]
-    assert "./postgres/initdb/20-superset-metadata.sql:/opt/bi-console/initdb/20-superset-metadata.sql:ro" \
+    assert (
+        "./postgres/initdb/20-superset-metadata.sql:/opt/bi-console/initdb/20-superset-metadata.sql:ro"
         in standin["volumes"]
+    )
 
 
 def test_superset_reaches_postgres_where_its_container_can(tmp_path):
@@ -256,8 +305,13 @@ def test_superset_reaches_postgres_where_its_container_can(tmp_path):
     from pipeline.config import generate_env, load_settings
     from pipeline.superset.api import reader_uri
 
-    secrets = dict(pg_password="p" * 12, pg_reader_password="r@d/r" * 3, source_password="s" * 12,
-                   s3_access_key="a" * 12, s3_secret_key="b" * 12)
+    secrets = dict(
+        pg_password="p" * 12,
+        pg_reader_password="r@d/r" * 3,
+        source_password="s" * 12,
+        s3_access_key="a" * 12,
+        s3_secret_key="b" * 12,
+    )
     host = load_settings(env_file=None, data_dir=str(tmp_path), pg_port=6543, **secrets)
     assert reader_uri(host) == f"postgresql+psycopg2://bi_reader:{'r%40d%2Fr' * 3}@127.0.0.1:6543/analytics"
     env_file = tmp_path / ".env"

@@ -35,8 +35,15 @@ def project_server():
 
 def test_compose_lists_services_by_project_label(project_server):
     runtime = ComposeRuntime("bi-console", base_url=project_server.docker_url)
-    assert runtime.service_names() == ["connect-register", "kafka", "kafka-connect", "minio", "minio-init",
-                                       "postgres", "superset"]
+    assert runtime.service_names() == [
+        "connect-register",
+        "kafka",
+        "kafka-connect",
+        "minio",
+        "minio-init",
+        "postgres",
+        "superset",
+    ]
     listing = project_server.calls("GET", "/containers/json")[0]
     assert listing["query"]["all"] == "1"
     assert '"com.docker.compose.project=bi-console"' in listing["query"]["filters"]
@@ -85,7 +92,9 @@ def test_compose_log_stream_demultiplexes_frames_into_lines():
     assert server.unmatched == []
     assert len(lines) == 4
     assert lines[0].endswith("Kafka Connect started   [org.apache.kafka.connect.runtime.Connect]")
-    assert lines[1].endswith("[io.debezium.relational.RelationalSnapshotChangeEventSource]"), "a line split across frames is joined"
+    assert lines[1].endswith("[io.debezium.relational.RelationalSnapshotChangeEventSource]"), (
+        "a line split across frames is joined"
+    )
     assert "SQL Server Agent is running" in lines[2], "stderr frames are kept"
     assert lines[3].endswith("snapshot completed: 115 records (Пневмоподушка)")
     assert all("\x00" not in line and "\x01" not in line for line in lines), "no frame header leaks into text"
@@ -204,21 +213,33 @@ def test_compose_detect_runtime_honours_forcing_and_probes(project_server):
     forced.runtime = "compose"
     assert detect_runtime(forced, compose_factory=lambda s: pytest.fail("forced: no probe")) == "compose"
 
-    assert detect_runtime(S(), compose_factory=lambda s: ComposeRuntime(
-        s.compose_project_name, base_url=project_server.docker_url)) == "compose"
+    assert (
+        detect_runtime(
+            S(), compose_factory=lambda s: ComposeRuntime(s.compose_project_name, base_url=project_server.docker_url)
+        )
+        == "compose"
+    )
     down = f"tcp://127.0.0.1:{free_port()}"
-    assert detect_runtime(S(), compose_factory=lambda s: ComposeRuntime(
-        s.compose_project_name, base_url=down, timeout=2)) == "embedded"
+    assert (
+        detect_runtime(S(), compose_factory=lambda s: ComposeRuntime(s.compose_project_name, base_url=down, timeout=2))
+        == "embedded"
+    )
 
 
 def test_compose_detect_runtime_empty_project_is_embedded():
     with replay("empty_project.json") as server:
-        assert detect_runtime(type("S", (), {"runtime": "auto"})(), compose_factory=lambda s: ComposeRuntime(
-            "bi-console", base_url=server.docker_url)) == "embedded"
+        assert (
+            detect_runtime(
+                type("S", (), {"runtime": "auto"})(),
+                compose_factory=lambda s: ComposeRuntime("bi-console", base_url=server.docker_url),
+            )
+            == "embedded"
+        )
 
 
 def test_compose_docker_timestamps():
     assert parse_docker_time("0001-01-01T00:00:00Z") is None
-    assert parse_docker_time("2025-03-14T09:26:53.589793846Z") == datetime(2025, 3, 14, 9, 26, 53, 589793,
-                                                                           tzinfo=timezone.utc)
+    assert parse_docker_time("2025-03-14T09:26:53.589793846Z") == datetime(
+        2025, 3, 14, 9, 26, 53, 589793, tzinfo=timezone.utc
+    )
     assert parse_docker_time("2025-03-14T10:26:53+01:00") == datetime(2025, 3, 14, 9, 26, 53, tzinfo=timezone.utc)

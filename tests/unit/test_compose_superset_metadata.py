@@ -19,8 +19,9 @@ def run_metadata_sql(server, user: str, *variables: str):  # noqa: F811
 
 
 def owner_of_superset(server) -> str:  # noqa: F811
-    return psql(server, "analytics", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'superset'"
-                ).stdout.strip()
+    return psql(
+        server, "analytics", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'superset'"
+    ).stdout.strip()
 
 
 def test_after_the_image_init_script_it_changes_nothing(server):  # noqa: F811

@@ -26,7 +26,11 @@ def test_connect_client_running_status_config_offsets_list():
         assert client.list() == ["sqlserver-measure-unit-v1", "sqlserver-product-v2"]
         status = client.status()
         assert (status.name, status.state, status.effective_state, status.kind) == (
-            "sqlserver-product-v2", "RUNNING", "RUNNING", "source")
+            "sqlserver-product-v2",
+            "RUNNING",
+            "RUNNING",
+            "source",
+        )
         assert [(t.id, t.state, t.worker_id) for t in status.tasks] == [(0, "RUNNING", "172.18.0.6:8083")]
         assert status.error_trace is None
         config = client.config()
@@ -57,23 +61,32 @@ def test_connect_client_control_calls():
         client.restart_task(0)
     assert server.unmatched == []
     restarts = server.calls("POST", "/sqlserver-product-v2/restart")
-    assert [r["query"] for r in restarts] == [{"includeTasks": "true", "onlyFailed": "true"},
-                                              {"includeTasks": "false", "onlyFailed": "false"}]
+    assert [r["query"] for r in restarts] == [
+        {"includeTasks": "true", "onlyFailed": "true"},
+        {"includeTasks": "false", "onlyFailed": "false"},
+    ]
     assert [r["path"] for r in server.requests if r["method"] == "PUT"] == [
-        "/connectors/sqlserver-product-v2/pause", "/connectors/sqlserver-product-v2/resume",
-        "/connectors/sqlserver-product-v2/stop"]
+        "/connectors/sqlserver-product-v2/pause",
+        "/connectors/sqlserver-product-v2/resume",
+        "/connectors/sqlserver-product-v2/stop",
+    ]
 
 
 def test_connect_client_errors_name_url_and_status():
     with serve("errors.json") as server, KafkaConnectClient(server.url, "sqlserver-product-v3") as client:
         with pytest.raises(KafkaConnectError) as info:
             client.status()
-        assert str(info.value) == (f"Kafka Connect GET {server.url}/connectors/sqlserver-product-v3/status -> "
-                                   "HTTP 404: No status found for connector sqlserver-product-v3")
+        assert str(info.value) == (
+            f"Kafka Connect GET {server.url}/connectors/sqlserver-product-v3/status -> "
+            "HTTP 404: No status found for connector sqlserver-product-v3"
+        )
         assert info.value.status_code == 404
         assert client.exists() is False
-        with pytest.raises(KafkaConnectError, match=r"POST .*/restart\?includeTasks=true&onlyFailed=false -> HTTP 409: "
-                                                    r"Cannot complete request momentarily"):
+        with pytest.raises(
+            KafkaConnectError,
+            match=r"POST .*/restart\?includeTasks=true&onlyFailed=false -> HTTP 409: "
+            r"Cannot complete request momentarily",
+        ):
             client.restart(name="sqlserver-product-v2")
         with pytest.raises(KafkaConnectError) as info:
             client.pause(name="sqlserver-product-v2")
@@ -86,7 +99,9 @@ def test_connect_client_unreachable_names_the_url():
         with pytest.raises(KafkaConnectUnavailable) as info:
             client.status()
     message = str(info.value)
-    assert message.startswith(f"Kafka Connect GET http://127.0.0.1:{port}/connectors/sqlserver-product-v2/status: unreachable")
+    assert message.startswith(
+        f"Kafka Connect GET http://127.0.0.1:{port}/connectors/sqlserver-product-v2/status: unreachable"
+    )
     assert "\n" not in message
 
 

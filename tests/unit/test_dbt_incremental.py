@@ -29,12 +29,28 @@ def later_changes(ev):
     p1002 = ev.product_row(1002, VendorCode="YP-6a")
     p1010 = ev.product_row(1010, VendorCode=None)
     return [
-        ev.record(20, {"ID": 1001}, ev.env("d", p1001, None, src("00000030:00000001:0003", "00000030:00000001:0002", 1, 1700009000000))),
+        ev.record(
+            20,
+            {"ID": 1001},
+            ev.env("d", p1001, None, src("00000030:00000001:0003", "00000030:00000001:0002", 1, 1700009000000)),
+        ),
         ev.record(21, {"ID": 1001}, None),
-        ev.record(22, {"ID": 1003}, ev.env("u", p1003, p1003, src("00000030:00000002:0003", "00000030:00000002:0002", 2, 1700009100000)),
-                  wrap_schema=ev.PRODUCT_SCHEMA),
-        ev.record(23, {"ID": 1002}, ev.env("c", None, p1002, src("00000030:00000003:0003", "00000030:00000003:0002", 1, 1700009200000))),
-        ev.record(24, {"ID": 1010}, ev.env("c", None, p1010, src("00000030:00000004:0003", "00000030:00000004:0002", 1, 1700009300000))),
+        ev.record(
+            22,
+            {"ID": 1003},
+            ev.env("u", p1003, p1003, src("00000030:00000002:0003", "00000030:00000002:0002", 2, 1700009100000)),
+            wrap_schema=ev.PRODUCT_SCHEMA,
+        ),
+        ev.record(
+            23,
+            {"ID": 1002},
+            ev.env("c", None, p1002, src("00000030:00000003:0003", "00000030:00000003:0002", 1, 1700009200000)),
+        ),
+        ev.record(
+            24,
+            {"ID": 1010},
+            ev.env("c", None, p1010, src("00000030:00000004:0003", "00000030:00000004:0002", 1, 1700009300000)),
+        ),
     ]
 
 
@@ -72,8 +88,11 @@ def test_incremental_sequence_equals_full_rebuild(env):
     assert changed[1002]["supplier_name"] == "YP-6" and changed[1010]["supplier_name"] == "Unknown"
 
     # A product that vanishes from staging (bronze rows removed) also leaves the marts.
-    execute(settings, "delete from bronze.product_cdc where cdc_payload::text like '%%\"ID\": 1006%%'"
-                      " or kafka_key::text like '%%1006%%'")
+    execute(
+        settings,
+        "delete from bronze.product_cdc where cdc_payload::text like '%%\"ID\": 1006%%'"
+        " or kafka_key::text like '%%1006%%'",
+    )
     r = project.run(SELECT)
     assert r.success
     incremental = marts(settings)
@@ -90,8 +109,10 @@ def test_stale_computed_columns_are_rewritten(env):
     settings, project, _ = env
     assert project.run(SELECT).success
     execute(settings, "update marts.dim_product set days_since_created = days_since_created - 1")
-    execute(settings, "insert into marts.dim_product (product_id, net_uid, name, supplier_name) "
-                      "values (999999, 'x', 'ghost', 'X')")
+    execute(
+        settings,
+        "insert into marts.dim_product (product_id, net_uid, name, supplier_name) values (999999, 'x', 'ghost', 'X')",
+    )
     r = project.run(SELECT)
     assert r.success
     full = marts(settings)

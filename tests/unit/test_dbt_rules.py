@@ -32,9 +32,12 @@ PRODUCTS = {
     3005: dict(VendorCode="AB", Weight=1.0),
     3006: dict(VendorCode=None, NamePL=None, NameUA=None, Weight=None),
     3007: dict(VendorCode="YP-1", Weight=0.999),
-    3008: dict(VendorCode="ABC ", Weight=9.999,
-               Created=1704067199999,           # 2023-12-31 23:59:59.999, the last ms of a day
-               Updated=1709208000000000000),    # 2024-02-29 12:00:00 (epoch ns)
+    3008: dict(
+        VendorCode="ABC ",
+        Weight=9.999,
+        Created=1704067199999,  # 2023-12-31 23:59:59.999, the last ms of a day
+        Updated=1709208000000000000,
+    ),  # 2024-02-29 12:00:00 (epoch ns)
 }
 
 # What the contract says dim_product holds for them, written out by hand.
@@ -82,13 +85,19 @@ def failing(result) -> dict[str, int | None]:
 
 def test_rule_columns_equal_golden_rows(rules):
     settings = rules[0]
-    rows = query(settings, """select product_id, supplier_name, multilingual_status, weight_category,
-        measure_unit_id, days_since_created, days_since_updated from marts.dim_product order by product_id""")
-    assert [(r["product_id"], r["supplier_name"], r["multilingual_status"], r["weight_category"]) for r in rows] == GOLDEN
+    rows = query(
+        settings,
+        """select product_id, supplier_name, multilingual_status, weight_category,
+        measure_unit_id, days_since_created, days_since_updated from marts.dim_product order by product_id""",
+    )
+    assert [
+        (r["product_id"], r["supplier_name"], r["multilingual_status"], r["weight_category"]) for r in rows
+    ] == GOLDEN
     assert {r["measure_unit_id"] for r in rows} == {1}
     today = query(settings, "select current_date as d")[0]["d"]
     assert {r["product_id"]: (r["days_since_created"], r["days_since_updated"]) for r in rows} == {
-        pid: ((today - CREATED_DAY[pid]).days, (today - UPDATED_DAY[pid]).days) for pid in PRODUCTS}
+        pid: ((today - CREATED_DAY[pid]).days, (today - UPDATED_DAY[pid]).days) for pid in PRODUCTS
+    }
 
 
 def test_every_dbt_test_passes_on_good_data(rules):
@@ -118,7 +127,9 @@ BREAKS = [
 ]
 
 
-@pytest.mark.parametrize(("rule", "change", "why"), BREAKS, ids=[f"{b[0].removeprefix('assert_dim_product_')}: {b[2]}" for b in BREAKS])
+@pytest.mark.parametrize(
+    ("rule", "change", "why"), BREAKS, ids=[f"{b[0].removeprefix('assert_dim_product_')}: {b[2]}" for b in BREAKS]
+)
 def test_rule_test_fails_alone_on_a_broken_row(rules, rule, change, why):
     settings, project, _ = rules
     assert execute(settings, f"update marts.dim_product set {change}") == 1
@@ -138,7 +149,8 @@ def test_relationships_test_fails_on_a_product_of_a_deleted_measure_unit(rules):
     load_events(settings, "product", product_events(ev, 100, orphan))
     assert project.run(SELECT).success
     assert query(settings, "select measure_unit_id from marts.dim_product where product_id = 3999") == [
-        {"measure_unit_id": 2}]
+        {"measure_unit_id": 2}
+    ]
     result = project.test("dim_product")
     assert failing(result) == {MEASURE_UNIT: 1}
 

@@ -35,8 +35,14 @@ def test_run_result_reports_nodes_timings_and_log_lines(built):
     _, _, result, lines = built
     assert result.counts == {"success": 6, "total": 6}
     names = {n.name: n for n in result.nodes}
-    assert set(names) == {"base_product", "stg_product", "dim_product",
-                          "base_measure_unit", "stg_measure_unit", "dim_measure_unit"}
+    assert set(names) == {
+        "base_product",
+        "stg_product",
+        "dim_product",
+        "base_measure_unit",
+        "stg_measure_unit",
+        "dim_measure_unit",
+    }
     assert names["dim_product"].relation == '"bi_dbt_staging"."marts"."dim_product"'
     assert names["stg_product"].relation == '"bi_dbt_staging"."staging_staging"."stg_product"'
     assert all(n.status == "success" and n.execution_time > 0 and "execute" in n.timing for n in result.nodes)
@@ -48,9 +54,12 @@ def test_run_result_reports_nodes_timings_and_log_lines(built):
 
 def test_schemas_are_exactly_the_contract_names(built):
     settings = built[0]
-    rels = query(settings, """select table_schema, table_name, table_type from information_schema.tables
+    rels = query(
+        settings,
+        """select table_schema, table_name, table_type from information_schema.tables
                              where table_schema not in ('pg_catalog', 'information_schema', 'bronze', 'bi_console')
-                             order by 1, 2""")
+                             order by 1, 2""",
+    )
     assert [(r["table_schema"], r["table_name"], r["table_type"]) for r in rels] == [
         ("marts", "dim_measure_unit", "BASE TABLE"),
         ("marts", "dim_product", "BASE TABLE"),
@@ -63,14 +72,26 @@ def test_schemas_are_exactly_the_contract_names(built):
 
 def test_stg_product_has_54_columns_in_contract_order(built):
     settings = built[0]
-    cols = [r["column_name"] for r in query(settings, """select column_name from information_schema.columns
-        where table_schema = 'staging_staging' and table_name = 'stg_product' order by ordinal_position""")]
+    cols = [
+        r["column_name"]
+        for r in query(
+            settings,
+            """select column_name from information_schema.columns
+        where table_schema = 'staging_staging' and table_name = 'stg_product' order by ordinal_position""",
+        )
+    ]
     assert len(cols) == 54
     assert cols[:6] == ["product_id", "net_uid", "created", "updated", "deleted", "name"]
     assert "name_pl" in cols and "name_ua" in cols and "ucgfea" in cols and "source_amg_id" in cols
     assert cols[-5:] == ["cdc_operation", "source_timestamp", "is_snapshot", "kafka_offset", "ingested_at"]
-    types = {r["column_name"]: r["data_type"] for r in query(settings, """select column_name, data_type
-        from information_schema.columns where table_schema = 'staging_staging' and table_name = 'stg_product'""")}
+    types = {
+        r["column_name"]: r["data_type"]
+        for r in query(
+            settings,
+            """select column_name, data_type
+        from information_schema.columns where table_schema = 'staging_staging' and table_name = 'stg_product'""",
+        )
+    }
     assert types["product_id"] == "bigint"
     assert types["created"] == "timestamp without time zone"
     assert types["weight"] == "double precision"
@@ -83,8 +104,14 @@ def test_one_row_per_product_tombstones_skipped(built):
     settings = built[0]
     rows = query(settings, "select product_id, deleted from staging_staging.stg_product order by product_id")
     assert [(r["product_id"], r["deleted"]) for r in rows] == [
-        (1001, False), (1002, True), (1003, False), (1004, False), (1005, True), (1006, False),
-        (2001, False), (2002, False),
+        (1001, False),
+        (1002, True),
+        (1003, False),
+        (1004, False),
+        (1005, True),
+        (1006, False),
+        (2001, False),
+        (2002, False),
     ]
 
 
@@ -101,8 +128,14 @@ def test_sqlserver_snapshot_then_update_exact_values(built):
     assert r["source_amg_code"] == 501001
     assert r["measure_unit_id"] == 1
     assert r["name_pl"] == "Resor pneumatyczny 1001" and r["name_ua"] == "Пневмоподушка UA 1001"
-    assert (r["has_analogue"], r["has_image"], r["is_for_sale"], r["is_for_web"], r["is_for_zero_sale"],
-            r["has_component"]) == (True, False, False, True, False, False)
+    assert (
+        r["has_analogue"],
+        r["has_image"],
+        r["is_for_sale"],
+        r["is_for_web"],
+        r["is_for_zero_sale"],
+        r["has_component"],
+    ) == (True, False, False, True, False, False)
     assert r["ucgfea"] == "8708809900"
     assert r["cdc_operation"] == "u" and r["is_snapshot"] is False and r["kafka_offset"] == 1
     assert r["source_timestamp"] == datetime(2023, 11, 14, 23, 13, 20, tzinfo=timezone.utc)
@@ -153,11 +186,16 @@ def test_postgres_source_microseconds(built):
 
 def test_dim_product_active_only_with_computed_columns(built):
     settings = built[0]
-    rows = query(settings, """select product_id, supplier_name, multilingual_status, weight_category,
+    rows = query(
+        settings,
+        """select product_id, supplier_name, multilingual_status, weight_category,
         is_for_sale, last_modified_in_source, days_since_created, ingested_timestamp is not null as has_ingest
-        from marts.dim_product order by product_id""")
-    got = [(r["product_id"], r["supplier_name"], r["multilingual_status"], r["weight_category"], r["is_for_sale"])
-           for r in rows]
+        from marts.dim_product order by product_id""",
+    )
+    got = [
+        (r["product_id"], r["supplier_name"], r["multilingual_status"], r["weight_category"], r["is_for_sale"])
+        for r in rows
+    ]
     assert got == [
         (1001, "SEM1", "Complete", "Light (<1kg)", False),
         (1003, "Unknown", "Partial", "Missing", True),
@@ -171,14 +209,20 @@ def test_dim_product_active_only_with_computed_columns(built):
     today = query(settings, "select current_date as d")[0]["d"]
     assert first["days_since_created"] == (today - datetime(2023, 11, 14).date()).days
     assert all(r["has_ingest"] for r in rows)
-    ncols = query(settings, """select count(*) as n from information_schema.columns
-                              where table_schema = 'marts' and table_name = 'dim_product'""")[0]["n"]
+    ncols = query(
+        settings,
+        """select count(*) as n from information_schema.columns
+                              where table_schema = 'marts' and table_name = 'dim_product'""",
+    )[0]["n"]
     assert 28 <= ncols <= 36
 
 
 def test_measure_unit_generic_path(built):
     settings = built[0]
-    rows = query(settings, "select measure_unit_id, net_uid, deleted, name, created from staging_staging.stg_measure_unit order by 1")
+    rows = query(
+        settings,
+        "select measure_unit_id, net_uid, deleted, name, created from staging_staging.stg_measure_unit order by 1",
+    )
     assert [(r["measure_unit_id"], r["deleted"]) for r in rows] == [(1, False), (2, True)]
     assert rows[0]["net_uid"] == "11111111-2222-3333-4444-000000000001"
     assert rows[0]["created"] == datetime(2020, 9, 13, 12, 26, 40)

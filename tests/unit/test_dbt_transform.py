@@ -18,8 +18,10 @@ def custom(tmp_path_factory):
     ev = event_factory()
     src = ev.sqlserver_source("00000001:00000001:0003", "00000001:00000001:0002", 1, 1700000000000)
     same_guid = "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE"
-    records = [ev.record(i, {"ID": pid}, ev.env("c", None, ev.product_row(pid, NetUID=same_guid), src))
-               for i, pid in enumerate((1, 2))]
+    records = [
+        ev.record(i, {"ID": pid}, ev.env("c", None, ev.product_row(pid, NetUID=same_guid), src))
+        for i, pid in enumerate((1, 2))
+    ]
     load_events(settings, "product", records)
     return settings
 
@@ -29,8 +31,14 @@ def test_schema_names_come_from_settings(custom):
     result = DbtProject(custom, log=lines.append).run("base_product stg_product dim_product")
     assert result.success, result.error
     assert result.counts == {"success": 3, "total": 3}
-    schemas = {r["table_schema"] for r in query(custom, """select table_schema from information_schema.tables
-                                                          where table_name in ('base_product', 'stg_product', 'dim_product')""")}
+    schemas = {
+        r["table_schema"]
+        for r in query(
+            custom,
+            """select table_schema from information_schema.tables
+                                                          where table_name in ('base_product', 'stg_product', 'dim_product')""",
+        )
+    }
     assert schemas == {"stg_custom", "mart_custom"}
     assert not any(line.startswith("DEBUG") or "Acquiring new postgres connection" in line for line in lines)
 

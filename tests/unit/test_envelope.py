@@ -51,53 +51,82 @@ def test_contract_events_keep_their_bare_envelope(events):
 # payload last) and the raw-zone form each must become, written out from the envelope format
 # rather than derived by the module: the key is kept as written, the value loses its schema
 # block and keeps its payload byte for byte, a tombstone's value is JSON null.
-_KEY_SCHEMA = (b'{"type":"struct","fields":[{"type":"int64","optional":false,"field":"ID"}],'
-               b'"optional":false,"name":"cord.ConcordDb.dbo.Product.Key"}')
-_VALUE_SCHEMA = (b'{"type":"struct","fields":[{"type":"struct","fields":[{"type":"int64","optional":false,'
-                 b'"field":"ID"},{"type":"string","optional":true,"field":"Name"}],"optional":true,'
-                 b'"name":"cord.ConcordDb.dbo.Product.Value","field":"before"},{"type":"struct","fields":'
-                 b'[{"type":"int64","optional":false,"field":"ID"},{"type":"string","optional":true,'
-                 b'"field":"Name"}],"optional":true,"name":"cord.ConcordDb.dbo.Product.Value","field":'
-                 b'"after"},{"type":"string","optional":false,"field":"op"},{"type":"int64","optional":'
-                 b'true,"field":"ts_ms"}],"optional":false,"name":"cord.ConcordDb.dbo.Product.Envelope"}')
+_KEY_SCHEMA = (
+    b'{"type":"struct","fields":[{"type":"int64","optional":false,"field":"ID"}],'
+    b'"optional":false,"name":"cord.ConcordDb.dbo.Product.Key"}'
+)
+_VALUE_SCHEMA = (
+    b'{"type":"struct","fields":[{"type":"struct","fields":[{"type":"int64","optional":false,'
+    b'"field":"ID"},{"type":"string","optional":true,"field":"Name"}],"optional":true,'
+    b'"name":"cord.ConcordDb.dbo.Product.Value","field":"before"},{"type":"struct","fields":'
+    b'[{"type":"int64","optional":false,"field":"ID"},{"type":"string","optional":true,'
+    b'"field":"Name"}],"optional":true,"name":"cord.ConcordDb.dbo.Product.Value","field":'
+    b'"after"},{"type":"string","optional":false,"field":"op"},{"type":"int64","optional":'
+    b'true,"field":"ts_ms"}],"optional":false,"name":"cord.ConcordDb.dbo.Product.Envelope"}'
+)
 
 
 def _wrapped(payload: bytes) -> bytes:
-    return b'{"schema":' + (_KEY_SCHEMA if payload.startswith(b'{"ID"') else _VALUE_SCHEMA) \
-        + b',"payload":' + payload + b"}"
+    return (
+        b'{"schema":'
+        + (_KEY_SCHEMA if payload.startswith(b'{"ID"') else _VALUE_SCHEMA)
+        + b',"payload":'
+        + payload
+        + b"}"
+    )
 
 
 GOLDEN = [
-    pytest.param(_wrapped(b'{"ID":7800001}'),
-                 _wrapped(b'{"before":null,"after":{"ID":7800001,"Name":"Filter"},"op":"r","ts_ms":1700000000000}'),
-                 b'{"before":null,"after":{"ID":7800001,"Name":"Filter"},"op":"r","ts_ms":1700000000000}',
-                 False, id="snapshot"),
-    pytest.param(_wrapped(b'{"ID":7800002}'),
-                 _wrapped(b'{"before":null,"after":{"ID":7800002,"Name":"Pump"},"op":"c","ts_ms":1700000001000}'),
-                 b'{"before":null,"after":{"ID":7800002,"Name":"Pump"},"op":"c","ts_ms":1700000001000}',
-                 False, id="insert"),
-    pytest.param(_wrapped(b'{"ID":7800001}'),
-                 _wrapped(b'{"before":{"ID":7800001,"Name":"Filter"},"after":{"ID":7800001,"Name":"Oil filter"},'
-                          b'"op":"u","ts_ms":1700000002000}'),
-                 b'{"before":{"ID":7800001,"Name":"Filter"},"after":{"ID":7800001,"Name":"Oil filter"},'
-                 b'"op":"u","ts_ms":1700000002000}',
-                 False, id="update"),
-    pytest.param(_wrapped(b'{"ID":7800002}'),
-                 _wrapped(b'{"before":{"ID":7800002,"Name":"Pump"},"after":null,"op":"d","ts_ms":1700000003000}'),
-                 b'{"before":{"ID":7800002,"Name":"Pump"},"after":null,"op":"d","ts_ms":1700000003000}',
-                 False, id="delete"),
+    pytest.param(
+        _wrapped(b'{"ID":7800001}'),
+        _wrapped(b'{"before":null,"after":{"ID":7800001,"Name":"Filter"},"op":"r","ts_ms":1700000000000}'),
+        b'{"before":null,"after":{"ID":7800001,"Name":"Filter"},"op":"r","ts_ms":1700000000000}',
+        False,
+        id="snapshot",
+    ),
+    pytest.param(
+        _wrapped(b'{"ID":7800002}'),
+        _wrapped(b'{"before":null,"after":{"ID":7800002,"Name":"Pump"},"op":"c","ts_ms":1700000001000}'),
+        b'{"before":null,"after":{"ID":7800002,"Name":"Pump"},"op":"c","ts_ms":1700000001000}',
+        False,
+        id="insert",
+    ),
+    pytest.param(
+        _wrapped(b'{"ID":7800001}'),
+        _wrapped(
+            b'{"before":{"ID":7800001,"Name":"Filter"},"after":{"ID":7800001,"Name":"Oil filter"},'
+            b'"op":"u","ts_ms":1700000002000}'
+        ),
+        b'{"before":{"ID":7800001,"Name":"Filter"},"after":{"ID":7800001,"Name":"Oil filter"},'
+        b'"op":"u","ts_ms":1700000002000}',
+        False,
+        id="update",
+    ),
+    pytest.param(
+        _wrapped(b'{"ID":7800002}'),
+        _wrapped(b'{"before":{"ID":7800002,"Name":"Pump"},"after":null,"op":"d","ts_ms":1700000003000}'),
+        b'{"before":{"ID":7800002,"Name":"Pump"},"after":null,"op":"d","ts_ms":1700000003000}',
+        False,
+        id="delete",
+    ),
     pytest.param(_wrapped(b'{"ID":7800002}'), None, b"null", True, id="tombstone"),
-    pytest.param(b'{"ID":7800003}',
-                 b'{"before":null,"after":{"ID":7800003,"Name":"Belt"},"op":"c","ts_ms":1700000004000}',
-                 b'{"before":null,"after":{"ID":7800003,"Name":"Belt"},"op":"c","ts_ms":1700000004000}',
-                 False, id="bare-no-schema"),
+    pytest.param(
+        b'{"ID":7800003}',
+        b'{"before":null,"after":{"ID":7800003,"Name":"Belt"},"op":"c","ts_ms":1700000004000}',
+        b'{"before":null,"after":{"ID":7800003,"Name":"Belt"},"op":"c","ts_ms":1700000004000}',
+        False,
+        id="bare-no-schema",
+    ),
     # Pretty-printed by some producer: not Connect's compact layout, so the full path unwraps it
     # and writes the payload compact.
-    pytest.param(_wrapped(b'{"ID":7800004}'),
-                 b'{\n  "schema": ' + _VALUE_SCHEMA + b',\n  "payload": {"before": null, "after": '
-                 b'{"ID": 7800004, "Name": "Hose"}, "op": "c", "ts_ms": 1700000005000}\n}',
-                 b'{"before":null,"after":{"ID":7800004,"Name":"Hose"},"op":"c","ts_ms":1700000005000}',
-                 False, id="indented-wrapped"),
+    pytest.param(
+        _wrapped(b'{"ID":7800004}'),
+        b'{\n  "schema": ' + _VALUE_SCHEMA + b',\n  "payload": {"before": null, "after": '
+        b'{"ID": 7800004, "Name": "Hose"}, "op": "c", "ts_ms": 1700000005000}\n}',
+        b'{"before":null,"after":{"ID":7800004,"Name":"Hose"},"op":"c","ts_ms":1700000005000}',
+        False,
+        id="indented-wrapped",
+    ),
 ]
 
 
@@ -137,12 +166,15 @@ def test_a_key_with_the_cached_schema_but_another_row_is_caught(events):
         check_event(cut, value, "ID", LIMIT)
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda env: env.update(op="x"), "not a Debezium change event"),
-    (lambda env: env.pop("op"), "not a Debezium change event"),
-    (lambda env: env.update(after=None), "has op 'u' but no 'after' row"),
-    (lambda env: env.update(after=[1, 2]), "has op 'u' but no 'after' row"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda env: env.update(op="x"), "not a Debezium change event"),
+        (lambda env: env.pop("op"), "not a Debezium change event"),
+        (lambda env: env.update(after=None), "has op 'u' but no 'after' row"),
+        (lambda env: env.update(after=[1, 2]), "has op 'u' but no 'after' row"),
+    ],
+)
 def test_envelopes_that_are_not_change_events(events, change, reason):
     key, _, document = _first_update(events)
     change(document["payload"])

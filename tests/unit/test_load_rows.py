@@ -51,9 +51,11 @@ def test_fast_and_full_paths_build_the_same_rows(lines):
 def test_a_schema_wrapped_value_is_stored_as_its_envelope(lines):
     record = orjson.loads(lines[0])
     envelope = record["value"]
-    for wrapped in ({"schema": {"type": "struct"}, "payload": envelope},
-                    {"payload": envelope, "schema": {"type": "struct"}},
-                    {"schema": {"type": "struct"}, "payload": envelope, "headers": []}):
+    for wrapped in (
+        {"schema": {"type": "struct"}, "payload": envelope},
+        {"payload": envelope, "schema": {"type": "struct"}},
+        {"schema": {"type": "struct"}, "payload": envelope, "headers": []},
+    ):
         line = orjson.dumps({**record, "value": wrapped})
         assert _fast_copy_row(line, b"f") is None  # the full path unwraps it
         value_column = _columns(_copy_row(parse_line(line), b"f"))[6]
@@ -86,6 +88,8 @@ def test_an_integer_beyond_64_bits_is_stored_as_written(lines):
     record = orjson.loads(lines[0])
     text = orjson.dumps(record["value"])[:-1] + b',"Checksum":123456789012345678901234567890}'
     line = b'{"topic":"%s","partition":0,"offset":7,"timestamp":null,"key":{"ID":1},"value":%s}' % (
-        TOPIC.encode(), text)
+        TOPIC.encode(),
+        text,
+    )
     row = _fast_copy_row(line, b"f")
     assert row is not None and _columns(row)[6] == text

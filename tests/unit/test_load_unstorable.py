@@ -10,27 +10,33 @@ from pipeline.steps.load import _copy_row, _fast_copy_row, parse_line, repair_li
 
 
 # -- the repair, on literal bytes ------------------------------------------------------------
-@pytest.mark.parametrize("raw, expected", [
-    (rb'{"a":"x\u0000y"}', rb'{"a":"xy"}'),
-    (rb'{"a\u0000b":1}', rb'{"ab":1}'),
-    (rb'{"a":"\u0000\u0000"}', rb'{"a":""}'),
-    (rb'{"a":"x\ud800y"}', rb'{"a":"x\ufffdy"}'),
-    (rb'{"a":"x\uDC00y"}', rb'{"a":"x\ufffdy"}'),
-    (rb'{"a":"\ud800\u0041"}', rb'{"a":"\ufffd\u0041"}'),  # a high surrogate followed by no low one
-    (rb'{"a":"\ude00\ud83d"}', rb'{"a":"\ufffd\ufffd"}'),  # the two halves in the wrong order
-    (rb'{"a":"\ud83d\\ude00"}', rb'{"a":"\ufffd\\ude00"}'),  # the "low half" is an escaped backslash + text
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (rb'{"a":"x\u0000y"}', rb'{"a":"xy"}'),
+        (rb'{"a\u0000b":1}', rb'{"ab":1}'),
+        (rb'{"a":"\u0000\u0000"}', rb'{"a":""}'),
+        (rb'{"a":"x\ud800y"}', rb'{"a":"x\ufffdy"}'),
+        (rb'{"a":"x\uDC00y"}', rb'{"a":"x\ufffdy"}'),
+        (rb'{"a":"\ud800\u0041"}', rb'{"a":"\ufffd\u0041"}'),  # a high surrogate followed by no low one
+        (rb'{"a":"\ude00\ud83d"}', rb'{"a":"\ufffd\ufffd"}'),  # the two halves in the wrong order
+        (rb'{"a":"\ud83d\\ude00"}', rb'{"a":"\ufffd\\ude00"}'),  # the "low half" is an escaped backslash + text
+    ],
+)
 def test_repair_removes_nul_and_replaces_lone_surrogates(raw, expected):
     assert repair_line(raw) == expected
 
 
-@pytest.mark.parametrize("raw", [
-    rb'{"a":"\ud83d\ude00"}',  # a valid pair (U+1F600): jsonb stores it
-    rb'{"a":"\\u0000"}',  # an escaped backslash followed by the text u0000: not a NUL
-    rb'{"a":"\\\\u0000"}',
-    rb'{"a":"\u00e9 \\ud800"}',
-    rb'{"a":"plain"}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        rb'{"a":"\ud83d\ude00"}',  # a valid pair (U+1F600): jsonb stores it
+        rb'{"a":"\\u0000"}',  # an escaped backslash followed by the text u0000: not a NUL
+        rb'{"a":"\\\\u0000"}',
+        rb'{"a":"\u00e9 \\ud800"}',
+        rb'{"a":"plain"}',
+    ],
+)
 def test_repair_leaves_storable_json_alone(raw):
     assert repair_line(raw) is raw
 
@@ -40,7 +46,7 @@ def test_the_epoch_is_a_column_of_both_row_builders():
     for epoch_field, epoch in ((b"", b"0"), (b'"epoch":3,', b"3")):
         line = head % epoch_field
         fast = _fast_copy_row(line, b"obj")
-        assert fast == b't\t2\t5\t' + epoch + b'\t7\t{"ID":1}\t{"op":"c","after":{"ID":1}}\tobj\n'
+        assert fast == b"t\t2\t5\t" + epoch + b'\t7\t{"ID":1}\t{"op":"c","after":{"ID":1}}\tobj\n'
         assert _copy_row(parse_line(line), b"obj") == fast
     with pytest.raises(Exception, match="'epoch' is not an integer"):
         parse_line(head % b'"epoch":"1",')

@@ -21,10 +21,14 @@ def test_default_plan_runs_every_step_but_bi_per_table_where_superset_is_off(tmp
     settings = two_table_settings(tmp_path)
     assert [t.name for t in settings.tables] == ["product", "measure_unit"]
     assert rows(plan(settings)) == [
-        ("ingest", "product"), ("ingest", "measure_unit"),
-        ("load", "product"), ("load", "measure_unit"),
-        ("transform", "all"), ("test", "all"),
-        ("validate", "product"), ("validate", "measure_unit"),
+        ("ingest", "product"),
+        ("ingest", "measure_unit"),
+        ("load", "product"),
+        ("load", "measure_unit"),
+        ("transform", "all"),
+        ("test", "all"),
+        ("validate", "product"),
+        ("validate", "measure_unit"),
     ]
 
 
@@ -47,13 +51,19 @@ def test_single_step_plan(tmp_path):
 def test_named_steps_run_in_pipeline_order_for_the_selected_tables(tmp_path):
     settings = two_table_settings(tmp_path)
     assert rows(plan(settings, ["validate", "ingest", "test"], ["measure_unit"])) == [
-        ("ingest", "measure_unit"), ("test", "all"), ("validate", "measure_unit"),
+        ("ingest", "measure_unit"),
+        ("test", "all"),
+        ("validate", "measure_unit"),
     ]
     assert rows(plan(settings, None, ["measure_unit", "product"])) == [
-        ("ingest", "measure_unit"), ("ingest", "product"),
-        ("load", "measure_unit"), ("load", "product"),
-        ("transform", "all"), ("test", "all"),
-        ("validate", "measure_unit"), ("validate", "product"),
+        ("ingest", "measure_unit"),
+        ("ingest", "product"),
+        ("load", "measure_unit"),
+        ("load", "product"),
+        ("transform", "all"),
+        ("test", "all"),
+        ("validate", "measure_unit"),
+        ("validate", "product"),
     ]
 
 
@@ -63,9 +73,23 @@ def test_full_and_incremental_runs_share_one_plan(tmp_path):
 
     settings = two_table_settings(tmp_path)
     assert [step for step, _ in rows(plan(settings))] == [
-        "ingest", "ingest", "load", "load", "transform", "test", "validate", "validate"]
+        "ingest",
+        "ingest",
+        "load",
+        "load",
+        "transform",
+        "test",
+        "validate",
+        "validate",
+    ]
     assert [(s.name, s.per_table) for s in STEP_BY_NAME.values()] == [
-        ("ingest", True), ("load", True), ("transform", False), ("test", False), ("validate", True), ("bi", False)]
+        ("ingest", True),
+        ("load", True),
+        ("transform", False),
+        ("test", False),
+        ("validate", True),
+        ("bi", False),
+    ]
     # A table without suites validates as "no suites" with no database: the body runs from the context.
     lines = []
     unsuited = settings.table("measure_unit").model_copy(update={"suites": []})

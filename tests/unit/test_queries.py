@@ -52,7 +52,9 @@ def test_layer_counts(env):
         {"layer": "Staging (Active)", "records": 6},
         {"layer": "Marts", "records": 6},
     ]
-    verbatim = {r["layer"]: r["total_records"] for r in queries.fetch(conn, queries.RUNBOOK_VALIDATION_SQL["layer_counts"])}
+    verbatim = {
+        r["layer"]: r["total_records"] for r in queries.fetch(conn, queries.RUNBOOK_VALIDATION_SQL["layer_counts"])
+    }
     assert verbatim == {r["layer"]: r["records"] for r in rows if r["layer"] != "Bronze (distinct keys)"}
 
 
@@ -104,7 +106,10 @@ def test_library_steps_import_no_ui():
     root = REPO / "pipeline"
     for path in (root / "stores" / "queries.py", root / "steps" / "transform.py", root / "steps" / "validate.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             for name in names:
                 assert name.split(".")[0] not in ("textual", "rich", "tui", "cli"), (path, name)

@@ -23,8 +23,7 @@ from tests.support.settings import make_settings
 
 
 def protocol_members(protocol: type) -> list[str]:
-    return sorted(name for name in vars(protocol)
-                  if not name.startswith("_") and name not in ("__protocol_attrs__",))
+    return sorted(name for name in vars(protocol) if not name.startswith("_") and name not in ("__protocol_attrs__",))
 
 
 def assert_implements(implementation: type, protocol: type) -> None:
@@ -40,11 +39,16 @@ def assert_implements(implementation: type, protocol: type) -> None:
             assert name in got, f"{implementation.__name__}.{member} takes no {name!r}"
             assert got[name].kind == param.kind, f"{implementation.__name__}.{member}({name}) is {got[name].kind}"
             if param.default is not inspect.Parameter.empty:
-                assert got[name].default is not inspect.Parameter.empty, \
+                assert got[name].default is not inspect.Parameter.empty, (
                     f"{implementation.__name__}.{member}({name}) has no default"
-        extra = [p for n, p in got.items() if n not in inspect.signature(expected).parameters
-                 and p.default is inspect.Parameter.empty
-                 and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+                )
+        extra = [
+            p
+            for n, p in got.items()
+            if n not in inspect.signature(expected).parameters
+            and p.default is inspect.Parameter.empty
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        ]
         assert not extra, f"{implementation.__name__}.{member} requires more than the protocol: {extra}"
 
 
@@ -60,8 +64,7 @@ def test_each_connector_implements_the_connector_protocol(implementation):
 
 
 def test_both_runtimes_and_their_connectors_are_instances_of_the_protocols(tmp_path):
-    settings = make_settings(tmp_path / "data", kafka_connect_url="http://127.0.0.1:18083",
-                              connector_name="orders-cdc")
+    settings = make_settings(tmp_path / "data", kafka_connect_url="http://127.0.0.1:18083", connector_name="orders-cdc")
     embedded = EmbeddedRuntime(settings)
     compose = ComposeRuntime.from_settings(settings)
     for runtime in (embedded, compose):
@@ -107,10 +110,18 @@ def test_settings_to_env_reads_back_as_the_same_settings(tmp_path):
     assert "BI_ALERT_WEBHOOK_URL" not in env, "an unset setting is left to the reader's default"
     assert all(key.startswith("BI_") for key in env) and all(isinstance(v, str) for v in env.values())
     # A child process that sees only these variables builds the same settings.
-    code = ("import json; from pipeline.config import load_settings; "
-            "print(json.dumps(load_settings(env_file=None).model_dump(mode='json')))")
+    code = (
+        "import json; from pipeline.config import load_settings; "
+        "print(json.dumps(load_settings(env_file=None).model_dump(mode='json')))"
+    )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BI_")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env, "PYTHONPATH": str(REPO)},
-                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
     assert json.loads(out) == settings.model_dump(mode="json")
     assert load_settings(env_file=None, **{k.removeprefix("BI_").lower(): v for k, v in env.items()}) == settings

@@ -21,8 +21,14 @@ pytestmark = pytest.mark.faults
 
 def cli(*args: str, env_file: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("BI_")}
-    return subprocess.run([sys.executable, "-m", "cli.main", "--env-file", str(env_file), *args],
-                          capture_output=True, text=True, timeout=300, cwd=REPO, env={**base, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "--env-file", str(env_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**base, **(env or {})},
+    )
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -59,13 +65,25 @@ def test_security_init_generates_every_secret(tmp_path, compose):
 
 
 # -- compose refuses default credentials ----------------------------------------------------------
-@pytest.mark.parametrize("lines, named", [
-    (["BI_S3_ACCESS_KEY=minioadmin", "BI_S3_SECRET_KEY=minioadmin"], "BI_S3_ACCESS_KEY is a known default credential ('minioadmin')"),
-    (["BI_SUPERSET_USER=admin", "BI_SUPERSET_PASSWORD=admin"], "BI_SUPERSET_PASSWORD is a known default credential ('admin')"),
-    (["BI_SUPERSET_SECRET_KEY=thisISaSECRET_1234"], "BI_SUPERSET_SECRET_KEY is Superset's published default SECRET_KEY"),
-    (["BI_SUPERSET_SECRET_KEY=short-but-random-9Xq"], "BI_SUPERSET_SECRET_KEY is shorter than 32 characters"),
-    (["BI_PG_PASSWORD=analytics"], "BI_PG_PASSWORD is a known default credential ('analytics')"),
-])
+@pytest.mark.parametrize(
+    "lines, named",
+    [
+        (
+            ["BI_S3_ACCESS_KEY=minioadmin", "BI_S3_SECRET_KEY=minioadmin"],
+            "BI_S3_ACCESS_KEY is a known default credential ('minioadmin')",
+        ),
+        (
+            ["BI_SUPERSET_USER=admin", "BI_SUPERSET_PASSWORD=admin"],
+            "BI_SUPERSET_PASSWORD is a known default credential ('admin')",
+        ),
+        (
+            ["BI_SUPERSET_SECRET_KEY=thisISaSECRET_1234"],
+            "BI_SUPERSET_SECRET_KEY is Superset's published default SECRET_KEY",
+        ),
+        (["BI_SUPERSET_SECRET_KEY=short-but-random-9Xq"], "BI_SUPERSET_SECRET_KEY is shorter than 32 characters"),
+        (["BI_PG_PASSWORD=analytics"], "BI_PG_PASSWORD is a known default credential ('analytics')"),
+    ],
+)
 def test_security_compose_runtime_refuses_default_credentials(tmp_path, monkeypatch, lines, named):
     from pipeline.config import generate_env, load_settings
     from pipeline.config.security import DefaultCredentialError
@@ -111,9 +129,17 @@ HOSTILE = [
 
 
 def _table_toml(field: str, value: str) -> str:
-    fields = {"name": "poison", "source_table": "Poison", "topic": "test.poison", "raw_prefix": "poison/raw",
-              "bronze_table": "poison_cdc", "dbt_selector": "", "staging_relation": "stg_poison",
-              "marts_relation": "dim_poison", field: value}
+    fields = {
+        "name": "poison",
+        "source_table": "Poison",
+        "topic": "test.poison",
+        "raw_prefix": "poison/raw",
+        "bronze_table": "poison_cdc",
+        "dbt_selector": "",
+        "staging_relation": "stg_poison",
+        "marts_relation": "dim_poison",
+        field: value,
+    }
     body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in fields.items())
     return f"[[tables]]\n{body}\nsuites = []\n"
 
@@ -129,8 +155,9 @@ def test_security_hostile_identifier_in_config_is_rejected(tmp_path, field, valu
     env_file = tmp_path / ".env"
     env_file.write_text(generate_env().replace("BI_RUNTIME=auto", "BI_RUNTIME=embedded"))
     for command in (["refresh", "--incremental"], ["--check", "--json"], ["stack", "status"]):
-        result = cli(*command, env_file=env_file, env={"BI_CONFIG_FILE": str(config),
-                                                       "BI_DATA_DIR": str(tmp_path / "data")})
+        result = cli(
+            *command, env_file=env_file, env={"BI_CONFIG_FILE": str(config), "BI_DATA_DIR": str(tmp_path / "data")}
+        )
         assert result.returncode == 2, (command, result.returncode, result.stderr[-2000:])
         assert f"tables.{field}={value!r} is not a plain SQL identifier" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr

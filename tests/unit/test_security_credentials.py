@@ -32,16 +32,31 @@ def test_security_generated_env_passes(tmp_path, monkeypatch):
     check_default_credentials(settings)  # no exception
 
 
-@pytest.mark.parametrize("variable, value, expected", [
-    ("S3_ACCESS_KEY", "minioadmin", "BI_S3_ACCESS_KEY is a known default credential ('minioadmin')"),
-    ("S3_SECRET_KEY", "minioadmin", "BI_S3_SECRET_KEY is a known default credential ('minioadmin')"),
-    ("SUPERSET_PASSWORD", "admin", "BI_SUPERSET_PASSWORD is a known default credential ('admin')"),
-    ("PG_PASSWORD", "analytics", "BI_PG_PASSWORD is a known default credential ('analytics')"),
-    ("SUPERSET_SECRET_KEY", "thisISaSECRET_1234", "BI_SUPERSET_SECRET_KEY is Superset's published default SECRET_KEY"),
-    ("SUPERSET_SECRET_KEY", "CHANGE_ME_TO_A_COMPLEX_RANDOM_SECRET", "BI_SUPERSET_SECRET_KEY is Superset's published default"),
-    ("SUPERSET_SECRET_KEY", "x7Qe9LmP2vRt8KsY", "BI_SUPERSET_SECRET_KEY is shorter than 32 characters"),
-    ("SOURCE_SA_PASSWORD", "alllowercaseletters", "BI_SOURCE_SA_PASSWORD does not meet SQL Server's password policy"),
-])
+@pytest.mark.parametrize(
+    "variable, value, expected",
+    [
+        ("S3_ACCESS_KEY", "minioadmin", "BI_S3_ACCESS_KEY is a known default credential ('minioadmin')"),
+        ("S3_SECRET_KEY", "minioadmin", "BI_S3_SECRET_KEY is a known default credential ('minioadmin')"),
+        ("SUPERSET_PASSWORD", "admin", "BI_SUPERSET_PASSWORD is a known default credential ('admin')"),
+        ("PG_PASSWORD", "analytics", "BI_PG_PASSWORD is a known default credential ('analytics')"),
+        (
+            "SUPERSET_SECRET_KEY",
+            "thisISaSECRET_1234",
+            "BI_SUPERSET_SECRET_KEY is Superset's published default SECRET_KEY",
+        ),
+        (
+            "SUPERSET_SECRET_KEY",
+            "CHANGE_ME_TO_A_COMPLEX_RANDOM_SECRET",
+            "BI_SUPERSET_SECRET_KEY is Superset's published default",
+        ),
+        ("SUPERSET_SECRET_KEY", "x7Qe9LmP2vRt8KsY", "BI_SUPERSET_SECRET_KEY is shorter than 32 characters"),
+        (
+            "SOURCE_SA_PASSWORD",
+            "alllowercaseletters",
+            "BI_SOURCE_SA_PASSWORD does not meet SQL Server's password policy",
+        ),
+    ],
+)
 def test_security_known_defaults_are_refused_naming_the_variable(tmp_path, monkeypatch, variable, value, expected):
     lines = [line for line in generate_env(compose=True).splitlines() if not line.startswith(f"BI_{variable}=")]
     settings = settings_from(tmp_path, monkeypatch, "\n".join(lines + [f"BI_{variable}={value}"]) + "\n")
@@ -52,10 +67,14 @@ def test_security_known_defaults_are_refused_naming_the_variable(tmp_path, monke
 
 
 def test_security_admin_admin_superset_and_missing_secret_key(tmp_path, monkeypatch):
-    lines = [line for line in generate_env(compose=True).splitlines()
-             if not line.startswith(("BI_SUPERSET_PASSWORD=", "BI_SUPERSET_SECRET_KEY="))]
-    settings = settings_from(tmp_path, monkeypatch, "\n".join(lines + ["BI_SUPERSET_USER=admin",
-                                                                        "BI_SUPERSET_PASSWORD=admin"]) + "\n")
+    lines = [
+        line
+        for line in generate_env(compose=True).splitlines()
+        if not line.startswith(("BI_SUPERSET_PASSWORD=", "BI_SUPERSET_SECRET_KEY="))
+    ]
+    settings = settings_from(
+        tmp_path, monkeypatch, "\n".join(lines + ["BI_SUPERSET_USER=admin", "BI_SUPERSET_PASSWORD=admin"]) + "\n"
+    )
     problems = default_credential_problems(settings)
     assert problems[0].startswith("BI_SUPERSET_PASSWORD is a known default credential ('admin')")
     assert any(p.startswith("BI_SUPERSET_SECRET_KEY is not set") for p in problems)
@@ -65,23 +84,29 @@ def test_security_admin_admin_superset_and_missing_secret_key(tmp_path, monkeypa
 
 def test_security_password_equal_to_user_is_refused(tmp_path, monkeypatch):
     lines = [line for line in generate_env(compose=True).splitlines() if not line.startswith("BI_PG_READER_PASSWORD=")]
-    settings = settings_from(tmp_path, monkeypatch, "\n".join(lines + ["BI_PG_READER_USER=reader_x9",
-                                                                        "BI_PG_READER_PASSWORD=reader_x9"]) + "\n")
-    assert default_credential_problems(settings) == ["BI_PG_READER_PASSWORD equals BI_PG_READER_USER; "
-                                                     "run `bi-console init --compose` to generate a random one"]
+    settings = settings_from(
+        tmp_path,
+        monkeypatch,
+        "\n".join(lines + ["BI_PG_READER_USER=reader_x9", "BI_PG_READER_PASSWORD=reader_x9"]) + "\n",
+    )
+    assert default_credential_problems(settings) == [
+        "BI_PG_READER_PASSWORD equals BI_PG_READER_USER; run `bi-console init --compose` to generate a random one"
+    ]
 
 
 def test_security_sa_password_from_explicit_env(tmp_path, monkeypatch):
     settings = settings_from(tmp_path, monkeypatch, generate_env(compose=True))
     assert default_credential_problems(settings, env={"BI_SOURCE_SA_PASSWORD": "Strong-Passw0rd-x9"}) == []
     assert default_credential_problems(settings, env={"BI_SOURCE_SA_PASSWORD": "password"}) == [
-        "BI_SOURCE_SA_PASSWORD is a known default credential; run `bi-console init --compose` to generate a random one"]
+        "BI_SOURCE_SA_PASSWORD is a known default credential; run `bi-console init --compose` to generate a random one"
+    ]
 
 
 def test_security_generated_sa_password_meets_sql_server_policy():
     for _ in range(200):
-        line = next(entry for entry in generate_env(compose=True).splitlines()
-                    if entry.startswith("BI_SOURCE_SA_PASSWORD="))
+        line = next(
+            entry for entry in generate_env(compose=True).splitlines() if entry.startswith("BI_SOURCE_SA_PASSWORD=")
+        )
         value = line.split("=", 1)[1]
         assert sql_server_password_ok(value), value
         assert not set(value) & set("$#'\"\\ `"), "safe in .env, compose interpolation and shells"

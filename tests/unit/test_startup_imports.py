@@ -13,14 +13,14 @@ from tests.support import REPO
 # The one list of heavy libraries (ARCHITECTURE.md points here): each costs from a hundred
 # milliseconds to seconds to import, and only the step or process that uses it loads it.
 HEAVY_LIBRARIES = (
-    "dbt",                 # transform step, in its own child process
+    "dbt",  # transform step, in its own child process
     "great_expectations",  # validate step
-    "sqlalchemy",          # validate step: GX's connection
-    "jpype",               # cdc engine process: the JVM bridge
-    "pydbzengine",         # cdc engine process: Debezium
-    "superset",            # only inside Superset's own virtualenv
-    "prefect",             # the optional Prefect flow
-    "textual",             # the TUI, never needed by `--help`, `--check` or a refresh
+    "sqlalchemy",  # validate step: GX's connection
+    "jpype",  # cdc engine process: the JVM bridge
+    "pydbzengine",  # cdc engine process: Debezium
+    "superset",  # only inside Superset's own virtualenv
+    "prefect",  # the optional Prefect flow
+    "textual",  # the TUI, never needed by `--help`, `--check` or a refresh
 )
 
 
@@ -49,8 +49,11 @@ def test_pipeline_imports_at_module_top_except_the_heavy_libraries():
 def test_the_exceptions_are_imported_somewhere_lazily():
     # A library in the list that nothing imports lazily any more does not belong in it
     # (superset runs only inside its own virtualenv; textual only in tui/).
-    lazily = {module.split(".")[0] for path in (REPO / "pipeline").rglob("*.py")
-              for _, module in _function_level_imports(path)}
+    lazily = {
+        module.split(".")[0]
+        for path in (REPO / "pipeline").rglob("*.py")
+        for _, module in _function_level_imports(path)
+    }
     assert {"dbt", "great_expectations", "jpype", "pydbzengine"} <= lazily
 
 
@@ -67,8 +70,14 @@ import pipeline.orchestration.refresh, pipeline.orchestration.plan, pipeline.run
 heavy = {HEAVY_LIBRARIES!r}
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
-                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
     *help_text, loaded = result.stdout.strip().splitlines()
     assert any("Usage:" in line for line in help_text), result.stdout

@@ -24,8 +24,11 @@ def good(tmp_path_factory):
     load_events(settings, "product", read_events("product_sqlserver.jsonl"))
     load_events(settings, "product", read_events("product_postgres.jsonl"))
     load_events(settings, "measure_unit", read_events("measure_unit_sqlserver.jsonl"))  # unit 1 active, 2 deleted
-    assert DbtProject(settings).run(f"base_product stg_product dim_product {MEASURE_UNIT_MODELS}",
-                                    full_refresh=True).success
+    assert (
+        DbtProject(settings)
+        .run(f"base_product stg_product dim_product {MEASURE_UNIT_MODELS}", full_refresh=True)
+        .success
+    )
     t = settings.file.thresholds
     t.min_active_products = 1
     t.min_multilingual_coverage = 0.5  # fixtures: 3 of 6 active products are 'Complete'
@@ -38,9 +41,13 @@ def rebuild(settings):
 
 
 def find(result, suite, check=None, type_=None, column=None):
-    found = [e for e in result.suite(suite).expectations
-             if (check is None or e.check == check) and (type_ is None or e.type == type_)
-             and (column is None or e.column == column)]
+    found = [
+        e
+        for e in result.suite(suite).expectations
+        if (check is None or e.check == check)
+        and (type_ is None or e.type == type_)
+        and (column is None or e.column == column)
+    ]
     assert found, (suite, check, type_, column)
     return found
 
@@ -49,8 +56,9 @@ def test_all_suites_pass_on_good_data(good):
     lines: list[str] = []
     result = run_validation(good, "product", log=lines.append)
     assert [s.name for s in result.suites] == ["product_bronze", "product_staging", "product_marts"]
-    assert result.success, [(s.name, [(e.type, e.column, e.observed_value, e.exception) for e in s.failed], s.error)
-                            for s in result.suites]
+    assert result.success, [
+        (s.name, [(e.type, e.column, e.observed_value, e.exception) for e in s.failed], s.error) for s in result.suites
+    ]
     assert all(s.success and s.gx_success for s in result.suites)
     assert result.counts["failed"] == 0 and result.counts["warnings"] == 0 and result.counts["expectations"] == 21
     rows = find(result, "product_marts", type_="expect_table_row_count_to_be_between")[0]
@@ -89,10 +97,22 @@ def test_deleted_marts_row_fails_reconciliation(good):
 
 def test_malformed_bronze_event_is_a_bronze_warning(good):
     # Values staging must skip: an unknown op, and a schema-wrapped update without its row.
-    bad = [{"topic": "cord.ConcordDb.dbo.Product", "partition": 9, "offset": 1, "key": {"ID": 77},
-            "value": {"op": "x", "after": {"ID": 77}}},
-           {"topic": "cord.ConcordDb.dbo.Product", "partition": 9, "offset": 2, "key": {"ID": 78},
-            "value": {"schema": {"type": "struct"}, "payload": {"op": "u", "after": None}}}]
+    bad = [
+        {
+            "topic": "cord.ConcordDb.dbo.Product",
+            "partition": 9,
+            "offset": 1,
+            "key": {"ID": 77},
+            "value": {"op": "x", "after": {"ID": 77}},
+        },
+        {
+            "topic": "cord.ConcordDb.dbo.Product",
+            "partition": 9,
+            "offset": 2,
+            "key": {"ID": 78},
+            "value": {"schema": {"type": "struct"}, "payload": {"op": "u", "after": None}},
+        },
+    ]
     assert load_events(good, "product", bad) == 2
     try:
         result = run_validation(good, "product", suites=["product_bronze"], build_docs=False)
@@ -107,8 +127,11 @@ def test_malformed_bronze_event_is_a_bronze_warning(good):
 def test_broken_staging_fails_reconciliation_with_bronze(good):
     # A transform that silently drops a product.
     execute(good, "alter view staging_staging.stg_product rename to stg_product_good")
-    execute(good, "create view staging_staging.stg_product as "
-                  "select * from staging_staging.stg_product_good where product_id <> 2002")
+    execute(
+        good,
+        "create view staging_staging.stg_product as "
+        "select * from staging_staging.stg_product_good where product_id <> 2002",
+    )
     try:
         result = run_validation(good, "product", suites=["product_staging"], build_docs=False)
         recon = find(result, "product_staging", check="reconciliation")[0]
@@ -180,11 +203,14 @@ def test_missing_relation_and_missing_suite(good, tmp_path):
 
 def test_measure_unit_suite_passes_then_fails_on_a_duplicate_and_on_a_lost_unit(good):
     result = run_validation(good, "measure_unit", build_docs=False)
-    assert [s.name for s in result.suites] == ["measure_unit_marts"] and result.verdict == "passed", \
-        [(e.type, e.column, e.observed_value) for s in result.suites for e in s.failed]
+    assert [s.name for s in result.suites] == ["measure_unit_marts"] and result.verdict == "passed", [
+        (e.type, e.column, e.observed_value) for s in result.suites for e in s.failed
+    ]
     assert good.table("measure_unit").suites == ["measure_unit_marts"]
     try:
-        execute(good, "insert into marts.dim_measure_unit select * from marts.dim_measure_unit where measure_unit_id = 1")
+        execute(
+            good, "insert into marts.dim_measure_unit select * from marts.dim_measure_unit where measure_unit_id = 1"
+        )
         result = run_validation(good, "measure_unit", build_docs=False)
         assert result.verdict == "FAILED"
         assert {e.column for e in result.suite("measure_unit_marts").failed} == {"measure_unit_id", "net_uid"}
@@ -199,8 +225,11 @@ def test_measure_unit_suite_passes_then_fails_on_a_duplicate_and_on_a_lost_unit(
 def test_no_shipped_threshold_or_expectation_passes_by_construction(good):
     """A share bound at 0 or 1, a `mostly` of 0 or a row count of at least 1 passes on any data."""
     shipped = load_file_config(DEFAULT_CONFIG)
-    bounds = {name: value for name, value in shipped.thresholds.model_dump().items()
-              if name.endswith(("_share_min", "_share_max"))}
+    bounds = {
+        name: value
+        for name, value in shipped.thresholds.model_dump().items()
+        if name.endswith(("_share_min", "_share_max"))
+    }
     assert bounds == {"is_for_sale_share_max": 0.5, "is_for_web_share_min": 0.5}
     settings = good.model_copy(update={"file": shipped})
     conn = psycopg2.connect(**good.pg_dsn())
@@ -235,8 +264,11 @@ def test_an_emptied_bronze_fails_the_staging_reconciliation(good):
 def test_staging_keys_are_unique_by_the_index_not_by_a_suite(good):
     # product_staging no longer checks product_id for duplicates: the table under the view refuses them.
     with pytest.raises(psycopg2.errors.UniqueViolation):
-        execute(good, "insert into staging_staging.base_product select * from staging_staging.base_product "
-                      "where product_id = 1001")
+        execute(
+            good,
+            "insert into staging_staging.base_product select * from staging_staging.base_product "
+            "where product_id = 1001",
+        )
 
 
 def test_the_for_web_lower_bound_and_the_for_sale_upper_bound_warn(good):

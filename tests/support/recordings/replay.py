@@ -81,8 +81,11 @@ class ReplayServer:
                         body = raw.decode(errors="replace")
                 exchange = server.match(self.command, split.path, query, body)
                 if exchange is None:
-                    self._send(599, {"Content-Type": "application/json"},
-                               json.dumps({"message": f"no recorded exchange for {self.command} {self.path}"}).encode())
+                    self._send(
+                        599,
+                        {"Content-Type": "application/json"},
+                        json.dumps({"message": f"no recorded exchange for {self.command} {self.path}"}).encode(),
+                    )
                     return
                 response = exchange["response"]
                 headers = dict(response.get("headers") or {})
