@@ -84,8 +84,9 @@ class Engine:
             java = java_home()
             if java:
                 env["JAVA_HOME"] = java
-            self.process = subprocess.Popen([sys.executable, "-m", "pipeline.runtime.cdc_engine", str(STATE)],
-                                            env=env, cwd=STATE)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.runtime.cdc_engine", str(STATE)], env=env, cwd=STATE
+            )
 
     def stop(self) -> None:
         with self.lock:
@@ -108,8 +109,10 @@ def status_document(status) -> dict:
     connector = {"state": status.state, "worker_id": "connect-standin:8083"}
     if status.trace:
         connector["trace"] = status.trace
-    tasks = [{"id": t.id, "state": t.state, "worker_id": "connect-standin:8083",
-              **({"trace": t.trace} if t.trace else {})} for t in status.tasks]
+    tasks = [
+        {"id": t.id, "state": t.state, "worker_id": "connect-standin:8083", **({"trace": t.trace} if t.trace else {})}
+        for t in status.tasks
+    ]
     return {"name": status.name, "connector": connector, "tasks": tasks, "type": "source"}
 
 
@@ -131,8 +134,16 @@ def handler_for(engine: Engine):
             parts = [unquote(p) for p in url.path.strip("/").split("/") if p]
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             if method == "GET" and parts == ["connector-plugins"]:
-                return self._send(200, [{"class": "io.debezium.connector.postgresql.PostgresConnector",
-                                         "type": "source", "version": "embedded-engine"}])
+                return self._send(
+                    200,
+                    [
+                        {
+                            "class": "io.debezium.connector.postgresql.PostgresConnector",
+                            "type": "source",
+                            "version": "embedded-engine",
+                        }
+                    ],
+                )
             if method == "GET" and parts == ["connectors"]:
                 return self._send(200, [name])
             if len(parts) >= 2 and parts[0] == "connectors":
@@ -163,8 +174,7 @@ def handler_for(engine: Engine):
 
         def log_message(self, fmt, *args):
             if not self.path.startswith("/connector-plugins"):  # the healthcheck's requests are noise
-                print(f"connect stand-in: {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}",
-                      flush=True)
+                print(f"connect stand-in: {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}", flush=True)
 
     return Handler
 
@@ -199,8 +209,10 @@ def main() -> int:
 
     if not wait_until(source_ready, timeout=60, interval=1):
         reason = f": {type(last_error[0]).__name__}: {last_error[0]}" if last_error else ""
-        print(f"connect stand-in: the demo source at {settings.source_host}:{settings.source_port} "
-              f"is not ready{reason}", flush=True)
+        print(
+            f"connect stand-in: the demo source at {settings.source_host}:{settings.source_port} is not ready{reason}",
+            flush=True,
+        )
         return 1
     engine = running["engine"] = Engine(settings)
     engine.start()

@@ -39,9 +39,27 @@ def main() -> int:
         return 1
     server.bootstrap(lambda line: print(line, flush=True))
     for script in sorted(INITDB.glob("*.sql")):
-        ran = subprocess.run(["psql", "-X", "-q", "-h", str(server.socket_dir), "-p", str(settings.pg_port),
-                              "-U", pgserver.SUPERUSER, "-d", settings.pg_database, "-v", f"owner={settings.pg_user}",
-                              "-f", str(script)], capture_output=True, text=True)
+        ran = subprocess.run(
+            [
+                "psql",
+                "-X",
+                "-q",
+                "-h",
+                str(server.socket_dir),
+                "-p",
+                str(settings.pg_port),
+                "-U",
+                pgserver.SUPERUSER,
+                "-d",
+                settings.pg_database,
+                "-v",
+                f"owner={settings.pg_user}",
+                "-f",
+                str(script),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if ran.returncode:
             print(f"postgres stand-in: {script.name} failed: {ran.stderr.strip()}", flush=True)
             postgres.send_signal(signal.SIGINT)

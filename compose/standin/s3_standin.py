@@ -13,9 +13,13 @@ import boto3
 bucket = os.environ.get("BI_S3_BUCKET", "cord-raw")
 server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "0.0.0.0", "-p", "9000"])
 signal.signal(signal.SIGTERM, lambda *_: server.terminate())
-client = boto3.client("s3", endpoint_url="http://127.0.0.1:9000", region_name="us-east-1",
-                      aws_access_key_id=os.environ["BI_S3_ACCESS_KEY"],
-                      aws_secret_access_key=os.environ["BI_S3_SECRET_KEY"])
+client = boto3.client(
+    "s3",
+    endpoint_url="http://127.0.0.1:9000",
+    region_name="us-east-1",
+    aws_access_key_id=os.environ["BI_S3_ACCESS_KEY"],
+    aws_secret_access_key=os.environ["BI_S3_SECRET_KEY"],
+)
 for _ in range(100):
     try:
         client.create_bucket(Bucket=bucket)
