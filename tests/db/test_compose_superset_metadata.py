@@ -6,7 +6,7 @@ owner (compose/standin/postgres_standin.py)."""
 from __future__ import annotations
 
 from tests.support import REPO
-from tests.unit.test_compose_postgres_init import psql, server  # noqa: F401 - the fixture
+from tests.db.test_compose_postgres_init import psql, server  # noqa: F401 - the fixture
 
 METADATA_SQL = REPO / "compose" / "postgres" / "initdb" / "20-superset-metadata.sql"
 
