@@ -5,8 +5,8 @@ owner (compose/standin/postgres_standin.py)."""
 
 from __future__ import annotations
 
-from tests.support import REPO
 from tests.db.test_compose_postgres_init import psql, server  # noqa: F401 - the fixture
+from tests.support import REPO
 
 METADATA_SQL = REPO / "compose" / "postgres" / "initdb" / "20-superset-metadata.sql"
 
