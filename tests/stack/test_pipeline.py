@@ -14,21 +14,10 @@ import time
 from pathlib import Path
 
 from tests.support import REPO
+from tests.support.shared import shared_file
 from tests.support.stack import table_rows
 
-# The shared folder sits beside the checkout; a clone elsewhere (a CI rehearsal in /tmp)
-# finds it at its place on this machine.
-RUNBOOK = next(
-    (
-        p
-        for p in (
-            REPO.parent / "shared" / "runbook" / "product-sync-to-bi.md",
-            Path("/work/shared/runbook/product-sync-to-bi.md"),
-        )
-        if p.exists()
-    ),
-    REPO.parent / "shared" / "runbook" / "product-sync-to-bi.md",
-)
+RUNBOOK = "runbook/product-sync-to-bi.md"
 STEP4_QUERY = """SELECT 'Staging' as layer, COUNT(*)::text as records
 FROM staging_staging.stg_product WHERE deleted = false
 UNION ALL
@@ -56,7 +45,7 @@ def snapshot(stack, bronze_exclude: tuple[str, ...] = ()) -> dict:
 
 
 def runbook_sql_blocks(heading: str) -> list[str]:
-    text = RUNBOOK.read_text()
+    text = shared_file(RUNBOOK).read_text()
     section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```sql\n(.*?)```", section, flags=re.S)
 
@@ -177,7 +166,7 @@ def test_raw_zone_is_read_by_the_runbooks_loader(stack):
             "ALTER TABLE bronze.product_cdc ADD CONSTRAINT runbook_kafka_position "
             "UNIQUE (kafka_topic, kafka_partition, kafka_offset)"
         )
-    step3 = RUNBOOK.read_text().split("### Step 3")[1]
+    step3 = shared_file(RUNBOOK).read_text().split("### Step 3")[1]
     script = re.search(r'python -c "\n(.*?)\n"\n```', step3, flags=re.S).group(1)
     script = (
         script.replace("http://localhost:9000", settings.s3_endpoint)

@@ -14,6 +14,7 @@ import yaml
 from pipeline.config import SECRET_VARIABLES
 from pipeline.config.security import compose_policy_problems, dockerfile_problems, image_pinned
 from tests.support import REPO
+from tests.support.shared import shared_file
 
 COMPOSE = REPO / "compose"
 COMPOSE_FILE = COMPOSE / "docker-compose.yml"
@@ -183,10 +184,9 @@ def test_compose_connector_file():
 
 
 def test_compose_source_dev_holds_the_contract_ddl():
-    contract = Path("/work/shared/contract/concord_product.sqlserver.sql")
+    contract = shared_file("contract/concord_product.sqlserver.sql")
     copy = (COMPOSE.parent / "pipeline" / "demo" / "contract" / "concord_product.sqlserver.sql").read_text()
-    if contract.is_file():
-        assert copy == contract.read_text(), "pipeline/demo/contract/ holds the contract DDL verbatim"
+    assert copy == contract.read_text(), "pipeline/demo/contract/ holds the contract DDL verbatim"
     assert "CREATE TABLE dbo.Product" in copy and "sp_cdc_enable_table" in copy
     login = (COMPOSE / "source-dev" / "debezium_login.sql").read_text()
     assert "$(BI_SOURCE_PASSWORD)" in login
