@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from pipeline.checks.model import Log
 from pipeline.checks.probes import connector_control, superset_configured
 from pipeline.checks.raw_zone import audit_raw_zone
 from pipeline.config import Settings
 from pipeline.orchestration.refresh import RefreshLock
+from pipeline.process.log_sink import Log, no_log
 from pipeline.runtime.model import Runtime
 from pipeline.steps.bi import run_bi_refresh
 from pipeline.steps.ingest import recover_missing_objects
@@ -23,12 +23,8 @@ from pipeline.stores.bronze import ensure_bronze
 from pipeline.stores.db import connect
 
 
-def _noop(_: str) -> None:
-    pass
-
-
 def fix_restart_connector(
-    settings: Settings, runtime: Runtime | None = None, log: Log = _noop, *, only_failed: bool = False
+    settings: Settings, runtime: Runtime | None = None, log: Log = no_log, *, only_failed: bool = False
 ) -> str:
     control = connector_control(settings, runtime)
     log(f"restarting connector {settings.connector_name}{' (failed tasks only)' if only_failed else ''}")
@@ -54,7 +50,7 @@ def holding_refresh_lock(settings: Settings, what: str) -> Iterator[None]:
         lock.release()
 
 
-def fix_create_bronze(settings: Settings, log: Log = _noop) -> list[str]:
+def fix_create_bronze(settings: Settings, log: Log = no_log) -> list[str]:
     conn = connect(settings)
     try:
         with conn.cursor() as cur:
@@ -87,7 +83,7 @@ class RawZoneRepair:
         return text
 
 
-def fix_bronze_load(settings: Settings, log: Log = _noop) -> RawZoneRepair:
+def fix_bronze_load(settings: Settings, log: Log = no_log) -> RawZoneRepair:
     """The 'Bronze load fails' fix: create what is missing of bronze, then rewrite the raw
     objects the manifest needs but the raw zone lost, from the topic while it still holds
     their offsets (same names, same lines)."""
@@ -113,7 +109,7 @@ def fix_bronze_load(settings: Settings, log: Log = _noop) -> RawZoneRepair:
     return repair
 
 
-def fix_rerun_dbt_debug(settings: Settings, log: Log = _noop) -> DbtResult:
+def fix_rerun_dbt_debug(settings: Settings, log: Log = no_log) -> DbtResult:
     selector = " ".join(t.dbt_selector for t in settings.tables)
     with holding_refresh_lock(settings, "fix: dbt run --debug"):
         log(f"dbt run --debug --select {selector}")
@@ -125,7 +121,7 @@ def fix_rerun_dbt_debug(settings: Settings, log: Log = _noop) -> DbtResult:
     return result
 
 
-def fix_refresh_bi(settings: Settings, log: Log = _noop) -> dict[str, Any]:
+def fix_refresh_bi(settings: Settings, log: Log = no_log) -> dict[str, Any]:
     configured, evidence = superset_configured(settings)
     if not configured:
         raise RuntimeError(evidence)

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
-Log = Callable[[str], None]
-
 STATUSES = ("pass", "warn", "fail", "skip")
 # The Troubleshoot panels colour by severity: red for an error, yellow for a warning.
 _SEVERITY = {"pass": "info", "warn": "warning", "fail": "error", "skip": "skipped"}

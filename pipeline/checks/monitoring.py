@@ -19,8 +19,9 @@ from psycopg2 import sql
 from psycopg2.extensions import connection
 
 from pipeline.checks import probes, rules
-from pipeline.checks.model import Check, Log, Verdict, measure
+from pipeline.checks.model import Check, Verdict, measure
 from pipeline.config import ConfigError, Settings, TableConfig
+from pipeline.process.log_sink import Log
 from pipeline.runtime.model import RuntimeUnavailable, ServiceStatus
 from pipeline.steps.quarantine import QuarantineSummary, RejectSummary
 from pipeline.steps.transform import DbtProject

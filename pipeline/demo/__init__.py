@@ -22,9 +22,8 @@ from psycopg2.extras import execute_batch
 from pipeline.config import Settings, TableConfig
 from pipeline.demo import shapes
 from pipeline.demo.rows import TableModel, insert_sql, postgres_ddl
+from pipeline.process.log_sink import Log
 from pipeline.stores.db import connect_source, one_row
-
-Log = Callable[[str], None]
 
 # The configured tables the demo fills, by their `tables.name`, and their column models.
 _DEMO_MODELS: dict[str, Callable[[], TableModel]] = {

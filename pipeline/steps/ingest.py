@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from psycopg2 import sql
 
 from pipeline.config import Settings, TableConfig
+from pipeline.process.log_sink import Log
 from pipeline.process.memory import release_freed_memory
 from pipeline.steps import quarantine
 from pipeline.steps.envelope import PoisonMessage, check_event
@@ -35,7 +36,6 @@ from pipeline.stores.db import ServiceUnreachable, connect, one_row
 from pipeline.stores.kafka import PartitionOffsets, client_config, probe_broker, topic_offsets
 from pipeline.stores.storage import RawStore, S3Refused
 
-Log = Callable[[str], None]
 UPLOADS_IN_FLIGHT = 2  # objects being written while the next batch is read
 IDLE_RECHECK_SECONDS = 5.0  # no message for this long before the expected end: look at the log again
 STALL_SECONDS = 300.0  # no message at all for this long: give up (and release the refresh lock)

@@ -31,13 +31,13 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from pipeline.config import Settings, TableConfig
+from pipeline.process.log_sink import Log
 from pipeline.steps.envelope import is_bare_json_object, unwrap
 from pipeline.steps.ingest import StepCancelled
 from pipeline.stores.bronze import POSITION, create_shadow, ensure_bronze, replace_with_shadow
 from pipeline.stores.db import connect
 from pipeline.stores.storage import RawStore
 
-Log = Callable[[str], None]
 COPY_CHUNK = 1 << 20  # bytes handed to PostgreSQL per read of the COPY stream
 
 COPY_COLUMNS = (

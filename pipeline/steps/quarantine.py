@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,12 +22,12 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor
 
 from pipeline.config import FileConfig, Settings, TableConfig
+from pipeline.process.log_sink import Log
 from pipeline.steps import ingest  # a module import: ingest imports this module back
 from pipeline.steps.envelope import PoisonMessage, check_event
 from pipeline.stores.db import connect, one_row
 from pipeline.stores.storage import RawStore
 
-Log = Callable[[str], None]
 PREVIEW_CHARS = 160
 
 _TABLE = """

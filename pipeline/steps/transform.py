@@ -26,17 +26,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings, load_settings
+from pipeline.process.log_sink import Log
 
 if TYPE_CHECKING:
     from dbt_common.events.base_types import EventMsg
 
-Log = Callable[[str], None]
 
 DEFAULT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt"
 PROFILE_NAME = "bi_console"

@@ -32,7 +32,6 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -44,6 +43,7 @@ from psycopg2.extensions import connection
 
 from pipeline.config import Settings, TableConfig
 from pipeline.process.background_import import import_in_background
+from pipeline.process.log_sink import Log
 from pipeline.stores.db import one_row
 
 if TYPE_CHECKING:  # Great Expectations takes seconds to import: at run time only when a suite runs
@@ -52,7 +52,6 @@ if TYPE_CHECKING:  # Great Expectations takes seconds to import: at run time onl
     from great_expectations.data_context import EphemeralDataContext
     from great_expectations.datasource.fluent import PostgresDatasource
 
-Log = Callable[[str], None]
 
 DEFAULT_EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 LAYERS = ("bronze", "staging", "marts")

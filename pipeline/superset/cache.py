@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pipeline.config import Settings
-from pipeline.superset.client import Log, SupersetApiError, SupersetClient, _noop
+from pipeline.process.log_sink import Log, no_log
+from pipeline.superset.client import SupersetApiError, SupersetClient
 from pipeline.superset.dashboards import PRODUCT_CATALOG, DashboardSpec
 from pipeline.superset.provision import (
     DATABASE_NAME,
@@ -56,7 +57,7 @@ def _resolve_datasets(
     return found
 
 
-def invalidate_and_warm(settings: Settings, datasets: Iterable[str] | None = None, log: Log = _noop) -> dict[str, Any]:
+def invalidate_and_warm(settings: Settings, datasets: Iterable[str] | None = None, log: Log = no_log) -> dict[str, Any]:
     """Drop the cached chart data of `datasets` ("schema.table"; None = every managed
     dataset) and re-run every chart built on them with force=true.
 

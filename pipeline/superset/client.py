@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,14 +15,8 @@ import httpx
 from pipeline.config import Settings
 from pipeline.stores.db import ServiceUnreachable
 
-Log = Callable[[str], None]
-
 LOGIN_TIMEOUT = 30.0
 DATA_TIMEOUT = 180.0
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 class SupersetApiError(Exception):

@@ -34,8 +34,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipeline.config import ConfigError, Settings
-
-Log = Callable[[str], None]
+from pipeline.process.log_sink import Log, no_log
 
 SUPERSET_SPEC = "apache-superset==6.1.*"
 # Pins verified with 6.1: newer flask-caching/cachelib break `superset` start; rich is
@@ -53,10 +52,6 @@ CLI_TIMEOUT = 1200
 
 class SupersetInstallError(Exception):
     """Installing or initialising Superset failed. One line, naming the command."""
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 # --------------------------------------------------------------------------- paths
@@ -232,7 +227,7 @@ def installed_version(venv: Path) -> str | None:
     return version
 
 
-def install_venv(venv: Path, log: Log = _noop) -> str:
+def install_venv(venv: Path, log: Log = no_log) -> str:
     """Create `venv` and pip-install Superset into it unless a matching install is there.
 
     Returns the installed Superset version. Interrupted installs are resumed (pip is
@@ -397,7 +392,7 @@ def _init_state(settings: Settings) -> dict[str, Any]:
     return state
 
 
-def initialise(settings: Settings, version: str, log: Log = _noop) -> None:
+def initialise(settings: Settings, version: str, log: Log = no_log) -> None:
     """db upgrade + init (once per version and metadata file), then the admin user
     (again whenever its user name or password changed)."""
     env = superset_env(settings)
@@ -430,7 +425,7 @@ def _write_state(settings: Settings, state: dict[str, Any]) -> None:
     os.chmod(path, 0o600)
 
 
-def ensure_installed(settings: Settings, log: Log = _noop) -> str:
+def ensure_installed(settings: Settings, log: Log = no_log) -> str:
     """Install (first use), write the config, initialise metadata and the admin. Returns the version.
 
     Raises ConfigError when the secret key or admin password is missing or too short,

@@ -14,7 +14,8 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline.config import Settings, TableConfig
-from pipeline.superset.client import Log, SupersetApiError, SupersetClient, _noop
+from pipeline.process.log_sink import Log, no_log
+from pipeline.superset.client import SupersetApiError, SupersetClient
 from pipeline.superset.dashboards import DASHBOARDS, DashboardSpec, chart_definition
 
 DATABASE_NAME = "BI Platform Analytics"
@@ -64,7 +65,7 @@ def find_database(client: SupersetClient) -> dict[str, Any] | None:
     return database
 
 
-def ensure_database(client: SupersetClient, settings: Settings, log: Log = _noop) -> int:
+def ensure_database(client: SupersetClient, settings: Settings, log: Log = no_log) -> int:
     payload = {
         "database_name": DATABASE_NAME,
         "sqlalchemy_uri": reader_uri(settings),
@@ -107,7 +108,7 @@ def find_dataset(client: SupersetClient, database_id: int, schema: str, table: s
     return min(rows, key=lambda r: r["id"]) if rows else None
 
 
-def ensure_dataset(client: SupersetClient, database_id: int, schema: str, table: str, log: Log = _noop) -> int:
+def ensure_dataset(client: SupersetClient, database_id: int, schema: str, table: str, log: Log = no_log) -> int:
     existing = find_dataset(client, database_id, schema, table)
     if existing is None:
         created = client.post("/api/v1/dataset/", {"database": database_id, "schema": schema, "table_name": table})
@@ -173,7 +174,7 @@ def _position(title: str, charts: list[tuple[int, str]]) -> dict[str, Any]:
     return position
 
 
-def ensure_dashboard(client: SupersetClient, spec: DashboardSpec, dataset_id: int, log: Log = _noop) -> dict[str, Any]:
+def ensure_dashboard(client: SupersetClient, spec: DashboardSpec, dataset_id: int, log: Log = no_log) -> dict[str, Any]:
     """The dashboard and its charts, created or brought back to the spec. Charts that
     someone else added to the dashboard are kept, after the managed ones."""
     dashboard = find_dashboard(client, spec.title)
@@ -252,7 +253,7 @@ def ensure_dashboard(client: SupersetClient, spec: DashboardSpec, dataset_id: in
     }
 
 
-def provision(settings: Settings, log: Log = _noop) -> dict[str, Any]:
+def provision(settings: Settings, log: Log = no_log) -> dict[str, Any]:
     """Database connection, datasets and dashboards, created or updated in place.
 
     Returns {"database_id", "datasets": {"schema.table": id}, "missing": [...],
