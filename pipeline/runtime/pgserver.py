@@ -22,7 +22,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection
 
 from pipeline.config import Settings
-from pipeline.stores.db import explain_pg_error
+from pipeline.stores.db import ServiceUnreachable, connect_source, explain_pg_error
 
 SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
@@ -226,8 +226,8 @@ def open_write_transactions(settings: Settings) -> list[str]:
     """The transactions holding a transaction id, one line each. PostgreSQL creates a logical
     replication slot only once every one of them has ended, so they are why a cdc start waits."""
     try:
-        conn = psycopg2.connect(**{**settings.source_dsn(), "connect_timeout": 2})
-    except psycopg2.OperationalError:
+        conn = connect_source(settings, timeout_seconds=2)
+    except ServiceUnreachable:
         return []
     try:
         cur = conn.cursor()

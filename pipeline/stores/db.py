@@ -47,8 +47,12 @@ def connect(settings: Settings, **overrides: Any) -> connection:
         raise ServiceUnreachable(explain_pg_error(exc, dsn["host"], dsn["port"], dsn["user"])) from None
 
 
-def connect_source(settings: Settings) -> connection:
+def connect_source(settings: Settings, *, timeout_seconds: float | None = None) -> connection:
+    """As the CDC source's user. `timeout_seconds` bounds the connection attempt, for callers
+    that only explain another failure and must not wait long on a source that is down."""
     dsn = settings.source_dsn()
+    if timeout_seconds is not None:
+        dsn = {**dsn, "connect_timeout": max(1, round(timeout_seconds))}
     try:
         conn: connection = psycopg2.connect(**dsn)
         return conn
