@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BI_"
@@ -101,7 +101,8 @@ class TableConfig(BaseModel):
     name: str
     source_schema: str = "dbo"
     source_table: str
-    key_column: str = "ID"
+    # The source key, one column or several (a link table's), as Debezium names them in the key.
+    key_columns: list[str] = Field(default_factory=lambda: ["ID"], min_length=1)
     topic: str
     raw_prefix: str
     bronze_table: str
@@ -112,10 +113,28 @@ class TableConfig(BaseModel):
     checks: TableChecks = TableChecks()
     profile: TableProfile = TableProfile()
 
-    @field_validator("name", "bronze_table", "staging_relation", "marts_relation", "key_column")
+    @model_validator(mode="before")
+    @classmethod
+    def _single_key_column(cls, data: Any) -> Any:
+        """`key_column = "ID"`, the one-column spelling of earlier config files, still reads."""
+        if isinstance(data, dict) and "key_column" in data:
+            if "key_columns" in data:
+                raise ConfigError("tables: give key_columns or key_column, not both")
+            legacy = safe_identifier(data["key_column"], "tables.key_column")
+            data = {**{k: v for k, v in data.items() if k != "key_column"}, "key_columns": [legacy]}
+        return data
+
+    @field_validator("name", "bronze_table", "staging_relation", "marts_relation")
     @classmethod
     def _plain(cls, v: str, info: ValidationInfo) -> str:
         return safe_identifier(v, f"tables.{info.field_name}")
+
+    @field_validator("key_columns")
+    @classmethod
+    def _plain_key_columns(cls, columns: list[str]) -> list[str]:
+        if len(set(columns)) != len(columns):
+            raise ConfigError(f"tables.key_columns={columns!r} names a column twice")
+        return [safe_identifier(c, "tables.key_columns") for c in columns]
 
     @property
     def raw_objects_prefix(self) -> str:

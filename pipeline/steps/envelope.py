@@ -10,6 +10,7 @@ the converter's schema block is the same for every event and two thirds of its s
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -48,19 +49,23 @@ def _compact(raw: bytes, parsed: Any) -> bytes:
 
 
 def check_event(
-    key: bytes | None, value: bytes | None, key_column: str, max_value_bytes: int
+    key: bytes | None, value: bytes | None, key_columns: Sequence[str], max_value_bytes: int
 ) -> tuple[bytes, bytes, bool]:
-    """(key JSON, value JSON, is_tombstone) for a good message; raises PoisonMessage otherwise."""
+    """(key JSON, value JSON, is_tombstone) for a good message; raises PoisonMessage otherwise.
+    `key_columns` are the table's key, one column or several (a link table's)."""
     if key is None:
         raise PoisonMessage("message has no key")
     key_fields, key_json = _key(key)
-    if not isinstance(key_fields, dict) or key_column not in key_fields:
-        raise PoisonMessage(f"key has no {key_column!r} field")
+    if not isinstance(key_fields, dict):
+        raise PoisonMessage(f"key is not an object with the key field(s) {', '.join(map(repr, key_columns))}")
+    for column in key_columns:
+        if column not in key_fields:
+            raise PoisonMessage(f"key has no {column!r} field")
     if value is None:
         return key_json, b"null", True
     if len(value) > max_value_bytes:
         raise PoisonMessage(f"value is {len(value):,} bytes, above the {max_value_bytes:,}-byte limit")
-    checked = _well_formed_envelope(value, key_column, key_fields[key_column])
+    checked = _well_formed_envelope(value, key_columns, tuple(key_fields[c] for c in key_columns))
     if checked is not None:
         return key_json, checked, False
     envelope, envelope_json = _envelope(value)
@@ -71,11 +76,11 @@ def check_event(
         if not isinstance(row, dict):
             side = "before" if envelope["op"] == "d" else "after"
             raise PoisonMessage(f"value has op {envelope['op']!r} but no '{side}' row")
-        if key_column in row and row[key_column] != key_fields[key_column]:
-            raise PoisonMessage(
-                f"key {key_column}={key_fields[key_column]!r} does not match the value's "
-                f"{key_column}={row[key_column]!r}"
-            )
+        for column in key_columns:
+            if column in row and row[column] != key_fields[column]:
+                raise PoisonMessage(
+                    f"key {column}={key_fields[column]!r} does not match the value's {column}={row[column]!r}"
+                )
     return key_json, envelope_json, False
 
 
@@ -199,9 +204,9 @@ def is_bare_json_object(text: bytes) -> bool:
         del document
 
 
-def _op_and_row_key(payload: bytes, key_column: str) -> tuple[str, Any] | None:
-    """(op, the key column's value in the row the op names, or None without that row, or
-    _ABSENT without that column) of an envelope; None when it is not one. simdjson checks
+def _op_and_row_key(payload: bytes, key_columns: Sequence[str]) -> tuple[str, tuple[Any, ...] | None] | None:
+    """(op, the key columns' values in the row the op names, or None without that row, each
+    _ABSENT without its column) of an envelope; None when it is not one. simdjson checks
     the whole document, UTF-8 included, without building it in Python."""
     try:
         envelope = _parser().parse(payload)
@@ -218,12 +223,12 @@ def _op_and_row_key(payload: bytes, key_column: str) -> tuple[str, Any] | None:
             return op, None
         if not isinstance(row, simdjson.Object):
             return None
-        return op, row.get(key_column, _ABSENT)
+        return op, tuple(row.get(column, _ABSENT) for column in key_columns)
     finally:
         del envelope  # the parser refuses a new document while a proxy of this one is alive
 
 
-def _well_formed_envelope(value: bytes, key_column: str, key_value: object) -> bytes | None:
+def _well_formed_envelope(value: bytes, key_columns: Sequence[str], key_values: tuple[Any, ...]) -> bytes | None:
     """The envelope JSON of a good change event, found without building the event in Python
     (most of ingest's own CPU went there); None when anything is unusual. The caller then
     takes the full path, which decides the same way and names what is wrong."""
@@ -235,7 +240,7 @@ def _well_formed_envelope(value: bytes, key_column: str, key_value: object) -> b
             payload = value
     if payload is None:
         return None
-    found = _op_and_row_key(payload, key_column)
+    found = _op_and_row_key(payload, key_columns)
     if found is None:
         return None
     op, row_key = found
@@ -243,6 +248,8 @@ def _well_formed_envelope(value: bytes, key_column: str, key_value: object) -> b
         return _compact(payload, None)
     if op not in ("c", "u", "d", "r"):
         return None
-    if row_key is None or (row_key is not _ABSENT and row_key != key_value):
+    if row_key is None or any(
+        value is not _ABSENT and value != expected for value, expected in zip(row_key, key_values, strict=True)
+    ):
         return None
     return _compact(payload, None)

@@ -829,7 +829,7 @@ def _read_partition(writer: _PartitionWriter) -> None:
             position = offset + 1
             try:
                 key_json, value_json, tombstone = check_event(
-                    message.key(), message.value(), table.key_column, max_value_bytes
+                    message.key(), message.value(), table.key_columns, max_value_bytes
                 )
             except PoisonMessage as poison:
                 writer.add(message, poison=_poison_reason(poison))
@@ -962,7 +962,7 @@ def _read_object(
                 position = offset + 1
                 try:
                     key_json, value_json, _ = check_event(
-                        message.key(), message.value(), table.key_column, settings.ingest_max_value_bytes
+                        message.key(), message.value(), table.key_columns, settings.ingest_max_value_bytes
                     )
                 except PoisonMessage:
                     continue  # it is in the quarantine, not in the raw object

@@ -444,7 +444,7 @@ def replay(
                     key, value = decode_field(record_["key"]), decode_field(record_["value"])
                     try:
                         key_json, value_json, _ = check_event(
-                            key, value, config.key_column, settings.ingest_max_value_bytes
+                            key, value, config.key_columns, settings.ingest_max_value_bytes
                         )
                     except PoisonMessage as poison:
                         result.still_failing += 1

@@ -9,7 +9,7 @@ placeholders that are filled in from Settings when the suite is loaded:
     "${one_minus:<name>}"             1 - thresholds.<name> (an upper share bound as a `mostly`)
     "${now_minus_minutes:<name>}"     now (UTC) minus thresholds.<name> minutes, as a datetime
     "${relation:bronze|staging|marts}" the quoted schema.relation of that layer
-    "${table.<field>}"                a field of the table config (key_column, topic, ...)
+    "${table.<field>}"                a field of the table config (topic, bronze_table, ...)
     "${schema:bronze|staging|marts}"  a quoted schema name
 
 An expectation's `severity` is GX's (`critical`, `warning`, `info`); here `critical`

@@ -135,13 +135,27 @@ def _unwrapped(column: str) -> str:
     )
 
 
-def _change_columns(key_column: str) -> list[tuple[str, str, str]]:
+def _record_key(row: str, kafka_key: str, key_columns: list[str]) -> str:
+    """The text a key is ranked on. A single key column gives its value's text, as it always
+    has (bronze tables keep their generated column). Several give the JSON array of their JSON
+    values, e.g. [7807552, 3], which no value of one column can fake; built with jsonb `||`,
+    since PostgreSQL takes only immutable expressions for a generated column and
+    jsonb_build_array is not. The dbt side writes the same text with jsonb_build_array."""
+    literals = ["'" + column.replace("'", "''") + "'" for column in key_columns]
+    if len(literals) == 1:
+        return f"coalesce({row} ->> {literals[0]}, {kafka_key} ->> {literals[0]})"
+    parts = " || ".join(f"coalesce({row} -> {literal}, {kafka_key} -> {literal})" for literal in literals)
+    return f"(('[]'::jsonb || {parts})::text)"
+
+
+def _change_columns(key_columns: list[str]) -> list[tuple[str, str, str]]:
     """(name, type, expression) of the generated columns that describe each event's change.
 
     PostgreSQL computes them once, when a row is stored, from the payload it has in memory
     at that moment; staging then ranks events on these small columns instead of unwrapping
     every (TOASTed) payload on each read. The rules are the dbt `cdc_*` macros' rules:
-      record_key       the key column of the row (after, or before for a delete), else of the Kafka key
+      record_key       the key of the row (after, or before for a delete), else of the Kafka key;
+                       a composite key as the JSON array of its columns' values (_record_key)
       cdc_operation    c | u | d | r for an event that carries a row state, else NULL
                        (tombstones, truncates, malformed rows)
       source_position  a text that sorts in the source log's order (SQL Server
@@ -152,9 +166,8 @@ def _change_columns(key_column: str) -> list[tuple[str, str, str]]:
     key = _unwrapped("kafka_key")
     row = f"(CASE WHEN {envelope} ->> 'op' = 'd' THEN {envelope} -> 'before' ELSE {envelope} -> 'after' END)"
     source = f"({envelope} -> 'source')"
-    literal = "'" + key_column.replace("'", "''") + "'"
     return [
-        ("record_key", "text", f"coalesce({row} ->> {literal}, {key} ->> {literal})"),
+        ("record_key", "text", _record_key(row, key, key_columns)),
         (
             "cdc_operation",
             "text",
@@ -187,7 +200,7 @@ def event_table_statements(file_config: FileConfig, table: TableConfig, name: st
     lines = [f"    {column:<16} {definition}" for column, definition in _EVENT_COLUMNS]
     lines += [
         f"    {column:<16} {type_name} GENERATED ALWAYS AS ({expression}) STORED"
-        for column, type_name, expression in _change_columns(table.key_column)
+        for column, type_name, expression in _change_columns(table.key_columns)
     ]
     lines.append(f"    CONSTRAINT {quote_ident(names['position'])} UNIQUE ({POSITION})")
     return [
@@ -279,7 +292,7 @@ def ensure_event_table(cur: cursor, file_config: FileConfig, table: TableConfig,
                 relation, sql.Identifier(names["position"]), sql.Identifier(names["position"]), sql.SQL(POSITION)
             )
         )
-    for column, type_name, expression in _change_columns(table.key_column):
+    for column, type_name, expression in _change_columns(table.key_columns):
         if column not in present:
             cur.execute(
                 sql.SQL("ALTER TABLE {} ADD COLUMN {} {} GENERATED ALWAYS AS ({}) STORED").format(

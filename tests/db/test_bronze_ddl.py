@@ -66,3 +66,37 @@ def test_initdb_bronze_equals_the_migrated_one(tmp_path):
         for table in scripted.tables:
             bronze.ensure_bronze(cur, scripted.file, table)
     assert _catalog(scripted) == expected
+
+
+def test_a_composite_key_ranks_on_a_json_array_of_its_columns(tmp_path):
+    """A link table's events carry their key in several columns; bronze's record_key holds all
+    of them as a JSON array (from the row, else from the Kafka key), so two images of one product stay two keys."""
+    settings = fresh_settings("bronze_ddl_composite", tmp_path)
+    link = settings.file.tables[0].model_copy(
+        update={"name": "product_image", "bronze_table": "product_image_cdc", "key_columns": ["ProductID", "ImageID"]}
+    )
+    events = [
+        # (kafka_key, cdc_payload) and the record_key bronze must give it, written out by hand
+        (
+            '{"ProductID": 7807552, "ImageID": 3}',
+            '{"op": "c", "after": {"ProductID": 7807552, "ImageID": 3}}',
+            "[7807552, 3]",
+        ),
+        (
+            '{"ProductID": 7807552, "ImageID": 4}',
+            '{"op": "d", "before": {"ProductID": 7807552, "ImageID": 4}}',
+            "[7807552, 4]",
+        ),
+        ('{"ProductID": 7807552, "ImageID": 4}', None, "[7807552, 4]"),  # the tombstone: from the Kafka key
+        ('{"ProductID": 1, "ImageID": 2}', '{"op": "c", "after": {"ProductID": 1}}', "[1, 2]"),
+    ]
+    with connect(settings) as conn, conn.cursor() as cur:
+        bronze.ensure_bronze(cur, settings.file, link)
+        for offset, (key, payload, _) in enumerate(events):
+            cur.execute(
+                "INSERT INTO bronze.product_image_cdc (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp,"
+                " kafka_key, cdc_payload, batch_file) VALUES ('t', 0, %s, 0, %s, %s, 'b')",
+                (offset, key, payload),
+            )
+        cur.execute("SELECT record_key FROM bronze.product_image_cdc ORDER BY kafka_offset")
+        assert [r[0] for r in cur.fetchall()] == [expected for _, _, expected in events]

@@ -37,7 +37,7 @@ def _expected(key: bytes, value: bytes | None) -> tuple[dict, dict | None, bool]
 def test_contract_events_keep_their_bare_envelope(events):
     ops = set()
     for key, value in events:
-        key_json, value_json, tombstone = check_event(key, value, "ID", LIMIT)
+        key_json, value_json, tombstone = check_event(key, value, ("ID",), LIMIT)
         expected_key, expected_value, expected_tombstone = _expected(key, value)
         assert tombstone == expected_tombstone
         assert orjson.loads(key_json) == expected_key
@@ -132,7 +132,7 @@ GOLDEN = [
 
 @pytest.mark.parametrize("key, value, expected_value, expected_tombstone", GOLDEN)
 def test_golden_events_become_their_bare_envelope(key, value, expected_value, expected_tombstone):
-    key_json, value_json, tombstone = check_event(key, value, "ID", LIMIT)
+    key_json, value_json, tombstone = check_event(key, value, ("ID",), LIMIT)
     assert key_json == key
     assert value_json == expected_value
     assert tombstone is expected_tombstone
@@ -148,22 +148,22 @@ def test_invalid_utf8_inside_a_text_field_is_named(events):
     broken = value.replace(b'"Description":"', b'"Description":"\xc3\x28', 1)
     assert broken != value
     with pytest.raises(PoisonMessage, match="not valid UTF-8"):
-        check_event(key, broken, "ID", LIMIT)
+        check_event(key, broken, ("ID",), LIMIT)
 
 
 def test_a_key_with_the_cached_schema_but_another_row_is_caught(events):
     key, value, document = _first_update(events)
-    check_event(key, value, "ID", LIMIT)  # caches this key's schema block
+    check_event(key, value, ("ID",), LIMIT)  # caches this key's schema block
     row_id = document["payload"]["after"]["ID"]
     other = key.replace(f'"ID":{row_id}}}'.encode(), f'"ID":{row_id + 1}}}'.encode())
     with pytest.raises(PoisonMessage, match=f"key ID={row_id + 1} does not match"):
-        check_event(other, value, "ID", LIMIT)
+        check_event(other, value, ("ID",), LIMIT)
     no_id = key.replace(f'{{"ID":{row_id}}}'.encode(), b'{"Code":1}')
     with pytest.raises(PoisonMessage, match="key has no 'ID' field"):
-        check_event(no_id, value, "ID", LIMIT)
+        check_event(no_id, value, ("ID",), LIMIT)
     cut = key[:-3]
     with pytest.raises(PoisonMessage, match="key is not JSON"):
-        check_event(cut, value, "ID", LIMIT)
+        check_event(cut, value, ("ID",), LIMIT)
 
 
 @pytest.mark.parametrize(
@@ -179,28 +179,28 @@ def test_envelopes_that_are_not_change_events(events, change, reason):
     key, _, document = _first_update(events)
     change(document["payload"])
     with pytest.raises(PoisonMessage, match=reason):
-        check_event(key, orjson.dumps(document), "ID", LIMIT)
+        check_event(key, orjson.dumps(document), ("ID",), LIMIT)
 
 
 def test_a_truncated_value_and_a_missing_key(events):
     key, value, _ = _first_update(events)
     with pytest.raises(PoisonMessage, match="value is not JSON"):
-        check_event(key, value[: len(value) // 2], "ID", LIMIT)
+        check_event(key, value[: len(value) // 2], ("ID",), LIMIT)
     with pytest.raises(PoisonMessage, match="no key"):
-        check_event(None, value, "ID", LIMIT)
+        check_event(None, value, ("ID",), LIMIT)
 
 
 def test_a_value_with_raw_newlines_is_made_one_line(events):
     key, value, document = _first_update(events)
     spaced = orjson.dumps(document, option=orjson.OPT_INDENT_2)
-    _, value_json, _ = check_event(key, spaced, "ID", LIMIT)
+    _, value_json, _ = check_event(key, spaced, ("ID",), LIMIT)
     assert b"\n" not in value_json and orjson.loads(value_json) == document["payload"]
 
 
 def test_bare_events_without_the_schema_block(events):
     key, _, document = _first_update(events)
     bare_key = orjson.dumps(orjson.loads(key)["payload"])
-    key_json, value_json, _ = check_event(bare_key, orjson.dumps(document["payload"]), "ID", LIMIT)
+    key_json, value_json, _ = check_event(bare_key, orjson.dumps(document["payload"]), ("ID",), LIMIT)
     assert (orjson.loads(key_json), orjson.loads(value_json)) == (orjson.loads(bare_key), document["payload"])
 
 
@@ -208,8 +208,46 @@ def test_documents_simdjson_refuses_take_the_full_path(events):
     key, _, document = _first_update(events)
     payload = orjson.dumps(document["payload"])
     big = payload[:-1] + b',"Checksum":123456789012345678901234567890}'  # beyond 64 bits: kept as written
-    _, value_json, _ = check_event(key, big, "ID", LIMIT)
+    _, value_json, _ = check_event(key, big, ("ID",), LIMIT)
     assert value_json == big
     deep = b'{"op":"c","after":{"ID":1,"x":' + b"[" * 5000 + b"]" * 5000 + b"}}"
     with pytest.raises(PoisonMessage, match="value is not JSON"):
-        check_event(b'{"ID":1}', deep, "ID", LIMIT)
+        check_event(b'{"ID":1}', deep, ("ID",), LIMIT)
+
+
+# -- a link table's composite key ----------------------------------------------------------
+LINK_KEY = ("ProductID", "ImageID")
+
+
+def _link_event(after: dict, key: dict, schemas: bool) -> tuple[bytes, bytes]:
+    envelope = {"before": None, "after": after, "source": {"connector": "sqlserver"}, "op": "c", "ts_ms": 1}
+    if schemas:
+        return orjson.dumps({"schema": {"type": "struct"}, "payload": key}), orjson.dumps(
+            {"schema": {"type": "struct"}, "payload": envelope}
+        )
+    return orjson.dumps(key), orjson.dumps(envelope)
+
+
+@pytest.mark.parametrize("schemas", [True, False])
+def test_a_composite_key_passes_when_every_column_matches_its_row(schemas):
+    row = {"ProductID": 7807552, "ImageID": 3, "SortOrder": 1}
+    key, value = _link_event(row, {"ProductID": 7807552, "ImageID": 3}, schemas)
+    key_json, value_json, tombstone = check_event(key, value, LINK_KEY, LIMIT)
+    assert not tombstone
+    assert orjson.loads(value_json)["after"] == row
+
+
+@pytest.mark.parametrize("schemas", [True, False])
+def test_a_composite_key_names_the_column_that_disagrees_with_the_row(schemas):
+    row = {"ProductID": 7807552, "ImageID": 3}
+    key, value = _link_event(row, {"ProductID": 7807552, "ImageID": 4}, schemas)
+    with pytest.raises(PoisonMessage, match=r"key ImageID=4 does not match the value's ImageID=3"):
+        check_event(key, value, LINK_KEY, LIMIT)
+
+
+def test_a_composite_key_missing_one_column_names_it():
+    key, value = _link_event({"ProductID": 1, "ImageID": 3}, {"ProductID": 1}, schemas=False)
+    with pytest.raises(PoisonMessage, match=r"key has no 'ImageID' field"):
+        check_event(key, value, LINK_KEY, LIMIT)
+    with pytest.raises(PoisonMessage, match=r"key has no 'ImageID' field"):
+        check_event(key, None, LINK_KEY, LIMIT)  # a tombstone of the link table too

@@ -25,7 +25,7 @@ def lines() -> list[bytes]:
     chosen = events[:100] + events[61_400:]
     out = []
     for offset, (key, value) in enumerate(chosen):
-        key_json, value_json, _ = check_event(key, value, "ID", 4 * 1024 * 1024)
+        key_json, value_json, _ = check_event(key, value, ("ID",), 4 * 1024 * 1024)
         out.append(_line(TOPIC, 0, offset, 1_700_000_000_000 + offset, key_json, value_json))
     return out
 
