@@ -365,14 +365,16 @@ def demo_seed(ctx: click.Context, seed_value: int, no_wait: bool) -> None:
     from pipeline.stores.kafka import topic_event_count
 
     table = settings.tables[0]
-    before = _safe_count(settings, table.topic)
+    before = {t.name: _safe_count(settings, t.topic) for t in settings.tables}
     try:
         result = demo_source.seed(settings, seed_value, log=err)
     except RuntimeError as exc:
         err(f"bi-console: {exc}")
         sys.exit(EXIT_FAILED)
     if not no_wait:
-        _wait_for_events(settings, table.topic, before + result["product_events"])
+        # Every seeded table's topic, in the order the source committed them.
+        for name, count in result["events"].items():
+            _wait_for_events(settings, settings.table(name).topic, before[name] + count)
     click.echo(json.dumps({**result, "topic_events": topic_event_count(settings, table.topic)}))
 
 

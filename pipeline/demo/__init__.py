@@ -29,7 +29,12 @@ from pipeline.stores.db import connect_source, one_row
 _DEMO_MODELS: dict[str, Callable[[], TableModel]] = {
     "product": shapes.product_model,
     "measure_unit": shapes.measure_unit_model,
+    "product_pricing": lambda: shapes.ddl_model("ProductPricing"),
+    "product_availability": lambda: shapes.ddl_model("ProductAvailability"),
+    "product_image": lambda: shapes.ddl_model("ProductImage"),
 }
+# Product and MeasureUnit are the demo; the tables Concord queues next are seeded when configured.
+_REQUIRED = ("product", "measure_unit")
 DELETED, UPDATED = "Deleted", "Updated"  # the source's soft-delete flag and modification time
 
 
@@ -43,11 +48,16 @@ def _relation(model: TableModel) -> str:
     return f'{model.schema}."{model.table}"'
 
 
+def _demo_tables(settings: Settings) -> list[str]:
+    configured = {t.name for t in settings.tables}
+    return [name for name in _DEMO_MODELS if name in _REQUIRED or name in configured]
+
+
 def ensure_source_tables(settings: Settings) -> None:
     """Create the demo tables (empty) so the connector captures them from their first row."""
     with connect_source(settings) as conn:
         cur = conn.cursor()
-        for name in _DEMO_MODELS:
+        for name in _demo_tables(settings):
             cur.execute(postgres_ddl(demo_model(settings, name)))
     conn.close()
 
@@ -148,14 +158,85 @@ def seed(settings: Settings, seed_value: int = 42, log: Log = print) -> dict[str
     for product_id in hard:
         cur.execute(f'DELETE FROM {_relation(product)} WHERE "{product.key}" = %s', (product_id,))
     conn.commit()
-    conn.close()
     log(f"demo: {updates} updates, {len(soft)} soft deletes, {len(hard)} hard deletes applied")
+    events = {"product": shapes.TARGET_EVENTS, "measure_unit": mu_events}
+    events.update(_seed_queued_tables(settings, cur, sorted(every_id), clock))
+    conn.commit()
+    conn.close()
     return {
         "products": len(rows),
         "active": shapes.ACTIVE_PRODUCTS,
         "product_events": shapes.TARGET_EVENTS,
         "measure_unit_events": mu_events,
+        "events": events,
     }
+
+
+def _write(cur: Any, model: TableModel, rows: list[dict[str, Any]]) -> None:
+    execute_batch(cur, insert_sql(model), [_binary(r) for r in rows], page_size=500)
+
+
+def _where_key(model: TableModel) -> str:
+    return " AND ".join(f'"{k}" = %(_{k})s' for k in model.keys)
+
+
+def _change(cur: Any, model: TableModel, row: dict[str, Any], **values: Any) -> None:
+    """An UPDATE of `values` on one row, by its (possibly composite) key."""
+    assignments = ", ".join(f'"{c}" = %({c})s' for c in values)
+    keys = {f"_{k}": row[k] for k in model.keys}
+    cur.execute(f"UPDATE {_relation(model)} SET {assignments} WHERE {_where_key(model)}", {**values, **keys})
+
+
+def _delete(cur: Any, model: TableModel, row: dict[str, Any]) -> None:
+    cur.execute(f"DELETE FROM {_relation(model)} WHERE {_where_key(model)}", {f"_{k}": row[k] for k in model.keys})
+
+
+def _seed_queued_tables(settings: Settings, cur: Any, product_ids: list[int], clock: Any) -> dict[str, int]:
+    """Prices, stock and image links of every product, each table with updates, a soft delete
+    and a hard delete (an event and its tombstone), so staging sees every operation. Returns
+    the events each table's topic gets."""
+    configured = {t.name for t in settings.tables}
+    events: dict[str, int] = {}
+    created = shapes.BASE_TIME - timedelta(days=30)
+    later = clock + timedelta(minutes=10)
+
+    def history(name: str, rows: list[dict[str, Any]], edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        model = demo_model(settings, name)
+        _write(cur, model, rows)
+        edited = rows[: max(1, len(rows) // 10)]
+        for row in edited:
+            _change(cur, model, row, **edit(row), Updated=later)
+        _change(cur, model, rows[-1], Deleted=True, Updated=later)
+        _delete(cur, model, rows[-2])
+        events[name] = len(rows) + len(edited) + 1 + 2
+
+    if "product_pricing" in configured:
+        history(
+            "product_pricing",
+            [shapes.pricing_row(1000 + n, product_id, created) for n, product_id in enumerate(product_ids)],
+            lambda row: {"Price": row["Price"] + 10, "PriceWithVat": (row["Price"] + 10) * shapes.VAT},
+        )
+    if "product_availability" in configured:
+        history(
+            "product_availability",
+            [
+                shapes.availability_row(5000 + 2 * n + storage - 1, product_id, storage, created)
+                for n, product_id in enumerate(product_ids)
+                for storage in shapes.STORAGES
+            ],
+            lambda row: {"Amount": row["Amount"] + 5, "LastCountedAt": later},
+        )
+    if "product_image" in configured:
+        history(
+            "product_image",
+            [
+                shapes.image_row(product_id, 90_000 + 10 * n + order, order, created)
+                for n, product_id in enumerate(product_ids)
+                for order in range(1, shapes.images_of(product_id) + 1)
+            ],
+            lambda row: {"SortOrder": row["SortOrder"] + 10, "IsMain": False},
+        )
+    return events
 
 
 def changes(settings: Settings, count: int, seed_value: int = 7, log: Log = print) -> dict[str, Any]:

@@ -42,7 +42,14 @@ class TableModel:
     schema: str
     table: str
     columns: tuple[Column, ...]
-    key: str
+    keys: tuple[str, ...]  # the primary key's columns, in key order
+
+    @property
+    def key(self) -> str:
+        """The key column of a table with a one-column key."""
+        if len(self.keys) != 1:
+            raise ValueError(f"{self.schema}.{self.table} has a composite key ({', '.join(self.keys)})")
+        return self.keys[0]
 
     @property
     def names(self) -> list[str]:
@@ -52,21 +59,28 @@ class TableModel:
         return {c.name: None for c in self.columns}
 
 
+_TABLE_KEY = re.compile(r"PRIMARY\s+KEY(?:\s+(?:CLUSTERED|NONCLUSTERED))?\s*\(([^)]*)\)", re.I)
 _COLUMN_LINE = re.compile(r"^\s*\[?(\w+)\]?\s+(\w+(?:\s*\(\s*\w+\s*(?:,\s*\w+\s*)?\))?)(.*)$")
 
 
 def parse_sqlserver_ddl(text: str) -> TableModel:
-    """The first `CREATE TABLE` of a SQL Server script: its columns, their types and nullability."""
+    """The first `CREATE TABLE` of a SQL Server script: its columns, their types and nullability,
+    and its key (a column's PRIMARY KEY, or a table constraint's PRIMARY KEY (A, B))."""
     found = re.search(r"CREATE TABLE\s+\[?(\w+)\]?\.\[?(\w+)\]?\s*\((.*?)\n\);", text, flags=re.S | re.I)
     if not found:
         raise ValueError("no CREATE TABLE schema.table (...); in the DDL")
     schema, table, body = found.groups()
     columns: list[Column] = []
-    key = None
+    keys: list[str] = []
     for raw in body.splitlines():
         line = raw.split("--", 1)[0].strip().rstrip(",")
         match = _COLUMN_LINE.match(line)
-        if not line or not match or match.group(1).upper() in ("CONSTRAINT", "PRIMARY", "UNIQUE"):
+        if match and match.group(1).upper() in ("CONSTRAINT", "PRIMARY", "UNIQUE"):
+            table_key = _TABLE_KEY.search(line)
+            if table_key:
+                keys = [part.strip().strip("[]").split()[0] for part in table_key.group(1).split(",")]
+            continue
+        if not line or not match:
             continue
         name, sql_type, rest = match.groups()
         upper = rest.upper()
@@ -74,29 +88,41 @@ def parse_sqlserver_ddl(text: str) -> TableModel:
             Column(name, re.sub(r"\s+", "", sql_type), nullable="NOT NULL" not in upper, has_default="DEFAULT" in upper)
         )
         if "PRIMARY KEY" in upper:
-            key = name
-    if key is None:
-        raise ValueError(f"{schema}.{table}: no column is the PRIMARY KEY")
-    return TableModel(schema, table, tuple(columns), key)
+            keys = [name]
+    if not keys:
+        raise ValueError(f"{schema}.{table}: no PRIMARY KEY")
+    missing = set(keys) - {c.name for c in columns}
+    if missing:
+        raise ValueError(f"{schema}.{table}: the PRIMARY KEY names no column {sorted(missing)}")
+    return TableModel(schema, table, tuple(columns), tuple(keys))
 
 
 # SQL Server type -> (PostgreSQL type of the embedded demo source, Kafka Connect type and
 # logical name as the Debezium SQL Server connector writes it with time.precision.mode=adaptive).
+# decimal.handling.mode=string: decimals and money are strings.
 _TYPES: dict[str, tuple[str, str, str | None]] = {
     "bigint": ("bigint", "int64", None),
     "int": ("integer", "int32", None),
     "smallint": ("smallint", "int16", None),
+    "tinyint": ("smallint", "int16", None),
     "bit": ("boolean", "boolean", None),
     "float": ("double precision", "double", None),
     "real": ("real", "float", None),
+    "decimal": ("numeric", "string", None),
+    "numeric": ("numeric", "string", None),
+    "money": ("numeric(19,4)", "string", None),
+    "smallmoney": ("numeric(10,4)", "string", None),
     "uniqueidentifier": ("uuid", "string", None),
     "datetime": ("timestamp", "int64", "io.debezium.time.Timestamp"),
     "datetime2": ("timestamp", "int64", "io.debezium.time.NanoTimestamp"),
+    "datetimeoffset": ("timestamptz", "string", "io.debezium.time.ZonedTimestamp"),
     "date": ("date", "int32", "io.debezium.time.Date"),
     "nvarchar": ("varchar", "string", None),
     "varchar": ("varchar", "string", None),
     "nchar": ("char", "string", None),
+    "char": ("char", "string", None),
     "varbinary": ("bytea", "bytes", None),
+    "binary": ("bytea", "bytes", None),
 }
 
 
@@ -111,6 +137,8 @@ def postgres_type(column: Column) -> str:
     pg = _type(column)[0]
     if pg in ("varchar", "char"):
         return "text" if column.length in (None, "max", "MAX") else f"{pg}({column.length})"
+    if pg == "numeric" and "(" in column.sql_type:
+        return "numeric" + column.sql_type[column.sql_type.index("(") :]
     return pg
 
 
@@ -120,13 +148,15 @@ def postgres_ddl(model: TableModel) -> str:
     lines = []
     for c in model.columns:
         line = f'    "{c.name}" {postgres_type(c)}'
-        if c.name == model.key:
+        if model.keys == (c.name,):
             line += " PRIMARY KEY"
         elif not c.nullable:
             line += " NOT NULL"
             if c.has_default and c.base_type == "bit":
                 line += " DEFAULT false"
         lines.append(line)
+    if len(model.keys) > 1:
+        lines.append(f"    PRIMARY KEY ({', '.join(chr(34) + k + chr(34) for k in model.keys)})")
     relation = f'{model.schema}."{model.table}"'
     return (
         f"CREATE TABLE IF NOT EXISTS {relation} (\n" + ",\n".join(lines) + "\n);\n"
@@ -161,20 +191,34 @@ def _epoch_ms(value: datetime) -> int:
     return (value - _EPOCH) // _MS
 
 
+def _epoch_ns(value: datetime) -> int:
+    return _epoch_ms(value.replace(microsecond=0)) * 1_000_000 + value.microsecond * 1000
+
+
 def _encoder(column: Column) -> Callable[[Any], object] | None:
     kind = column.base_type
-    if kind == "datetime":
+    if kind in ("datetime", "smalldatetime"):
         return _epoch_ms
+    if kind == "datetime2":
+        return _epoch_ns
+    if kind == "datetimeoffset":
+        return lambda v: v.isoformat()
+    if kind == "date":
+        return lambda v: (v - _EPOCH.date()).days
+    if kind in ("decimal", "numeric", "money", "smallmoney"):
+        return str
     if kind == "uniqueidentifier":
         return lambda v: str(v).upper()
-    if kind == "varbinary":
+    if kind in ("varbinary", "binary"):
         return lambda v: base64.b64encode(v).decode()
     return None
 
 
 def sqlserver_encoder(model: TableModel) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """row -> the row as the Debezium SQL Server connector writes it in JSON: datetime as epoch
-    ms, uniqueidentifier as an uppercase GUID, varbinary as base64, the rest as they are."""
+    ms, datetime2 as epoch ns, datetimeoffset as ISO-8601 with its offset, date as days,
+    decimal and money as strings, uniqueidentifier as an uppercase GUID, binaries as base64,
+    the rest as they are."""
     encoders = [(c.name, e) for c in model.columns if (e := _encoder(c)) is not None]
 
     def encode(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""What the demo tables' rows look like: the one place that knows dbo.Product's and
-dbo.MeasureUnit's values (names of pneumatic suspension parts in three languages, the
-production profile's supplier prefixes, the demo's size and its deliberate edge cases).
+"""What the demo tables' rows look like: the one place that knows the values of dbo.Product,
+dbo.MeasureUnit and the three tables Concord queues next (names of pneumatic suspension
+parts in three languages, the production profile's supplier prefixes, the demo's size and
+its deliberate edge cases; prices, stock and images derived from the product id).
 
 The columns are not declared here: dbo.Product's come from the data contract's DDL
-(pipeline/demo/contract/concord_product.sqlserver.sql, a verbatim copy of the contract).
+(pipeline/demo/contract/concord_product.sqlserver.sql, a verbatim copy of the contract),
+ProductPricing's, ProductAvailability's and ProductImage's from pipeline/demo/ddl/.
 Every value is a function of the product id, so the demo seed, the bench producer and
 the test fixtures build the same row for the same id.
 """
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ from pipeline.demo.rows import TableModel, parse_sqlserver_ddl
 
 # Package data, so an installed bi-console (the compose images) seeds the demo too.
 CONTRACT_DDL = Path(__file__).resolve().parent / "contract" / "concord_product.sqlserver.sql"
+# The SQL Server DDL of the demo's further tables, one file each, named as the source table.
+DDL_DIR = Path(__file__).resolve().parent / "ddl"
 
 # dbo.MeasureUnit has no contract file; its DDL as SQL Server would declare it.
 MEASURE_UNIT_DDL = """
@@ -48,6 +53,13 @@ def measure_unit_model() -> TableModel:
     if "measure_unit" not in _MODELS:
         _MODELS["measure_unit"] = parse_sqlserver_ddl(MEASURE_UNIT_DDL)
     return _MODELS["measure_unit"]
+
+
+def ddl_model(source_table: str) -> TableModel:
+    """The column model of a table whose DDL is pipeline/demo/ddl/<source_table>.sql."""
+    if source_table not in _MODELS:
+        _MODELS[source_table] = parse_sqlserver_ddl((DDL_DIR / f"{source_table}.sql").read_text(encoding="utf-8"))
+    return _MODELS[source_table]
 
 
 # -- the production profile (contract README) and the demo's figures --------------------------
@@ -262,3 +274,69 @@ def measure_unit_rows() -> list[dict[str, Any]]:
         }
         for unit_id, ru, pl, ua in MEASURE_UNITS
     ]
+
+
+# -- the tables Concord queues next: prices, stock, images -------------------------------------
+STORAGES = (1, 2)  # every product is stocked in two storages
+CURRENCY = "PLN"
+VAT = Decimal("1.23")
+
+
+def pricing_row(pricing_id: int, product_id: int, created: datetime) -> dict[str, Any]:
+    """dbo.ProductPricing: the product's retail price, in decimal(18,2) and with VAT in money."""
+    price = Decimal(150 + product_id % 850) + Decimal(product_id % 100) / 100
+    return {
+        "ID": pricing_id,
+        "NetUID": net_uid(pricing_id, b"pricing"),
+        "Created": created,
+        "Updated": created,
+        "Deleted": False,
+        "ProductID": product_id,
+        "PricingTypeID": 1,
+        "Price": price,
+        "PriceWithVat": (price * VAT).quantize(Decimal("0.0001")),
+        "Discount": Decimal("5.0000") if product_id % 4 == 0 else None,
+        "CurrencyCode": CURRENCY,
+        "ValidFrom": date(2025, 1, 1) + timedelta(days=product_id % 200),
+    }
+
+
+def availability_row(availability_id: int, product_id: int, storage_id: int, created: datetime) -> dict[str, Any]:
+    """dbo.ProductAvailability: stock in one storage; the count's time in datetime2(7), the
+    next delivery's in datetimeoffset (the storages are in +01:00 and +02:00)."""
+    offset = timezone(timedelta(hours=storage_id))
+    return {
+        "ID": availability_id,
+        "NetUID": net_uid(availability_id, b"availability"),
+        "Created": created,
+        "Updated": created,
+        "Deleted": False,
+        "ProductID": product_id,
+        "StorageID": storage_id,
+        "Amount": (product_id * storage_id) % 40,
+        "ReservedAmount": product_id % 3 or None,
+        "LastCountedAt": created + timedelta(hours=6, microseconds=product_id % 1_000_000),
+        "ExpectedAt": datetime(2025, 10, 10, 9, 30, tzinfo=offset) + timedelta(days=product_id % 14)
+        if product_id % 5
+        else None,
+    }
+
+
+def image_row(product_id: int, image_id: int, sort_order: int, created: datetime) -> dict[str, Any]:
+    """dbo.ProductImage: one link of the product to an image, keyed by both ids."""
+    return {
+        "ProductID": product_id,
+        "ImageID": image_id,
+        "SortOrder": sort_order,
+        "IsMain": sort_order == 1,
+        "ImageUrl": f"https://img.concord.example/products/{product_id}/{image_id}.jpg",
+        "Checksum": _digest(image_id, b"image"),
+        "Created": created,
+        "Updated": created,
+        "Deleted": False,
+    }
+
+
+def images_of(product_id: int) -> int:
+    """How many images a product has: 1 to 3."""
+    return 1 + product_id % 3
