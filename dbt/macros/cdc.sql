@@ -34,6 +34,19 @@
       else {{ value }} end)
 {%- endmacro %}
 
+{#-
+  One key column of a bronze event, as jsonb: from its row state (after, or before for a
+  delete), else from the Kafka key; bronze's record_key follows the same rule for its one
+  configured key column. `event` is a bronze row's alias; `envelope` an expression of its
+  unwrapped value, when the caller has one.
+-#}
+{% macro cdc_event_key_value(event, column, envelope=none) -%}
+{%- set envelope = envelope if envelope is not none else cdc_envelope(event ~ '.cdc_payload') -%}
+coalesce((case when {{ event }}.cdc_operation = 'd' then {{ envelope }} -> 'before'
+               else {{ envelope }} -> 'after' end) -> '{{ column }}',
+         {{ cdc_envelope(event ~ '.kafka_key') }} -> '{{ column }}')
+{%- endmacro %}
+
 {#- One column of the row state (after, or before for a delete) of a cdc_latest_events() row. -#}
 {% macro cdc_col(name, row='row_data') -%}
 ({{ row }} -> '{{ name }}')
@@ -51,12 +64,76 @@
 (({{ x }} #>> '{}')::integer)
 {%- endmacro %}
 
+{% macro decode_smallint(x) -%}
+(({{ x }} #>> '{}')::smallint)
+{%- endmacro %}
+
+{% macro decode_real(x) -%}
+(({{ x }} #>> '{}')::real)
+{%- endmacro %}
+
 {% macro decode_float(x) -%}
 (({{ x }} #>> '{}')::double precision)
 {%- endmacro %}
 
 {% macro decode_decimal(x) -%}
 (({{ x }} #>> '{}')::numeric)
+{%- endmacro %}
+
+{#-
+  A SQL Server decimal, numeric, money or smallmoney (`scale` digits after the point) in
+  the encoding of decimal.handling.mode `mode`: string ("12.50"), double (a JSON number),
+  or precise (base64 of the unscaled value, big-endian two's complement). A JSON number
+  reads as a number in every mode, and a {"scale", "value"} struct (VariableScaleDecimal)
+  as its own scale.
+-#}
+{% macro decode_numeric(x, scale, mode='string') -%}
+(case jsonb_typeof({{ x }})
+      when 'number' then ({{ x }} #>> '{}')::numeric
+      when 'string' then
+      {%- if mode == 'precise' %} {{ _unscaled_to_numeric("decode(" ~ x ~ " #>> '{}', 'base64')", scale) }}
+      {%- else %} ({{ x }} #>> '{}')::numeric
+      {%- endif %}
+      when 'object' then {{ _unscaled_to_numeric("decode(" ~ x ~ " ->> 'value', 'base64')", "(" ~ x ~ " ->> 'scale')::integer") }}
+ end)
+{%- endmacro %}
+
+{#- The big-endian two's-complement integer in bytea `bytes`, divided by 10^scale. -#}
+{% macro _unscaled_to_numeric(bytes, scale) -%}
+(select round(sum(case when byte.i = 0 and get_byte(raw.b, 0) >= 128 then get_byte(raw.b, 0) - 256
+                       else get_byte(raw.b, byte.i) end::numeric
+                  * 256::numeric ^ (length(raw.b) - 1 - byte.i))
+              / 10::numeric ^ ({{ scale }}), {{ scale }})
+ from (select {{ bytes }} as b) as raw
+ cross join generate_series(0, length(raw.b) - 1) as byte(i))
+{%- endmacro %}
+
+{#-
+  A SQL Server time(p), time.precision.mode=adaptive: milliseconds past midnight for
+  p <= 3, microseconds for p <= 6, nanoseconds for p = 7 (truncated to the µs of
+  PostgreSQL); an ISO string ("12:34:56.789") as it is.
+-#}
+{% macro decode_time(x, precision=7) -%}
+(case jsonb_typeof({{ x }})
+      when 'number' then time '00:00:00' +
+      {%- if precision <= 3 %} ({{ x }} #>> '{}')::bigint * interval '1 millisecond'
+      {%- elif precision <= 6 %} ({{ x }} #>> '{}')::bigint * interval '1 microsecond'
+      {%- else %} floor(({{ x }} #>> '{}')::numeric / 1000)::bigint * interval '1 microsecond'
+      {%- endif %}
+      when 'string' then ({{ x }} #>> '{}')::time
+ end)
+{%- endmacro %}
+
+{#-
+  A SQL Server datetimeoffset: an ISO-8601 string with its offset (io.debezium.time.ZonedTimestamp,
+  "2023-11-14T22:13:20.1234567+02:00"), as timestamptz; digits past the µs are truncated, as
+  decode_timestamp truncates nanoseconds.
+-#}
+{% macro decode_offset_timestamp(x) -%}
+(case jsonb_typeof({{ x }})
+      when 'string' then regexp_replace({{ x }} #>> '{}', '(\.[0-9]{6})[0-9]+', '\1')::timestamptz
+      when 'number' then {{ decode_instant(x) }}
+ end)
 {%- endmacro %}
 
 {% macro decode_bool(x) -%}
@@ -129,8 +206,14 @@ decode({{ x }} #>> '{}', 'base64')
   with an event stored at or after it are ranked (over all their events), which is what
   an incremental staging model needs. Loads run one at a time (the refresh lock), so no
   event can commit later with an earlier `ingested_at` than one already seen.
+
+  key_columns: the source key, in key order. One column (or none given) ranks on bronze's
+  record_key as above. Several (a link table) rank on the key values read from each event
+  (cdc_event_key_value), whatever bronze's record_key holds: that reads every event's
+  payload, once, where one column reads only the winners'.
 -#}
-{% macro cdc_latest_events(relation, changed_since=none) -%}
+{% macro cdc_latest_events(relation, changed_since=none, key_columns=none) -%}
+{%- set composite = key_columns is not none and key_columns is not string and key_columns | length > 1 -%}
 select
     b.record_key,
     b.cdc_operation,
@@ -167,7 +250,9 @@ where (b.kafka_topic, b.kafka_epoch, b.kafka_partition, b.kafka_offset) in (
             ev.kafka_partition,
             ev.kafka_offset,
             row_number() over (
-                partition by ev.record_key
+                partition by {% if composite -%}
+                    {%- for column in key_columns %}{{ cdc_event_key_value('ev', column, 'ee.envelope') }}{{ ", " if not loop.last }}{% endfor -%}
+                {%- else %}ev.record_key{% endif %}
                 order by coalesce(ev.source_position, '') desc,
                          case when ev.is_snapshot then 0 else 1 end desc,
                          ev.kafka_epoch desc,
@@ -175,6 +260,22 @@ where (b.kafka_topic, b.kafka_epoch, b.kafka_partition, b.kafka_offset) in (
                          ev.kafka_partition desc
             ) as cdc_rank
         from {{ relation }} as ev
+        {%- if composite %}
+        cross join lateral (
+            select {{ cdc_envelope('ev.cdc_payload') }} as envelope offset 0
+        ) as ee
+        where ev.cdc_operation is not null
+          {%- for column in key_columns %}
+          and {{ cdc_event_key_value('ev', column, 'ee.envelope') }} is not null
+          {%- endfor %}
+          {%- if changed_since is not none %}
+          and ({% for column in key_columns %}{{ cdc_event_key_value('ev', column, 'ee.envelope') }}{{ ", " if not loop.last }}{% endfor %}) in (
+              select distinct {% for column in key_columns %}{{ cdc_event_key_value('changed', column) }}{{ ", " if not loop.last }}{% endfor %}
+              from {{ relation }} as changed
+              where changed.ingested_at >= ({{ changed_since }}) and changed.cdc_operation is not null
+          )
+          {%- endif %}
+        {%- else %}
         where ev.cdc_operation is not null
           and ev.record_key is not null
           {%- if changed_since is not none %}
@@ -186,6 +287,7 @@ where (b.kafka_topic, b.kafka_epoch, b.kafka_partition, b.kafka_offset) in (
               where changed.ingested_at >= ({{ changed_since }})
           ))
           {%- endif %}
+        {%- endif %}
     ) as ranked
     where ranked.cdc_rank = 1
 )
@@ -207,16 +309,16 @@ select coalesce(max(ingested_at), '-infinity'::timestamptz) from {{ target }}
   A post-hook of an incremental staging model: remove the rows whose key no longer has
   any state-carrying event in bronze (bronze rows removed by hand or by a reload), which
   delete+insert alone cannot do. `key_text` turns the model's key into bronze's
-  record_key text.
+  record_key text; or `matches` is the whole condition on bronze's row `b`.
 -#}
-{% macro delete_keys_gone_from_bronze(target, relation, key_text) -%}
+{% macro delete_keys_gone_from_bronze(target, relation, key_text, matches=none) -%}
 {%- if not is_incremental() -%}
 select 1 as nothing_to_delete_after_a_full_build
 {%- else -%}
 delete from {{ target }} as t
 where not exists (
     select 1 from {{ relation }} as b
-    where b.record_key = ({{ key_text }}) and b.cdc_operation is not null
+    where {{ matches if matches is not none else "b.record_key = (" ~ key_text ~ ")" }} and b.cdc_operation is not null
 )
 {%- endif -%}
 {%- endmacro %}

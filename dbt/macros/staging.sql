@@ -1,0 +1,213 @@
+{#-
+  Staging models generated from their source contract (models/staging/base/base_<table>.yml,
+  format in dbt/README.md). A model file is `{{ cdc_staging() }}`; dbt_project.yml gives every
+  model of staging/base the incremental materialization, the `cdc_staging` strategy (its
+  unique key from the contract) and the post-hooks (the unique index, the keys gone from
+  bronze), so nothing table-specific is written twice.
+
+  dbt renders a model's SQL at parse time before it reads the property files, so the
+  contract is only there at run time (`execute`): at parse time cdc_staging() declares
+  nothing and returns a placeholder. Incremental configs that dbt reads as plain values
+  (unique_key, indexes) cannot come from the contract for that reason; the strategy and the
+  hooks below compute them from it when they run.
+-#}
+
+{#- A column's contract (meta), wherever dbt keeps it: top-level `meta` or `config.meta`. -#}
+{% macro _cdc_column_meta(column) -%}
+{%- set meta = {} -%}
+{%- if column.config is defined and column.config and column.config.meta -%}
+    {%- do meta.update(column.config.meta) -%}
+{%- endif -%}
+{%- if column.meta -%}
+    {%- do meta.update(column.meta) -%}
+{%- endif -%}
+{{ return(meta) }}
+{%- endmacro %}
+
+{#-
+  The calling model's source contract, checked:
+    {source, bronze_table, key_columns, deleted_column, decimal_handling_mode,
+     columns: [{name, source_column, source_type, nullable}], key_fields: [the key columns, as columns]}
+  None at parse time. A missing or wrong entry is a compiler error naming the model and the key.
+-#}
+{% macro cdc_contract(node=none) -%}
+{%- set node = node if node is not none else model -%}
+{%- set found = node.config.meta.get('source_contract') if node.config.meta else none -%}
+{%- if not execute -%}
+    {#- Parse time: the property file may not be applied yet. When it is, the bronze table is
+        declared, so the source is the model's parent in the DAG. -#}
+    {%- if found and found.get('bronze_table') -%}
+        {%- do source('bronze', found.bronze_table) -%}
+    {%- endif -%}
+    {{ return(none) }}
+{%- endif -%}
+{%- if not found -%}
+    {{ exceptions.raise_compiler_error(node.name ~ ": no config.meta.source_contract in its property file (dbt/README.md has the format)") }}
+{%- endif -%}
+{%- for required in ['bronze_table', 'key_columns'] -%}
+    {%- if not found.get(required) -%}
+        {{ exceptions.raise_compiler_error(node.name ~ ": source_contract has no " ~ required) }}
+    {%- endif -%}
+{%- endfor -%}
+{%- set key_columns = [found.key_columns] if found.key_columns is string else found.key_columns | list -%}
+{%- set mode = found.get('decimal_handling_mode', 'string') -%}
+{%- if mode not in ['string', 'precise', 'double'] -%}
+    {{ exceptions.raise_compiler_error(node.name ~ ": source_contract.decimal_handling_mode is " ~ mode ~ "; it is string, precise or double") }}
+{%- endif -%}
+{%- set columns = [] -%}
+{%- for column in node.columns.values() -%}
+    {%- set meta = _cdc_column_meta(column) -%}
+    {%- if meta.get('source_column') -%}
+        {%- if not meta.get('source_type') -%}
+            {{ exceptions.raise_compiler_error(node.name ~ ": column " ~ column.name ~ " has a source_column and no source_type") }}
+        {%- endif -%}
+        {%- do columns.append({'name': column.name, 'source_column': meta.source_column,
+                               'source_type': meta.source_type, 'nullable': meta.get('nullable', true)}) -%}
+    {%- endif -%}
+{%- endfor -%}
+{%- set keys = [] -%}
+{%- for key in key_columns -%}
+    {%- set matching = columns | selectattr('source_column', 'equalto', key) | list -%}
+    {%- if not matching -%}
+        {{ exceptions.raise_compiler_error(node.name ~ ": key column " ~ key ~ " is not one of its columns' source_column") }}
+    {%- endif -%}
+    {%- do keys.append(matching[0]) -%}
+{%- endfor -%}
+{%- set deleted_column = found.get('deleted_column', 'Deleted') -%}
+{{ return({
+    'source': found.get('source'),
+    'bronze_table': found.bronze_table,
+    'key_columns': key_columns,
+    'key_fields': keys,
+    'deleted_column': deleted_column if columns | selectattr('source_column', 'equalto', deleted_column) | list else none,
+    'decimal_handling_mode': mode,
+    'columns': columns,
+}) }}
+{%- endmacro %}
+
+{#- The whole base model of the calling model's contract. -#}
+{% macro cdc_staging() -%}
+{%- set contract = cdc_contract() -%}
+{%- if contract is none -%}
+select 1 as parsed_before_its_contract_is_read
+{%- else -%}
+{%- set bronze = source('bronze', contract.bronze_table) -%}
+with latest as (
+    {{ cdc_latest_events(bronze, changed_since=cdc_changed_since(this), key_columns=contract.key_columns) }}
+)
+
+select
+{%- for column in contract.columns %}
+    {%- if column.source_column == contract.deleted_column %}
+    (coalesce({{ cdc_decode(cdc_col(column.source_column), column.source_type, contract, column.name) }}, false) or cdc_operation = 'd') as {{ adapter.quote(column.name) }},
+    {%- else %}
+    {{ cdc_decode(cdc_col(column.source_column), column.source_type, contract, column.name) }} as {{ adapter.quote(column.name) }},
+    {%- endif %}
+{%- endfor %}
+    cdc_operation,
+    source_timestamp,
+    is_snapshot,
+    kafka_offset,
+    ingested_at
+from latest
+{%- endif -%}
+{%- endmacro %}
+
+{#- The staging names of the calling model's key, in key order. -#}
+{% macro cdc_staging_key_names() -%}
+{%- set contract = cdc_contract() -%}
+{{ return(contract.key_fields | map(attribute='name') | list if contract is not none else []) }}
+{%- endmacro %}
+
+{#-
+  The `cdc_staging` incremental strategy (dbt calls get_incremental_<strategy>_sql):
+  delete+insert on the contract's key.
+-#}
+{% macro get_incremental_cdc_staging_sql(arg_dict) -%}
+{%- set keys = cdc_staging_key_names() -%}
+{%- set args = dict(arg_dict) -%}
+{%- do args.update({'unique_key': keys[0] if keys | length == 1 else keys}) -%}
+{{ return(get_incremental_delete_insert_sql(args)) }}
+{%- endmacro %}
+
+{#-
+  Post-hook: the unique index on the key, created when the table has none (a new table, or
+  the one a full refresh swapped in); PostgreSQL names it, so the index of the table being
+  replaced keeps its own name until that table is dropped.
+-#}
+{% macro cdc_staging_key_index() -%}
+{%- set keys = cdc_staging_key_names() -%}
+{%- if not keys -%}
+select 1 as parsed_before_its_contract_is_read
+{%- else -%}
+do $cdc_staging_key_index$
+begin
+    if not exists (
+        select 1 from pg_index as i
+        where i.indrelid = '{{ this }}'::regclass
+          and i.indisunique
+          and array(
+                select a.attname::text
+                from unnest(i.indkey::smallint[]) with ordinality as k(attnum, position)
+                join pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
+                order by k.position
+              ) = array[{% for key in keys %}'{{ key }}'{{ ", " if not loop.last }}{% endfor %}]::text[]
+    ) then
+        create unique index on {{ this }} ({{ keys | join(', ') }});
+    end if;
+end
+$cdc_staging_key_index$
+{%- endif -%}
+{%- endmacro %}
+
+{#-
+  bronze's record_key text of a single key column from its staging value, when the type
+  keeps it recoverable (integers, strings, GUIDs: Debezium's SQL Server GUIDs are uppercase,
+  the PostgreSQL demo source's lowercase); none otherwise.
+-#}
+{% macro _cdc_record_key_matches(column, record_key) -%}
+{%- set base = cdc_type_parts(column.source_type).base -%}
+{%- if base in ['tinyint', 'smallint', 'int', 'integer', 'bigint'] -%}
+{{ return(record_key ~ " = (" ~ column.name ~ ")::text") }}
+{%- elif base in ['char', 'varchar', 'nchar', 'nvarchar', 'text', 'ntext', 'sysname'] -%}
+{{ return(record_key ~ " = " ~ column.name) }}
+{%- elif base == 'uniqueidentifier' -%}
+{{ return(record_key ~ " in (" ~ column.name ~ ", upper(" ~ column.name ~ "))") }}
+{%- else -%}
+{{ return(none) }}
+{%- endif -%}
+{%- endmacro %}
+
+{#-
+  Post-hook: remove the rows whose key no longer has any state-carrying event in bronze.
+  A single integer, string or GUID key probes bronze's record_key index
+  (delete_keys_gone_from_bronze); any other key (several columns, or another type) is
+  matched on the key values of every event, decoded as the model decodes them.
+-#}
+{% macro cdc_staging_delete_gone_keys() -%}
+{%- set contract = cdc_contract() -%}
+{%- if contract is none -%}
+select 1 as parsed_before_its_contract_is_read
+{%- else -%}
+{%- set bronze = source('bronze', contract.bronze_table) -%}
+{%- set single = _cdc_record_key_matches(contract.key_fields[0], 'b.record_key') if contract.key_fields | length == 1 else none -%}
+{%- if single is not none -%}
+{{ delete_keys_gone_from_bronze(this, bronze, contract.key_fields[0].name ~ '::text', matches=single) }}
+{%- elif not is_incremental() -%}
+select 1 as nothing_to_delete_after_a_full_build
+{%- else -%}
+delete from {{ this }} as t
+where not exists (
+    select 1 from (
+        select distinct
+        {%- for key in contract.key_fields %}
+            {{ cdc_decode(cdc_event_key_value('ev', key.source_column), key.source_type, contract, key.name) }} as {{ key.name }}{{ "," if not loop.last }}
+        {%- endfor %}
+        from {{ bronze }} as ev
+        where ev.cdc_operation is not null
+    ) as k
+    where {% for key in contract.key_fields %}k.{{ key.name }} = t.{{ key.name }}{{ " and " if not loop.last }}{% endfor %}
+)
+{%- endif -%}
+{%- endif -%}
+{%- endmacro %}
