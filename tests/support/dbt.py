@@ -122,13 +122,18 @@ def read_events(name: str) -> list[dict]:
 
 
 def load_events(
-    settings: Settings, table: str, records: list[dict], batch_file: str = "fixture.jsonl", ingested_at=None
+    settings: Settings,
+    table: str,
+    records: list[dict],
+    batch_file: str = "fixture.jsonl",
+    ingested_at=None,
+    bronze_table: str | None = None,
 ) -> int:
-    """Insert raw-zone records into the table's bronze table, as the runbook's Step 3 loader does
-    (ON CONFLICT DO NOTHING). A null value is stored as SQL NULL, or as JSON null when the record
-    says "_bronze_null": "json"."""
-    cfg = settings.table(table)
-    rel = sql.SQL("{}.{}").format(sql.Identifier(settings.file.bronze_schema), sql.Identifier(cfg.bronze_table))
+    """Insert raw-zone records into the table's bronze table (or `bronze_table`), as the
+    runbook's Step 3 loader does (ON CONFLICT DO NOTHING). A null value is stored as SQL NULL,
+    or as JSON null when the record says "_bronze_null": "json"."""
+    name = bronze_table or settings.table(table).bronze_table
+    rel = sql.SQL("{}.{}").format(sql.Identifier(settings.file.bronze_schema), sql.Identifier(name))
     stmt = sql.SQL(
         "INSERT INTO {} (kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key, cdc_payload,"
         " batch_file, ingested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()))"
