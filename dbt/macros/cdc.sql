@@ -36,8 +36,7 @@
 
 {#-
   One key column of a bronze event, as jsonb: from its row state (after, or before for a
-  delete), else from the Kafka key; bronze's record_key follows the same rule for its one
-  configured key column. `event` is a bronze row's alias; `envelope` an expression of its
+  delete), else from the Kafka key, the rule of bronze's record_key. `event` is a bronze row's alias; `envelope` an expression of its
   unwrapped value, when the caller has one.
 -#}
 {% macro cdc_event_key_value(event, column, envelope=none) -%}
@@ -184,7 +183,8 @@ decode({{ x }} #>> '{}', 'base64')
 
 {#-
   The latest event of every key in a bronze table, one row each:
-    record_key      the key column's value (from the row, else from the Kafka key)
+    record_key      the key's text (from the row, else from the Kafka key): a key column's
+                    value, or the JSON array of several columns' values
     cdc_operation   c | u | d | r
     row_data        `after`, or `before` for a delete (jsonb, keyed by source column)
     source_position a text sortable in the source log's order
@@ -207,13 +207,10 @@ decode({{ x }} #>> '{}', 'base64')
   an incremental staging model needs. Loads run one at a time (the refresh lock), so no
   event can commit later with an earlier `ingested_at` than one already seen.
 
-  key_columns: the source key, in key order. One column (or none given) ranks on bronze's
-  record_key as above. Several (a link table) rank on the key values read from each event
-  (cdc_event_key_value), whatever bronze's record_key holds: that reads every event's
-  payload, once, where one column reads only the winners'.
+  A composite key (a link table) needs nothing more: bronze's record_key is then the JSON
+  array of the key columns' values (pipeline/stores/bronze.py), one text per key.
 -#}
-{% macro cdc_latest_events(relation, changed_since=none, key_columns=none) -%}
-{%- set composite = key_columns is not none and key_columns is not string and key_columns | length > 1 -%}
+{% macro cdc_latest_events(relation, changed_since=none) -%}
 select
     b.record_key,
     b.cdc_operation,
@@ -250,9 +247,7 @@ where (b.kafka_topic, b.kafka_epoch, b.kafka_partition, b.kafka_offset) in (
             ev.kafka_partition,
             ev.kafka_offset,
             row_number() over (
-                partition by {% if composite -%}
-                    {%- for column in key_columns %}{{ cdc_event_key_value('ev', column, 'ee.envelope') }}{{ ", " if not loop.last }}{% endfor -%}
-                {%- else %}ev.record_key{% endif %}
+                partition by ev.record_key
                 order by coalesce(ev.source_position, '') desc,
                          case when ev.is_snapshot then 0 else 1 end desc,
                          ev.kafka_epoch desc,
@@ -260,22 +255,6 @@ where (b.kafka_topic, b.kafka_epoch, b.kafka_partition, b.kafka_offset) in (
                          ev.kafka_partition desc
             ) as cdc_rank
         from {{ relation }} as ev
-        {%- if composite %}
-        cross join lateral (
-            select {{ cdc_envelope('ev.cdc_payload') }} as envelope offset 0
-        ) as ee
-        where ev.cdc_operation is not null
-          {%- for column in key_columns %}
-          and {{ cdc_event_key_value('ev', column, 'ee.envelope') }} is not null
-          {%- endfor %}
-          {%- if changed_since is not none %}
-          and ({% for column in key_columns %}{{ cdc_event_key_value('ev', column, 'ee.envelope') }}{{ ", " if not loop.last }}{% endfor %}) in (
-              select distinct {% for column in key_columns %}{{ cdc_event_key_value('changed', column) }}{{ ", " if not loop.last }}{% endfor %}
-              from {{ relation }} as changed
-              where changed.ingested_at >= ({{ changed_since }}) and changed.cdc_operation is not null
-          )
-          {%- endif %}
-        {%- else %}
         where ev.cdc_operation is not null
           and ev.record_key is not null
           {%- if changed_since is not none %}
@@ -287,7 +266,6 @@ where (b.kafka_topic, b.kafka_epoch, b.kafka_partition, b.kafka_offset) in (
               where changed.ingested_at >= ({{ changed_since }})
           ))
           {%- endif %}
-        {%- endif %}
     ) as ranked
     where ranked.cdc_rank = 1
 )

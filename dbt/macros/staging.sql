@@ -93,7 +93,7 @@ select 1 as parsed_before_its_contract_is_read
 {%- else -%}
 {%- set bronze = source('bronze', contract.bronze_table) -%}
 with latest as (
-    {{ cdc_latest_events(bronze, changed_since=cdc_changed_since(this), key_columns=contract.key_columns) }}
+    {{ cdc_latest_events(bronze, changed_since=cdc_changed_since(this)) }}
 )
 
 select
@@ -161,28 +161,38 @@ $cdc_staging_key_index$
 {%- endmacro %}
 
 {#-
-  bronze's record_key text of a single key column from its staging value, when the type
-  keeps it recoverable (integers, strings, GUIDs: Debezium's SQL Server GUIDs are uppercase,
-  the PostgreSQL demo source's lowercase); none otherwise.
+  The condition that bronze row `b` is an event of staging row `t`'s key, on bronze's indexed
+  record_key: a single key column's text (integers, strings; GUIDs arrive uppercase from
+  SQL Server, lowercase from the PostgreSQL demo source), or, for several, the JSON array of
+  their values (pipeline/stores/bronze.py), when each is an integer, a string or a bit. None
+  for a key whose staging value does not give back the event's text (a decimal, a time).
 -#}
-{% macro _cdc_record_key_matches(column, record_key) -%}
-{%- set base = cdc_type_parts(column.source_type).base -%}
-{%- if base in ['tinyint', 'smallint', 'int', 'integer', 'bigint'] -%}
-{{ return(record_key ~ " = (" ~ column.name ~ ")::text") }}
-{%- elif base in ['char', 'varchar', 'nchar', 'nvarchar', 'text', 'ntext', 'sysname'] -%}
-{{ return(record_key ~ " = " ~ column.name) }}
-{%- elif base == 'uniqueidentifier' -%}
-{{ return(record_key ~ " in (" ~ column.name ~ ", upper(" ~ column.name ~ "))") }}
-{%- else -%}
-{{ return(none) }}
+{% macro _cdc_record_key_matches(key_fields) -%}
+{%- set integers = ['tinyint', 'smallint', 'int', 'integer', 'bigint'] -%}
+{%- set strings = ['char', 'varchar', 'nchar', 'nvarchar', 'text', 'ntext', 'sysname'] -%}
+{%- set bases = [] -%}
+{%- set names = [] -%}
+{%- for field in key_fields -%}
+    {%- do bases.append(cdc_type_parts(field.source_type).base) -%}
+    {%- do names.append('t.' ~ field.name) -%}
+{%- endfor -%}
+{%- if names | length == 1 and bases[0] in integers -%}
+    {{ return("b.record_key = (" ~ names[0] ~ ")::text") }}
+{%- elif names | length == 1 and bases[0] in strings -%}
+    {{ return("b.record_key = " ~ names[0]) }}
+{%- elif names | length == 1 and bases[0] == 'uniqueidentifier' -%}
+    {{ return("b.record_key in (" ~ names[0] ~ ", upper(" ~ names[0] ~ "))") }}
+{%- elif names | length > 1 and bases | reject('in', integers + strings + ['bit']) | list | length == 0 -%}
+    {{ return("b.record_key = jsonb_build_array(" ~ names | join(', ') ~ ")::text") }}
 {%- endif -%}
+{{ return(none) }}
 {%- endmacro %}
 
 {#-
   Post-hook: remove the rows whose key no longer has any state-carrying event in bronze.
-  A single integer, string or GUID key probes bronze's record_key index
-  (delete_keys_gone_from_bronze); any other key (several columns, or another type) is
-  matched on the key values of every event, decoded as the model decodes them.
+  Where the key's staging values give back bronze's record_key (_cdc_record_key_matches),
+  each row probes bronze's record_key index (delete_keys_gone_from_bronze); any other key
+  is matched on the key values of every event, decoded as the model decodes them.
 -#}
 {% macro cdc_staging_delete_gone_keys() -%}
 {%- set contract = cdc_contract() -%}
@@ -190,9 +200,9 @@ $cdc_staging_key_index$
 select 1 as parsed_before_its_contract_is_read
 {%- else -%}
 {%- set bronze = source('bronze', contract.bronze_table) -%}
-{%- set single = _cdc_record_key_matches(contract.key_fields[0], 'b.record_key') if contract.key_fields | length == 1 else none -%}
-{%- if single is not none -%}
-{{ delete_keys_gone_from_bronze(this, bronze, contract.key_fields[0].name ~ '::text', matches=single) }}
+{%- set matches = _cdc_record_key_matches(contract.key_fields) -%}
+{%- if matches is not none -%}
+{{ delete_keys_gone_from_bronze(this, bronze, none, matches=matches) }}
 {%- elif not is_incremental() -%}
 select 1 as nothing_to_delete_after_a_full_build
 {%- else -%}

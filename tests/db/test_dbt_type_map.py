@@ -253,6 +253,14 @@ LINK = [
     ("Caption", "nvarchar(200)", "caption"),
 ]
 
+# A key whose staging values are not bronze's record_key text (a GUID lowercased, a date
+# from its day number): the keys gone from bronze are matched on the decoded values.
+PERIOD = [
+    ("NetUID", "uniqueidentifier", "net_uid"),
+    ("ValidFrom", "date", "valid_from"),
+    ("Price", "decimal(18,2)", "price"),
+]
+
 
 def contract(model: str, bronze: str, key: list[str], columns: list[tuple], **extra) -> dict:
     return {
@@ -288,6 +296,7 @@ PROBES = {
     "base_type_probe": ("type_probe_cdc", ["ID"], TYPES, {}),
     "base_type_probe_precise": ("type_probe_precise_cdc", ["ID"], PRECISE_TYPES, {"decimal_handling_mode": "precise"}),
     "base_product_image": ("product_image_cdc", ["ProductID", "ImageID"], LINK, {}),
+    "base_price_period": ("price_period_cdc", ["NetUID", "ValidFrom"], PERIOD, {}),
 }
 
 
@@ -346,7 +355,7 @@ def built(tmp_path_factory):
             table = TableConfig(
                 name=model.removeprefix("base_"),
                 source_table=model,
-                key_column=key[0],
+                key_columns=key,
                 topic=f"cord.{model}",
                 raw_prefix=f"{model}/raw",
                 bronze_table=bronze,
@@ -512,3 +521,39 @@ def test_an_unknown_sql_server_type_fails_naming_the_column(built, tmp_path):
     result = DbtProject(settings, project_dir=project_dir).run("base_type_probe")
     assert not result.success
     assert "column shape has SQL Server type geography" in (result.error or "") + result.output
+
+
+def test_composite_key_of_a_guid_and_a_date(built):
+    settings, project = built
+    topic = "cord.ConcordDb.dbo.PricePeriod"
+    guid = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
+
+    def period(day: int, price: str) -> dict:
+        return {"NetUID": guid, "ValidFrom": day, "Price": price}
+
+    first = [
+        event(topic, 0, {"NetUID": guid, "ValidFrom": 19675}, "c", None, period(19675, "10.00")),
+        event(topic, 1, {"NetUID": guid, "ValidFrom": 19676}, "c", None, period(19676, "11.00"), schema=SCHEMA),
+        event(topic, 2, {"NetUID": guid, "ValidFrom": 19675}, "u", period(19675, "10.00"), period(19675, "9.50")),
+    ]
+    load_events(
+        settings, "", first, bronze_table="price_period_cdc", ingested_at=datetime(2025, 1, 1, tzinfo=timezone.utc)
+    )
+    assert project.run("base_price_period", full_refresh=True).success
+
+    def periods() -> list[tuple]:
+        return [
+            (r["net_uid"], r["valid_from"], str(r["price"]))
+            for r in query(settings, "select * from staging_staging.base_price_period order by valid_from")
+        ]
+
+    lowered = guid.lower()
+    assert periods() == [(lowered, date(2023, 11, 14), "9.50"), (lowered, date(2023, 11, 15), "11.00")]
+    execute(settings, "delete from bronze.price_period_cdc where kafka_offset = 1")
+    later = [event(topic, 3, {"NetUID": guid, "ValidFrom": 19675}, "u", period(19675, "9.50"), period(19675, "9.00"))]
+    load_events(
+        settings, "", later, bronze_table="price_period_cdc", ingested_at=datetime(2025, 1, 2, tzinfo=timezone.utc)
+    )
+    result = project.run("base_price_period")
+    assert result.success, result.error or result.output[-3000:]
+    assert periods() == [(lowered, date(2023, 11, 14), "9.00")]
