@@ -5,11 +5,12 @@
   unique key from the contract) and the post-hooks (the unique index, the keys gone from
   bronze), so nothing table-specific is written twice.
 
-  dbt renders a model's SQL at parse time before it reads the property files, so the
-  contract is only there at run time (`execute`): at parse time cdc_staging() declares
-  nothing and returns a placeholder. Incremental configs that dbt reads as plain values
-  (unique_key, indexes) cannot come from the contract for that reason; the strategy and the
-  hooks below compute them from it when they run.
+  dbt renders a model's SQL (and its hooks) at parse time, first before it applies the
+  property file and once more after, so the contract is whole only at run time
+  (`execute`): at parse time these macros return placeholders, and cdc_contract() declares
+  the bronze source once it sees it (the model's parent in the DAG). Incremental configs
+  that dbt reads as plain values (unique_key, indexes) cannot come from the contract for
+  that reason; the strategy and the hooks below compute them from it when they run.
 -#}
 
 {#- A column's contract (meta), wherever dbt keeps it: top-level `meta` or `config.meta`. -#}
