@@ -106,9 +106,12 @@ class TableConfig(BaseModel):
     topic: str
     raw_prefix: str
     bronze_table: str
-    dbt_selector: str
+    # The dbt models a refresh of this table builds; unset, its staging models and, if it has
+    # one, its marts relation.
+    dbt_selector: str = ""
     staging_relation: str
-    marts_relation: str
+    # None for a table with staging only (`bi-console table add`): its marts are not modelled.
+    marts_relation: str | None = None
     suites: list[str] = Field(default_factory=list)
     checks: TableChecks = TableChecks()
     profile: TableProfile = TableProfile()
@@ -124,7 +127,7 @@ class TableConfig(BaseModel):
             data = {**{k: v for k, v in data.items() if k != "key_column"}, "key_columns": [legacy]}
         return data
 
-    @field_validator("name", "bronze_table", "staging_relation", "marts_relation")
+    @field_validator("name", "bronze_table", "staging_relation")
     @classmethod
     def _plain(cls, v: str, info: ValidationInfo) -> str:
         return safe_identifier(v, f"tables.{info.field_name}")
@@ -135,6 +138,22 @@ class TableConfig(BaseModel):
         if len(set(columns)) != len(columns):
             raise ConfigError(f"tables.key_columns={columns!r} names a column twice")
         return [safe_identifier(c, "tables.key_columns") for c in columns]
+
+    @field_validator("marts_relation")
+    @classmethod
+    def _plain_marts(cls, v: str | None) -> str | None:
+        return None if v is None else safe_identifier(v, "tables.marts_relation")
+
+    @model_validator(mode="after")
+    def _default_selector(self) -> TableConfig:
+        if not self.dbt_selector.strip():
+            models = [
+                f"base_{self.name}",
+                self.staging_relation,
+                *([self.marts_relation] if self.marts_relation else []),
+            ]
+            self.dbt_selector = " ".join(models)
+        return self
 
     @property
     def raw_objects_prefix(self) -> str:

@@ -92,11 +92,14 @@ def _rel(schema: str, name: str) -> sql.Composed:
 
 
 def relations(file_config: FileConfig, table: TableConfig) -> dict[str, tuple[str, str]]:
-    return {
+    """(schema, relation) of each layer the table has: no "marts" for a table with staging only."""
+    layers = {
         "bronze": (file_config.bronze_schema, table.bronze_table),
         "staging": (file_config.staging_schema, table.staging_relation),
-        "marts": (file_config.marts_schema, table.marts_relation),
     }
+    if table.marts_relation is not None:
+        layers["marts"] = (file_config.marts_schema, table.marts_relation)
+    return layers
 
 
 class _Cursor:
@@ -144,7 +147,7 @@ def layer_counts(conn: connection | cursor, file_config: FileConfig, table: Tabl
     with _Cursor(conn) as cur:
         bronze_ok = _exists(cur, *rel["bronze"])
         staging_ok = _exists(cur, *rel["staging"])
-        marts_ok = _exists(cur, *rel["marts"])
+        marts_ok = "marts" in rel and _exists(cur, *rel["marts"])
 
         def count(ok: bool, statement: sql.Composable) -> int | None:
             if not ok:
@@ -170,12 +173,13 @@ def layer_counts(conn: connection | cursor, file_config: FileConfig, table: Tabl
             staging_all, staging_active = (int(v) for v in one_row(cur))
         out.append({"layer": LAYER_STAGING_ALL, "records": staging_all})
         out.append({"layer": LAYER_STAGING_ACTIVE, "records": staging_active})
-        out.append(
-            {
-                "layer": LAYER_MARTS,
-                "records": count(marts_ok, sql.SQL("SELECT count(*) FROM {}").format(_rel(*rel["marts"]))),
-            }
-        )
+        if "marts" in rel:
+            out.append(
+                {
+                    "layer": LAYER_MARTS,
+                    "records": count(marts_ok, sql.SQL("SELECT count(*) FROM {}").format(_rel(*rel["marts"]))),
+                }
+            )
     return out
 
 

@@ -36,7 +36,8 @@ def dataset_names(settings: Settings, tables: Iterable[TableConfig] | None = Non
     """(schema, relation) of every managed dataset: marts first, then staging, per table."""
     names: list[tuple[str, str]] = []
     for table in tables if tables is not None else managed_tables(settings):
-        names.append((settings.file.marts_schema, table.marts_relation))
+        if table.marts_relation is not None:
+            names.append((settings.file.marts_schema, table.marts_relation))
         names.append((settings.file.staging_schema, table.staging_relation))
     return names
 
@@ -280,7 +281,7 @@ def provision(settings: Settings, log: Log = no_log) -> dict[str, Any]:
         dashboards = []
         for spec in DASHBOARDS:
             dashboard_table = next((t for t in tables if t.name == spec.table), None)
-            if dashboard_table is None:
+            if dashboard_table is None or dashboard_table.marts_relation is None:
                 continue
             marts = f"{settings.file.marts_schema}.{dashboard_table.marts_relation}"
             dashboards.append(ensure_dashboard(client, spec, datasets[marts], log))
