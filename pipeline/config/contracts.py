@@ -189,7 +189,7 @@ def render_contract(table_name: str, contract: SourceContract) -> str:
     for column in contract.columns:
         text = column.description or f"{column.source_column} ({column.source_type}) at the source."
         lines += [
-            f"      - name: {column.name}",
+            f"      - name: {_scalar(column.name)}",
             f"        description: {json.dumps(text, ensure_ascii=False)}",
             "        meta:",
             f"          source_column: {_scalar(column.source_column)}",

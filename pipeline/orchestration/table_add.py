@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import ConfigError, Settings, TableConfig, safe_identifier
+from pipeline.config import DEFAULT_CONFIG, ConfigError, Settings, TableConfig, safe_identifier
 from pipeline.config.contracts import (
     DEFAULT_DBT_DIR,
     SourceContract,
@@ -135,6 +135,10 @@ def plan_table_add(
     if (ddl_file is None) == (topic is None):
         raise TableAddError("give exactly one of --from-ddl FILE and --from-topic TOPIC")
     config_path = operator_config_file(settings)
+    if config_path.resolve() == DEFAULT_CONFIG.resolve():
+        raise TableAddError(
+            f"BI_CONFIG_FILE={config_path} is the shipped defaults; point it at your own bi-console.toml"
+        )
     if any(t.name == name for t in settings.tables):
         where = config_path if config_path.is_file() else "pipeline/config/default_config.toml"
         raise TableAddError(f"table {name!r} is already configured in {where}")
