@@ -247,11 +247,12 @@ def table_checks(
         )
 
 
-def gx_checks(settings: Settings, table: TableConfig, c: Collector) -> None:
-    if not suite_names(table):
+def gx_checks(settings: Settings, table: TableConfig, c: Collector, *, dbt_dir: Path | None = None) -> None:
+    """One check per suite of the table (its contract's suite when it has none configured)."""
+    if not suite_names(table, dbt_dir):
         c.run(f"gx:{table.name}", "great_expectations", lambda: rules.not_covered(table))
         return
-    result = run_validation(settings, table, build_docs=False)
+    result = run_validation(settings, table, build_docs=False, dbt_dir=dbt_dir)
     for suite in result.suites:
 
         def suite_check(suite: SuiteOutcome = suite) -> Verdict:
