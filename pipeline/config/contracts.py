@@ -362,6 +362,9 @@ _BY_CONNECT_TYPE: dict[str, tuple[str, str | None]] = {
     "int16": ("smallint", "tinyint and smallint give the same schema"),
     "int32": ("int", None),
     "int64": ("bigint", None),
+    # The JSON converter spells Connect's FLOAT32 and FLOAT64 "float" and "double".
+    "float": ("real", None),
+    "double": ("float", "float, or a decimal read with decimal.handling.mode=double"),
     "float32": ("real", None),
     "float64": ("float", "float, or a decimal read with decimal.handling.mode=double"),
     "string": ("nvarchar(max)", "the schema gives no length, nor whether it is char, varchar or nvarchar"),

@@ -221,7 +221,8 @@ def test_a_topic_schema_gives_the_types_it_can_and_says_where_it_guessed():
             _field("Deleted", "boolean", optional=False),
             _field("Note", "string"),
             _field("Small", "int16"),
-            _field("Ratio", "float64"),
+            _field("Ratio", "double"),  # the JSON converter's name of FLOAT64
+            _field("Half", "float"),  # and of FLOAT32
         ]
     )  # fmt: skip
     contract = contract_from_topic(
@@ -245,10 +246,11 @@ def test_a_topic_schema_gives_the_types_it_can_and_says_where_it_guessed():
         "Note": ("nvarchar(max)", True, True),
         "Small": ("smallint", True, True),
         "Ratio": ("float", True, True),
+        "Half": ("real", True, False),
     }
     assert "money" in contract.column("ListPrice").note
     assert contract.column("Price").note.startswith("guessed from the topic's schema: ")
-    assert contract.note.startswith("read from the Debezium schema of topic cord.ConcordDb.dbo.ProductPricing; 7 of 13")
+    assert contract.note.startswith("read from the Debezium schema of topic cord.ConcordDb.dbo.ProductPricing; 7 of 14")
 
 
 def test_source_type_parameters_make_every_type_exact():
