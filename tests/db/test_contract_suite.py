@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.checks import monitoring
+from pipeline.checks import monitoring, probes, rules
 from pipeline.config import TableConfig
 from pipeline.config.contracts import contract_from_ddl, write_contract
 from pipeline.steps.contract_suite import contract_suite_name
 from pipeline.steps.validate import run_validation
-from tests.support.dbt import execute, fresh_settings
+from tests.support.dbt import connect, execute, fresh_settings
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -195,3 +195,28 @@ def test_a_table_with_no_suite_and_no_contract_is_not_covered(pricing, tmp_path)
     collector = monitoring.Collector()
     monitoring.gx_checks(settings, table, collector, dbt_dir=tmp_path)
     assert [(c.name, c.status) for c in collector.results] == [("gx:product_pricing", "warn")]
+
+
+def test_layer_counts_of_a_staging_only_table_without_a_deleted_flag(pricing):
+    # ProductImage has no Deleted column, so its staging has no `deleted`: a row is active
+    # unless its latest event is a delete. Its marts are not modelled, not missing.
+    settings = pricing[0]
+    image = TableConfig(
+        name="product_image",
+        source_table="ProductImage",
+        topic="cord.ConcordDb.dbo.ProductImage",
+        raw_prefix="product_image/raw",
+        bronze_table="product_image_cdc",
+        staging_relation="stg_product_image",
+    )
+    execute(settings, "create table staging_staging.stg_product_image (product_image_id bigint, cdc_operation text)")
+    execute(settings, "insert into staging_staging.stg_product_image values (1, 'r'), (2, 'u'), (3, 'd')")
+    try:
+        with connect(settings) as conn:
+            counts = probes.layer_counts(conn, settings, image)
+            priced = probes.layer_counts(conn, settings, pricing[1])
+        assert (counts.staging_all, counts.staging_active, counts.marts, counts.marts_modelled) == (3, 2, None, False)
+        assert (priced.staging_all, priced.staging_active) == (3, 3)  # its `deleted` flag says none is deleted
+        assert "marts not modelled" in rules.reconciliation(counts).evidence
+    finally:
+        execute(settings, "drop table staging_staging.stg_product_image")
