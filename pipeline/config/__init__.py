@@ -108,7 +108,7 @@ class TableConfig(BaseModel):
     bronze_table: str
     # The dbt models a refresh of this table builds; unset, its staging models and, if it has
     # one, its marts relation.
-    dbt_selector: str = ""
+    dbt_selector: str
     staging_relation: str
     # None for a table with staging only (`bi-console table add`): its marts are not modelled.
     marts_relation: str | None = None
@@ -144,16 +144,13 @@ class TableConfig(BaseModel):
     def _plain_marts(cls, v: str | None) -> str | None:
         return None if v is None else safe_identifier(v, "tables.marts_relation")
 
-    @model_validator(mode="after")
-    def _default_selector(self) -> TableConfig:
-        if not self.dbt_selector.strip():
-            models = [
-                f"base_{self.name}",
-                self.staging_relation,
-                *([self.marts_relation] if self.marts_relation else []),
-            ]
-            self.dbt_selector = " ".join(models)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _default_selector(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dbt_selector" not in data and "name" in data and "staging_relation" in data:
+            marts = [data["marts_relation"]] if data.get("marts_relation") else []
+            data = {**data, "dbt_selector": " ".join([f"base_{data['name']}", data["staging_relation"], *marts])}
+        return data
 
     @property
     def raw_objects_prefix(self) -> str:
