@@ -365,8 +365,14 @@ def _policy_password(length: int = 32) -> str:
     return "".join(chars)
 
 
+def config_file_candidates(path: Path | None) -> list[Path]:
+    """Where the operator's config file is looked for, first found wins: BI_CONFIG_FILE when
+    set, else ./bi-console.toml, then the XDG one."""
+    return [path] if path else [Path("bi-console.toml"), xdg_config_file()]
+
+
 def load_file_config(path: Path | None) -> FileConfig:
-    candidates = [path] if path else [Path("bi-console.toml"), xdg_config_file()]
+    candidates = config_file_candidates(path)
     data = tomllib.loads(DEFAULT_CONFIG.read_text())
     for candidate in candidates:
         if candidate and candidate.is_file():

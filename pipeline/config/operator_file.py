@@ -15,18 +15,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.config import DEFAULT_CONFIG, ConfigError, FileConfig, Settings, xdg_config_file
+from pipeline.config import DEFAULT_CONFIG, ConfigError, FileConfig, Settings, config_file_candidates
 
 
 def operator_config_file(settings: Settings) -> Path:
     """The file load_file_config reads (BI_CONFIG_FILE, else ./bi-console.toml, else the XDG
     one), or ./bi-console.toml when there is none yet."""
-    if settings.config_file is not None:
-        return Path(settings.config_file)
-    for candidate in (Path("bi-console.toml"), xdg_config_file()):
-        if candidate.is_file():
-            return candidate
-    return Path("bi-console.toml")
+    candidates = config_file_candidates(settings.config_file)
+    return next((c for c in candidates if c.is_file()), candidates[0])
 
 
 def _toml_value(value: Any) -> str:

@@ -213,3 +213,16 @@ def test_an_entry_the_config_would_refuse_is_not_written(tmp_path):
         with_table_entry("theme = ", '[[tables]]\nname = "x"\n', path)
     with pytest.raises(Exception, match="bi-console.toml: the new \\[\\[tables\\]\\] entry would not load"):
         with_table_entry("", '[[tables]]\nname = "x"\n', path)  # no topic, no relations
+
+
+def test_the_entry_goes_to_the_config_file_in_force(operator):
+    # No ./bi-console.toml: the XDG one is the operator's file, and the entry goes there.
+    where, run = operator
+    xdg = where / "xdg" / "bi-console" / "bi-console.toml"
+    xdg.parent.mkdir(parents=True)
+    xdg.write_text('theme = "nord"\n')
+    done = run("table", "add", "product_image", "--from-ddl", "image.sql", "--dbt-dir", "dbt")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == str(xdg)
+    assert not (where / "bi-console.toml").exists()
+    assert [t.name for t in load_file_config(xdg).tables] == ["product", "measure_unit", "product_image"]
