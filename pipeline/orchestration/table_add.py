@@ -152,25 +152,17 @@ def plan_table_add(
         contract = _read_topic_contract(settings, name, topic)
     database, schema, source_table = contract.source.split(".")[-3:]
     topic = topic or f"{settings.cdc_topic_prefix}.{database}.{schema}.{source_table}"
-    if len(contract.key_columns) > 1 and "key_columns" not in TableConfig.model_fields:
-        raise TableAddError(
-            f"table {name!r}: its key ({', '.join(contract.key_columns)}) is composite, and [[tables]] takes one "
-            "key_column until key_columns lands (issue 21); nothing written"
-        )
     fields: dict[str, object] = {
         "name": name,
         "source_schema": schema,
         "source_table": source_table,
-        "key_column": contract.key_columns[0],
+        "key_columns": list(contract.key_columns),
         "topic": topic,
         "raw_prefix": f"{name}/raw",
         "bronze_table": contract.bronze_table,
         "dbt_selector": f"base_{name} stg_{name}",
         "staging_relation": f"stg_{name}",
     }
-    if len(contract.key_columns) > 1:
-        fields.pop("key_column")
-        fields["key_columns"] = list(contract.key_columns)
     origin = f"--from-ddl {ddl_file.name}" if ddl_file is not None else f"--from-topic {topic}"
     entry = render_table_entry(
         fields,

@@ -88,7 +88,7 @@ def pricing(tmp_path_factory):
     table = TableConfig(
         name="product_pricing",
         source_table="ProductPricing",
-        key_column="ProductID",
+        key_columns=["ProductID", "PricingID"],
         topic="cord.ConcordDb.dbo.ProductPricing",
         raw_prefix="product_pricing/raw",
         bronze_table="product_pricing_cdc",

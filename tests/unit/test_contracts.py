@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import yaml
@@ -407,3 +408,44 @@ def test_dbt_column_meta_under_config_is_read_too(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text(text)
     assert load_contract(tmp_path, "product_pricing").column("Price").source_type == "decimal(18,2)"
+
+
+DEMO_DDL = Path(__file__).resolve().parents[2] / "pipeline" / "demo" / "ddl"
+
+
+def test_the_demo_tables_ddl():
+    # The demo's next Concord tables (pipeline/demo/ddl/), written out by hand from their DDL.
+    pricing = contract_from_ddl((DEMO_DDL / "ProductPricing.sql").read_text(), "product_pricing")
+    assert (pricing.source, pricing.key_columns) == ("ConcordDb.dbo.ProductPricing", ["ID"])
+    assert [(c.name, c.source_type, c.nullable) for c in pricing.columns] == [
+        ("product_pricing_id", "bigint", False),
+        ("net_uid", "uniqueidentifier", False),
+        ("created", "datetime", False),
+        ("updated", "datetime", False),
+        ("deleted", "bit", False),
+        ("product_id", "bigint", False),
+        ("pricing_type_id", "int", False),
+        ("price", "decimal(18,2)", False),
+        ("price_with_vat", "money", True),
+        ("discount", "smallmoney", True),
+        ("currency_code", "char(3)", False),
+        ("valid_from", "date", False),
+    ]
+    availability = contract_from_ddl((DEMO_DDL / "ProductAvailability.sql").read_text(), "product_availability")
+    assert availability.key_columns == ["ID"]
+    types = {c.source_column: c.source_type for c in availability.columns}
+    assert (types["ReservedAmount"], types["LastCountedAt"], types["ExpectedAt"]) == (
+        "smallint",
+        "datetime2(7)",
+        "datetimeoffset(7)",
+    )
+    image = contract_from_ddl((DEMO_DDL / "ProductImage.sql").read_text(), "product_image")
+    assert image.key_columns == ["ProductID", "ImageID"] and image.key_names == ["product_id", "image_id"]
+    assert [(c.source_column, c.source_type, c.nullable) for c in image.columns][:6] == [
+        ("ProductID", "bigint", False),
+        ("ImageID", "bigint", False),
+        ("SortOrder", "tinyint", False),
+        ("IsMain", "bit", False),
+        ("ImageUrl", "nvarchar(500)", True),
+        ("Checksum", "binary(16)", True),
+    ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import DEFAULT_CONFIG, TableConfig, load_file_config
+from pipeline.config import DEFAULT_CONFIG, load_file_config
 from pipeline.config.contracts import load_contract
 from pipeline.config.operator_file import with_table_entry
 from pipeline.orchestration.table_add import BASE_MODEL_TEXT
@@ -94,9 +94,9 @@ def test_from_ddl_writes_the_contract_the_models_the_source_and_the_entry(operat
     assert [t.name for t in config.tables] == ["product", "measure_unit", "product_image"]
     assert config.tables[0] == load_file_config(DEFAULT_CONFIG).tables[0]
     image = config.tables[2]
-    assert (image.source_table, image.key_column, image.topic) == (
+    assert (image.source_table, image.key_columns, image.topic) == (
         "ProductImage",
-        "ID",
+        ["ID"],
         "cord.ConcordDb.dbo.ProductImage",
     )
     assert (image.staging_relation, image.marts_relation, image.suites) == ("stg_product_image", None, [])
@@ -195,16 +195,15 @@ def test_usage_errors_exit_2_with_one_line(operator):
     assert not (where / "bi-console.toml").exists()
 
 
-def test_a_composite_key_is_refused_until_the_config_takes_key_columns(operator):
-    # [[tables]] has one key_column (the envelope check and bronze's record_key read it): a
-    # link table written with half its key would merge rows, so nothing is written.
+def test_a_link_table_is_keyed_by_both_columns(operator):
     where, run = operator
-    assert "key_columns" not in TableConfig.model_fields
     done = run("table", "add", "product_availability", "--from-ddl", "link.sql", "--dbt-dir", "dbt")
-    assert done.returncode == 2
-    assert "its key (ProductID, StorageID) is composite" in done.stderr and "nothing written" in done.stderr
-    assert not (where / "bi-console.toml").exists()
-    assert not (where / "dbt" / "models" / "staging" / "base" / "base_product_availability.yml").exists()
+    assert done.returncode == 0, done.stderr
+    assert "product_availability: 3 columns, key ProductID, StorageID" in done.stderr
+    assert 'key_columns = ["ProductID", "StorageID"]\n' in (where / "bi-console.toml").read_text()
+    table = next(t for t in load_file_config(where / "bi-console.toml").tables if t.name == "product_availability")
+    assert table.key_columns == ["ProductID", "StorageID"]
+    assert load_contract(where / "dbt", "product_availability").key_names == ["product_id", "storage_id"]
 
 
 def test_an_entry_the_config_would_refuse_is_not_written(tmp_path):
