@@ -118,3 +118,16 @@ def test_a_table_is_validated_by_its_suites_else_by_its_contract(tmp_path):
     write_contract(tmp_path, "product_image", contract_from_ddl("CREATE TABLE t (ID int PRIMARY KEY)", "product_image"))
     assert suite_names(table, tmp_path) == ["product_image_staging_contract"]
     assert suite_names(staging_only(suites=["mine"]), tmp_path) == ["mine"]
+
+
+def test_a_contract_validated_table_gets_its_staging_dataset_only(tmp_path):
+    from pipeline.superset.provision import dataset_names, managed_tables
+
+    settings = make_settings(tmp_path)
+    image = staging_only()
+    settings.file.tables.append(image)
+    dbt_dir = tmp_path / "dbt"
+    assert [t.name for t in managed_tables(settings, dbt_dir)] == ["product", "measure_unit"]
+    write_contract(dbt_dir, "product_image", contract_from_ddl("CREATE TABLE t (ID int PRIMARY KEY)", "product_image"))
+    assert [t.name for t in managed_tables(settings, dbt_dir)] == ["product", "measure_unit", "product_image"]
+    assert dataset_names(settings, [image]) == [("staging_staging", "stg_product_image")]  # no marts to chart
