@@ -15,6 +15,7 @@ schema of a schema-wrapped message (`contract_from_topic`).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ import yaml
 from pipeline.config import ConfigError
 
 DEFAULT_DBT_DIR = Path(__file__).resolve().parents[2] / "dbt"
+# sqlglot logs the statements it cannot read; contract_from_ddl reports them itself, once.
+_SQLGLOT_LOG = logging.getLogger("sqlglot")
+_SQLGLOT_LOG.addHandler(logging.NullHandler())
+_SQLGLOT_LOG.propagate = False
 CONTRACT_DIR = Path("models") / "staging" / "base"
 
 
@@ -219,6 +224,10 @@ def write_contract(dbt_dir: Path, table_name: str, contract: SourceContract, *, 
 # sqlglot reads `PRIMARY KEY CLUSTERED` only with a column list; how the key is stored does
 # not matter to a contract.
 _CLUSTERING = re.compile(r"\bPRIMARY\s+KEY\s+(?:NON)?CLUSTERED\b(?!\s*\()", re.IGNORECASE)
+_BATCH_SEPARATOR = re.compile(r"^[ \t]*GO(?:[ \t]+\d+)?[ \t]*;?[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_CREATE_TABLE = re.compile(r"\bCREATE\s+TABLE\b", re.IGNORECASE)
+# Where SQL Server stores large values (Management Studio scripts it); sqlglot does not read it.
+_STORAGE_OPTIONS = re.compile(r"\b(?:TEXTIMAGE_ON|FILESTREAM_ON)\s+(?:\[[^\]]*\]|\w+)", re.IGNORECASE)
 # SQL Server reports (max) as these lengths.
 _MAX_LENGTHS = {"2147483647", "1073741823", "-1"}
 
@@ -250,7 +259,11 @@ def contract_from_ddl(
     import sqlglot  # 0.16 s to import, and only this path parses SQL
     from sqlglot import expressions as exp
 
-    text = _CLUSTERING.sub("PRIMARY KEY", text)
+    # A script is batches separated by GO lines (sqlcmd's and Management Studio's, not T-SQL):
+    # the contract is the batch that creates the table; SET options and the rest are not read.
+    batches = _BATCH_SEPARATOR.split(text)
+    text = next((b for b in batches if _CREATE_TABLE.search(b)), batches[0])
+    text = _STORAGE_OPTIONS.sub("", _CLUSTERING.sub("PRIMARY KEY", text))
     dialect = sqlglot.Dialect.get_or_raise("tsql")
     try:
         tokens = dialect.tokenize(text)
@@ -263,6 +276,11 @@ def contract_from_ddl(
     create = next(
         (s for s in statements if isinstance(s, exp.Create) and str(s.args.get("kind")).upper() == "TABLE"), None
     )
+    if create is None and _CREATE_TABLE.search(text):
+        raise ContractError(
+            f"table {table_name!r}: sqlglot could not read its CREATE TABLE (syntax it does not know); "
+            "remove the storage and index options and try again"
+        )
     if create is None or not isinstance(create.this, exp.Schema):
         raise ContractError(f"table {table_name!r}: the DDL has no CREATE TABLE (name, columns ...)")
     table = create.this.this
@@ -274,8 +292,10 @@ def contract_from_ddl(
         if isinstance(item, exp.ColumnDef):
             name = item.this.name
             index = token_ending_at.get(item.this.meta.get("end", -1))
-            if index is None or item.args.get("kind") is None:
-                raise ContractError(f"table {table_name!r}: column {name!r} has no type (a computed column?)")
+            if item.args.get("kind") is None:
+                continue  # a computed column (`B AS (A + 1)`): SQL Server's CDC captures it as NULL
+            if index is None:
+                raise ContractError(f"table {table_name!r}: cannot find where column {name!r} is declared")
             nullable = True
             for constraint in item.args.get("constraints") or []:
                 kind = constraint.kind

@@ -449,3 +449,39 @@ def test_the_demo_tables_ddl():
         ("ImageUrl", "nvarchar(500)", True),
         ("Checksum", "binary(16)", True),
     ]
+
+
+def test_ddl_as_management_studio_scripts_it():
+    # "Script Table as > CREATE To": brackets everywhere, SET options, COLLATE, WITH (...) ON [PRIMARY], GO.
+    ddl = textwrap.dedent(
+        """\
+        SET ANSI_NULLS ON
+        GO
+        SET QUOTED_IDENTIFIER ON
+        GO
+        CREATE TABLE [dbo].[Storage](
+            [ID] [bigint] IDENTITY(1,1) NOT NULL,
+            [Name] [nvarchar](max) COLLATE Cyrillic_General_CI_AS NULL,
+            [Capacity] [decimal] (18, 4) NULL,
+         CONSTRAINT [PK_Storage] PRIMARY KEY CLUSTERED
+        (
+            [ID] ASC
+        )WITH (PAD_INDEX = OFF, STATISTICS_NORECOMPUTE = OFF) ON [PRIMARY]
+        ) ON [PRIMARY] TEXTIMAGE_ON [PRIMARY]
+        GO
+        """
+    )
+    contract = contract_from_ddl(ddl, "storage")
+    assert contract.source == "ConcordDb.dbo.Storage" and contract.key_columns == ["ID"]
+    assert [(c.name, c.source_type, c.nullable) for c in contract.columns] == [
+        ("storage_id", "bigint", False),
+        ("name", "nvarchar(max)", True),
+        ("capacity", "decimal(18,4)", True),
+    ]
+
+
+def test_computed_columns_are_left_out_and_unreadable_syntax_is_named():
+    contract = contract_from_ddl("CREATE TABLE t (A int PRIMARY KEY, B AS (A + 1) PERSISTED, C bit)", "t")
+    assert [c.source_column for c in contract.columns] == ["A", "C"]  # CDC captures a computed column as NULL
+    with pytest.raises(ContractError, match="'t': sqlglot could not read its CREATE TABLE"):
+        contract_from_ddl("CREATE TABLE t (A int PRIMARY KEY) FOOBAR_ON [X]", "t")
