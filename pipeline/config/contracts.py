@@ -387,7 +387,11 @@ _BY_CONNECT_TYPE: dict[str, tuple[str, str | None]] = {
     "double": ("float", "float, or a decimal read with decimal.handling.mode=double"),
     "float32": ("real", None),
     "float64": ("float", "float, or a decimal read with decimal.handling.mode=double"),
-    "string": ("nvarchar(max)", "the schema gives no length, nor whether it is char, varchar or nvarchar"),
+    "string": (
+        "nvarchar(max)",
+        "the schema gives no length, nor whether it is char, varchar, nvarchar or a decimal read with "
+        "decimal.handling.mode=string (column.propagate.source.type on the connector makes it exact)",
+    ),
     "bytes": ("varbinary(max)", "the schema gives no length; binary, image and rowversion look the same"),
 }
 # The types whose length, precision or scale is part of their name in the DDL.
