@@ -564,8 +564,10 @@ main.add_command(raw_zone_group)
 # Commands defined in modules of their own (they import cli.main lazily, so no cycle).
 from cli.images import images as images_group  # noqa: E402
 from cli.services import stack_restart, stack_start, stack_stop  # noqa: E402
+from cli.tables import table_group  # noqa: E402
 
 main.add_command(images_group)
+main.add_command(table_group)
 for _command in (stack_start, stack_stop, stack_restart):
     stack.add_command(_command)
 

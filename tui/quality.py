@@ -148,7 +148,10 @@ class QualityView(View):
             for key in COUNT_COLUMNS:
                 value = getattr(c, key)
                 style = "bold white on red" if key in bad else ("dim" if value is None else "")
-                cells.append(Text("-" if value is None else str(value), style=style, justify="right"))
+                shown = (
+                    "not modelled" if key == "marts" and not c.marts_modelled else "-" if value is None else str(value)
+                )
+                cells.append(Text(shown, style=style, justify="right"))
             counts.add_row(*cells, key=c.table)
         mismatched = [c.table for c in snap.counts if c.mismatches()]
         counts.border_subtitle = (
@@ -305,12 +308,13 @@ class QualityView(View):
 
     @work(thread=True, exit_on_error=False, group="validate", name="validate")
     def _validate_worker(self) -> None:
+        from pipeline.steps.contract_suite import suite_names
         from pipeline.steps.validate import run_validation
 
         texts, ok = [], True
         try:
             for table in self.app.settings.tables:
-                if not table.suites:
+                if not suite_names(table):
                     continue
                 try:
                     result = run_validation(self.app.settings, table)

@@ -201,8 +201,9 @@ def diagnose_dbt(settings: Settings, *, run_debug: bool = True) -> list[Check]:
         relations += [
             (f"Source {f.bronze_schema}.{table.bronze_table}", f.bronze_schema, table.bronze_table),
             (f"View {f.staging_schema}.{table.staging_relation}", f.staging_schema, table.staging_relation),
-            (f"Table {f.marts_schema}.{table.marts_relation}", f.marts_schema, table.marts_relation),
         ]
+        if table.marts_relation is not None:  # a table with staging only has no marts to look for
+            relations.append((f"Table {f.marts_schema}.{table.marts_relation}", f.marts_schema, table.marts_relation))
     if conn is None:
         checks += [skipped(name, "PostgreSQL is unreachable") for name, _, _ in relations]
     else:

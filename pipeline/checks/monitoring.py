@@ -23,6 +23,7 @@ from pipeline.checks.model import Check, Verdict, measure
 from pipeline.config import ConfigError, Settings, TableConfig
 from pipeline.process.log_sink import Log
 from pipeline.runtime.model import RuntimeUnavailable, ServiceStatus
+from pipeline.steps.contract_suite import suite_names
 from pipeline.steps.quarantine import QuarantineSummary, RejectSummary
 from pipeline.steps.transform import DbtProject
 from pipeline.steps.validate import SuiteOutcome, run_validation
@@ -153,6 +154,7 @@ def table_checks(
 
     c.run(f"reconciliation:{table.name}", "reconciliation", reconciliation)
     marts_rows = layers[0].marts if layers else None  # None: the marts relation is missing or unreadable
+    modelled = table.marts_relation is not None
     if with_topic and partitions is not None:
 
         def topic_reconciliation() -> Verdict:
@@ -172,11 +174,26 @@ def table_checks(
             source.append(probes.source_state(settings, table))
         return source[0]
 
+    # A table with staging only is reconciled with the source on its active staging rows.
+    last_rows, last_layer = (
+        (marts_rows, "marts") if modelled else (layers[0].staging_active if layers else None, "staging")
+    )
     c.run(
         f"reconciliation:{table.name}:source",
         "reconciliation",
-        lambda: rules.source_reconciliation(source_state(), marts_rows),
+        lambda: rules.source_reconciliation(source_state(), last_rows, last_layer),
     )
+    if not modelled:
+        marts_checks = [
+            f"freshness:{table.name}" if checks.freshness_column else None,
+            f"active_rows:{table.name}" if checks.min_active_rows else None,
+            f"coverage:{table.name}" if checks.coverage_column else None,
+            *(f"flag_share:{table.name}.{flag}" for flag in checks.flag_shares),
+            f"profile:{table.name}" if not table.profile.empty else None,
+        ]
+        for name in filter(None, marts_checks):
+            c.run(name, "marts", lambda: rules.not_modelled(table))
+        return
     if checks.freshness_column:
         freshness_column: str = checks.freshness_column
 
@@ -230,11 +247,12 @@ def table_checks(
         )
 
 
-def gx_checks(settings: Settings, table: TableConfig, c: Collector) -> None:
-    if not table.suites:
+def gx_checks(settings: Settings, table: TableConfig, c: Collector, *, dbt_dir: Path | None = None) -> None:
+    """One check per suite of the table (its contract's suite when it has none configured)."""
+    if not suite_names(table, dbt_dir):
         c.run(f"gx:{table.name}", "great_expectations", lambda: rules.not_covered(table))
         return
-    result = run_validation(settings, table, build_docs=False)
+    result = run_validation(settings, table, build_docs=False, dbt_dir=dbt_dir)
     for suite in result.suites:
 
         def suite_check(suite: SuiteOutcome = suite) -> Verdict:

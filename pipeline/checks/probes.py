@@ -18,7 +18,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection
 
 from pipeline.checks.raw_zone import RawZoneAudit, audit_raw_zone
-from pipeline.config import Settings, TableConfig
+from pipeline.config import ConfigError, Settings, TableConfig
 from pipeline.orchestration.refresh import superset_enabled
 from pipeline.runtime import pgserver
 from pipeline.runtime.model import ConnectorControl, ConnectorStatus, Runtime, ServiceStatus
@@ -239,6 +239,8 @@ class LayerCounts:
     staging_all: int | None = None
     staging_active: int | None = None
     marts: int | None = None
+    # False for a table with staging only: its marts are not modelled, not missing.
+    marts_modelled: bool = True
 
     LABELS = (
         queries.LAYER_BRONZE,
@@ -249,14 +251,15 @@ class LayerCounts:
     )
 
     def figures(self) -> list[tuple[str, int | None]]:
-        """(the runbook's layer name, count), in layer order."""
-        return list(
+        """(the runbook's layer name, count), in layer order; the marts only where modelled."""
+        figures = list(
             zip(
                 self.LABELS,
                 (self.bronze_total, self.bronze_distinct, self.staging_all, self.staging_active, self.marts),
                 strict=True,
             )
         )
+        return figures if self.marts_modelled else figures[:-1]
 
     def mismatches(self) -> set[str]:
         """Columns that disagree: distinct keys in bronze vs staging, active staging vs marts."""
@@ -270,7 +273,18 @@ class LayerCounts:
 
 def layer_counts(conn: connection, settings: Settings, table: TableConfig) -> LayerCounts:
     by_layer = {row["layer"]: row["records"] for row in queries.layer_counts(conn, settings.file, table)}
-    return LayerCounts(table.name, *(by_layer.get(label) for label in LayerCounts.LABELS))
+    bronze_total, bronze_distinct, staging_all, staging_active, marts = (
+        by_layer.get(label) for label in LayerCounts.LABELS
+    )
+    return LayerCounts(
+        table.name,
+        bronze_total,
+        bronze_distinct,
+        staging_all,
+        staging_active,
+        marts,
+        marts_modelled=table.marts_relation is not None,
+    )
 
 
 # -- the source and the marts -----------------------------------------------------
@@ -311,12 +325,18 @@ def source_state(settings: Settings, table: TableConfig) -> SourceState:
     return SourceState(int(rows), changed)
 
 
+def marts_relation(settings: Settings, table: TableConfig) -> tuple[str, str]:
+    """(schema, relation) of the table's marts; a table with staging only has none, and a
+    check that reads the marts is not run for it (monitoring skips it as not modelled)."""
+    if table.marts_relation is None:
+        raise ConfigError(f"table {table.name!r} has no marts layer (tables.marts_relation is not set)")
+    return settings.file.marts_schema, table.marts_relation
+
+
 def marts_latest(conn: connection, settings: Settings, table: TableConfig, column: str) -> datetime | None:
     value = _scalar(
         conn,
-        sql.SQL("SELECT max({}) FROM {}").format(
-            sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)
-        ),
+        sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), _rel(*marts_relation(settings, table))),
     )
     if isinstance(value, datetime) and value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
@@ -334,9 +354,7 @@ def marts_share(
     """avg(expression) over the marts relation (None when it is empty)."""
     value = _scalar(
         conn,
-        sql.SQL("SELECT avg(({})::int) FROM {}").format(
-            expression, _rel(settings.file.marts_schema, table.marts_relation)
-        ),
+        sql.SQL("SELECT avg(({})::int) FROM {}").format(expression, _rel(*marts_relation(settings, table))),
         params,
     )
     return None if value is None else float(value)
@@ -348,7 +366,7 @@ def marts_range(
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(
-                sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)
+                sql.Identifier(column), _rel(*marts_relation(settings, table))
             )
         )
         low, high = one_row(cur)
@@ -359,7 +377,7 @@ def marts_value_shares(conn: connection, settings: Settings, table: TableConfig,
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT {0}::text, count(*)::float / sum(count(*)) OVER () FROM {1} GROUP BY {0}").format(
-                sql.Identifier(column), _rel(settings.file.marts_schema, table.marts_relation)
+                sql.Identifier(column), _rel(*marts_relation(settings, table))
             )
         )
         return {str(value): float(share) for value, share in cur.fetchall()}
@@ -377,7 +395,7 @@ class MartsProfile:
 def marts_profile(conn: connection, settings: Settings, table: TableConfig) -> MartsProfile:
     """The marts' figures for each column the table's production profile names."""
     profile = table.profile
-    out = MartsProfile(row_count(conn, settings.file.marts_schema, table.marts_relation))
+    out = MartsProfile(row_count(conn, *marts_relation(settings, table)))
     for column in profile.value_shares:
         out.value_shares[column] = marts_value_shares(conn, settings, table, column)
     for column in profile.true_shares:

@@ -80,18 +80,21 @@ def reconciliation(counts: LayerCounts) -> Verdict:
     """Distinct keys in bronze = rows in staging, and active rows in staging = rows in the marts."""
     figures = counts.figures()
     evidence = ", ".join(f"{layer} {value}" for layer, value in figures)
-    if None in (counts.bronze_distinct, counts.staging_all, counts.staging_active, counts.marts):
+    if not counts.marts_modelled:
+        evidence += ", marts not modelled"
+    if None in [value for _, value in figures[1:]]:
         return Verdict("fail", f"a layer is missing: {evidence}", "run a refresh (transform builds the layers)")
     if counts.mismatches():
         return Verdict("fail", evidence, "run `bi-console refresh --full` to rebuild staging and the marts")
     return Verdict("pass", evidence)
 
 
-def source_reconciliation(source: SourceState, marts_rows: int | None) -> Verdict:
-    """Active rows at the source = rows in the marts."""
-    evidence = f"source {source.active_rows} active row(s), marts {marts_rows}"
+def source_reconciliation(source: SourceState, marts_rows: int | None, layer: str = "marts") -> Verdict:
+    """Active rows at the source = rows in the marts (in staging, `layer`, for a table whose
+    marts are not modelled)."""
+    evidence = f"source {source.active_rows} active row(s), {layer} {marts_rows}"
     if marts_rows is None:
-        return Verdict("fail", f"{evidence}: the marts relation does not exist", "run a refresh")
+        return Verdict("fail", f"{evidence}: the {layer} relation does not exist", "run a refresh")
     if source.active_rows != marts_rows:
         return Verdict(
             "fail",
@@ -197,12 +200,18 @@ def gx_suite(suite: SuiteOutcome) -> Verdict:
     return Verdict("pass", evidence)
 
 
+def not_modelled(table: TableConfig) -> Verdict:
+    """A check of the marts, on a table with staging only."""
+    return Verdict("skip", f"not modelled: {table.name} has staging only (no marts_relation)")
+
+
 def not_covered(table: TableConfig) -> Verdict:
     """A table without a suite is not validated: never reported as a success."""
     return Verdict(
         "warn",
         f"not covered: {table.name} has no Great Expectations suite",
-        "add a suite in expectations/ and name it in the table's `suites`",
+        "add a suite in expectations/ and name it in the table's `suites`, or give the table a source "
+        "contract (`bi-console table add`)",
     )
 
 

@@ -55,6 +55,8 @@ def _ago(seconds: float) -> str:
 
 def _marts_state(settings: Settings, table: TableConfig) -> tuple[datetime | None, int]:
     """max(ingested_timestamp) and count(*) of the marts relation, read as the BI reader."""
+    if table.marts_relation is None:
+        raise RuntimeError(f"table {table.name!r} has no marts layer (tables.marts_relation is not set)")
     conn = connect_reader(settings)  # ServiceUnreachable naming BI_PG_READER_PASSWORD / _USER
     try:
         with conn.cursor() as cur:

@@ -14,6 +14,7 @@ from pipeline.checks.probes import LayerCounts, PartitionLag
 from pipeline.config import Settings, TableConfig
 from pipeline.runtime.model import Runtime
 from pipeline.steps import quarantine
+from pipeline.steps.contract_suite import suite_names
 from pipeline.stores import queries
 from pipeline.stores.kafka import probe_broker
 
@@ -111,15 +112,17 @@ def quality_snapshot(settings: Settings) -> QualitySnapshot:
         for table in settings.tables:
             snap.counts.append(probes.layer_counts(conn, settings, table))
             monitoring.table_checks(settings, table, conn, collector)
-            if not table.suites:
+            if not suite_names(table):
                 snap.checks.append(judged(f"gx:{table.name}", rules.not_covered(table), "great_expectations"))
         snap.checks[:0] = collector.results
         f = settings.file
         first = settings.tables[0] if settings.tables else None
-        if first and probes.relation_exists(conn, f.marts_schema, first.marts_relation):
+        first_marts = first.marts_relation if first else None
+        if first and first_marts and probes.relation_exists(conn, f.marts_schema, first_marts):
             # The runbook's validation queries read the first table's contract columns.
             def has(column: str) -> bool:
-                return probes.has_column(conn, f.marts_schema, first.marts_relation, column)
+                assert first_marts is not None  # checked above; mypy does not carry it into the closure
+                return probes.has_column(conn, f.marts_schema, first_marts, column)
 
             if first.checks.freshness_column and has(first.checks.freshness_column):
                 try:

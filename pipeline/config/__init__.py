@@ -106,9 +106,12 @@ class TableConfig(BaseModel):
     topic: str
     raw_prefix: str
     bronze_table: str
+    # The dbt models a refresh of this table builds; unset, its staging models and, if it has
+    # one, its marts relation.
     dbt_selector: str
     staging_relation: str
-    marts_relation: str
+    # None for a table with staging only (`bi-console table add`): its marts are not modelled.
+    marts_relation: str | None = None
     suites: list[str] = Field(default_factory=list)
     checks: TableChecks = TableChecks()
     profile: TableProfile = TableProfile()
@@ -124,7 +127,7 @@ class TableConfig(BaseModel):
             data = {**{k: v for k, v in data.items() if k != "key_column"}, "key_columns": [legacy]}
         return data
 
-    @field_validator("name", "bronze_table", "staging_relation", "marts_relation")
+    @field_validator("name", "bronze_table", "staging_relation")
     @classmethod
     def _plain(cls, v: str, info: ValidationInfo) -> str:
         return safe_identifier(v, f"tables.{info.field_name}")
@@ -135,6 +138,19 @@ class TableConfig(BaseModel):
         if len(set(columns)) != len(columns):
             raise ConfigError(f"tables.key_columns={columns!r} names a column twice")
         return [safe_identifier(c, "tables.key_columns") for c in columns]
+
+    @field_validator("marts_relation")
+    @classmethod
+    def _plain_marts(cls, v: str | None) -> str | None:
+        return None if v is None else safe_identifier(v, "tables.marts_relation")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_selector(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dbt_selector" not in data and "name" in data and "staging_relation" in data:
+            marts = [data["marts_relation"]] if data.get("marts_relation") else []
+            data = {**data, "dbt_selector": " ".join([f"base_{data['name']}", data["staging_relation"], *marts])}
+        return data
 
     @property
     def raw_objects_prefix(self) -> str:
@@ -349,8 +365,14 @@ def _policy_password(length: int = 32) -> str:
     return "".join(chars)
 
 
+def config_file_candidates(path: Path | None) -> list[Path]:
+    """Where the operator's config file is looked for, first found wins: BI_CONFIG_FILE when
+    set, else ./bi-console.toml, then the XDG one."""
+    return [path] if path else [Path("bi-console.toml"), xdg_config_file()]
+
+
 def load_file_config(path: Path | None) -> FileConfig:
-    candidates = [path] if path else [Path("bi-console.toml"), xdg_config_file()]
+    candidates = config_file_candidates(path)
     data = tomllib.loads(DEFAULT_CONFIG.read_text())
     for candidate in candidates:
         if candidate and candidate.is_file():

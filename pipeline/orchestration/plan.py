@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.config import Settings, TableConfig
 from pipeline.steps.bi import SupersetStopped, run_bi_refresh
+from pipeline.steps.contract_suite import suite_names
 from pipeline.steps.ingest import EpochReset, ingest
 from pipeline.steps.load import load
 from pipeline.steps.transform import DbtProject
@@ -105,8 +106,8 @@ def _test(ctx: StepContext) -> StepResult:
 
 def _validate(ctx: StepContext) -> StepResult:
     table, log = _per_table(ctx), ctx.log
-    if not table.suites:
-        log(f"validate: no suites configured for {table.name}")
+    if not suite_names(table):
+        log(f"validate: no suites configured for {table.name} and no source contract")
         return {"suites": 0}
     _database_answers(ctx.settings)
     result = run_validation(ctx.settings, table, log)

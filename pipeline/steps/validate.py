@@ -12,6 +12,9 @@ placeholders that are filled in from Settings when the suite is loaded:
     "${table.<field>}"                a field of the table config (topic, bronze_table, ...)
     "${schema:bronze|staging|marts}"  a quoted schema name
 
+A table with no `suites` and a source contract is validated by the suite made from its
+contract, `<table>_staging_contract` (pipeline/steps/contract_suite.py).
+
 An expectation's `severity` is GX's (`critical`, `warning`, `info`); here `critical`
 is reported as `error`. A suite succeeds when all its error-severity expectations do;
 failed warnings are reported but do not fail it.
@@ -42,8 +45,10 @@ from psycopg2 import sql
 from psycopg2.extensions import connection
 
 from pipeline.config import Settings, TableConfig
+from pipeline.config.contracts import DEFAULT_DBT_DIR, ContractError, load_contract
 from pipeline.process.background_import import import_in_background
 from pipeline.process.log_sink import Log
+from pipeline.steps.contract_suite import contract_suite, contract_suite_name, suite_names
 from pipeline.stores.db import one_row
 
 if TYPE_CHECKING:  # Great Expectations takes seconds to import: at run time only when a suite runs
@@ -152,6 +157,8 @@ def layer_relation(settings: Settings, table: TableConfig, layer: str) -> tuple[
     if layer == "staging":
         return f.staging_schema, table.staging_relation
     if layer == "marts":
+        if table.marts_relation is None:
+            raise SuiteConfigError(f"table {table.name!r} has no marts layer (tables.marts_relation is not set)")
         return f.marts_schema, table.marts_relation
     raise SuiteConfigError(f"unknown layer {layer!r} (expected one of {', '.join(LAYERS)})")
 
@@ -216,6 +223,20 @@ def load_suite_file(name: str, expectations_dir: Path | None = None) -> dict[str
     if not isinstance(data.get("expectations"), list):
         raise SuiteConfigError(f"suite {name!r}: 'expectations' must be a list")
     return data
+
+
+def _suite_data(
+    name: str, table: TableConfig, expectations_dir: Path | str | None, dbt_dir: Path | None
+) -> dict[str, Any]:
+    """A suite file's content; the contract suite of a table that has no file of that name is
+    made from its source contract."""
+    directory = Path(expectations_dir or DEFAULT_EXPECTATIONS_DIR)
+    if name == contract_suite_name(table) and not (directory / f"{name}.json").is_file():
+        try:
+            return contract_suite(load_contract(dbt_dir or DEFAULT_DBT_DIR, table.name))
+        except ContractError as exc:
+            raise SuiteConfigError(f"suite {name!r}: {exc}") from None
+    return load_suite_file(name, directory)
 
 
 def render_suite(
@@ -352,6 +373,7 @@ def run_validation(
     suites: list[str] | None = None,
     expectations_dir: Path | str | None = None,
     build_docs: bool = True,
+    dbt_dir: Path | None = None,
 ) -> ValidationResult:
     """Run the table's suites (or `suites`) against PostgreSQL; never raises for data problems.
 
@@ -361,7 +383,7 @@ def run_validation(
     """
     log = log or (lambda line: None)
     cfg = settings.table(table) if isinstance(table, str) else table
-    names = list(suites if suites is not None else cfg.suites)
+    names = list(suites if suites is not None else suite_names(cfg, dbt_dir))
     started = time.monotonic()
     now = datetime.now(timezone.utc)
     out_dir = Path(settings.data_dir) / "validation"
@@ -371,7 +393,7 @@ def run_validation(
     if not names:
         log(f"validate {cfg.name}: not covered (no suite configured)")
 
-    files = {name: load_suite_file(name, Path(expectations_dir) if expectations_dir else None) for name in names}
+    files = {name: _suite_data(name, cfg, expectations_dir, dbt_dir) for name in names}
     context: EphemeralDataContext | None = None
     datasource: PostgresDatasource | None = None
     try:

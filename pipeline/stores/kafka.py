@@ -153,3 +153,69 @@ def _true_high(consumer: Consumer, topic: str, partition: int, low: int, high: i
 def topic_event_count(settings: Settings, topic: str) -> int:
     offsets = topic_offsets(settings, topic) or []
     return sum(p.high - p.low for p in offsets)
+
+
+@dataclass
+class TopicMessage:
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes
+
+
+def newest_message(settings: Settings, topic: str, timeout: float = 10.0, window: int = 50) -> TopicMessage | None:
+    """The newest record of the topic that has a value (tombstones carry no schema), from the
+    last `window` records of each partition; None when the topic is missing or has none.
+    Partitions are assigned, not subscribed: no consumer group is joined, no offset committed."""
+    offsets = topic_offsets(settings, topic, timeout)
+    if not offsets:
+        return None
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": "bi-console-table-add",  # librdkafka wants one; assign() never joins it
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "socket.timeout.ms": int(timeout * 1000),
+            },
+        )
+    )
+    newest: TopicMessage | None = None
+    try:
+        for p in offsets:
+            if p.high <= p.low:
+                continue
+            consumer.assign([TopicPartition(topic, p.partition, max(p.low, p.high - window))])
+            deadline = time.monotonic() + timeout
+            done = False
+            while not done and time.monotonic() < deadline:
+                for message in consumer.consume(window, timeout=0.2):
+                    error = message.error()
+                    if error is not None:
+                        done = error.code() == KafkaError._PARTITION_EOF
+                        continue
+                    value, offset = message.value(), message.offset()
+                    if value is None or offset is None:
+                        continue
+                    _, stamp = message.timestamp()
+                    candidate = TopicMessage(
+                        p.partition, offset, stamp if stamp and stamp > 0 else None, message.key(), value
+                    )
+                    if newest is None or _recency(candidate) >= _recency(newest):
+                        newest = candidate
+                    done = offset + 1 >= p.high
+            consumer.unassign()
+    except KafkaException as exc:
+        if _is_transport(exc):
+            raise broker_unreachable(settings, exc) from None
+        raise
+    finally:
+        consumer.close()
+    return newest
+
+
+def _recency(message: TopicMessage) -> tuple[int, int]:
+    """Newest first by the record's time; within one time, by offset."""
+    return message.timestamp_ms or 0, message.offset

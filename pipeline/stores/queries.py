@@ -92,11 +92,14 @@ def _rel(schema: str, name: str) -> sql.Composed:
 
 
 def relations(file_config: FileConfig, table: TableConfig) -> dict[str, tuple[str, str]]:
-    return {
+    """(schema, relation) of each layer the table has: no "marts" for a table with staging only."""
+    layers = {
         "bronze": (file_config.bronze_schema, table.bronze_table),
         "staging": (file_config.staging_schema, table.staging_relation),
-        "marts": (file_config.marts_schema, table.marts_relation),
     }
+    if table.marts_relation is not None:
+        layers["marts"] = (file_config.marts_schema, table.marts_relation)
+    return layers
 
 
 class _Cursor:
@@ -127,6 +130,14 @@ def _exists(cur: cursor, schema: str, name: str) -> bool:
     return bool(row and row[0])
 
 
+def _has_column(cur: cursor, schema: str, name: str, column: str) -> bool:
+    cur.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s AND column_name = %s",
+        (schema, name, column),
+    )
+    return cur.fetchone() is not None
+
+
 def fetch(
     conn: connection | cursor, statement: str | sql.Composable, params: tuple[Any, ...] | dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
@@ -144,7 +155,7 @@ def layer_counts(conn: connection | cursor, file_config: FileConfig, table: Tabl
     with _Cursor(conn) as cur:
         bronze_ok = _exists(cur, *rel["bronze"])
         staging_ok = _exists(cur, *rel["staging"])
-        marts_ok = _exists(cur, *rel["marts"])
+        marts_ok = "marts" in rel and _exists(cur, *rel["marts"])
 
         def count(ok: bool, statement: sql.Composable) -> int | None:
             if not ok:
@@ -165,17 +176,24 @@ def layer_counts(conn: connection | cursor, file_config: FileConfig, table: Tabl
         )
         staging_all = staging_active = None
         if staging_ok:
-            # One scan for both counts.
-            cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE deleted = false) FROM {}").format(staging))
+            # One scan for both counts. A source without a Deleted flag has no `deleted` column
+            # in staging: its deleted rows are those whose latest event is a delete.
+            active = (
+                sql.SQL("deleted = false")
+                if _has_column(cur, *rel["staging"], "deleted")
+                else sql.SQL("cdc_operation <> 'd'")
+            )
+            cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {}").format(active, staging))
             staging_all, staging_active = (int(v) for v in one_row(cur))
         out.append({"layer": LAYER_STAGING_ALL, "records": staging_all})
         out.append({"layer": LAYER_STAGING_ACTIVE, "records": staging_active})
-        out.append(
-            {
-                "layer": LAYER_MARTS,
-                "records": count(marts_ok, sql.SQL("SELECT count(*) FROM {}").format(_rel(*rel["marts"]))),
-            }
-        )
+        if "marts" in rel:
+            out.append(
+                {
+                    "layer": LAYER_MARTS,
+                    "records": count(marts_ok, sql.SQL("SELECT count(*) FROM {}").format(_rel(*rel["marts"]))),
+                }
+            )
     return out
 
 

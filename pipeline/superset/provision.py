@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from pipeline.config import Settings, TableConfig
+from pipeline.config.contracts import DEFAULT_DBT_DIR, contract_path
 from pipeline.process.log_sink import Log, no_log
 from pipeline.superset.client import SupersetApiError, SupersetClient
 from pipeline.superset.dashboards import DASHBOARDS, DashboardSpec, chart_definition
@@ -25,18 +27,25 @@ DEFAULT_DATABASE_CACHE_TIMEOUT = 300
 # --------------------------------------------------------------------------- provisioning
 
 
-def managed_tables(settings: Settings) -> list[TableConfig]:
-    """Tables that get Superset datasets: the validated ones (those with suites), so that no
-    chart reads a table no quality check covers, and those a managed dashboard reads."""
+def managed_tables(settings: Settings, dbt_dir: Path | None = None) -> list[TableConfig]:
+    """Tables that get Superset datasets: the validated ones (those with suites, or with a
+    source contract, whose suite validates them), so that no chart reads a table no quality
+    check covers, and those a managed dashboard reads."""
     dashboard_tables = {spec.table for spec in DASHBOARDS}
-    return [t for t in settings.tables if t.suites or t.name in dashboard_tables]
+    contracts = dbt_dir or DEFAULT_DBT_DIR
+    return [
+        t
+        for t in settings.tables
+        if t.suites or t.name in dashboard_tables or contract_path(contracts, t.name).is_file()
+    ]
 
 
 def dataset_names(settings: Settings, tables: Iterable[TableConfig] | None = None) -> list[tuple[str, str]]:
     """(schema, relation) of every managed dataset: marts first, then staging, per table."""
     names: list[tuple[str, str]] = []
     for table in tables if tables is not None else managed_tables(settings):
-        names.append((settings.file.marts_schema, table.marts_relation))
+        if table.marts_relation is not None:
+            names.append((settings.file.marts_schema, table.marts_relation))
         names.append((settings.file.staging_schema, table.staging_relation))
     return names
 
@@ -280,7 +289,7 @@ def provision(settings: Settings, log: Log = no_log) -> dict[str, Any]:
         dashboards = []
         for spec in DASHBOARDS:
             dashboard_table = next((t for t in tables if t.name == spec.table), None)
-            if dashboard_table is None:
+            if dashboard_table is None or dashboard_table.marts_relation is None:
                 continue
             marts = f"{settings.file.marts_schema}.{dashboard_table.marts_relation}"
             dashboards.append(ensure_dashboard(client, spec, datasets[marts], log))

@@ -196,8 +196,9 @@ def test_missing_relation_and_missing_suite(good, tmp_path):
         execute(good, "alter table marts.dim_product_away rename to dim_product")
     with pytest.raises(SuiteConfigError):
         run_validation(good, "product", suites=["no_such_suite"])
-    # A table configured without suites: the run does not fail, and nothing says it passed.
-    unsuited = run_validation(good, good.table("measure_unit").model_copy(update={"suites": []}))
+    # A table configured without suites and without a source contract (an empty dbt dir):
+    # the run does not fail, and nothing says it passed.
+    unsuited = run_validation(good, good.table("measure_unit").model_copy(update={"suites": []}), dbt_dir=tmp_path)
     assert unsuited.success and unsuited.verdict == "not covered"
 
 

@@ -425,3 +425,22 @@ async def test_a_passed_expectation_with_unexpected_rows_is_shown_as_a_warning(t
         await pilot.pause(0.2)
         row = next(line for line in screen_text(app).splitlines() if "is_for_sale" in line)
         assert "✓!" in row and "18 of 115 unexpected" in row and "allowed" in row, row
+
+
+async def test_a_table_with_staging_only_shows_its_marts_as_not_modelled(tmp_path):
+    from pipeline.checks.probes import LayerCounts
+    from tui.quality import QualityView
+
+    app = BiConsoleApp(make_settings(tmp_path), recorded=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("4")
+        await wait_for(pilot, lambda: app.query_one("#views").active == "quality")
+        await app.workers.wait_for_complete()
+        view = app.query_one(QualityView)
+        snapshot = view.snapshot
+        snapshot.counts.append(LayerCounts("product_image", 40, 10, 10, 9, None, marts_modelled=False))
+        view.show_snapshot(snapshot)
+        await pilot.pause(0.2)
+        row = next(line for line in screen_text(app).splitlines() if "product_image" in line)
+        assert "40" in row and "9" in row and "not modelled" in row, row
+        assert view.layer_counts("product_image")["marts"] is None

@@ -90,9 +90,10 @@ def test_full_and_incremental_runs_share_one_plan(tmp_path):
         ("validate", True),
         ("bi", False),
     ]
-    # A table without suites validates as "no suites" with no database: the body runs from the context.
+    # A table without suites or a source contract validates as "no suites" with no database:
+    # the body runs from the context.
     lines = []
-    unsuited = settings.table("measure_unit").model_copy(update={"suites": []})
+    unsuited = settings.table("measure_unit").model_copy(update={"suites": [], "name": "uncontracted"})
     context = StepContext(settings, settings.tables, unsuited, set(), lines.append)
     assert STEP_BY_NAME["validate"].run(context) == {"suites": 0}
-    assert lines == ["validate: no suites configured for measure_unit"]
+    assert lines == ["validate: no suites configured for uncontracted and no source contract"]
