@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pipeline.config.contracts import contract_from_ddl
+
 _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 
@@ -25,7 +27,6 @@ class Column:
     name: str
     sql_type: str  # as SQL Server spells it: nvarchar(500), bigint, bit, ...
     nullable: bool
-    has_default: bool = False
 
     @property
     def base_type(self) -> str:
@@ -59,42 +60,17 @@ class TableModel:
         return {c.name: None for c in self.columns}
 
 
-_TABLE_KEY = re.compile(r"PRIMARY\s+KEY(?:\s+(?:CLUSTERED|NONCLUSTERED))?\s*\(([^)]*)\)", re.I)
-_COLUMN_LINE = re.compile(r"^\s*\[?(\w+)\]?\s+(\w+(?:\s*\(\s*\w+\s*(?:,\s*\w+\s*)?\))?)(.*)$")
-
-
 def parse_sqlserver_ddl(text: str) -> TableModel:
-    """The first `CREATE TABLE` of a SQL Server script: its columns, their types and nullability,
-    and its key (a column's PRIMARY KEY, or a table constraint's PRIMARY KEY (A, B))."""
-    found = re.search(r"CREATE TABLE\s+\[?(\w+)\]?\.\[?(\w+)\]?\s*\((.*?)\n\);", text, flags=re.S | re.I)
+    """The first `CREATE TABLE` of a SQL Server script: its columns, their types and
+    nullability, and its key. Read by the source contracts' parser, the one that
+    `bi-console table add --from-ddl` uses, so the demo and the contracts see one DDL alike."""
+    found = re.search(r"CREATE TABLE\s+\[?(\w+)\]?\.\[?(\w+)\]?", text, flags=re.I)
     if not found:
         raise ValueError("no CREATE TABLE schema.table (...); in the DDL")
-    schema, table, body = found.groups()
-    columns: list[Column] = []
-    keys: list[str] = []
-    for raw in body.splitlines():
-        line = raw.split("--", 1)[0].strip().rstrip(",")
-        match = _COLUMN_LINE.match(line)
-        if match and match.group(1).upper() in ("CONSTRAINT", "PRIMARY", "UNIQUE"):
-            table_key = _TABLE_KEY.search(line)
-            if table_key:
-                keys = [part.strip().strip("[]").split()[0] for part in table_key.group(1).split(",")]
-            continue
-        if not line or not match:
-            continue
-        name, sql_type, rest = match.groups()
-        upper = rest.upper()
-        columns.append(
-            Column(name, re.sub(r"\s+", "", sql_type), nullable="NOT NULL" not in upper, has_default="DEFAULT" in upper)
-        )
-        if "PRIMARY KEY" in upper:
-            keys = [name]
-    if not keys:
-        raise ValueError(f"{schema}.{table}: no PRIMARY KEY")
-    missing = set(keys) - {c.name for c in columns}
-    if missing:
-        raise ValueError(f"{schema}.{table}: the PRIMARY KEY names no column {sorted(missing)}")
-    return TableModel(schema, table, tuple(columns), tuple(keys))
+    schema, table = found.groups()
+    contract = contract_from_ddl(text, table)
+    columns = tuple(Column(c.source_column, c.source_type, c.nullable) for c in contract.columns)
+    return TableModel(schema, table, columns, tuple(contract.key_columns))
 
 
 # SQL Server type -> (PostgreSQL type of the embedded demo source, Kafka Connect type and
@@ -152,8 +128,8 @@ def postgres_ddl(model: TableModel) -> str:
             line += " PRIMARY KEY"
         elif not c.nullable:
             line += " NOT NULL"
-            if c.has_default and c.base_type == "bit":
-                line += " DEFAULT false"
+            if c.base_type == "bit":
+                line += " DEFAULT false"  # as the source's flags default to 0
         lines.append(line)
     if len(model.keys) > 1:
         lines.append(f"    PRIMARY KEY ({', '.join(chr(34) + k + chr(34) for k in model.keys)})")
