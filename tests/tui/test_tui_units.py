@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG
 from pipeline.runtime.model import ServiceStatus
 from tests.support import settings as support_settings
 from tests.support.tui import screen_text, wait_for
@@ -17,7 +16,9 @@ pytestmark = pytest.mark.anyio
 
 
 def make_settings(tmp_path, config_file=None):
-    return support_settings.make_settings(tmp_path / "data", config_file=str(config_file or DEFAULT_CONFIG))
+    if config_file is None:
+        return support_settings.make_settings(tmp_path / "data")
+    return support_settings.make_settings(tmp_path / "data", config_file=str(config_file))
 
 
 async def test_log_pane_bounded_filter_highlight_copy_json(tmp_path):

@@ -19,12 +19,12 @@ from tests.support.shared import shared_file
 def staging_only(**fields) -> TableConfig:
     return TableConfig.model_validate(
         {
-            "name": "product_image",
+            "name": "product_photo",
             "source_table": "ProductImage",
             "topic": "cord.ConcordDb.dbo.ProductImage",
-            "raw_prefix": "product_image/raw",
-            "bronze_table": "product_image_cdc",
-            "staging_relation": "stg_product_image",
+            "raw_prefix": "product_photo/raw",
+            "bronze_table": "product_photo_cdc",
+            "staging_relation": "stg_product_photo",
             **fields,
         }
     )
@@ -33,9 +33,9 @@ def staging_only(**fields) -> TableConfig:
 def test_a_table_without_marts_or_selector_gets_its_staging_models():
     table = staging_only()
     assert table.marts_relation is None
-    assert table.dbt_selector == "base_product_image stg_product_image"
-    with_marts = staging_only(marts_relation="dim_product_image")
-    assert with_marts.dbt_selector == "base_product_image stg_product_image dim_product_image"
+    assert table.dbt_selector == "base_product_photo stg_product_photo"
+    with_marts = staging_only(marts_relation="dim_product_photo")
+    assert with_marts.dbt_selector == "base_product_photo stg_product_photo dim_product_photo"
     assert staging_only(dbt_selector="tag:images").dbt_selector == "tag:images"  # a configured one is kept
     with pytest.raises(ConfigError, match="tables.marts_relation='dim-x' is not a plain SQL identifier"):
         staging_only(marts_relation="dim-x")
@@ -45,27 +45,27 @@ def test_layers_of_a_staging_only_table(tmp_path):
     settings = make_settings(tmp_path)
     table = staging_only()
     assert relations(settings.file, table) == {
-        "bronze": ("bronze", "product_image_cdc"),
-        "staging": ("staging_staging", "stg_product_image"),
+        "bronze": ("bronze", "product_photo_cdc"),
+        "staging": ("staging_staging", "stg_product_photo"),
     }
-    with pytest.raises(ConfigError, match="'product_image' has no marts layer"):
+    with pytest.raises(ConfigError, match="'product_photo' has no marts layer"):
         marts_relation(settings, table)
-    with pytest.raises(SuiteConfigError, match="'product_image' has no marts layer"):
+    with pytest.raises(SuiteConfigError, match="'product_photo' has no marts layer"):
         layer_relation(settings, table, "marts")
 
 
 def test_reconciliation_of_a_staging_only_table_leaves_the_marts_out():
-    good = rules.reconciliation(LayerCounts("product_image", 40, 10, 10, 9, None, marts_modelled=False))
+    good = rules.reconciliation(LayerCounts("product_photo", 40, 10, 10, 9, None, marts_modelled=False))
     assert good.status == "pass"
     assert good.evidence == (
         "Bronze CDC 40, Bronze (distinct keys) 10, Staging (All) 10, Staging (Active) 9, marts not modelled"
     )
-    bad = rules.reconciliation(LayerCounts("product_image", 40, 10, 8, 7, None, marts_modelled=False))
+    bad = rules.reconciliation(LayerCounts("product_photo", 40, 10, 8, 7, None, marts_modelled=False))
     assert bad.status == "fail" and "Staging (All) 8" in bad.evidence
     # A modelled marts relation that is missing is still a failure.
     missing = rules.reconciliation(LayerCounts("product", 40, 10, 10, 9, None))
     assert missing.status == "fail" and "a layer is missing" in missing.evidence
-    assert LayerCounts("product_image", 40, 10, 10, 9, None, marts_modelled=False).mismatches() == set()
+    assert LayerCounts("product_photo", 40, 10, 10, 9, None, marts_modelled=False).mismatches() == set()
     staged = rules.source_reconciliation(SourceState(9, None), 9, "staging")
     assert staged.status == "pass" and staged.evidence == "source 9 active row(s), staging 9"
     assert rules.not_modelled(staging_only()).status == "skip"
@@ -115,8 +115,8 @@ def test_a_type_the_macros_do_not_know_is_checked_only_to_exist():
 def test_a_table_is_validated_by_its_suites_else_by_its_contract(tmp_path):
     table = staging_only()
     assert suite_names(table, tmp_path) == []
-    write_contract(tmp_path, "product_image", contract_from_ddl("CREATE TABLE t (ID int PRIMARY KEY)", "product_image"))
-    assert suite_names(table, tmp_path) == ["product_image_staging_contract"]
+    write_contract(tmp_path, "product_photo", contract_from_ddl("CREATE TABLE t (ID int PRIMARY KEY)", "product_photo"))
+    assert suite_names(table, tmp_path) == ["product_photo_staging_contract"]
     assert suite_names(staging_only(suites=["mine"]), tmp_path) == ["mine"]
 
 
@@ -128,6 +128,6 @@ def test_a_contract_validated_table_gets_its_staging_dataset_only(tmp_path):
     settings.file.tables.append(image)
     dbt_dir = tmp_path / "dbt"
     assert [t.name for t in managed_tables(settings, dbt_dir)] == ["product", "measure_unit"]
-    write_contract(dbt_dir, "product_image", contract_from_ddl("CREATE TABLE t (ID int PRIMARY KEY)", "product_image"))
-    assert [t.name for t in managed_tables(settings, dbt_dir)] == ["product", "measure_unit", "product_image"]
-    assert dataset_names(settings, [image]) == [("staging_staging", "stg_product_image")]  # no marts to chart
+    write_contract(dbt_dir, "product_photo", contract_from_ddl("CREATE TABLE t (ID int PRIMARY KEY)", "product_photo"))
+    assert [t.name for t in managed_tables(settings, dbt_dir)] == ["product", "measure_unit", "product_photo"]
+    assert dataset_names(settings, [image]) == [("staging_staging", "stg_product_photo")]  # no marts to chart
