@@ -105,6 +105,9 @@ select
     {{ cdc_decode(cdc_col(column.source_column), column.source_type, contract, column.name) }} as {{ adapter.quote(column.name) }},
     {%- endif %}
 {%- endfor %}
+{%- for source_column, name in cdc_columns_beyond_contract(bronze, contract) %}
+    {{ decode_text(cdc_col(source_column)) }} as {{ adapter.quote(name) }},
+{%- endfor %}
     cdc_operation,
     source_timestamp,
     is_snapshot,
@@ -221,4 +224,54 @@ where not exists (
 )
 {%- endif -%}
 {%- endif -%}
+{%- endmacro %}
+
+{#- A source column's staging name, as pipeline/config/contracts.py snake_case() gives it:
+    NetUID -> net_uid, MeasureUnitID -> measure_unit_id. -#}
+{% macro cdc_snake_case(source_column) -%}
+{%- set words = modules.re.sub('(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])', '_', source_column | trim) -%}
+{%- set name = modules.re.sub('[^a-z0-9]+', '_', words | lower).strip('_') -%}
+{{ return(name if not name[:1].isdigit() else 'c_' ~ name) }}
+{%- endmacro %}
+
+{#-
+  Schema evolution: [(source_column, staging name)] of the columns the source has that its
+  contract does not list. A column added at the source reaches staging on the next run, as
+  text (on_schema_change adds it to the table), until its type is written into the contract;
+  `--check` reports it (schema:<table>). Found in the newest state-carrying events of bronze,
+  plus the ones staging already holds, so a column the source drops again is kept, with NULL
+  for the events after the drop, instead of being dropped from staging with its history.
+-#}
+{% macro cdc_columns_beyond_contract(bronze, contract) -%}
+{%- set known = contract.columns | map(attribute='source_column') | list -%}
+{%- set taken = contract.columns | map(attribute='name') | list
+    + ['cdc_operation', 'source_timestamp', 'is_snapshot', 'kafka_offset', 'ingested_at'] -%}
+{%- set seen = run_query(
+    "select distinct k from (select case when b.cdc_operation = 'd' then e.envelope -> 'before' "
+    ~ "else e.envelope -> 'after' end as row_data from " ~ bronze ~ " as b "
+    ~ "cross join lateral (select " ~ cdc_envelope('b.cdc_payload') ~ " as envelope) as e "
+    ~ "where b.cdc_operation is not null order by b.ingested_at desc, b.kafka_offset desc limit 1000) as newest "
+    ~ "cross join lateral jsonb_object_keys(newest.row_data) as k order by 1"
+).columns[0].values() | list -%}
+{%- set held = [] -%}
+{%- if is_incremental() -%}
+    {%- for column in adapter.get_columns_in_relation(this) -%}
+        {%- do held.append(column.name) -%}
+    {%- endfor -%}
+{%- endif -%}
+{%- set beyond = [] -%}
+{%- for source_column in seen if source_column not in known -%}
+    {%- set name = cdc_snake_case(source_column) -%}
+    {%- if name not in taken -%}
+        {%- do beyond.append((source_column, name)) -%}
+        {%- do taken.append(name) -%}
+    {%- endif -%}
+{%- endfor -%}
+{#- Columns staging holds from an earlier run that no recent event carries (dropped at the
+    source): kept, NULL for the keys staged again, whose newest event no longer has them. -#}
+{%- for name in held if name not in taken -%}
+    {%- do beyond.append((name, name)) -%}
+    {%- do taken.append(name) -%}
+{%- endfor -%}
+{{ return(beyond) }}
 {%- endmacro %}

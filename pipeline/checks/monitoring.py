@@ -21,6 +21,7 @@ from psycopg2.extensions import connection
 from pipeline.checks import probes, rules
 from pipeline.checks.model import Check, Verdict, measure
 from pipeline.config import ConfigError, Settings, TableConfig
+from pipeline.config.contracts import DEFAULT_DBT_DIR, contract_path, find_contract
 from pipeline.process.log_sink import Log
 from pipeline.runtime.model import RuntimeUnavailable, ServiceStatus
 from pipeline.steps.contract_suite import suite_names
@@ -153,6 +154,16 @@ def table_checks(
         return rules.reconciliation(layers[0])
 
     c.run(f"reconciliation:{table.name}", "reconciliation", reconciliation)
+    contract = find_contract(DEFAULT_DBT_DIR, table.name)
+    if contract is not None:
+        contract_file = str(contract_path(DEFAULT_DBT_DIR, table.name))
+        c.run(
+            f"schema:{table.name}",
+            "schema",
+            lambda: rules.source_schema(
+                contract, _committed(conn, lambda: probes.source_columns_seen(conn, settings, table)), contract_file
+            ),
+        )
     marts_rows = layers[0].marts if layers else None  # None: the marts relation is missing or unreadable
     modelled = table.marts_relation is not None
     if with_topic and partitions is not None:

@@ -434,3 +434,38 @@ def latest_validation(settings: Settings) -> dict[str, dict[str, Any]]:
         except (OSError, ValueError):
             continue
     return out
+
+
+# The newest state-carrying events a schema check reads: the source's current columns.
+SCHEMA_SAMPLE_EVENTS = 1000
+
+
+@dataclass(frozen=True)
+class SourceColumns:
+    """What the source sends now, whatever its contract says: the JSON kinds of each column's
+    non-null values over the newest events, and the columns of the newest event alone (Debezium
+    writes every column of a row, so one missing there is gone from the source)."""
+
+    kinds: dict[str, set[str]] = field(default_factory=dict)
+    newest: set[str] = field(default_factory=set)
+
+
+def source_columns_seen(conn: connection, settings: Settings, table: TableConfig) -> SourceColumns:
+    """The table's SourceColumns from bronze; empty before any event."""
+    if not relation_exists(conn, settings.file.bronze_schema, table.bronze_table):
+        return SourceColumns()
+    statement = sql.SQL(
+        "SELECT k.key, coalesce(array_agg(DISTINCT jsonb_typeof(k.value)) FILTER "
+        "(WHERE jsonb_typeof(k.value) <> 'null'), '{{}}'), bool_or(newest.position = 1) "
+        "FROM (SELECT CASE WHEN b.cdc_operation = 'd' THEN e.envelope -> 'before' "
+        "ELSE e.envelope -> 'after' END AS row_data, "
+        "row_number() OVER (ORDER BY b.ingested_at DESC, b.kafka_offset DESC) AS position FROM {} AS b "
+        "CROSS JOIN LATERAL (SELECT CASE WHEN b.cdc_payload ? 'schema' AND b.cdc_payload ? 'payload' "
+        "THEN b.cdc_payload -> 'payload' ELSE b.cdc_payload END AS envelope) AS e "
+        "WHERE b.cdc_operation IS NOT NULL ORDER BY b.ingested_at DESC, b.kafka_offset DESC LIMIT %s) AS newest "
+        "CROSS JOIN LATERAL jsonb_each(newest.row_data) AS k GROUP BY k.key"
+    ).format(_rel(settings.file.bronze_schema, table.bronze_table))
+    with conn.cursor() as cur:
+        cur.execute(statement, (SCHEMA_SAMPLE_EVENTS,))
+        rows = cur.fetchall()
+    return SourceColumns({key: set(kinds) for key, kinds, _ in rows}, {key for key, _, in_newest in rows if in_newest})

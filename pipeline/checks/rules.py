@@ -8,9 +8,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from pipeline.checks.model import Verdict, first_line
-from pipeline.checks.probes import LayerCounts, MartsProfile, PartitionLag, SourceState, TopicAccount
+from pipeline.checks.probes import LayerCounts, MartsProfile, PartitionLag, SourceColumns, SourceState, TopicAccount
 from pipeline.checks.raw_zone import RawZoneAudit
 from pipeline.config import TableConfig, TableProfile, Thresholds
+from pipeline.config.contracts import SourceContract, expected_json_kinds
 from pipeline.runtime.model import ConnectorStatus
 from pipeline.steps.quarantine import QuarantineSummary, RejectSummary
 from pipeline.steps.validate import SuiteOutcome
@@ -274,3 +275,40 @@ def profile(expected: TableProfile, observed: MartsProfile, thresholds: Threshol
             "compare with the source: is the data what production holds?",
         )
     return Verdict("pass", summary)
+
+
+def _names(columns: list[str]) -> str:
+    return ", ".join(columns[:5]) + (f" and {len(columns) - 5} more" if len(columns) > 5 else "")
+
+
+def source_schema(contract: SourceContract, seen: SourceColumns, contract_file: str) -> Verdict:
+    """The source's columns now (its newest events) against its contract. A column added or
+    dropped at the source warns, with what to do; one that arrives as another JSON kind than
+    its contract's type fails, since staging cannot decode it."""
+    if not seen.kinds:
+        return Verdict("pass", "no events in bronze yet: nothing to compare with the contract")
+    listed = {c.source_column: c for c in contract.columns}
+    added = sorted(set(seen.kinds) - set(listed))
+    dropped = sorted(set(listed) - seen.newest)
+    retyped = []
+    for name, column in listed.items():
+        expected = expected_json_kinds(column.source_type)
+        arriving = seen.kinds.get(name, set())
+        if expected is not None and arriving - expected:
+            retyped.append(f"{name} arrives as {'/'.join(sorted(arriving))}, the contract says {column.source_type}")
+    findings = []
+    fixes = []
+    if retyped:
+        findings.append("retyped: " + "; ".join(retyped))
+        fixes.append(f"write the new type into {contract_file} and run a full refresh")
+    if added:
+        findings.append(f"added at the source, not in the contract: {_names(added)} (staging carries them as text)")
+        fixes.append(f"add them with their SQL Server types to {contract_file}")
+    if dropped:
+        findings.append(f"in the contract, absent from the newest event: {_names(dropped)} (dropped at the source)")
+        fixes.append(
+            "staging keeps them, NULL for new events; take them out of the contract once no dashboard reads them"
+        )
+    if not findings:
+        return Verdict("pass", f"{len(listed)} columns, as the contract lists them")
+    return Verdict("fail" if retyped else "warn", "; ".join(findings), "; ".join(fixes))

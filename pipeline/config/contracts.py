@@ -505,3 +505,42 @@ def contract_from_topic(
             else f"read from the Debezium schema of topic {topic}"
         ),
     )
+
+
+# -- the JSON each SQL Server type arrives as ------------------------------------------
+
+# The JSON kinds (jsonb_typeof) a column's non-null values take in Debezium's SQL Server
+# encodings (dbt/README.md's type map): a value of another kind means the source retyped
+# the column. Decimals are strings in string mode and numbers in double mode; times are
+# epoch numbers, or ISO strings where a connector is set to send them.
+_JSON_KINDS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("bit",), frozenset({"boolean"})),
+    **dict.fromkeys(("tinyint", "smallint", "int", "bigint", "float", "real"), frozenset({"number"})),
+    **dict.fromkeys(("decimal", "numeric", "money", "smallmoney"), frozenset({"string", "number"})),
+    **dict.fromkeys(("date", "time", "datetime", "datetime2", "smalldatetime"), frozenset({"number", "string"})),
+    **dict.fromkeys(
+        (
+            "datetimeoffset",
+            "uniqueidentifier",
+            "char",
+            "varchar",
+            "nchar",
+            "nvarchar",
+            "text",
+            "ntext",
+            "xml",
+            "sysname",
+            "binary",
+            "varbinary",
+            "image",
+            "rowversion",
+            "timestamp",
+        ),
+        frozenset({"string"}),
+    ),
+}
+
+
+def expected_json_kinds(source_type: str) -> frozenset[str] | None:
+    """The JSON kinds a column of `source_type` arrives as; None for a type not mapped."""
+    return _JSON_KINDS.get(source_type.split("(", 1)[0].strip().lower())
