@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from psycopg2 import sql
+from psycopg2 import errors, sql
 
 from pipeline.config import DEFAULT_CONFIG, Settings
 from tests.support import REPO
@@ -296,8 +296,6 @@ def _tenant_stack(servers: Servers, token: str) -> Iterator[StackHandle]:
 def _drop_tenant(servers: Servers, settings: Settings, runtime: EmbeddedRuntime) -> None:
     """Everything the module created on the shared servers, so the session stays as it began:
     its processes, slots, databases, roles, topics, consumer groups and bucket."""
-    from pipeline.stores.storage import RawStore
-
     for service in ("superset", "cdc"):
         runtime.stop(service)
     roles = [settings.pg_user, settings.source_user, settings.pg_reader_user]
@@ -322,7 +320,7 @@ def _drop_tenant(servers: Servers, settings: Settings, runtime: EmbeddedRuntime)
                 for slot in slots:
                     cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
                 break
-            except Exception:  # still active: its walsender has not ended yet
+            except errors.ObjectInUse:  # still active: its walsender has not ended yet
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
@@ -333,20 +331,36 @@ def _drop_tenant(servers: Servers, settings: Settings, runtime: EmbeddedRuntime)
     finally:
         conn.close()
     _drop_topics(settings)
+    _drop_bucket(settings)
+
+
+def _drop_bucket(settings: Settings) -> None:
+    from botocore.exceptions import ClientError
+
+    from pipeline.stores.storage import RawStore
+
     store = RawStore(settings)
-    with contextlib.suppress(Exception):  # no bucket: the module failed before it made one
-        store.delete_prefix("")
-        store.client.delete_bucket(Bucket=settings.s3_bucket)
+    try:
+        store.client.head_bucket(Bucket=settings.s3_bucket)
+    except ClientError:
+        return  # the module failed before it made its bucket
+    store.delete_prefix("")
+    store.client.delete_bucket(Bucket=settings.s3_bucket)
 
 
 def _drop_topics(settings: Settings) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
     from pipeline.stores.kafka import admin
 
     client = admin(settings)
     topics = [t for t in client.list_topics(timeout=10).topics if t.startswith(f"{settings.cdc_topic_prefix}.")]
+    for future in (client.delete_topics(topics) if topics else {}).values():
+        future.result(timeout=10)
     groups = [f"{settings.kafka_consumer_group}-{table.name}" for table in settings.tables]
-    for futures in (client.delete_topics(topics) if topics else {}, client.delete_consumer_groups(groups)):
-        for future in futures.values():
-            # The broker may not implement the deletion; names are the module's own either way.
-            with contextlib.suppress(Exception):
-                future.result(timeout=10)
+    for future in client.delete_consumer_groups(groups).values():
+        try:
+            future.result(timeout=10)
+        except KafkaException as exc:  # a table the module never ingested has no group
+            if exc.args[0].code() != KafkaError.GROUP_ID_NOT_FOUND:
+                raise
