@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import pytest
 from psycopg2 import errors, sql
 
-from pipeline.config import DEFAULT_CONFIG, Settings
+from pipeline.config import Settings, load_settings
 from tests.support import REPO
 from tests.support.net import free_port
 from tests.support.settings import make_settings
@@ -234,19 +234,14 @@ def _own_stack() -> Iterator[StackHandle]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def tenant_settings(servers: Settings, data_dir: Path, config_file: Path, token: str) -> Settings:
+def tenant_settings(servers: Settings, data_dir: Path, token: str) -> Settings:
     """A module's settings on the session's servers: every name that another module could
     meet (databases, roles, topics, bucket, consumer groups, slot) carries the module's token;
-    its own secrets, and the servers' addresses."""
+    its own secrets, and the servers' addresses. Its config file is the one the tests run on,
+    with the topics renamed."""
     prefix = f"cord_{token}"
-    text = DEFAULT_CONFIG.read_text()
-    tables = text.count("\n[[tables]]")
-    text, renamed = re.subn(r'^topic = "cord\.', f'topic = "{prefix}.', text, flags=re.M)
-    assert renamed == tables > 0, f"{DEFAULT_CONFIG}: {renamed} topics renamed for {tables} tables"
-    config_file.write_text(text)
-    return make_settings(
+    settings = make_settings(
         data_dir,
-        config_file=str(config_file),
         pg_port=servers.pg_port,
         source_port=servers.source_port,
         kafka_bootstrap=servers.kafka_bootstrap,
@@ -262,6 +257,14 @@ def tenant_settings(servers: Settings, data_dir: Path, config_file: Path, token:
         kafka_consumer_group=f"bi-console-ingest-{token}",
         s3_bucket=f"cord-raw-{token.replace('_', '-')}",
     )
+    shipped = Path(str(settings.config_file))
+    text = shipped.read_text()
+    tables = text.count("\n[[tables]]")
+    text, renamed = re.subn(r'^topic = "cord\.', f'topic = "{prefix}.', text, flags=re.M)
+    assert renamed == tables > 0, f"{shipped}: {renamed} topics renamed for {tables} tables"
+    config_file = data_dir.parent / f"bi-console.{token}.toml"
+    config_file.write_text(text)
+    return load_settings(env_file=None, **{**settings.model_dump(), "config_file": str(config_file)})
 
 
 def _tenant_stack(servers: Servers, token: str) -> Iterator[StackHandle]:
@@ -270,7 +273,7 @@ def _tenant_stack(servers: Servers, token: str) -> Iterator[StackHandle]:
     from pipeline.stores.storage import RawStore
 
     root = _stack_dir(f"bi-console-stack-{token}-")
-    settings = tenant_settings(servers.settings, root / "data", root / "bi-console.toml", token)
+    settings = tenant_settings(servers.settings, root / "data", token)
     runtime = EmbeddedRuntime(settings)
     # The module's runtime, and `bi-console` run on its .env, see the session's servers as
     # running: their pid records, logs and PostgreSQL state are linked into its data dir.
