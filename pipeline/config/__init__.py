@@ -235,6 +235,9 @@ class Settings(BaseSettings):
     cdc_schemas_enable: bool = True
     cdc_topic_prefix: str = "cord"
     cdc_database_name: str = "ConcordDb"
+    # Replication slots are per server, not per database: two pipelines capturing from one
+    # PostgreSQL server need two names.
+    cdc_slot_name: str = "bi_console_cdc"
 
     s3_endpoint: str = "http://127.0.0.1:9000"
     s3_access_key: str
@@ -264,7 +267,7 @@ class Settings(BaseSettings):
     ingest_max_value_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     load_workers: int = Field(default=2, ge=1, le=16)
 
-    @field_validator("pg_database", "pg_user", "pg_reader_user", "source_database", "source_user")
+    @field_validator("pg_database", "pg_user", "pg_reader_user", "source_database", "source_user", "cdc_slot_name")
     @classmethod
     def _plain_names(cls, v: str, info: ValidationInfo) -> str:
         return safe_identifier(v, ENV_PREFIX + str(info.field_name).upper())

@@ -170,7 +170,7 @@ def debezium_properties(settings: Settings, state_dir: Path) -> dict[str, str]:
         "database.dbname": settings.source_database,
         "topic.prefix": settings.cdc_topic_prefix,
         "plugin.name": "pgoutput",
-        "slot.name": "bi_console_cdc",
+        "slot.name": settings.cdc_slot_name,
         "publication.name": "bi_console_cdc",
         "publication.autocreate.mode": "filtered",
         "table.include.list": tables,
@@ -294,7 +294,8 @@ class Engine:
             cur = conn.cursor()
             cur.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                "WHERE slot_name = 'bi_console_cdc' AND NOT active"
+                "WHERE slot_name = %s AND NOT active",
+                (self.settings.cdc_slot_name,),
             )
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:

@@ -1,5 +1,8 @@
 """Issue 5: `bi-console --check`, alerts, the lock, the Prefect flow (ordered)."""
 
+# Own stack, isolation needed because test_stopped_broker_exits_3_naming_it stops the broker:
+# the shared tansu keeps its topics in memory, so every other module's events would go with it.
+
 from __future__ import annotations
 
 import json
@@ -8,6 +11,8 @@ import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+
+pytestmark = pytest.mark.own_stack
 
 
 class _Webhook(BaseHTTPRequestHandler):

@@ -2,6 +2,9 @@
 naming the setting to fix. Every case runs the real CLI against the real stack with one
 setting changed: a refused password, or an S3 / Kafka address where nothing listens."""
 
+# Own stack, isolation needed because test_s3_not_answering_check_exits_3_naming_bi_s3_endpoint_in_seconds
+# freezes moto (SIGSTOP): every other module's S3 requests would hang with it.
+
 from __future__ import annotations
 
 import json
@@ -12,7 +15,7 @@ import pytest
 
 from tests.support.net import free_port
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.own_stack]
 
 EXIT_UNREACHABLE = 3
 LIBRDKAFKA_TEXT = ("%3|", "%4|", "%7|", "KafkaError{", "|FAIL|")

@@ -9,6 +9,9 @@ SIGKILL of ingest and of load is in tests/stack/test_pipeline.py
 Each test prints a `FAULT-RESULT` line with the rows it compared (see RELIABILITY.md).
 """
 
+# Own stack, isolation needed because these tests restart PostgreSQL, stop and restart the broker
+# (whose topics are in memory) and freeze moto: on shared servers every other module would fail with them.
+
 from __future__ import annotations
 
 import base64
@@ -27,7 +30,7 @@ import pytest
 from tests.support import REPO
 from tests.support.stack import table_rows
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.own_stack]
 
 STATE_STEPS = "ingest,load,transform"
 PRODUCT_TOPIC = "cord.ConcordDb.dbo.Product"

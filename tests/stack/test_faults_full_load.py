@@ -75,7 +75,7 @@ def test_faults_failed_full_load_leaves_bronze_readable_and_unchanged(stack):
     # New events in the raw zone that the failed loads must not bring half-way into bronze.
     stack.cli("demo", "changes", "150", check=True)
     deadline = time.monotonic() + 120
-    while end_offset(stack.settings, "cord.ConcordDb.dbo.Product") < old_count + 150:
+    while end_offset(stack.settings, stack.settings.table("product").topic) < old_count + 150:
         assert time.monotonic() < deadline, "the demo changes never reached Kafka"
         time.sleep(1)
     refresh(stack, "--incremental", "--steps", "ingest", env=BATCH)
@@ -110,7 +110,7 @@ def test_faults_failed_full_load_leaves_bronze_readable_and_unchanged(stack):
     reader = Reader(stack)
     refresh(stack, "--full", "--steps", "load,transform", env=BATCH)
     counts, errors = reader.stop()
-    total = end_offset(stack.settings, "cord.ConcordDb.dbo.Product")
+    total = end_offset(stack.settings, stack.settings.table("product").topic)
     assert total >= old_count + 150
     assert stack.psql("SELECT to_regclass(%s)", (SHADOW,)) == [(None,)]
     # Independent expectation: one bronze row per Kafka offset of the topic, 0 .. end - 1.

@@ -3,6 +3,9 @@ Troubleshoot re-checks when a service changes state; Superset is optional (a sto
 skips the BI step with a warning, and `stack status` still exits 0); `stack start | stop |
 restart SERVICE` for every service."""
 
+# Own stack, isolation needed because the flow stops s3 and restarts postgres, kafka and s3 as an
+# operator would: the shared broker would lose every module's topics, the others their connections.
+
 from __future__ import annotations
 
 import time
@@ -14,7 +17,7 @@ from pipeline.orchestration.refresh import read_history
 from tests.support.tui import screen_text, start_refresh_on_f, wait_for
 from tui.app import BiConsoleApp
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.own_stack]
 
 
 async def test_q_during_a_refresh_asks_and_the_screen_stays_drawn(stack):

@@ -144,8 +144,8 @@ def _raw_objects(stack) -> list[dict]:
 
 
 def test_raw_zone_is_read_by_the_runbooks_loader(stack):
-    """Format compatibility: the runbook's Step 3 script, run as written (only its endpoints and
-    credentials pointed at this stack), loads our raw zone into a scratch database."""
+    """Format compatibility: the runbook's Step 3 script, run as written (only its endpoints,
+    credentials and bucket pointed at this stack), loads our raw zone into a scratch database."""
     from psycopg2 import sql
 
     from pipeline.runtime.pgserver import EmbeddedPostgres
@@ -170,6 +170,7 @@ def test_raw_zone_is_read_by_the_runbooks_loader(stack):
     script = re.search(r'python -c "\n(.*?)\n"\n```', step3, flags=re.S).group(1)
     script = (
         script.replace("http://localhost:9000", settings.s3_endpoint)
+        .replace("Bucket='cord-raw'", f"Bucket={settings.s3_bucket!r}")
         .replace("aws_access_key_id='minioadmin'", f"aws_access_key_id={settings.s3_access_key!r}")
         .replace("aws_secret_access_key='minioadmin'", f"aws_secret_access_key={settings.s3_secret_key!r}")
         .replace("host='localhost', port=5433", f"host='127.0.0.1', port={settings.pg_port}")

@@ -18,8 +18,6 @@ from pipeline.runtime.embedded import EmbeddedRuntime
 from tests.support import REPO
 from tests.support.settings import make_settings
 
-PRODUCT_TOPIC = "cord.ConcordDb.dbo.Product"
-
 
 def read_topic(settings, topic: str, start: int = 0) -> list:
     consumer = Consumer(
@@ -89,7 +87,7 @@ def _listening(proc):
 def test_seed_fills_topic_with_contract_events(stack):
     seeded = stack.seeded()
     assert abs(seeded["topic_events"] - 31_970) <= 31_970 * 0.01
-    messages = read_topic(stack.settings, PRODUCT_TOPIC)
+    messages = read_topic(stack.settings, stack.settings.table("product").topic)
     assert abs(len(messages) - 31_970) <= 320
     ops = {}
     for message in messages[:2000] + messages[-200:]:
@@ -140,7 +138,7 @@ def test_connector_reports_events_and_pauses(stack):
 def test_killed_cdc_resumes_from_offsets_without_snapshot(stack):
     stack.seeded()
     settings = stack.settings
-    before = read_topic(settings, PRODUCT_TOPIC)
+    before = read_topic(settings, settings.table("product").topic)
     cdc = stack.runtime.process("cdc")
     cdc.kill()  # SIGKILL: as a crash
     assert not cdc.is_running()
@@ -154,7 +152,7 @@ def test_killed_cdc_resumes_from_offsets_without_snapshot(stack):
     deadline = time.monotonic() + 120
     after = before
     while time.monotonic() < deadline:
-        after = read_topic(settings, PRODUCT_TOPIC, start=len(before))
+        after = read_topic(settings, settings.table("product").topic, start=len(before))
         if len(after) >= 60:
             break
         time.sleep(1)

@@ -1,5 +1,8 @@
 """Issue 4 acceptance: the TUI headless (App.run_test + Pilot) against the real embedded stack."""
 
+# Own stack, isolation needed because the services view is shown s3 going down: the test stops moto,
+# and with it every other module's raw zone (moto keeps its objects in memory).
+
 from __future__ import annotations
 
 import time
@@ -9,7 +12,7 @@ import pytest
 from tests.support.tui import screen_text, start_refresh_on_f, wait_for
 from tui.app import BiConsoleApp
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.own_stack]
 
 
 async def test_full_refresh_on_f_then_quality_shows_115(stack):

@@ -1,23 +1,40 @@
 """The embedded stack for the tests: real PostgreSQL, tansu, moto and Debezium on free
-ports in a temporary data directory, with generated secrets."""
+ports in a temporary data directory, with generated secrets.
+
+One set of servers (PostgreSQL, the broker, the S3 API) serves the whole session. Each test
+module is a tenant of them: databases, roles, topics, bucket, consumer groups, replication
+slot and a cdc engine of its own, so one module never sees another's rows, offsets or
+checkpoints. A module that stops, restarts or freezes a server says why at its top and is
+marked `own_stack`: it gets servers of its own.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from psycopg2 import errors, sql
 
-from pipeline.config import Settings
+from pipeline.config import Settings, load_settings
 from tests.support import REPO
+from tests.support.net import free_port
 from tests.support.settings import make_settings
+
+if TYPE_CHECKING:  # the runtime and its stores load at first use: every tier loads this plugin
+    from pipeline.runtime.embedded import EmbeddedRuntime
+
+SHARED_SERVICES = ("postgres", "kafka", "s3")
 
 
 def write_env(settings: Settings, path: Path) -> Path:
@@ -144,24 +161,209 @@ class StackHandle:
             conn.close()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> StackHandle:
-    """A stack per test module, so that one module's changes never shift another's figures."""
-    from pipeline.runtime.embedded import EmbeddedRuntime
+def _log(line: str) -> None:
+    print(line, file=sys.stderr)
 
+
+def _stack_dir(prefix: str) -> Path:
     # Not under pytest's own temp dir: every new pytest session resets that tree to 0700,
     # which would cut PostgreSQL (running as its own system user) off from its data.
-    root = Path(tempfile.mkdtemp(prefix="bi-console-stack-"))
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@dataclass
+class Servers:
+    """The session's PostgreSQL, broker and S3 API, and the settings they were started with."""
+
+    settings: Settings
+    runtime: EmbeddedRuntime
+
+    def admin_connect(self):
+        from pipeline.runtime import pgserver
+
+        conn = pgserver.EmbeddedPostgres(self.settings, self.runtime.state_dir("postgres")).admin_connect()
+        conn.autocommit = True
+        return conn
+
+
+@pytest.fixture(scope="session")
+def stack_servers() -> Iterator[Servers]:
+    from pipeline.runtime.embedded import EmbeddedRuntime
+
+    root = _stack_dir("bi-console-servers-")
     settings = make_settings(root / "data", own_ports=True)
     runtime = EmbeddedRuntime(settings)
     started = time.monotonic()
     try:
-        runtime.up(log=lambda line: print(line, file=sys.stderr))
+        runtime.up(log=_log, services=list(SHARED_SERVICES))
     except Exception:
         runtime.down(log=lambda line: None)
         raise
-    print(f"stack up in {time.monotonic() - started:.1f}s", file=sys.stderr)
-    handle = StackHandle(settings=settings, runtime=runtime, env_file=write_env(settings, root / ".env"))
-    yield handle
+    print(f"shared servers up in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    yield Servers(settings=settings, runtime=runtime)
     runtime.down(log=lambda line: None)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack(request) -> Iterator[StackHandle]:
+    """The stack of one test module, so that one module's changes never shift another's figures."""
+    if request.node.get_closest_marker("own_stack"):
+        yield from _own_stack()
+        return
+    token = re.sub(r"[^a-z0-9]+", "_", request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").lower())
+    yield from _tenant_stack(request.getfixturevalue("stack_servers"), token)
+
+
+def _own_stack() -> Iterator[StackHandle]:
+    """Servers of the module's own, for a module that stops, restarts or freezes one."""
+    from pipeline.runtime.embedded import EmbeddedRuntime
+
+    root = _stack_dir("bi-console-stack-")
+    settings = make_settings(root / "data", own_ports=True)
+    runtime = EmbeddedRuntime(settings)
+    started = time.monotonic()
+    try:
+        runtime.up(log=_log)
+    except Exception:
+        runtime.down(log=lambda line: None)
+        raise
+    print(f"own stack up in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    yield StackHandle(settings=settings, runtime=runtime, env_file=write_env(settings, root / ".env"))
+    runtime.down(log=lambda line: None)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def tenant_settings(servers: Settings, data_dir: Path, token: str) -> Settings:
+    """A module's settings on the session's servers: every name that another module could
+    meet (databases, roles, topics, bucket, consumer groups, slot) carries the module's token;
+    its own secrets, and the servers' addresses. Its config file is the one the tests run on,
+    with the topics renamed."""
+    prefix = f"cord_{token}"
+    settings = make_settings(
+        data_dir,
+        pg_port=servers.pg_port,
+        source_port=servers.source_port,
+        kafka_bootstrap=servers.kafka_bootstrap,
+        s3_endpoint=servers.s3_endpoint,
+        superset_url=f"http://127.0.0.1:{free_port()}",
+        pg_database=f"analytics_{token}",
+        pg_user=f"analytics_{token}",
+        pg_reader_user=f"bi_reader_{token}",
+        source_database=f"concord_{token}",
+        source_user=f"concord_{token}",
+        cdc_topic_prefix=prefix,
+        cdc_slot_name=f"bi_console_cdc_{token}",
+        kafka_consumer_group=f"bi-console-ingest-{token}",
+        s3_bucket=f"cord-raw-{token.replace('_', '-')}",
+    )
+    shipped = Path(str(settings.config_file))
+    text = shipped.read_text()
+    tables = text.count("\n[[tables]]")
+    text, renamed = re.subn(r'^topic = "cord\.', f'topic = "{prefix}.', text, flags=re.M)
+    assert renamed == tables > 0, f"{shipped}: {renamed} topics renamed for {tables} tables"
+    config_file = data_dir.parent / f"bi-console.{token}.toml"
+    config_file.write_text(text)
+    return load_settings(env_file=None, **{**settings.model_dump(), "config_file": str(config_file)})
+
+
+def _tenant_stack(servers: Servers, token: str) -> Iterator[StackHandle]:
+    from pipeline.runtime import pgserver
+    from pipeline.runtime.embedded import EmbeddedRuntime
+    from pipeline.stores.storage import RawStore
+
+    root = _stack_dir(f"bi-console-stack-{token}-")
+    settings = tenant_settings(servers.settings, root / "data", token)
+    runtime = EmbeddedRuntime(settings)
+    # The module's runtime, and `bi-console` run on its .env, see the session's servers as
+    # running: their pid records, logs and PostgreSQL state are linked into its data dir.
+    for service in SHARED_SERVICES:
+        ours, theirs = runtime.process(service), servers.runtime.process(service)
+        ours.pid_file.symlink_to(theirs.pid_file)
+        ours.log_file.symlink_to(theirs.log_file)
+    (runtime.root / "postgres").symlink_to(servers.runtime.state_dir("postgres"))
+    started = time.monotonic()
+    try:
+        pgserver.EmbeddedPostgres(settings, runtime.state_dir("postgres")).bootstrap(_log)
+        RawStore(settings).ensure_bucket()
+        runtime.start("cdc", log=_log)
+    except Exception:
+        _drop_tenant(servers, settings, runtime)
+        raise
+    print(f"stack {token} up on the shared servers in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    yield StackHandle(settings=settings, runtime=runtime, env_file=write_env(settings, root / ".env"))
+    _drop_tenant(servers, settings, runtime)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _drop_tenant(servers: Servers, settings: Settings, runtime: EmbeddedRuntime) -> None:
+    """Everything the module created on the shared servers, so the session stays as it began:
+    its processes, slots, databases, roles, topics, consumer groups and bucket."""
+    for service in ("superset", "cdc"):
+        runtime.stop(service)
+    roles = [settings.pg_user, settings.source_user, settings.pg_reader_user]
+    conn = servers.admin_connect()
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE r.rolname = ANY(%s)", (roles,)
+        )
+        databases = [row[0] for row in cur.fetchall()]
+        # A database with a replication slot cannot be dropped, even by force.
+        cur.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+            "WHERE database = ANY(%s) AND active_pid IS NOT NULL",
+            (databases,),
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = ANY(%s)", (databases,))
+            slots = [row[0] for row in cur.fetchall()]
+            try:
+                for slot in slots:
+                    cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                break
+            except errors.ObjectInUse:  # still active: its walsender has not ended yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        for database in databases:
+            cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+        for role in roles:
+            cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    finally:
+        conn.close()
+    _drop_topics(settings)
+    _drop_bucket(settings)
+
+
+def _drop_bucket(settings: Settings) -> None:
+    from botocore.exceptions import ClientError
+
+    from pipeline.stores.storage import RawStore
+
+    store = RawStore(settings)
+    try:
+        store.client.head_bucket(Bucket=settings.s3_bucket)
+    except ClientError:
+        return  # the module failed before it made its bucket
+    store.delete_prefix("")
+    store.client.delete_bucket(Bucket=settings.s3_bucket)
+
+
+def _drop_topics(settings: Settings) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from pipeline.stores.kafka import admin
+
+    client = admin(settings)
+    topics = [t for t in client.list_topics(timeout=10).topics if t.startswith(f"{settings.cdc_topic_prefix}.")]
+    for future in (client.delete_topics(topics) if topics else {}).values():
+        future.result(timeout=10)
+    groups = [f"{settings.kafka_consumer_group}-{table.name}" for table in settings.tables]
+    for future in client.delete_consumer_groups(groups).values():
+        try:
+            future.result(timeout=10)
+        except KafkaException as exc:  # a table the module never ingested has no group
+            if exc.args[0].code() != KafkaError.GROUP_ID_NOT_FOUND:
+                raise
