@@ -56,6 +56,75 @@ CREATE INDEX IF NOT EXISTS measure_unit_cdc_ingested_at_idx ON bronze.measure_un
 
 ALTER TABLE bronze.measure_unit_cdc ALTER COLUMN cdc_payload SET STORAGE EXTERNAL;
 
+CREATE TABLE IF NOT EXISTS bronze.product_pricing_cdc (
+    kafka_topic      text NOT NULL,
+    kafka_partition  integer NOT NULL,
+    kafka_offset     bigint NOT NULL,
+    kafka_epoch      integer NOT NULL DEFAULT 0,
+    kafka_timestamp  bigint,
+    kafka_key        jsonb,
+    cdc_payload      jsonb,
+    batch_file       text,
+    ingested_at      timestamptz NOT NULL DEFAULT now(),
+    record_key       text GENERATED ALWAYS AS (coalesce((CASE WHEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' = 'd' THEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'before' ELSE (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'after' END) ->> 'ID', (CASE WHEN jsonb_typeof(kafka_key) = 'object' AND kafka_key ? 'schema' AND kafka_key ? 'payload' THEN kafka_key -> 'payload' ELSE kafka_key END) ->> 'ID')) STORED,
+    cdc_operation    text GENERATED ALWAYS AS ((CASE WHEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' IN ('c', 'u', 'd', 'r') AND jsonb_typeof((CASE WHEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' = 'd' THEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'before' ELSE (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'after' END)) = 'object' THEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' END)) STORED,
+    source_position  text GENERATED ALWAYS AS ((CASE ((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'connector' WHEN 'sqlserver' THEN lower(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'commit_lsn', '')) || '/' || lower(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'change_lsn', '')) || '/' || lpad(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'event_serial_no', '0'), 12, '0') WHEN 'postgresql' THEN lpad(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'lsn', '0'), 24, '0') ELSE '' END)) STORED,
+    is_snapshot      boolean GENERATED ALWAYS AS (((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' = 'r' OR coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'snapshot', 'false') NOT IN ('false', ''))) STORED,
+    CONSTRAINT product_pricing_cdc_kafka_position_key UNIQUE (kafka_topic, kafka_epoch, kafka_partition, kafka_offset)
+);
+
+CREATE INDEX IF NOT EXISTS product_pricing_cdc_record_key_idx ON bronze.product_pricing_cdc (record_key);
+
+CREATE INDEX IF NOT EXISTS product_pricing_cdc_ingested_at_idx ON bronze.product_pricing_cdc (ingested_at);
+
+ALTER TABLE bronze.product_pricing_cdc ALTER COLUMN cdc_payload SET STORAGE EXTERNAL;
+
+CREATE TABLE IF NOT EXISTS bronze.product_availability_cdc (
+    kafka_topic      text NOT NULL,
+    kafka_partition  integer NOT NULL,
+    kafka_offset     bigint NOT NULL,
+    kafka_epoch      integer NOT NULL DEFAULT 0,
+    kafka_timestamp  bigint,
+    kafka_key        jsonb,
+    cdc_payload      jsonb,
+    batch_file       text,
+    ingested_at      timestamptz NOT NULL DEFAULT now(),
+    record_key       text GENERATED ALWAYS AS (coalesce((CASE WHEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' = 'd' THEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'before' ELSE (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'after' END) ->> 'ID', (CASE WHEN jsonb_typeof(kafka_key) = 'object' AND kafka_key ? 'schema' AND kafka_key ? 'payload' THEN kafka_key -> 'payload' ELSE kafka_key END) ->> 'ID')) STORED,
+    cdc_operation    text GENERATED ALWAYS AS ((CASE WHEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' IN ('c', 'u', 'd', 'r') AND jsonb_typeof((CASE WHEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' = 'd' THEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'before' ELSE (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'after' END)) = 'object' THEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' END)) STORED,
+    source_position  text GENERATED ALWAYS AS ((CASE ((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'connector' WHEN 'sqlserver' THEN lower(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'commit_lsn', '')) || '/' || lower(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'change_lsn', '')) || '/' || lpad(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'event_serial_no', '0'), 12, '0') WHEN 'postgresql' THEN lpad(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'lsn', '0'), 24, '0') ELSE '' END)) STORED,
+    is_snapshot      boolean GENERATED ALWAYS AS (((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' = 'r' OR coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'snapshot', 'false') NOT IN ('false', ''))) STORED,
+    CONSTRAINT product_availability_cdc_kafka_position_key UNIQUE (kafka_topic, kafka_epoch, kafka_partition, kafka_offset)
+);
+
+CREATE INDEX IF NOT EXISTS product_availability_cdc_record_key_idx ON bronze.product_availability_cdc (record_key);
+
+CREATE INDEX IF NOT EXISTS product_availability_cdc_ingested_at_idx ON bronze.product_availability_cdc (ingested_at);
+
+ALTER TABLE bronze.product_availability_cdc ALTER COLUMN cdc_payload SET STORAGE EXTERNAL;
+
+CREATE TABLE IF NOT EXISTS bronze.product_image_cdc (
+    kafka_topic      text NOT NULL,
+    kafka_partition  integer NOT NULL,
+    kafka_offset     bigint NOT NULL,
+    kafka_epoch      integer NOT NULL DEFAULT 0,
+    kafka_timestamp  bigint,
+    kafka_key        jsonb,
+    cdc_payload      jsonb,
+    batch_file       text,
+    ingested_at      timestamptz NOT NULL DEFAULT now(),
+    record_key       text GENERATED ALWAYS AS ((('[]'::jsonb || coalesce((CASE WHEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' = 'd' THEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'before' ELSE (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'after' END) -> 'ProductID', (CASE WHEN jsonb_typeof(kafka_key) = 'object' AND kafka_key ? 'schema' AND kafka_key ? 'payload' THEN kafka_key -> 'payload' ELSE kafka_key END) -> 'ProductID') || coalesce((CASE WHEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' = 'd' THEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'before' ELSE (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'after' END) -> 'ImageID', (CASE WHEN jsonb_typeof(kafka_key) = 'object' AND kafka_key ? 'schema' AND kafka_key ? 'payload' THEN kafka_key -> 'payload' ELSE kafka_key END) -> 'ImageID'))::text)) STORED,
+    cdc_operation    text GENERATED ALWAYS AS ((CASE WHEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' IN ('c', 'u', 'd', 'r') AND jsonb_typeof((CASE WHEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' = 'd' THEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'before' ELSE (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'after' END)) = 'object' THEN (CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' END)) STORED,
+    source_position  text GENERATED ALWAYS AS ((CASE ((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'connector' WHEN 'sqlserver' THEN lower(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'commit_lsn', '')) || '/' || lower(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'change_lsn', '')) || '/' || lpad(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'event_serial_no', '0'), 12, '0') WHEN 'postgresql' THEN lpad(coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'lsn', '0'), 24, '0') ELSE '' END)) STORED,
+    is_snapshot      boolean GENERATED ALWAYS AS (((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) ->> 'op' = 'r' OR coalesce(((CASE WHEN jsonb_typeof(cdc_payload) = 'object' AND cdc_payload ? 'schema' AND cdc_payload ? 'payload' THEN cdc_payload -> 'payload' ELSE cdc_payload END) -> 'source') ->> 'snapshot', 'false') NOT IN ('false', ''))) STORED,
+    CONSTRAINT product_image_cdc_kafka_position_key UNIQUE (kafka_topic, kafka_epoch, kafka_partition, kafka_offset)
+);
+
+CREATE INDEX IF NOT EXISTS product_image_cdc_record_key_idx ON bronze.product_image_cdc (record_key);
+
+CREATE INDEX IF NOT EXISTS product_image_cdc_ingested_at_idx ON bronze.product_image_cdc (ingested_at);
+
+ALTER TABLE bronze.product_image_cdc ALTER COLUMN cdc_payload SET STORAGE EXTERNAL;
+
 CREATE SCHEMA IF NOT EXISTS bi_console;
 
 CREATE TABLE IF NOT EXISTS bi_console.load_manifest (
