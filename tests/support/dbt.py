@@ -22,7 +22,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
-from pipeline.config import Settings
+from pipeline.config import DEFAULT_CONFIG, Settings, load_file_config
 from pipeline.stores.bronze import ensure_bronze
 from tests.support.postgres import start_cluster
 from tests.support.settings import make_settings
@@ -96,8 +96,11 @@ def fresh_settings(name: str, data_dir: Path, **overrides) -> Settings:
         pg_database=name,
         **overrides,
     )
+    # Every shipped table's bronze, configured or not: these tests run the whole dbt project,
+    # whose models read each of them.
+    shipped = {t.name: t for t in load_file_config(DEFAULT_CONFIG).tables}
     with connect(settings) as conn, conn.cursor() as cur:
-        for table in settings.tables:
+        for table in {**shipped, **{t.name: t for t in settings.tables}}.values():
             ensure_bronze(cur, settings.file, table)
     return settings
 
