@@ -33,7 +33,7 @@ def stg(settings, pid):
 
 def test_run_result_reports_nodes_timings_and_log_lines(built):
     _, _, result, lines = built
-    assert result.counts == {"success": 6, "total": 6}
+    assert result.counts == {"success": 12, "total": 12}
     names = {n.name: n for n in result.nodes}
     assert set(names) == {
         "base_product",
@@ -42,6 +42,12 @@ def test_run_result_reports_nodes_timings_and_log_lines(built):
         "base_measure_unit",
         "stg_measure_unit",
         "dim_measure_unit",
+        "base_product_pricing",
+        "stg_product_pricing",
+        "base_product_availability",
+        "stg_product_availability",
+        "base_product_image",
+        "stg_product_image",
     }
     assert names["dim_product"].relation == '"bi_dbt_staging"."marts"."dim_product"'
     assert names["stg_product"].relation == '"bi_dbt_staging"."staging_staging"."stg_product"'
@@ -65,8 +71,14 @@ def test_schemas_are_exactly_the_contract_names(built):
         ("marts", "dim_product", "BASE TABLE"),
         ("staging_staging", "base_measure_unit", "BASE TABLE"),
         ("staging_staging", "base_product", "BASE TABLE"),
+        ("staging_staging", "base_product_availability", "BASE TABLE"),
+        ("staging_staging", "base_product_image", "BASE TABLE"),
+        ("staging_staging", "base_product_pricing", "BASE TABLE"),
         ("staging_staging", "stg_measure_unit", "VIEW"),
         ("staging_staging", "stg_product", "VIEW"),
+        ("staging_staging", "stg_product_availability", "VIEW"),
+        ("staging_staging", "stg_product_image", "VIEW"),
+        ("staging_staging", "stg_product_pricing", "VIEW"),
     ]
 
 

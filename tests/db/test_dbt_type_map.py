@@ -295,7 +295,7 @@ def contract(model: str, bronze: str, key: list[str], columns: list[tuple], **ex
 PROBES = {
     "base_type_probe": ("type_probe_cdc", ["ID"], TYPES, {}),
     "base_type_probe_precise": ("type_probe_precise_cdc", ["ID"], PRECISE_TYPES, {"decimal_handling_mode": "precise"}),
-    "base_product_image": ("product_image_cdc", ["ProductID", "ImageID"], LINK, {}),
+    "base_image_link": ("image_link_cdc", ["ProductID", "ImageID"], LINK, {}),
     "base_price_period": ("price_period_cdc", ["NetUID", "ValidFrom"], PERIOD, {}),
 }
 
@@ -444,7 +444,7 @@ def test_a_table_without_a_deleted_column_has_no_deleted_column(built):
 def link_rows(settings) -> list[tuple]:
     return [
         (r["product_id"], r["image_id"], r["caption"], r["deleted"], r["cdc_operation"])
-        for r in query(settings, "select * from staging_staging.base_product_image order by product_id, image_id")
+        for r in query(settings, "select * from staging_staging.base_image_link order by product_id, image_id")
     ]
 
 
@@ -468,9 +468,9 @@ def test_composite_key_updates_and_deletes(built):
         event(LINK_TOPIC, 7, {"ProductID": 3, "ImageID": 12}, "u", link(3, 12, "soft"), link(3, 12, "soft", True)),
     ]
     load_events(
-        settings, "", first, bronze_table="product_image_cdc", ingested_at=datetime(2025, 1, 1, tzinfo=timezone.utc)
+        settings, "", first, bronze_table="image_link_cdc", ingested_at=datetime(2025, 1, 1, tzinfo=timezone.utc)
     )
-    result = project.run("base_product_image", full_refresh=True)
+    result = project.run("base_image_link", full_refresh=True)
     assert result.success, result.error or result.output[-3000:]
     assert link_rows(settings) == [
         (1, 10, "front v2", False, "u"),
@@ -480,7 +480,7 @@ def test_composite_key_updates_and_deletes(built):
     ]
     index = query(
         settings,
-        "select pg_get_indexdef(indexrelid) as d from pg_index where indrelid = 'staging_staging.base_product_image'::regclass",
+        "select pg_get_indexdef(indexrelid) as d from pg_index where indrelid = 'staging_staging.base_image_link'::regclass",
     )
     assert [r["d"].split(" USING ")[1] for r in index] == ["btree (product_id, image_id)"]
 
@@ -491,9 +491,9 @@ def test_composite_key_updates_and_deletes(built):
         event(LINK_TOPIC, 8, {"ProductID": 2, "ImageID": 10}, "u", link(2, 10, "shared"), link(2, 10, "shared v2")),
         event(LINK_TOPIC, 9, {"ProductID": 2, "ImageID": 11}, "c", None, link(2, 11, "new"), schema=SCHEMA),
     ]
-    load_events(settings, "", second, bronze_table="product_image_cdc", ingested_at=later)
-    execute(settings, "delete from bronze.product_image_cdc where kafka_offset in (0, 3)")
-    result = project.run("base_product_image")
+    load_events(settings, "", second, bronze_table="image_link_cdc", ingested_at=later)
+    execute(settings, "delete from bronze.image_link_cdc where kafka_offset in (0, 3)")
+    result = project.run("base_image_link")
     assert result.success, result.error or result.output[-3000:]
     assert link_rows(settings) == [
         (1, 11, "side", True, "d"),
@@ -502,9 +502,9 @@ def test_composite_key_updates_and_deletes(built):
         (3, 12, "soft", True, "u"),
     ]
     assert (
-        query(
-            settings, "select count(*) as n from staging_staging.base_product_image where ingested_at = %s", (later,)
-        )[0]["n"]
+        query(settings, "select count(*) as n from staging_staging.base_image_link where ingested_at = %s", (later,))[
+            0
+        ]["n"]
         == 2
     )
 
