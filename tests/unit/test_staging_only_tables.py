@@ -131,3 +131,20 @@ def test_a_contract_validated_table_gets_its_staging_dataset_only(tmp_path):
     write_contract(dbt_dir, "product_photo", contract_from_ddl("CREATE TABLE t (ID int PRIMARY KEY)", "product_photo"))
     assert [t.name for t in managed_tables(settings, dbt_dir)] == ["product", "measure_unit", "product_photo"]
     assert dataset_names(settings, [image]) == [("staging_staging", "stg_product_photo")]  # no marts to chart
+
+
+def test_the_shipped_configs_new_tables_each_get_their_staging_dataset(tmp_path):
+    """The three tables added by configuration are validated by their contract suites, so
+    Superset gets a dataset of each one's staging relation (no marts to chart yet)."""
+    from pipeline.superset.provision import dataset_names
+
+    settings = make_settings(tmp_path / "data", tables=None)
+    assert dataset_names(settings) == [
+        ("marts", "dim_product"),
+        ("staging_staging", "stg_product"),
+        ("marts", "dim_measure_unit"),
+        ("staging_staging", "stg_measure_unit"),
+        ("staging_staging", "stg_product_pricing"),
+        ("staging_staging", "stg_product_availability"),
+        ("staging_staging", "stg_product_image"),
+    ]
