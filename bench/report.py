@@ -107,7 +107,8 @@ def format_tables(report: dict) -> str:
     lines.append("")
     for case in (many, one):
         lines.append(
-            f"{_case(case)}: {case['bronze_rows']:,} bronze rows; {case['tables']} table(s) added in "
+            f"{_case(case)}: {case['products_per_table']:,} products in each topic's snapshot, "
+            f"{case['bronze_rows']:,} bronze rows, {case['staging_rows']:,} staging rows; {case['tables']} table(s) added in "
             f"{case['table_add_seconds']:.1f} s, events produced in {case['produce_seconds']:.1f} s (outside the refresh); "
             f"load average {case['uptime_before']} before, {case['uptime_after']} after; "
             f"lowest free memory {case['memory_lowest_available_gib']} GiB."

@@ -53,6 +53,10 @@ def test_bench_tables_smoke(tmp_path):
         assert case["bronze_rows"] == case["events"]
         for name, step in steps.items():
             assert step["state"] == "ok" and step["cpu_seconds"] > 0, (name, step)
+    # B's one history starts with A's 2 × 120 snapshot products; the changes after it are as
+    # many, drawn from one random stream instead of two, so staging ends with about as many rows.
+    assert (many["products_per_table"], one["products_per_table"]) == (120, 240)
+    assert many["staging_rows"] > 240 and abs(one["staging_rows"] - many["staging_rows"]) <= 25
     # Case A's two contract suites against case B's one.
     assert many["full_refresh"]["steps"]["validate"]["suites"] == 2
     assert one["full_refresh"]["steps"]["validate"]["suites"] == 1

@@ -50,6 +50,8 @@ def _case(tables: int, events_per_table: int, seconds: dict[str, float], total: 
         "events_per_table": events_per_table,
         "events": tables * events_per_table,
         "bronze_rows": tables * events_per_table,
+        "staging_rows": 150,
+        "products_per_table": 60,
         "table_add_seconds": 1.5,
         "produce_seconds": 2.0,
         "uptime_before": "1.00 1.00 1.00",
