@@ -104,7 +104,7 @@ def step_refresh(settings, args: dict) -> dict:
     from pipeline.orchestration.refresh import StepFinished, StepStarted, run_refresh
 
     measured: dict[str, dict] = {}
-    at_start: dict[str, tuple[float, dict]] = {}
+    at_start: dict[str, tuple[float, dict, float | None]] = {}
     profile_dir = args.get("profile_dir")
     profilers: dict[str, object] = {}
 
@@ -122,11 +122,17 @@ def step_refresh(settings, args: dict) -> dict:
             services1 = service_cpu(settings)
             # rss_at_start_mb: what the process already held when the step began (earlier
             # steps' freed memory that the allocator kept); the step's own growth is the difference.
+            # A per-table step of several tables adds up its runs (peak: the highest).
+            before = measured.get(event.step, {})
+            spent = before.get("service_cpu_seconds", {})
+            peak = max((v for v in (before.get("peak_rss_mb"), peak_rss_mb()) if v is not None), default=None)
             measured[event.step] = {
-                "cpu_seconds": round(_cpu() - cpu0, 3),
-                "peak_rss_mb": peak_rss_mb(),
-                "rss_at_start_mb": rss0,
-                "service_cpu_seconds": {k: round(services1[k] - services0.get(k, 0.0), 2) for k in services1},
+                "cpu_seconds": round(before.get("cpu_seconds", 0.0) + _cpu() - cpu0, 3),
+                "peak_rss_mb": peak,
+                "rss_at_start_mb": before.get("rss_at_start_mb", rss0),
+                "service_cpu_seconds": {
+                    k: round(spent.get(k, 0.0) + services1[k] - services0.get(k, 0.0), 2) for k in services1
+                },
             }
             if event.step in profilers:
                 measured[event.step].update(
@@ -134,11 +140,23 @@ def step_refresh(settings, args: dict) -> dict:
                 )
 
     started = time.monotonic()
-    run = run_refresh(settings, mode=args["mode"], tables=[args.get("table", "product")], on_event=on_event)
-    steps = {}
+    tables = args.get("tables") or [args.get("table", "product")]
+    run = run_refresh(settings, mode=args["mode"], tables=tables, on_event=on_event)
+    steps: dict[str, dict] = {}
     for s in run.steps:
-        counts = {k: v for k, v in s.counts.items() if isinstance(v, (int, float, bool))}
-        steps[s.step] = {"seconds": round(s.duration, 3), "state": s.state, **counts, **measured.get(s.step, {})}
+        counts = {k: v for k, v in s.counts.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        flags = {k: v for k, v in s.counts.items() if isinstance(v, bool)}
+        step = steps.setdefault(s.step, {"seconds": 0.0, "state": s.state, "runs": 0})
+        # A per-table step runs once per table: its seconds and counts are the runs' sum.
+        step["seconds"] = round(step["seconds"] + s.duration, 3)
+        step["runs"] += 1
+        if s.state != "ok":
+            step["state"] = s.state
+        for k, v in counts.items():
+            step[k] = step.get(k, 0) + v
+        step.update(flags)
+    for name, step in steps.items():
+        step.update(measured.get(name, {}))
     return {
         "seconds": time.monotonic() - started,
         "success": run.outcome == "ok",

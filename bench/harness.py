@@ -78,8 +78,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_settings(data_dir: Path) -> Settings:
-    """Settings for a throw-away stack: free ports, generated secrets (as tests/support/stack.py does)."""
+def bench_settings(data_dir: Path, **overrides) -> Settings:
+    """Settings for a throw-away stack: free ports, generated secrets (as tests/support/stack.py
+    does); `overrides` are further settings (bench/tables.py: its config file and dbt project)."""
     pg_port = free_port()
     return load_settings(
         env_file=None,
@@ -97,6 +98,7 @@ def bench_settings(data_dir: Path) -> Settings:
             s3_access_key=secrets.token_urlsafe(12),
             s3_secret_key=secrets.token_urlsafe(18),
         ),
+        **overrides,
     )
 
 
@@ -153,9 +155,9 @@ class Stack:
     env: dict = field(default_factory=dict)
 
     @classmethod
-    def start(cls, log) -> Stack:
+    def start(cls, log, **overrides) -> Stack:
         root = Path(tempfile.mkdtemp(prefix="bi-bench-"))
-        settings = bench_settings(root / "data")
+        settings = bench_settings(root / "data", **overrides)
         runtime = EmbeddedRuntime(settings)
         stack = cls(root, settings, runtime, {**os.environ, **settings.to_env()})
         try:

@@ -147,6 +147,7 @@ class Generator:
 
     topic: str
     seed: int = 7
+    source_table: str = "Product"  # source.table of the events (bench/tables.py: Product's copies)
     products: int = PRODUCTS
     rng: random.Random = field(init=False)
     live: list[int] = field(default_factory=list)
@@ -173,7 +174,7 @@ class Generator:
             "db": DATABASE,
             "sequence": None,
             "schema": "dbo",
-            "table": "Product",
+            "table": self.source_table,
         }
 
     @staticmethod

@@ -70,6 +70,52 @@ def summary(size: dict) -> list[str]:
     return sentences
 
 
+def _case(case: dict) -> str:
+    return f"{case['tables']} × {case['events_per_table']:,}"
+
+
+def _cpu_note(case: dict, step: str) -> str:
+    """A step's own CPU and the services' CPU in one case of bench/tables.py."""
+    measured = case["full_refresh"]["steps"][step]
+    names = {"postgres": "PostgreSQL", "kafka": "broker", "s3": "S3"}
+    services = ", ".join(
+        f"{names.get(k, k)} {v:.1f}" for k, v in (measured.get("service_cpu_seconds") or {}).items() if v >= 0.05
+    )
+    return f"own CPU {measured.get('cpu_seconds', 0):.1f} s" + (f", {services}" if services else "")
+
+
+def format_tables(report: dict) -> str:
+    """bench/tables.py's run: many tables against one, per step, and each table's overhead."""
+    many, one, overhead = report["many"], report["one"], report["overhead"]
+    total = overhead["total"]
+    share = total["per_table_seconds"] * (many["tables"] - one["tables"]) / total["many_seconds"]
+    lines = [
+        f"Full refresh of {many['events']:,} events over {many['tables']} tables: {total['many_seconds']:.1f} s; "
+        f"over one table: {total['one_seconds']:.1f} s. Each table beyond the first adds "
+        f"{total['per_table_seconds']:.2f} s ({share:.0%} of the {many['tables']} tables' refresh is per-table overhead).",
+        "",
+        f"| step | {_case(many)} s | {_case(one)} s | per extra table s | {_case(many)} µs/event | "
+        f"{_case(one)} µs/event | {_case(many)}: CPU s | {_case(one)}: CPU s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for name, row in overhead.items():
+        cpu = ("", "") if name == "total" else (_cpu_note(many, name), _cpu_note(one, name))
+        lines.append(
+            f"| {name} | {row['many_seconds']:.2f} | {row['one_seconds']:.2f} | {row['per_table_seconds']:.3f} | "
+            f"{row['many_us_per_event']} | {row['one_us_per_event']} | {cpu[0]} | {cpu[1]} |"
+        )
+    lines.append("")
+    for case in (many, one):
+        lines.append(
+            f"{_case(case)}: {case['products_per_table']:,} products in each topic's snapshot, "
+            f"{case['bronze_rows']:,} bronze rows, {case['staging_rows']:,} staging rows; {case['tables']} table(s) added in "
+            f"{case['table_add_seconds']:.1f} s, events produced in {case['produce_seconds']:.1f} s (outside the refresh); "
+            f"load average {case['uptime_before']} before, {case['uptime_after']} after; "
+            f"lowest free memory {case['memory_lowest_available_gib']} GiB."
+        )
+    return "\n".join(lines)
+
+
 def render_block(results: list[tuple[str, dict]]) -> str:
     lines = [
         harness.README_START,
@@ -87,6 +133,9 @@ def render_block(results: list[tuple[str, dict]]) -> str:
         ]
         if report.get("note"):
             lines += [f"Conditions: {report['note']}", ""]
+        if report.get("kind") == "tables":
+            lines += [format_tables(report), "", f"Whole run: {report['total_seconds']:.0f} s.", ""]
+            continue
         for size in report["sizes"]:
             lines += [" ".join(summary(size)), ""]
         lines += [harness.format_table(report).replace("\n### ", "\n#### ").replace("### ", "#### ", 1), ""]

@@ -21,7 +21,7 @@ from psycopg2.extensions import connection
 from pipeline.checks import probes, rules
 from pipeline.checks.model import Check, Verdict, measure
 from pipeline.config import ConfigError, Settings, TableConfig
-from pipeline.config.contracts import DEFAULT_DBT_DIR, contract_path, find_contract
+from pipeline.config.contracts import contract_path, find_contract
 from pipeline.process.log_sink import Log
 from pipeline.runtime.model import RuntimeUnavailable, ServiceStatus
 from pipeline.steps.contract_suite import suite_names
@@ -154,9 +154,9 @@ def table_checks(
         return rules.reconciliation(layers[0])
 
     c.run(f"reconciliation:{table.name}", "reconciliation", reconciliation)
-    contract = find_contract(DEFAULT_DBT_DIR, table.name)
+    contract = find_contract(settings.dbt_project_dir, table.name)
     if contract is not None:
-        contract_file = str(contract_path(DEFAULT_DBT_DIR, table.name))
+        contract_file = str(contract_path(settings.dbt_project_dir, table.name))
         c.run(
             f"schema:{table.name}",
             "schema",
@@ -260,7 +260,7 @@ def table_checks(
 
 def gx_checks(settings: Settings, table: TableConfig, c: Collector, *, dbt_dir: Path | None = None) -> None:
     """One check per suite of the table (its contract's suite when it has none configured)."""
-    if not suite_names(table, dbt_dir):
+    if not suite_names(table, dbt_dir or settings.dbt_project_dir):
         c.run(f"gx:{table.name}", "great_expectations", lambda: rules.not_covered(table))
         return
     result = run_validation(settings, table, build_docs=False, dbt_dir=dbt_dir)

@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BI_"
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
+# The dbt project the repository ships: its models and the tables' source contracts.
+DEFAULT_DBT_DIR = Path(__file__).resolve().parents[2] / "dbt"
 # Identifiers that come from configuration end up in SQL and object names; refuse
 # anything that is not a plain name rather than trying to escape it everywhere.
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -213,6 +215,9 @@ class Settings(BaseSettings):
     runtime: Literal["auto", "embedded", "compose"] = "auto"
     data_dir: Path = Field(default_factory=lambda: xdg_data_home() / "bi-console")
     config_file: Path | None = None
+    # The dbt project transform and test run and validate reads the source contracts from
+    # (BI_DBT_PROJECT_DIR): a copy of it holds tables of its own (bench/tables.py).
+    dbt_project_dir: Path = DEFAULT_DBT_DIR
 
     pg_host: str = "127.0.0.1"
     pg_port: int = 5433

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
+from pipeline.config import DEFAULT_DBT_DIR as DEFAULT_DBT_DIR  # the contracts live in the dbt project
 from pipeline.config import ConfigError
 
-DEFAULT_DBT_DIR = Path(__file__).resolve().parents[2] / "dbt"
 # sqlglot logs the statements it cannot read; contract_from_ddl reports them itself, once.
 _SQLGLOT_LOG = logging.getLogger("sqlglot")
 _SQLGLOT_LOG.addHandler(logging.NullHandler())

@@ -106,7 +106,7 @@ def _test(ctx: StepContext) -> StepResult:
 
 def _validate(ctx: StepContext) -> StepResult:
     table, log = _per_table(ctx), ctx.log
-    if not suite_names(table):
+    if not suite_names(table, ctx.settings.dbt_project_dir):
         log(f"validate: no suites configured for {table.name} and no source contract")
         return {"suites": 0}
     _database_answers(ctx.settings)

@@ -23,7 +23,6 @@ import yaml
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, Settings, TableConfig, safe_identifier
 from pipeline.config.contracts import (
-    DEFAULT_DBT_DIR,
     SourceContract,
     contract_from_ddl,
     contract_from_topic,
@@ -142,7 +141,7 @@ def plan_table_add(
     if any(t.name == name for t in settings.tables):
         where = config_path if config_path.is_file() else "pipeline/config/default_config.toml"
         raise TableAddError(f"table {name!r} is already configured in {where}")
-    dbt_dir = Path(dbt_dir or DEFAULT_DBT_DIR)
+    dbt_dir = Path(dbt_dir or settings.dbt_project_dir)
     if ddl_file is not None:
         if not ddl_file.is_file():
             raise TableAddError(f"--from-ddl {ddl_file}: no such file")

@@ -31,14 +31,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import DEFAULT_DBT_DIR, Settings, load_settings
 from pipeline.process.log_sink import Log
 
 if TYPE_CHECKING:
     from dbt_common.events.base_types import EventMsg
 
 
-DEFAULT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt"
+DEFAULT_PROJECT_DIR = DEFAULT_DBT_DIR
 PROFILE_NAME = "bi_console"
 TARGET_NAME = "bi_console"
 PASSWORD_ENV = "BI_CONSOLE_DBT_PASSWORD"
@@ -168,7 +168,7 @@ class DbtProject:
         self.settings = settings
         self.log = log or (lambda line: None)
         self.debug_logging = debug
-        self.project_dir = Path(project_dir) if project_dir else DEFAULT_PROJECT_DIR
+        self.project_dir = Path(project_dir) if project_dir else settings.dbt_project_dir
         self.threads = threads
 
     # -- public commands -------------------------------------------------

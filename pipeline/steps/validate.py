@@ -383,6 +383,7 @@ def run_validation(
     """
     log = log or (lambda line: None)
     cfg = settings.table(table) if isinstance(table, str) else table
+    dbt_dir = dbt_dir or settings.dbt_project_dir
     names = list(suites if suites is not None else suite_names(cfg, dbt_dir))
     started = time.monotonic()
     now = datetime.now(timezone.utc)

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline.config import Settings, TableConfig
-from pipeline.config.contracts import DEFAULT_DBT_DIR, contract_path
+from pipeline.config.contracts import contract_path
 from pipeline.process.log_sink import Log, no_log
 from pipeline.superset.client import SupersetApiError, SupersetClient
 from pipeline.superset.dashboards import DASHBOARDS, DashboardSpec, chart_definition
@@ -32,7 +32,7 @@ def managed_tables(settings: Settings, dbt_dir: Path | None = None) -> list[Tabl
     source contract, whose suite validates them), so that no chart reads a table no quality
     check covers, and those a managed dashboard reads."""
     dashboard_tables = {spec.table for spec in DASHBOARDS}
-    contracts = dbt_dir or DEFAULT_DBT_DIR
+    contracts = dbt_dir or settings.dbt_project_dir
     return [
         t
         for t in settings.tables
