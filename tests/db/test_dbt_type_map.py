@@ -557,3 +557,15 @@ def test_composite_key_of_a_guid_and_a_date(built):
     result = project.run("base_price_period")
     assert result.success, result.error or result.output[-3000:]
     assert periods() == [(lowered, date(2023, 11, 14), "9.00")]
+
+
+def test_the_contract_suite_expects_the_types_staging_builds(built):
+    """The default suite's type map (pipeline/steps/contract_suite.py) and the macros'
+    (dbt/macros/type_map.sql) are two copies of one map: the suite must expect, for every
+    SQL Server type, the type the staging relation really has."""
+    from pipeline.steps.contract_suite import staging_type
+
+    settings, _ = built
+    staged = dict(staged_columns(settings, "base_type_probe"))
+    for _, sql_type, name, _ in TYPES:
+        assert staging_type(sql_type).lower() == staged[name], (sql_type, staging_type(sql_type), staged[name])
