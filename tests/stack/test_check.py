@@ -189,8 +189,11 @@ def test_reconciliation_with_the_source_and_the_topic_fails_when_a_row_goes(stac
 
 def test_a_table_without_a_suite_is_not_covered(stack):
     """Issue 22: a table configured without a Great Expectations suite is "not covered", a
-    warning, never a success; MeasureUnit's own suite passes on the demo."""
-    from pipeline.config import DEFAULT_CONFIG
+    warning, never a success; MeasureUnit's own suite passes on the demo. Issue 21: a table
+    with a source contract and no suites of its own is validated by its contract's suite, so
+    "not covered" is a table with neither."""
+    from pathlib import Path
+
     from pipeline.steps.validate import run_validation
 
     stack.seeded()
@@ -199,14 +202,24 @@ def test_a_table_without_a_suite_is_not_covered(stack):
     assert _checks(shipped)["gx:measure_unit_marts"]["status"] == "pass", _checks(shipped)["gx:measure_unit_marts"]
 
     suites = 'suites = ["measure_unit_marts"]'
-    assert DEFAULT_CONFIG.read_text().count(suites) == 1
-    unsuited = _write(stack, "unsuited.toml", DEFAULT_CONFIG.read_text().replace(suites, "suites = []"))
+    config_text = Path(stack.settings.config_file).read_text()
+    assert config_text.count(suites) == 1 and config_text.count('name = "measure_unit"') == 1
+    unsuited = _write(stack, "unsuited.toml", config_text.replace(suites, "suites = []"))
     result = stack.cli("--check", "--json", env={"BI_CONFIG_FILE": str(unsuited)})
     assert result.returncode == 0, result.stderr[-2000:]
-    gx = _checks(result)["gx:measure_unit"]
+    contract_suite = _checks(result)["gx:measure_unit_staging_contract"]
+    assert contract_suite["status"] == "pass", contract_suite
+
+    # The same table under a name the dbt project has no contract for: nothing validates it.
+    uncontracted = config_text.replace(suites, "suites = []").replace(
+        'name = "measure_unit"', 'name = "measure_unit_uncontracted"'
+    )
+    result = stack.cli("--check", "--json", env={"BI_CONFIG_FILE": str(_write(stack, "uncovered.toml", uncontracted))})
+    assert result.returncode == 0, result.stderr[-2000:]
+    gx = _checks(result)["gx:measure_unit_uncontracted"]
     assert gx["status"] == "warn" and gx["evidence"].startswith("not covered"), gx
     assert "gx:product_marts" in _checks(result)
-    table = stack.settings.table("measure_unit").model_copy(update={"suites": []})
+    table = stack.settings.table("measure_unit").model_copy(update={"suites": [], "name": "measure_unit_uncontracted"})
     validation = run_validation(stack.settings, table, build_docs=False)
     assert not validation.covered and validation.verdict == "not covered"
     assert validation.as_dict()["covered"] is False
