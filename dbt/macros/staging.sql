@@ -105,14 +105,16 @@ select
     {{ cdc_decode(cdc_col(column.source_column), column.source_type, contract, column.name) }} as {{ adapter.quote(column.name) }},
     {%- endif %}
 {%- endfor %}
-{%- for source_column, name in cdc_columns_beyond_contract(bronze, contract) %}
-    {{ decode_text(cdc_col(source_column)) }} as {{ adapter.quote(name) }},
-{%- endfor %}
     cdc_operation,
     source_timestamp,
     is_snapshot,
     kafka_offset,
     ingested_at
+{#- Last, where on_schema_change appends a column to the table: a full build and an
+    incremental one then hold the columns in the same order. -#}
+{%- for source_column, name in cdc_columns_beyond_contract(bronze, contract) %},
+    {{ decode_text(cdc_col(source_column)) }} as {{ adapter.quote(name) }}
+{%- endfor %}
 from latest
 {%- endif -%}
 {%- endmacro %}
