@@ -314,7 +314,7 @@ class QualityView(View):
         texts, ok = [], True
         try:
             for table in self.app.settings.tables:
-                if not suite_names(table):
+                if not suite_names(table, self.app.settings.dbt_project_dir):
                     continue
                 try:
                     result = run_validation(self.app.settings, table)

@@ -112,7 +112,7 @@ def quality_snapshot(settings: Settings) -> QualitySnapshot:
         for table in settings.tables:
             snap.counts.append(probes.layer_counts(conn, settings, table))
             monitoring.table_checks(settings, table, conn, collector)
-            if not suite_names(table):
+            if not suite_names(table, settings.dbt_project_dir):
                 snap.checks.append(judged(f"gx:{table.name}", rules.not_covered(table), "great_expectations"))
         snap.checks[:0] = collector.results
         f = settings.file

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import TableConfig
-from pipeline.config.contracts import DEFAULT_DBT_DIR, SourceContract, find_contract
+from pipeline.config.contracts import SourceContract, find_contract
 
 CONTRACT_SUITE_SUFFIX = "_staging_contract"
 
@@ -73,11 +73,11 @@ def contract_suite_name(table: TableConfig) -> str:
     return f"{table.name}{CONTRACT_SUITE_SUFFIX}"
 
 
-def suite_names(table: TableConfig, dbt_dir: Path | None = None) -> list[str]:
+def suite_names(table: TableConfig, dbt_dir: Path) -> list[str]:
     """The suites that validate the table: its configured ones, else its contract's."""
     if table.suites:
         return list(table.suites)
-    if find_contract(dbt_dir or DEFAULT_DBT_DIR, table.name) is not None:
+    if find_contract(dbt_dir, table.name) is not None:
         return [contract_suite_name(table)]
     return []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from pipeline.config import load_settings
+from pipeline.config import DEFAULT_DBT_DIR, load_settings
 from pipeline.orchestration.table_add import apply_table_add, plan_table_add
 from pipeline.steps.contract_suite import suite_names
 from pipeline.steps.transform import DbtProject
@@ -40,4 +40,4 @@ def test_a_run_pointed_at_a_copy_adds_reads_and_runs_the_copy(tmp_path, monkeypa
 
     table = load_settings(env_file=None).table("t01")
     assert suite_names(table, settings.dbt_project_dir) == ["t01_staging_contract"]
-    assert suite_names(table) == []  # the repository's project has no contract of t01
+    assert suite_names(table, DEFAULT_DBT_DIR) == []  # the repository's project has no contract of t01
