@@ -479,7 +479,14 @@ def refresh_command(ctx: click.Context, mode: str, steps: str | None, as_json: b
             err(f"bi-console: unknown step(s) {', '.join(unknown)} (known: {', '.join(StepNames)})")
             sys.exit(EXIT_USAGE)
     try:
-        run = run_refresh(settings, mode=mode, steps=step_list, tables=list(tables) or None, on_event=_print_progress)
+        run = run_refresh(
+            settings,
+            mode=mode,
+            steps=step_list,
+            tables=list(tables) or None,
+            on_event=_print_progress,
+            on_wait=lambda line: err(f"bi-console: {line}"),
+        )
     except RefreshLocked as exc:
         err(f"bi-console: {exc}")
         sys.exit(EXIT_LOCKED)
@@ -542,6 +549,47 @@ def watch_command(ctx: click.Context, every: str, max_runs: int | None) -> None:
         if max_runs is not None and runs >= max_runs:
             break
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+@main.command("run")
+@click.option("--table", "tables", multiple=True, help="Only these configured tables (default: all).")
+@click.option("--probe", is_flag=True, help="Exit 0 when a runner's heartbeat is fresh, 1 when not (healthchecks).")
+@click.pass_context
+def run_command(ctx: click.Context, tables: tuple[str, ...], probe: bool) -> None:
+    """Continuous mode: ingest, load and transform at once, as changes arrive.
+
+    Runs until Ctrl-C or SIGTERM. dbt tests, Great Expectations and the BI refresh run on
+    their own slower cadence ([runner] in the config file). A manual refresh pauses it."""
+    settings = settings_or_exit(ctx)
+    if probe:
+        from pipeline.checks.rules import runner_alive
+        from pipeline.stores.runner_state import read_heartbeat
+
+        timeout = settings.file.runner.heartbeat_timeout_seconds
+        try:
+            beat = read_heartbeat(settings)
+        except Exception as exc:  # PostgreSQL unreachable: the probe cannot say it is alive
+            err(f"bi-console run --probe: {' '.join(str(exc).split())[:300]}")
+            sys.exit(EXIT_FAILED)
+        verdict = runner_alive(beat, timeout)
+        err(f"bi-console run --probe: {verdict.status}: {verdict.evidence}")
+        # Alive is beating in time; a stage that retries (a service away) is still alive.
+        alive = beat is not None and beat.state != "stopped" and beat.age_seconds <= timeout
+        sys.exit(EXIT_OK if alive else EXIT_FAILED)
+    import signal
+    import threading
+
+    from pipeline.orchestration.continuous import ContinuousRunner
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        runner = ContinuousRunner(settings, list(tables) or None, log=err)
+    except ConfigError as exc:
+        err(f"bi-console: {exc}")
+        sys.exit(EXIT_USAGE)
+    runner.run(stop)
 
 
 # -- check ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ from pipeline.steps.quarantine import QuarantineSummary, RejectSummary
 from pipeline.steps.transform import DbtProject
 from pipeline.steps.validate import SuiteOutcome, run_validation
 from pipeline.stores.db import ServiceUnreachable, connect
+from pipeline.stores.runner_state import Heartbeat, read_heartbeat
 
 T = TypeVar("T")
 
@@ -272,6 +273,24 @@ def gx_checks(settings: Settings, table: TableConfig, c: Collector, *, dbt_dir: 
         c.run(f"gx:{suite.name}", "great_expectations", suite_check)
 
 
+def runner_checks(settings: Settings, c: Collector) -> None:
+    """The continuous runner: alive, and, while it runs, each table's freshness objective and
+    its last quality run."""
+    config = settings.file.runner
+    beat = read_heartbeat(settings)
+    c.run("runner", "runner", lambda: rules.runner_alive(beat, config.heartbeat_timeout_seconds))
+    if beat is None or beat.state == "stopped" or beat.age_seconds > config.heartbeat_timeout_seconds:
+        return
+    running: Heartbeat = beat
+    for table in settings.tables:
+
+        def freshness(name: str = table.name) -> Verdict:
+            return rules.runner_freshness(running, name, config.freshness_objective_seconds)
+
+        c.run(f"runner_freshness:{table.name}", "runner", freshness)
+    c.run("runner_quality", "runner", lambda: rules.runner_quality(running))
+
+
 def run_checks(
     settings: Settings, *, log: Log = lambda line: None, include_dbt: bool = True, include_gx: bool = True
 ) -> list[Check]:
@@ -288,6 +307,7 @@ def run_checks(
     finally:
         conn.close()
     _record_check_time(settings, started_at)
+    runner_checks(settings, c)
     if include_dbt:
 
         def dbt_tests() -> Verdict:

@@ -6,6 +6,7 @@ the verdicts and show them; none of them judges on its own.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pipeline.checks.model import Verdict, first_line
 from pipeline.checks.probes import LayerCounts, MartsProfile, PartitionLag, SourceColumns, SourceState, TopicAccount
@@ -15,6 +16,7 @@ from pipeline.config.contracts import SourceContract, expected_json_kinds
 from pipeline.runtime.model import ConnectorStatus
 from pipeline.steps.quarantine import QuarantineSummary, RejectSummary
 from pipeline.steps.validate import SuiteOutcome
+from pipeline.stores.runner_state import Heartbeat
 
 
 def _bounded(count: int, limit: int) -> str:
@@ -312,3 +314,75 @@ def source_schema(contract: SourceContract, seen: SourceColumns, contract_file: 
     if not findings:
         return Verdict("pass", f"{len(listed)} columns, as the contract lists them")
     return Verdict("fail" if retyped else "warn", "; ".join(findings), "; ".join(fixes))
+
+
+def _lag_text(stages: dict[str, dict[str, Any]]) -> str:
+    names = {
+        "source_to_topic": "source→topic",
+        "topic_to_raw": "topic→raw",
+        "raw_to_bronze": "raw→bronze",
+        "bronze_to_marts": "bronze→marts",
+    }
+    parts = []
+    for key, label in names.items():
+        stage = stages.get(key, {})
+        events, seconds = stage.get("events"), stage.get("seconds")
+        parts.append(f"{label} {'?' if events is None else events} ev/{'?' if seconds is None else f'{seconds:.1f}s'}")
+    return ", ".join(parts)
+
+
+def runner_alive(beat: Heartbeat | None, timeout_seconds: float) -> Verdict:
+    """The continuous runner's heartbeat: absent is no runner (skip), stale is a dead one (fail)."""
+    if beat is None:
+        return Verdict("skip", "no continuous runner has run against this database (`bi-console run` starts one)")
+    where = f"pid {beat.pid} on {beat.host}"
+    if beat.state == "stopped":
+        return Verdict(
+            "warn", f"the continuous runner ({where}) was stopped at {beat.beat_at}", "`bi-console run` starts it"
+        )
+    if beat.age_seconds > timeout_seconds:
+        return Verdict(
+            "fail",
+            f"the continuous runner ({where}, {beat.state}) last beat {beat.age_seconds:.0f}s ago "
+            f"(timeout {timeout_seconds:g}s): it died or hangs",
+            "restart it: `bi-console run` (the compose service and the systemd unit restart it themselves)",
+        )
+    failing = [f"{name}: {s.get('error')}" for name, s in beat.detail.get("stages", {}).items() if s.get("error")]
+    evidence = f"the continuous runner ({where}) is {beat.state}, last beat {beat.age_seconds:.0f}s ago"
+    if beat.state == "paused":
+        paused_for = beat.detail.get("paused_for") or {}
+        evidence += f" for refresh {paused_for.get('run_id', '?')}"
+    if failing:
+        return Verdict("warn", f"{evidence}; retrying: {'; '.join(failing)[:500]}", "see the runner's log")
+    return Verdict("pass", evidence)
+
+
+def runner_freshness(beat: Heartbeat, table: str, objective_seconds: float) -> Verdict:
+    """How far, while the runner runs, the table's marts trail the newest source commit."""
+    stages = beat.detail.get("tables", {}).get(table)
+    if stages is None:
+        return Verdict("skip", f"the continuous runner does not run {table}")
+    behind = float(stages.get("source_to_marts", {}).get("seconds") or 0.0)
+    evidence = f"marts {behind:.1f}s behind the source (objective {objective_seconds:g}s): {_lag_text(stages)}"
+    if behind > objective_seconds:
+        return Verdict(
+            "fail",
+            evidence,
+            "look for the stage with the most events waiting; the runner's log names a failing one",
+        )
+    return Verdict("pass", evidence)
+
+
+def runner_quality(beat: Heartbeat) -> Verdict:
+    """The runner's last dbt tests and Great Expectations run (its slow cadence)."""
+    outcome = beat.detail.get("stages", {}).get("validate", {}).get("result") or {}
+    if not outcome:
+        return Verdict("skip", "the continuous runner has not validated yet (every [runner] validate_every_seconds)")
+    failed = outcome.get("failed") or []
+    if failed:
+        return Verdict(
+            "fail",
+            "; ".join(f"{f.get('step')}: {str(f.get('error'))[:300]}" for f in failed),
+            "see the Quality view; fix the data or the model, the runner validates again after the next change",
+        )
+    return Verdict("pass", f"dbt tests and Great Expectations passed (run {outcome.get('run_id', '?')})")

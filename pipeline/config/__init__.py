@@ -187,11 +187,32 @@ class Thresholds(BaseModel, extra="allow"):
         return float(values.get(f"{flag}_share_min", 0.0)), float(values.get(f"{flag}_share_max", 1.0))
 
 
+class RunnerConfig(BaseModel):
+    """The continuous runner, `bi-console run` ([runner] of the config file)."""
+
+    # A raw object is written at this many events, or once its first event waited this long.
+    object_max_events: int = Field(default=5000, ge=1)
+    object_max_age_seconds: float = Field(default=1.0, gt=0)
+    # Off the hot path: dbt tests and Great Expectations at most this often (when data changed),
+    # the BI cache refresh this long after the last change reached the marts (debounced).
+    validate_every_seconds: float = Field(default=300.0, gt=0)
+    bi_debounce_seconds: float = Field(default=10.0, ge=0)
+    heartbeat_every_seconds: float = Field(default=2.0, gt=0)
+    # A heartbeat older than this is a dead (or hung) runner: `--check` fails.
+    heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
+    # The freshness objective: how far the marts may trail a source commit while the runner
+    # runs; `--check` fails above it.
+    freshness_objective_seconds: float = Field(default=10.0, gt=0)
+    # A manual refresh asks a running runner to pause, and gives up after this long.
+    pause_wait_seconds: float = Field(default=120.0, gt=0)
+
+
 class FileConfig(BaseModel):
     """The TOML config file: tables and behaviour, never secrets."""
 
     tables: list[TableConfig]
     thresholds: Thresholds = Thresholds()
+    runner: RunnerConfig = RunnerConfig()
     keymap: dict[str, str] = Field(default_factory=dict)
     theme: str = "textual-dark"
     # The TUI asks before a stop, a restart or a fix that writes; false skips the question.

@@ -141,6 +141,65 @@ class RefreshLock:
             self.fd = None
 
 
+def pause_request_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "refresh.pause"
+
+
+def request_pause(settings: Settings, requester: dict[str, Any]) -> None:
+    """Ask the continuous runner holding the lock to let go of it; it resumes once the
+    request is withdrawn (or its requester's process is gone)."""
+    path = pause_request_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(requester))
+
+
+def withdraw_pause(settings: Settings) -> None:
+    pause_request_path(settings).unlink(missing_ok=True)
+
+
+def lock_holder(settings: Settings) -> dict[str, Any]:
+    """What the lock file says of its holder ({} when nothing does)."""
+    try:
+        return dict(json.loads((Path(settings.data_dir) / "refresh.lock").read_text() or "{}"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _acquire_pausing_runner(
+    settings: Settings, lock: RefreshLock, holder: dict[str, Any], on_wait: Callable[[str], None]
+) -> bool:
+    """Take the lock; when the continuous runner holds it, ask it to pause and wait for it.
+    True when the runner was paused (the caller withdraws the request when it ends)."""
+    try:
+        lock.acquire(holder)
+        return False
+    except RefreshLocked:
+        other = lock_holder(settings)
+        if not other.get("runner"):
+            raise
+    wait = settings.file.runner.pause_wait_seconds
+    on_wait(
+        f"the continuous runner (run {other.get('run_id', '?')}, pid {other.get('pid', '?')}) holds the refresh "
+        f"lock: asking it to pause for this refresh (waiting up to {wait:.0f}s); it resumes when this refresh ends"
+    )
+    request_pause(settings, holder)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            lock.acquire(holder)
+            on_wait("the continuous runner paused; this refresh runs now")
+            return True
+        except RefreshLocked:
+            if time.monotonic() >= deadline:
+                withdraw_pause(settings)
+                raise RefreshLocked(
+                    f"the continuous runner (pid {other.get('pid', '?')}) did not pause within {wait:.0f}s "
+                    "([runner] pause_wait_seconds); nothing was changed, try again or stop it (`bi-console run` "
+                    "ends on Ctrl-C or SIGTERM)"
+                ) from None
+            time.sleep(0.25)
+
+
 # Run logs kept beside the history; the history's records outlive their logs.
 RUN_LOGS_KEPT = 50
 
@@ -250,7 +309,12 @@ def run_refresh(
     tables: list[str] | None = None,
     on_event: Callable[[RefreshEvent], None] = lambda e: None,
     cancel: threading.Event | None = None,
+    on_wait: Callable[[str], None] = lambda line: None,
+    under_lock_of: str | None = None,
 ) -> RefreshRun:
+    """Run the planned steps under the refresh lock. A continuous runner holding the lock is
+    asked to pause (on_wait hears of it) and resumes afterwards. under_lock_of: the run id of
+    the continuous runner this run works for (its quality checks): the runner holds the lock."""
     if mode not in ("full", "incremental"):
         raise ConfigError(f"refresh mode must be full or incremental, not {mode!r}")
     selected = [settings.table(name) for name in tables] if tables else list(settings.tables)
@@ -264,9 +328,14 @@ def run_refresh(
         selected_tables=[t.name for t in selected] if tables else None,
     )
     lock = RefreshLock(settings)
-    lock.acquire(
-        {"run_id": run.run_id, "mode": run_label(run.as_dict()), "pid": os.getpid(), "started_at": run.started_at}
-    )
+    holder = {"run_id": run.run_id, "mode": run_label(run.as_dict()), "pid": os.getpid(), "started_at": run.started_at}
+    paused_runner = False
+    if under_lock_of is None:
+        paused_runner = _acquire_pausing_runner(settings, lock, holder, on_wait)
+    else:
+        run.details["continuous_runner"] = under_lock_of
+    if paused_runner:
+        run.details["paused_runner"] = True
     secrets = settings.secret_values()
     started = time.monotonic()
     run_log = _RunLog(settings, run.run_id)
@@ -290,6 +359,8 @@ def run_refresh(
     finally:
         run.duration = time.monotonic() - started
         lock.release()
+        if paused_runner:
+            withdraw_pause(settings)
         try:
             with open(history_path(settings), "a") as fh:
                 fh.write(json.dumps(run.as_dict(), default=str) + "\n")

@@ -63,8 +63,9 @@ def run_refresh_in_child(
     on_event: Callable[[RefreshEvent], None] = lambda e: None,
     cancel: threading.Event | None = None,
     nice: int = 10,
+    under_lock_of: str | None = None,
 ) -> RefreshRun:
-    request = json.dumps({"mode": mode, "steps": steps, "tables": tables})
+    request = json.dumps({"mode": mode, "steps": steps, "tables": tables, "under_lock_of": under_lock_of})
     log_dir = Path(settings.data_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     # The child's own output (dbt's console, warnings) goes to a file nobody has to drain.
@@ -129,6 +130,7 @@ def main(argv: list[str]) -> int:
             tables=request["tables"],
             cancel=cancel,
             on_event=send,
+            under_lock_of=request.get("under_lock_of"),
         )
     except (RefreshLocked, ConfigError) as exc:
         out.write(json.dumps({"type": "error", "kind": type(exc).__name__, "message": str(exc)}) + "\n")

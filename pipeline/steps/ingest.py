@@ -30,7 +30,7 @@ from pipeline.config import Settings, TableConfig
 from pipeline.process.log_sink import Log
 from pipeline.process.memory import release_freed_memory
 from pipeline.steps import quarantine
-from pipeline.steps.envelope import PoisonMessage, check_event
+from pipeline.steps.envelope import PoisonMessage, check_event, unwrap
 from pipeline.stores.bronze import bronze_relation, ensure_meta
 from pipeline.stores.db import ServiceUnreachable, connect, one_row
 from pipeline.stores.kafka import PartitionOffsets, client_config, probe_broker, topic_offsets
@@ -112,6 +112,31 @@ class IngestResult:
         if self.resets:
             counts["topic_resets"] = len(self.resets)
         return counts
+
+
+@dataclass(frozen=True)
+class WrittenObject:
+    """A raw object ingest wrote and recorded: what a loader needs to take it, and when its
+    newest event was committed at the source, reached the topic and reached the raw zone."""
+
+    key: str
+    etag: str
+    events: int
+    newest_topic_ms: int | None  # the Kafka timestamp of its newest event
+    newest_commit_ms: int | None  # that event's source commit time (Debezium source.ts_ms)
+    written_at: float  # epoch seconds
+
+
+def source_commit_ms(value: bytes | None) -> int | None:
+    """The source commit time (Debezium `source.ts_ms`) of one event's value, None when it has none."""
+    if not value:
+        return None
+    try:
+        envelope = unwrap(orjson.loads(value))
+        committed = envelope.get("source", {}).get("ts_ms") if isinstance(envelope, dict) else None
+    except (ValueError, AttributeError):
+        return None
+    return committed if isinstance(committed, int) else None
 
 
 def epoch_dir(epoch: int) -> str:
@@ -436,6 +461,10 @@ class _Batch:
         self.events = 0  # lines written; the lines themselves are dropped once joined
         self.raw_key: str | None = None
         self.quarantine_key: str | None = None
+        self.etag = ""  # the raw object's, once written
+        self.opened = time.monotonic()
+        self.newest_timestamp: int | None = None  # the Kafka timestamp of its newest event
+        self.newest_value: bytes | None = None  # that event's value (its source commit time is read once per object)
 
     def add_offset(self, offset: int) -> None:
         if self.first is None:
@@ -449,7 +478,7 @@ class _Batch:
 
 def put_with_retry(
     store: RawStore, key: str, body: bytes, log: Log, cancel: threading.Event | None, max_wait: float = 300.0
-) -> None:
+) -> str:
     """S3 may be down for a while: back off and retry; the position is not advanced meanwhile.
 
     max_wait is wall-clock time since the first failure: a hung server (each attempt waits
@@ -457,8 +486,7 @@ def put_with_retry(
     delay, first_failure = 0.5, None
     while True:
         try:
-            store.put(key, body)
-            return
+            return store.put(key, body)
         except S3Refused:
             raise  # a wrong key, secret or bucket: no retry can fix it, and the message names it
         except Exception as exc:  # botocore raises many unrelated types for an unreachable endpoint
@@ -496,10 +524,16 @@ def ingest(
     batch_size: int | None = None,
     store: RawStore | None = None,
     on_reset: Callable[[EpochReset], None] | None = None,
+    max_age_seconds: float | None = None,
+    on_object: Callable[[WrittenObject], None] | None = None,
 ) -> IngestResult:
     """Read the table's topic into the raw zone from the recorded positions (full: from the
     start of what the topic still holds, replacing only the current epoch's objects of those
-    offsets). A topic reset starts a new epoch; `on_reset` hears of it as it happens."""
+    offsets). A topic reset starts a new epoch; `on_reset` hears of it as it happens.
+
+    An object is written at `batch_size` events or, given `max_age_seconds`, once its first
+    event waited that long (the continuous runner's ~1 s). `on_object` hears of each object
+    once its position is recorded, so a loader may take it at once."""
     batch_size = batch_size or settings.ingest_batch_size
     store = store or RawStore(settings)
     result = IngestResult()
@@ -518,6 +552,7 @@ def ingest(
     checkpoints = Checkpoints(settings)
     consumer = ingest_consumer(settings, table)
     reader = _TopicReader(settings, table, store, checkpoints, consumer, batch_size, result, log, cancel, on_reset)
+    reader.max_age_seconds, reader.on_object = max_age_seconds, on_object
     try:
         for part in offsets:
             reader.partition(part, full)
@@ -547,6 +582,8 @@ class _TopicReader:
         self.consumer, self.batch_size, self.result, self.log = consumer, batch_size, result, log
         self.cancel, self.on_reset = cancel, on_reset
         self.topic = table.topic
+        self.max_age_seconds: float | None = None
+        self.on_object: Callable[[WrittenObject], None] | None = None
 
     def partition(self, part: PartitionOffsets, full: bool) -> None:
         saved = self.checkpoints.get(self.topic, part.partition)
@@ -697,10 +734,16 @@ class _PartitionWriter:
         else:
             assert key_json is not None and value_json is not None  # check_event passed: it gave both
             batch.tombstones += tombstone
-            batch.lines.append(
-                _line(self.topic, self.partition, offset, message.timestamp()[1], key_json, value_json, self.epoch)
-            )
+            timestamp = message.timestamp()[1]
+            batch.lines.append(_line(self.topic, self.partition, offset, timestamp, key_json, value_json, self.epoch))
+            batch.newest_timestamp, batch.newest_value = timestamp, value_json
         if batch.size >= self.batch_size:
+            self.flush()
+
+    def flush_if_old(self) -> None:
+        """Write the open batch once its first event waited max_age_seconds (continuous mode)."""
+        age = self.reader.max_age_seconds
+        if age is not None and self.batch.size and time.monotonic() - self.batch.opened >= age:
             self.flush()
 
     def flush(self) -> None:
@@ -733,7 +776,7 @@ class _PartitionWriter:
         if done.lines:
             assert done.raw_key is not None  # flush() names a batch with lines
             body, done.events, done.lines = b"".join(done.lines), len(done.lines), []
-            put_with_retry(self.store, done.raw_key, body, self.log, self.cancel)
+            done.etag = put_with_retry(self.store, done.raw_key, body, self.log, self.cancel)
             del body
             release_freed_memory()  # else the heap fragments and the peak grows object by object
         if done.quarantine:
@@ -772,6 +815,17 @@ class _PartitionWriter:
             self.consumer.commit(offsets=[TopicPartition(self.topic, self.partition, next_offset)], asynchronous=True)
         except Exception:
             pass  # the analytics database holds the authoritative position; the group commit is for tooling
+        if self.reader.on_object is not None and done.raw_key is not None:
+            self.reader.on_object(
+                WrittenObject(
+                    done.raw_key,
+                    done.etag,
+                    done.events,
+                    done.newest_timestamp,
+                    source_commit_ms(done.newest_value),
+                    time.time(),
+                )
+            )
         result = self.result
         result.objects += 1 if done.events else 0
         result.events += done.events
@@ -799,7 +853,9 @@ def _read_partition(writer: _PartitionWriter) -> None:
             raise StepCancelled(f"ingest cancelled at offset {position}; the last complete object is kept")
         # Small consume calls: each message holds its whole (schema-wrapped, ~10 kB) value until
         # the call's list is dropped, so 1,000 at a time keeps ~10 MB alive instead of ~50 MB.
-        messages = consumer.consume(min(writer.batch_size, 1000), timeout=1.0)
+        # No more than the partition still holds up to `end`: consume() returns once it has
+        # them, instead of waiting its whole timeout for a batch that cannot fill.
+        messages = consumer.consume(min(writer.batch_size, 1000, max(1, end - position)), timeout=1.0)
         for message in messages:
             error = message.error()
             if error is not None:
@@ -835,6 +891,7 @@ def _read_partition(writer: _PartitionWriter) -> None:
                 writer.add(message, poison=_poison_reason(poison))
             else:
                 writer.add(message, key_json, value_json, tombstone)
+        writer.flush_if_old()
         now = time.monotonic()
         if messages:
             idle_since = now

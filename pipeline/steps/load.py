@@ -442,12 +442,14 @@ class Loader:
             replace_with_shadow(cur, self.settings.file, self.table)
         self._target(self.table.bronze_table)
 
-    def loaded(self) -> dict[str, str]:
+    def loaded(self, keys: list[str] | None = None) -> dict[str, str]:
+        """The loaded objects and their ETags: all of the table's, or those among `keys`."""
+        query = "SELECT object_key, etag FROM {}.load_manifest WHERE bronze_table = %s"
         with self.conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("SELECT object_key, etag FROM {}.load_manifest WHERE bronze_table = %s").format(self.meta),
-                (self.target,),
-            )
+            if keys is None:
+                cur.execute(sql.SQL(query).format(self.meta), (self.target,))
+            else:
+                cur.execute(sql.SQL(query + " AND object_key = ANY(%s)").format(self.meta), (self.target, keys))
             rows = dict(cur.fetchall())
         self.conn.commit()
         return rows
@@ -672,3 +674,37 @@ def _load_objects(
             f"load cancelled after {result.objects} of {len(pending)} objects; "
             "every loaded object is complete and recorded"
         )
+
+
+class BronzeAppender:
+    """The continuous runner's loader of one table: its connection stays open, and it takes
+    objects as ingest writes them.
+
+    One object at a time, on purpose: each object's rows commit before the next object's
+    transaction starts, so bronze's `ingested_at` (its transaction's start) rises in commit
+    order. Staging's incremental watermark (`ingested_at` above the newest it holds) relies on
+    that while dbt reads bronze at the same time as this loads it."""
+
+    def __init__(self, settings: Settings, table: TableConfig, log: Log, store: RawStore | None = None):
+        self.settings, self.table, self.log = settings, table, log
+        self.store = store or RawStore(settings)
+        self.loader = Loader(settings, table, log)
+
+    def not_loaded(self) -> list[dict[str, Any]]:
+        """Every raw object of the table not in bronze yet, oldest first (a resume, or a catch-up)."""
+        done = self.loader.loaded()
+        return [o for o in self.store.list(self.table.raw_objects_prefix) if done.get(o["Key"]) != o["ETag"]]
+
+    def append(self, objects: list[dict[str, Any]], cancel: threading.Event | None = None) -> LoadResult:
+        result = LoadResult()
+        done = self.loader.loaded([o["Key"] for o in objects]) if objects else {}
+        pending = [o for o in objects if done.get(o["Key"]) != o["ETag"]]
+        result.skipped = len(objects) - len(pending)
+        _load_objects(self.settings, self.table, self.loader, self.store, pending, 1, result, self.log, cancel)
+        return result
+
+    def analyze(self) -> None:
+        self.loader.analyze()
+
+    def close(self) -> None:
+        self.loader.close()

@@ -170,6 +170,7 @@ class DbtProject:
         self.debug_logging = debug
         self.project_dir = Path(project_dir) if project_dir else settings.dbt_project_dir
         self.threads = threads
+        self.manifest: object | None = None  # kept by warm(): later commands skip dbt's parse
 
     # -- public commands -------------------------------------------------
 
@@ -197,6 +198,16 @@ class DbtProject:
 
     def parse(self) -> DbtResult:
         return self.invoke("parse", [])
+
+    def warm(self) -> DbtResult:
+        """Parse the project once and keep its manifest: every later command of this object
+        starts without dbt's parse (the continuous runner's transform, a few times a second).
+        A changed project needs a new DbtProject (or warm() again)."""
+        self.manifest = None
+        result = self.invoke("parse", [])
+        if not result.success:
+            raise RuntimeError(f"dbt parse failed: {result.error or result.output[-500:]}")
+        return result
 
     # -- machinery -------------------------------------------------------
 
@@ -265,7 +276,8 @@ class DbtProject:
             previous = os.environ.get(PASSWORD_ENV)
             os.environ[PASSWORD_ENV] = self.settings.pg_password
             try:
-                res = dbtRunner(callbacks=[on_event]).invoke(argv)
+                runner = dbtRunner(callbacks=[on_event], manifest=self.manifest)  # type: ignore[arg-type]
+                res = runner.invoke(argv)
             finally:
                 if previous is None:
                     os.environ.pop(PASSWORD_ENV, None)
@@ -279,6 +291,8 @@ class DbtProject:
             for secret in secrets:
                 error = error.replace(secret, "***")
             self.log(f"dbt {command} failed: {error}")
+        if command == "parse" and success_of(res):
+            self.manifest = res.result
         nodes = _node_results(res.result)
         success = bool(res.success) and error is None
         return DbtResult(
@@ -290,6 +304,10 @@ class DbtProject:
             error=error,
             output="\n".join(lines),
         )
+
+
+def success_of(res: object) -> bool:
+    return bool(getattr(res, "success", False)) and getattr(res, "exception", None) is None
 
 
 def _node_results(result: object) -> list[NodeResult]:
