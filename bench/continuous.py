@@ -160,6 +160,51 @@ def _stage_summary(settings: Any) -> dict[str, Any]:
     return beat.detail if beat else {}
 
 
+def measure_rate(
+    settings: Any,
+    stack: Stack,
+    poller: MartsPoller,
+    proc: psutil.Process,
+    rate: int,
+    seconds: float,
+    ids: list[int],
+    settle: float = 60.0,
+) -> dict[str, Any]:
+    time.sleep(3.0)
+    poller.samples = poller.samples[-1:]
+    cpu_before, services_before = _cpu_seconds(proc), _service_cpu(stack.runtime)
+    started = time.time()
+    commits = steady_changes(settings, rate, seconds, ids)
+    deadline = time.time() + settle
+    while visible_at(poller.samples[-1:], commits[-1]) is None and time.time() < deadline:
+        time.sleep(0.2)
+    wall = time.time() - started
+    samples = list(poller.samples)
+    latencies = [v - c for c in commits if (v := visible_at(samples, c)) is not None]
+    services_after = _service_cpu(stack.runtime)
+    cpu = _cpu_seconds(proc) - cpu_before
+    entry = {
+        "changes_per_second": rate,
+        "transactions": len(commits),
+        "changes": len(commits) * max(1, rate // TRANSACTIONS_PER_SECOND),
+        "visible": len(latencies),
+        "p50_seconds": round(percentile(latencies, 0.5) or -1, 3),
+        "p95_seconds": round(percentile(latencies, 0.95) or -1, 3),
+        "max_seconds": round(max(latencies, default=-1), 3),
+        "runner_cpu_seconds": round(cpu, 1),
+        "runner_cpu_share_of_one_core": round(cpu / wall, 3),
+        "services_cpu_seconds": {
+            k: round(services_after.get(k, 0) - services_before.get(k, 0), 1) for k in services_after
+        },
+        "wall_seconds": round(wall, 1),
+    }
+    log(
+        f"{rate}/s: p50 {entry['p50_seconds']} s, p95 {entry['p95_seconds']} s, max {entry['max_seconds']} s, "
+        f"CPU {entry['runner_cpu_share_of_one_core']:.0%} of a core ({entry['visible']}/{len(commits)} seen)"
+    )
+    return entry
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     stack = Stack.start(log)
     settings = stack.settings
@@ -211,38 +256,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["catch_up_cpu_seconds"] = round(_cpu_seconds(proc), 1)
         log(f"caught up in {result['catch_up_seconds']} s")
         for rate in args.rates:
-            time.sleep(3.0)
-            poller.samples = poller.samples[-1:]
-            cpu_before, services_before = _cpu_seconds(proc), _service_cpu(stack.runtime)
-            started = time.time()
-            commits = steady_changes(settings, rate, args.seconds, ids)
-            deadline = time.time() + 60
-            while visible_at(poller.samples[-1:], commits[-1]) is None and time.time() < deadline:
-                time.sleep(0.2)
-            wall = time.time() - started
-            samples = list(poller.samples)
-            latencies = [v - c for c in commits if (v := visible_at(samples, c)) is not None]
-            services_after = _service_cpu(stack.runtime)
-            entry = {
-                "changes_per_second": rate,
-                "transactions": len(commits),
-                "changes": len(commits) * max(1, rate // TRANSACTIONS_PER_SECOND),
-                "visible": len(latencies),
-                "p50_seconds": round(percentile(latencies, 0.5) or -1, 3),
-                "p95_seconds": round(percentile(latencies, 0.95) or -1, 3),
-                "max_seconds": round(max(latencies, default=-1), 3),
-                "runner_cpu_seconds": round(_cpu_seconds(proc) - cpu_before, 1),
-                "runner_cpu_share_of_one_core": round((_cpu_seconds(proc) - cpu_before) / wall, 3),
-                "services_cpu_seconds": {
-                    k: round(services_after.get(k, 0) - services_before.get(k, 0), 1) for k in services_after
-                },
-                "wall_seconds": round(wall, 1),
-                "runner_heartbeat": _stage_summary(settings),
-            }
+            entry = measure_rate(settings, stack, poller, proc, rate, args.seconds, ids)
+            entry["runner_heartbeat"] = _stage_summary(settings)
             result["rates"][str(rate)] = entry
-            log(
-                f"{rate}/s: p50 {entry['p50_seconds']} s, p95 {entry['p95_seconds']} s, max {entry['max_seconds']} s, "
-                f"runner CPU {entry['runner_cpu_share_of_one_core']:.0%} of a core ({entry['visible']}/{len(commits)} seen)"
+        if args.watch_seconds:
+            # Today's figure beside them: the serial loop, `watch --every 1s`, at the lowest rate.
+            runner.terminate()
+            runner.wait(120)
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "watch", "--every", "1s"],
+                env=env,
+                stdout=runner_log,
+                stderr=subprocess.STDOUT,
+            )
+            proc = psutil.Process(runner.pid)
+            time.sleep(5.0)
+            result["watch_every_1s"] = measure_rate(
+                settings, stack, poller, proc, args.rates[0], args.watch_seconds, ids, settle=120.0
             )
     finally:
         if poller is not None:
@@ -262,6 +292,9 @@ def main() -> None:
     parser.add_argument("--rates", default="10,100,1000", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--seconds", type=float, default=300.0, help="per rate")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="events in the topic before the runner starts")
+    parser.add_argument(
+        "--watch-seconds", type=float, default=120.0, help="`watch --every 1s` at the first rate; 0 skips"
+    )
     parser.add_argument("--catch-up-timeout", type=float, default=1800.0)
     parser.add_argument("--output", type=Path)
     parser.add_argument("--note", default="")
