@@ -51,6 +51,52 @@ class HistoryLoaded(Message):
         self.runs = runs
 
 
+class RunnerStatus(Message):
+    """The continuous runner's heartbeat (None: none ever ran), or why it could not be read."""
+
+    def __init__(self, beat: object | None, error: str | None = None) -> None:
+        super().__init__()
+        self.beat, self.error = beat, error
+
+
+class RunnerToggled(Message):
+    def __init__(self, text: str, severity: str = "information") -> None:
+        super().__init__()
+        self.text, self.severity = text, severity
+
+
+def runner_text(beat, timeout: float, key: str) -> Text:
+    """One line of the continuous runner: its state and each table's lag, stage by stage."""
+    if beat is None:
+        return Text.assemble(("continuous ", "bold"), ("off", "dim"), f" · {key} starts `bi-console run`")
+    stale = beat.state != "stopped" and beat.age_seconds > timeout
+    if beat.state == "stopped" or stale:
+        state = ("DEAD: no heartbeat for " + f"{beat.age_seconds:.0f}s", "bold red") if stale else ("off", "dim")
+        return Text.assemble(("continuous ", "bold"), state, f" · {key} starts it")
+    parts: list[str] = []
+    for table, stages in beat.detail.get("tables", {}).items():
+        lag = stages.get("source_to_marts", {})
+        waiting = [
+            f"{label} {stages.get(stage, {}).get('events') or 0}"
+            for stage, label in (("topic_to_raw", "topic"), ("raw_to_bronze", "raw"), ("bronze_to_marts", "bronze"))
+            if stages.get(stage, {}).get("events")
+        ]
+        parts.append(
+            f"{table} {lag.get('seconds') or 0:.1f}s" + (f" ({', '.join(waiting)} waiting)" if waiting else "")
+        )
+    latency = beat.detail.get("latency", {})
+    p95 = latency.get("p95")
+    failing = [name for name, stage in beat.detail.get("stages", {}).items() if stage.get("error")]
+    return Text.assemble(
+        ("continuous ", "bold"),
+        (beat.state, "bold green" if beat.state == "running" else "yellow"),
+        f" pid {beat.pid} · behind the source: {'; '.join(parts) or '—'}",
+        f" · commit→marts p95 {p95:.1f}s" if p95 is not None else "",
+        (f" · retrying {', '.join(failing)}", "bold yellow") if failing else "",
+        f" · {key} stops it",
+    )
+
+
 class PastRunLoaded(Message):
     def __init__(self, record: dict, log_lines: list[str] | None) -> None:
         super().__init__()
@@ -119,6 +165,7 @@ class PipelineView(View):
         Binding("s", "run_step", "Run step", id="run_step"),
         Binding("x", "cancel", "Cancel", id="cancel_refresh"),
         Binding("h", "focus_history", "History", id="pipeline_history"),
+        Binding("c", "toggle_runner", "Continuous", id="toggle_runner"),
     ]
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -138,6 +185,7 @@ class PipelineView(View):
 
     def compose(self) -> ComposeResult:
         yield Static(self._idle_text(), id="pipeline-status")
+        yield Static(runner_text(None, 30.0, self.key("toggle_runner")), id="runner-status")
         with Horizontal(id="pipeline-top"):
             steps = StepsTable(id="steps-table", cursor_type="row")
             steps.border_title = "steps"
@@ -169,6 +217,61 @@ class PipelineView(View):
         for label in ("started", "mode", "outcome", "time", "failed"):
             history.add_column(label, key=label)
         self.show_plan(planned_steps(self.app.settings))
+        self.runner_beat: object | None = None
+        if self.live:
+            self.set_interval(2.0, self._runner_worker)
+
+    # -- the continuous runner ------------------------------------------------------------
+    @work(thread=True, exit_on_error=False, group="runner", name="runner-status", exclusive=True)
+    def _runner_worker(self) -> None:
+        from pipeline.stores.runner_state import read_heartbeat
+
+        try:
+            self.post_message(RunnerStatus(read_heartbeat(self.app.settings)))
+        except Exception as exc:  # PostgreSQL away: the Services view says so; this line says unknown
+            self.post_message(RunnerStatus(None, error_text(exc)))
+
+    @on(RunnerStatus)
+    def _runner_status(self, message: RunnerStatus) -> None:
+        self.runner_beat = message.beat
+        widget = self.query_one("#runner-status", Static)
+        if message.error:
+            widget.update(Text.assemble(("continuous ", "bold"), ("unknown: ", "yellow"), message.error[:200]))
+            return
+        widget.update(
+            runner_text(
+                message.beat, self.app.settings.file.runner.heartbeat_timeout_seconds, self.key("toggle_runner")
+            )
+        )
+
+    def action_toggle_runner(self) -> None:
+        self._toggle_worker()
+
+    @work(thread=True, exit_on_error=False, group="runner-toggle", name="runner-toggle", exclusive=True)
+    def _toggle_worker(self) -> None:
+        from pipeline.orchestration.continuous import start_in_background, stop_running
+        from pipeline.stores.runner_state import read_heartbeat
+
+        settings = self.app.settings
+        try:
+            beat = read_heartbeat(settings)
+            timeout = settings.file.runner.heartbeat_timeout_seconds
+            if beat is not None and beat.state != "stopped" and beat.age_seconds <= timeout:
+                self.post_message(RunnerToggled(stop_running(beat)))
+            else:
+                pid = start_in_background(settings)
+                self.post_message(
+                    RunnerToggled(
+                        f"started the continuous runner (pid {pid}); its log: {settings.data_dir}/logs/runner.log"
+                    )
+                )
+        except Exception as exc:  # shown, never a dead app
+            self.post_message(RunnerToggled(error_text(exc), "error"))
+        self._runner_worker()
+
+    @on(RunnerToggled)
+    def _runner_toggled(self, message: RunnerToggled) -> None:
+        self.notify(message.text, severity=message.severity)  # type: ignore[arg-type]
 
     # -- the step table -------------------------------------------------------------
     def show_plan(self, plan: list[tuple[str, str]]) -> None:

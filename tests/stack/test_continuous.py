@@ -229,3 +229,29 @@ def test_kill_9_is_a_failed_check_and_a_restart_loses_and_doubles_nothing(stack)
     _, checks = check_json(stack)
     assert checks["runner"]["status"] == "pass"
     assert checks["runner_freshness:product"]["status"] == "pass"
+
+
+async def test_the_pipeline_view_shows_the_runner_and_c_stops_and_starts_it(stack):
+    from tests.support.tui import wait_for as wait_in_app
+    from tui.app import BiConsoleApp
+
+    app = BiConsoleApp(stack.settings, runtime=stack.runtime)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        status = app.view("pipeline").query_one("#runner-status")
+
+        def shown() -> str:
+            return str(status.render())
+
+        await wait_in_app(pilot, lambda: "continuous running pid" in shown(), 20, 0.2, "the runner's line")
+        assert "product" in shown() and "behind the source" in shown()
+        await pilot.press("c")  # stops it: the runner finishes the work in hand and writes "stopped"
+        await wait_in_app(pilot, lambda: _STATE["runner"].poll() is not None, 90, 0.5, "the runner to exit")
+        assert _STATE["runner"].returncode == 0
+        await wait_in_app(pilot, lambda: "continuous off" in shown(), 20, 0.2, "the line to say off")
+        await pilot.press("c")  # starts one in the background
+        await wait_in_app(pilot, lambda: "continuous running pid" in shown(), 60, 0.5, "the new runner")
+    beat = heartbeat(stack)
+    os.kill(stack.psql("SELECT pid FROM bi_console.runner_heartbeat")[0][0], signal.SIGTERM)
+    assert beat["state"] == "running"
+    wait_for(lambda: heartbeat(stack).get("state") == "stopped", 90, "the background runner to stop")
