@@ -295,8 +295,8 @@ where not exists (
   staging with its history. A full build holds no columns to keep, so it finds every column any
   event of bronze carries: after the newest events, it looks for an event with a column not
   found yet (`row - known <> '{}'`, one pass of bronze's payloads, stopping at the first such
-  events), adds those columns and looks again until no event has one; a pass over 300,000
-  Product events takes about 0.8 s.
+  events), adds those columns and looks again until no event has one (dbt/README.md has
+  what it costs).
 -#}
 {% macro cdc_columns_beyond_contract(bronze, contract) -%}
 {%- set known = contract.columns | map(attribute='source_column') | list -%}
