@@ -115,8 +115,57 @@ select
 {%- for source_column, name in cdc_columns_beyond_contract(bronze, contract) %},
     {{ decode_text(cdc_col(source_column)) }} as {{ adapter.quote(name) }}
 {%- endfor %}
+{%- set retyped = cdc_retyped_guards(contract) %}
+{%- if retyped %}
+{#- OFFSET 0: the guard is judged on the winners only, never pushed below their ranking. #}
+from (select * from latest offset 0) as latest
+where (case
+{%- for guard in retyped %}
+    when {{ guard.condition }} then {{ guard.error }}
+{%- endfor %}
+end) is null
+{%- else %}
 from latest
+{%- endif %}
 {%- endif -%}
+{%- endmacro %}
+
+{#-
+  Schema evolution, a retyped column: for each contract column whose decoder reads only
+  some JSON kinds, {condition, error}: the condition that the winner's value is of another
+  kind, and an expression that stops this model with a message naming the table, the
+  column, its contract type and what arrives instead, at run time, as a database error of
+  this model alone: the other tables' models still build. (PostgreSQL has no RAISE in plain
+  SQL: the message is the input of a cast that cannot succeed, so the error reads
+  `invalid input syntax for type integer: "<the message>"`.) The kinds are those the
+  decoders read (macros/cdc.sql); `--check`'s schema:<table> judges the same events by
+  pipeline/config/contracts.py.
+-#}
+{% macro cdc_retyped_guards(contract) -%}
+{%- set readable = {
+    'bool': ['boolean', 'number', 'string'],
+    'smallint': ['number'], 'integer': ['number'], 'bigint': ['number'],
+    'real': ['number'], 'float': ['number'],
+    'numeric': ['number', 'string', 'object'],
+    'date': ['number', 'string'], 'time': ['number', 'string'], 'timestamp': ['number', 'string'],
+    'offset_timestamp': ['string', 'number'],
+    'guid': ['string'], 'binary': ['string'],
+} -%}
+{%- set guards = [] -%}
+{%- for column in contract.columns -%}
+    {%- set kinds = readable.get(_cdc_type_entry(column.source_type, column.name)[0]) -%}
+    {%- if kinds -%}
+        {%- set x = cdc_col(column.source_column) -%}
+        {%- set told = (model.name ~ ': column ' ~ column.source_column ~ ' of ' ~ (contract.source or contract.bronze_table)
+            ~ ' is retyped at the source: its contract says ' ~ column.source_type ~ ', it arrives as ') | replace("'", "''") -%}
+        {%- do guards.append({
+            'condition': "coalesce(jsonb_typeof(" ~ x ~ "), 'null') not in ('null', '" ~ kinds | join("', '") ~ "')",
+            'error': "('" ~ told ~ "' || jsonb_typeof(" ~ x ~ ") || ' ' || left(" ~ x ~ "::text, 60) || ' (key ' || record_key"
+                ~ " || '); write its new type into the contract and run a full refresh')::integer",
+        }) -%}
+    {%- endif -%}
+{%- endfor -%}
+{{ return(guards) }}
 {%- endmacro %}
 
 {#- The staging names of the calling model's key, in key order. -#}
@@ -240,21 +289,49 @@ where not exists (
   Schema evolution: [(source_column, staging name)] of the columns the source has that its
   contract does not list. A column added at the source reaches staging on the next run, as
   text (on_schema_change adds it to the table), until its type is written into the contract;
-  `--check` reports it (schema:<table>). Found in the newest state-carrying events of bronze,
-  plus the ones staging already holds, so a column the source drops again is kept, with NULL
-  for the events after the drop, instead of being dropped from staging with its history.
+  `--check` reports it (schema:<table>). An incremental run finds them in the newest
+  state-carrying events of bronze, plus the ones staging already holds, so a column the source
+  drops again is kept, with NULL for the events after the drop, instead of being dropped from
+  staging with its history. A full build holds no columns to keep, so it finds every column any
+  event of bronze carries: after the newest events, it looks for an event with a column not
+  found yet (`row - known <> '{}'`, one pass of bronze's payloads, stopping at the first such
+  events), adds those columns and looks again until no event has one (dbt/README.md has
+  what it costs).
 -#}
 {% macro cdc_columns_beyond_contract(bronze, contract) -%}
 {%- set known = contract.columns | map(attribute='source_column') | list -%}
 {%- set taken = contract.columns | map(attribute='name') | list
     + ['cdc_operation', 'source_timestamp', 'is_snapshot', 'kafka_offset', 'ingested_at'] -%}
-{%- set seen = run_query(
-    "select distinct k from (select case when b.cdc_operation = 'd' then e.envelope -> 'before' "
+{%- set row_data = "(select case when b.cdc_operation = 'd' then e.envelope -> 'before' "
     ~ "else e.envelope -> 'after' end as row_data from " ~ bronze ~ " as b "
     ~ "cross join lateral (select " ~ cdc_envelope('b.cdc_payload') ~ " as envelope) as e "
-    ~ "where b.cdc_operation is not null order by b.ingested_at desc, b.kafka_offset desc limit 1000) as newest "
+    ~ "where b.cdc_operation is not null" -%}
+{%- set seen = run_query(
+    "select distinct k from " ~ row_data ~ " order by b.ingested_at desc, b.kafka_offset desc limit 1000) as newest "
     ~ "cross join lateral jsonb_object_keys(newest.row_data) as k order by 1"
 ).columns[0].values() | list -%}
+{%- if not is_incremental() -%}
+    {%- set row = "(case when b.cdc_operation = 'd' then e.envelope -> 'before' else e.envelope -> 'after' end)" -%}
+    {%- set search = namespace(seen=seen, done=false) -%}
+    {#- Each pass adds at least one column, so it ends; 100 is far beyond a source's history. -#}
+    {%- for _ in range(100) -%}
+        {%- if not search.done -%}
+            {%- set found = (known + search.seen) | unique | map('replace', "'", "''") | list -%}
+            {%- set listed = "array['" ~ found | join("', '") ~ "']::text[]" -%}
+            {%- set more = run_query(
+                "select distinct k from " ~ row_data ~ " and jsonb_typeof(" ~ row ~ ") = 'object' and "
+                ~ row ~ " - " ~ listed ~ " <> '{}'::jsonb limit 100) as unseen "
+                ~ "cross join lateral jsonb_object_keys(unseen.row_data - " ~ listed ~ ") as k order by 1"
+            ).columns[0].values() | list -%}
+            {%- if more -%}
+                {%- set search.seen = (search.seen + more) | sort -%}
+            {%- else -%}
+                {%- set search.done = true -%}
+            {%- endif -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- set seen = search.seen -%}
+{%- endif -%}
 {%- set held = [] -%}
 {%- if is_incremental() -%}
     {%- for column in adapter.get_columns_in_relation(this) -%}

@@ -45,7 +45,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection
 
 from pipeline.config import Settings, TableConfig
-from pipeline.config.contracts import DEFAULT_DBT_DIR, ContractError, load_contract
+from pipeline.config.contracts import ContractError, load_contract
 from pipeline.process.background_import import import_in_background
 from pipeline.process.log_sink import Log
 from pipeline.steps.contract_suite import contract_suite, contract_suite_name, suite_names
@@ -225,15 +225,13 @@ def load_suite_file(name: str, expectations_dir: Path | None = None) -> dict[str
     return data
 
 
-def _suite_data(
-    name: str, table: TableConfig, expectations_dir: Path | str | None, dbt_dir: Path | None
-) -> dict[str, Any]:
+def _suite_data(name: str, table: TableConfig, expectations_dir: Path | str | None, dbt_dir: Path) -> dict[str, Any]:
     """A suite file's content; the contract suite of a table that has no file of that name is
-    made from its source contract."""
+    made from its source contract in `dbt_dir`, the run's dbt project (never a default one)."""
     directory = Path(expectations_dir or DEFAULT_EXPECTATIONS_DIR)
     if name == contract_suite_name(table) and not (directory / f"{name}.json").is_file():
         try:
-            return contract_suite(load_contract(dbt_dir or DEFAULT_DBT_DIR, table.name))
+            return contract_suite(load_contract(dbt_dir, table.name))
         except ContractError as exc:
             raise SuiteConfigError(f"suite {name!r}: {exc}") from None
     return load_suite_file(name, directory)
