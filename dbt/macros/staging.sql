@@ -253,6 +253,9 @@ $cdc_staging_key_index$
 {%- set contract = cdc_contract() -%}
 {%- if contract is none -%}
 select 1 as parsed_before_its_contract_is_read
+{%- elif var('hot_path', false) -%}
+{#- Keys leave bronze only by a reload or by hand: the runner's full pass prunes them. -#}
+select 1 as pruned_by_the_full_pass
 {%- else -%}
 {%- set bronze = source('bronze', contract.bronze_table) -%}
 {%- set matches = _cdc_record_key_matches(contract.key_fields) -%}

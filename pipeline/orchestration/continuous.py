@@ -223,6 +223,7 @@ class ContinuousRunner:
         self._next_scan = 0.0  # load lists the raw zone at start, after an error, and every minute
         self._rows_since_analyze: dict[str, int] = {}
         self._dbt: DbtProject | None = None
+        self._next_full_pass = 0.0  # the transform's next full pass (the first run is one)
         self._beat_conn: connection | None = None
         self._watermarks: Consumer | None = None
         self._ingested: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset read up to
@@ -546,10 +547,17 @@ class ContinuousRunner:
                 dbt.warm()
                 self._dbt = dbt
             selector = " ".join(t.dbt_selector for t in self.tables if t.name in tables)
-            result = self._dbt.run(selector)
+            # A full pass (every key compared, whole-table prunes) first and then every
+            # validate_every_seconds; the hot path in between.
+            full_pass = time.monotonic() >= self._next_full_pass
+            if full_pass:
+                selector = " ".join(t.dbt_selector for t in self.tables)
+            result = self._dbt.run(selector, hot_path=not full_pass)
             if not result.success:
                 failed = ", ".join(f"{n.name}: {(n.message or '').strip()[:300]}" for n in result.failed)
                 raise RuntimeError(f"dbt run failed: {failed or result.error}")
+            if full_pass:
+                self._next_full_pass = time.monotonic() + self.config.validate_every_seconds
         except Exception:
             with self.lock:  # tried again on the next round, with whatever arrived meanwhile
                 self.loaded = batch + self.loaded
@@ -557,7 +565,11 @@ class ContinuousRunner:
             self.bronze_changed.set()
             raise
         self._marts_reached(batch)
-        self.stage_states["transform"].result = {"models": result.counts, "seconds": round(result.elapsed, 3)}
+        self.stage_states["transform"].result = {
+            "models": result.counts,
+            "seconds": round(result.elapsed, 3),
+            "full_pass": full_pass,
+        }
         with self.lock:
             self.transformed_since_validation = True
             self.bi_due = self.bi_due or (time.monotonic() + self.config.bi_debounce_seconds)

@@ -174,10 +174,15 @@ class DbtProject:
 
     # -- public commands -------------------------------------------------
 
-    def run(self, selector: str | Iterable[str] | None = None, full_refresh: bool = False) -> DbtResult:
-        """`dbt run [--select ...] [--full-refresh]`."""
+    def run(
+        self, selector: str | Iterable[str] | None = None, full_refresh: bool = False, *, hot_path: bool = False
+    ) -> DbtResult:
+        """`dbt run [--select ...] [--full-refresh]`. hot_path: the continuous runner's frequent
+        run (dbt_project.yml's `hot_path` var): changed keys only, views left as they are."""
         args = _selection(selector) + (["--full-refresh"] if full_refresh else [])
-        return self.invoke("run", args)
+        if hot_path:
+            args += ["--exclude", "config.materialized:view"]
+        return self.invoke("run", args, hot_path=hot_path)
 
     def test(self, selector: str | Iterable[str] | None = None, *, within_selection: bool = False) -> DbtResult:
         """`dbt test [--select ...]`: data tests of the selected models.
@@ -211,7 +216,7 @@ class DbtProject:
 
     # -- machinery -------------------------------------------------------
 
-    def project_args(self) -> list[str]:
+    def project_args(self, hot_path: bool = False) -> list[str]:
         return [
             "--project-dir",
             str(self.project_dir),
@@ -222,13 +227,13 @@ class DbtProject:
             "--target",
             TARGET_NAME,
             "--vars",
-            json.dumps(dbt_vars(self.settings)),
+            json.dumps({**dbt_vars(self.settings), **({"hot_path": True} if hot_path else {})}),
         ]
 
-    def invoke(self, command: str, extra: list[str]) -> DbtResult:
+    def invoke(self, command: str, extra: list[str], *, hot_path: bool = False) -> DbtResult:
         from dbt.cli.main import dbtRunner  # heavy import: only when dbt actually runs
 
-        project_args = self.project_args()
+        project_args = self.project_args(hot_path)
         work = work_dir(self.settings)
         (work / "logs").mkdir(parents=True, exist_ok=True)
         # Global flags go before the sub-command.

@@ -15,7 +15,10 @@ def test_no_runner_says_how_to_start_one():
 
 
 def test_a_stale_heartbeat_is_shown_dead():
-    assert runner_text(beat("running", 75, tables={}), 30, "c").plain == "continuous DEAD: no heartbeat for 75s · c starts it"
+    assert (
+        runner_text(beat("running", 75, tables={}), 30, "c").plain
+        == "continuous DEAD: no heartbeat for 75s · c starts it"
+    )
 
 
 def test_a_running_runner_shows_each_tables_lag_and_what_waits():

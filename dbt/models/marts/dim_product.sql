@@ -18,7 +18,8 @@
     unique_key='product_id',
     incremental_strategy='delete+insert',
     on_schema_change='sync_all_columns',
-    post_hook=["{{ delete_vanished_keys(this, ref('stg_product'), 'product_id', 's.deleted = false') }}"]
+    post_hook=["{{ delete_vanished_keys(this, ref('stg_product'), 'product_id', 's.deleted = false',
+                 gone_on_hot_path='select product_id from ' ~ ref('stg_product') ~ ' where deleted') }}"]
 ) }}
 
 {% set model_sql %}
@@ -67,4 +68,11 @@ from {{ ref('stg_product') }}
 where deleted = false
 {% endset %}
 
-{{ incremental_changes(model_sql) }}
+{#- The hot path's changed keys: staging rows newer than this table's newest (a deleted one
+    too: its key's old row must go). -#}
+{% set changed_keys %}
+select product_id from {{ ref('stg_product') }}
+where ingested_at > (select coalesce(max(ingested_timestamp), '-infinity'::timestamptz) from {{ this }})
+{% endset %}
+
+{{ incremental_changes(model_sql, changed_keys=changed_keys) }}
