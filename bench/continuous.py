@@ -209,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stack = Stack.start(log)
     settings = stack.settings
     result: dict[str, Any] = {
+        "kind": "continuous",
         "written": datetime.now(timezone.utc).isoformat(timespec="minutes"),
         "command": "python -m bench.continuous " + " ".join(sys.argv[1:]),
         "note": args.note,

@@ -116,6 +116,32 @@ def format_tables(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _latency_row(label: str, entry: dict) -> str:
+    services = ", ".join(f"{k} {v:.0f}" for k, v in sorted(entry["services_cpu_seconds"].items()))
+    return (
+        f"| {label} | {entry['changes_per_second']:,} | {entry['changes']:,} | {entry['p50_seconds']:.2f} | "
+        f"{entry['p95_seconds']:.2f} | {entry['max_seconds']:.2f} | {entry['runner_cpu_share_of_one_core']:.0%} | "
+        f"{services} |"
+    )
+
+
+def format_continuous(report: dict) -> str:
+    """bench/continuous.py's run: source commit → marts at steady rates, and the catch-up."""
+    lines = [
+        f"Bronze held {report['backlog']:,} backlog events before the rates; the runner caught up with that "
+        f"backlog in {report['catch_up_seconds']:.0f} s ({report['catch_up_cpu_seconds']:.0f} CPU s of its own). "
+        f"Each rate ran {report['seconds_per_rate']:.0f} s.",
+        "",
+        "| mode | changes/s | changes | p50 s | p95 s | max s | runner CPU (one core) | services CPU s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for entry in report["rates"].values():
+        lines.append(_latency_row("`bi-console run`", entry))
+    if report.get("watch_every_1s"):
+        lines.append(_latency_row("`watch --every 1s`", report["watch_every_1s"]))
+    return "\n".join(lines)
+
+
 def render_block(results: list[tuple[str, dict]]) -> str:
     lines = [
         harness.README_START,
@@ -133,6 +159,9 @@ def render_block(results: list[tuple[str, dict]]) -> str:
         ]
         if report.get("note"):
             lines += [f"Conditions: {report['note']}", ""]
+        if report.get("kind") == "continuous" or "rates" in report:
+            lines += [format_continuous(report), ""]
+            continue
         if report.get("kind") == "tables":
             lines += [format_tables(report), "", f"Whole run: {report['total_seconds']:.0f} s.", ""]
             continue
