@@ -45,7 +45,7 @@ from psycopg2.extensions import connection
 
 from pipeline.config import Settings, TableConfig
 from pipeline.config.security import redact
-from pipeline.orchestration.plan import superset_enabled
+from pipeline.orchestration.plan import superset_enabled, tables_of_failed_models
 from pipeline.orchestration.refresh import RefreshLock, RefreshLocked, pause_request_path
 from pipeline.orchestration.refresh_process import run_refresh_in_child
 from pipeline.process.log_sink import Log
@@ -63,6 +63,7 @@ ANALYZE_EVERY_ROWS = 50_000  # bronze statistics refreshed after this many new r
 RESCAN_EVERY_SECONDS = 60.0  # load also lists the raw zone this often: objects of another writer
 BACKOFF_MAX_SECONDS = 15.0
 SUMMARY_EVERY_SECONDS = 30.0
+FAILED_TABLE_REST_SECONDS = 30.0  # a table whose models failed is retried this often
 
 
 def _seconds(value: float | None) -> str:
@@ -185,6 +186,7 @@ class StageState:
     last_seconds: float | None = None
     error: str | None = None
     error_at: float | None = None
+    partial_error: str | None = None  # a round that did its work but not all (some tables' models failed)
     result: dict[str, Any] = field(default_factory=dict)
 
 
@@ -224,6 +226,7 @@ class ContinuousRunner:
         self._rows_since_analyze: dict[str, int] = {}
         self._dbt: DbtProject | None = None
         self._next_full_pass = 0.0  # the transform's next full pass (the first run is one)
+        self._failing_until: dict[str, float] = {}  # tables whose models failed -> when to retry them
         self._beat_conn: connection | None = None
         self._watermarks: Consumer | None = None
         self._ingested: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset read up to
@@ -391,9 +394,9 @@ class ContinuousRunner:
                 if did_work:
                     state.runs += 1
                     state.last_ok_at, state.last_seconds = time.time(), time.monotonic() - started
-                    if state.error is not None:
+                    if state.error is not None and state.partial_error is None:
                         self.log(f"run: {name} works again")
-                    state.error = None
+                    state.error = state.partial_error
                 backoff = 0.5
             except StepCancelled:
                 state.busy = False  # a pause or the stop: the work is taken up again from its position
@@ -538,6 +541,15 @@ class ContinuousRunner:
         with self.lock:
             batch, self.loaded = self.loaded, []
             tables, self.changed_tables = set(self.changed_tables), set()
+        now = time.monotonic()
+        resting = {name for name, at in self._failing_until.items() if at > now}
+        if tables & resting:  # their models failed: retried after a rest, the others go on
+            with self.lock:
+                self.changed_tables |= tables & resting
+                held = [p for p in batch if p.table in resting]
+                self.loaded = held + self.loaded
+            batch = [p for p in batch if p.table not in resting]
+            tables -= resting
         if not tables:
             self._marts_reached(batch)
             return False
@@ -551,11 +563,26 @@ class ContinuousRunner:
             # validate_every_seconds; the hot path in between.
             full_pass = time.monotonic() >= self._next_full_pass
             if full_pass:
-                selector = " ".join(t.dbt_selector for t in self.tables)
+                selector = " ".join(t.dbt_selector for t in self.tables if t.name not in resting)
             result = self._dbt.run(selector, hot_path=not full_pass)
+            state = self.stage_states["transform"]
+            state.partial_error = None
             if not result.success:
                 failed = ", ".join(f"{n.name}: {(n.message or '').strip()[:300]}" for n in result.failed)
-                raise RuntimeError(f"dbt run failed: {failed or result.error}")
+                broken = tables_of_failed_models([t for t in self.tables if t.name in tables], result)
+                if broken is None or broken >= tables:
+                    raise RuntimeError(f"dbt run failed: {failed or result.error}")
+                # Some tables' models failed: the others' changes reached the marts.
+                state.partial_error = f"the models of {', '.join(sorted(broken))} failed: {failed}"
+                self.log(f"run: transform: {state.partial_error}; retried in {FAILED_TABLE_REST_SECONDS:.0f}s")
+                for name in broken:
+                    self._failing_until[name] = time.monotonic() + FAILED_TABLE_REST_SECONDS
+                with self.lock:
+                    self.loaded = [p for p in batch if p.table in broken] + self.loaded
+                    self.changed_tables |= broken
+                batch = [p for p in batch if p.table not in broken]
+            else:
+                self._failing_until.clear()
             if full_pass:
                 self._next_full_pass = time.monotonic() + self.config.validate_every_seconds
         except Exception:

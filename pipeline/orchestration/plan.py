@@ -16,7 +16,7 @@ from pipeline.steps.bi import SupersetStopped, run_bi_refresh
 from pipeline.steps.contract_suite import suite_names
 from pipeline.steps.ingest import EpochReset, ingest
 from pipeline.steps.load import load
-from pipeline.steps.transform import DbtProject
+from pipeline.steps.transform import DbtProject, DbtResult
 from pipeline.steps.validate import run_validation
 from pipeline.stores.db import connect
 
@@ -85,12 +85,47 @@ def _load(ctx: StepContext) -> StepResult:
     return load(ctx.settings, table, full=table.name in ctx.full_tables, log=ctx.log, cancel=ctx.cancel).counts()
 
 
+class TablesFailed(Exception):
+    """Some tables' models failed and the others built: the run goes on for the others."""
+
+    def __init__(self, tables: set[str], message: str):
+        super().__init__(message)
+        self.tables = tables
+
+
+def tables_of_failed_models(tables: list[TableConfig], result: DbtResult) -> set[str] | None:
+    """The tables whose models failed or were skipped for an upstream failure; None when a
+    failure is no table's (dbt did not run, or a model outside every table's selector)."""
+    if result.error and not result.nodes:
+        return None
+    owner = {name.strip("+@"): t.name for t in tables for name in t.dbt_selector.split()}
+    failed: set[str] = set()
+    for node in result.nodes:
+        if (
+            node.resource_type == "model"
+            and not node.ok
+            or (node.resource_type == "model" and node.status == "skipped")
+        ):
+            if node.name not in owner:
+                return None
+            failed.add(owner[node.name])
+    return failed or None
+
+
 def _transform(ctx: StepContext) -> StepResult:
     _database_answers(ctx.settings)
     full = bool(ctx.full_tables)
     result = DbtProject(ctx.settings, ctx.log).run(ctx.selector, full_refresh=full)
     if not result.success:
         failed = ", ".join(f"{n.name}: {(n.message or '').strip()[:300]}" for n in result.failed)
+        tables = tables_of_failed_models(ctx.tables, result)
+        if tables and len(tables) < len(ctx.tables):
+            built = ", ".join(t.name for t in ctx.tables if t.name not in tables)
+            raise TablesFailed(
+                tables,
+                f"dbt run failed for {', '.join(sorted(tables))}: {failed}; the models of {built} built, "
+                "and their steps go on",
+            )
         raise RuntimeError(f"dbt run failed: {failed or result.error}")
     return {**result.counts, "full_refresh": full}
 

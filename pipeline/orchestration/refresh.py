@@ -32,6 +32,7 @@ from pipeline.orchestration.plan import (
     StepContext,
     StepNames,
     StepResult,
+    TablesFailed,
     plan,
     superset_enabled,
     wanted_steps,
@@ -354,7 +355,10 @@ def run_refresh(
                 _import_next_library(entry.step.name, wanted)
                 previous_step = entry.step.name
             runner.run_entry(entry)
-        if run.outcome == "running":
+        if run.outcome == "running" and runner.partial_failure is not None:
+            run.outcome = "failed"  # some tables' models failed; the others' steps ran
+            run.failed_step, run.error = runner.partial_failure
+        elif run.outcome == "running":
             run.outcome = "ok"
     finally:
         run.duration = time.monotonic() - started
@@ -401,14 +405,25 @@ class _Runner:
         self.redact = redact
         self.full_tables: set[str] = {t.name for t in tables} if mode == "full" else set()
         self.notice: Callable[[str], None] = lambda line: None  # the running step's, set by _execute
+        self.failed_tables: set[str] = set()  # tables whose models failed: their later steps are skipped
+        self.partial_failure: tuple[str, str] | None = None  # (step, error) of such a failure
 
     def run_entry(self, entry: PlanEntry) -> None:
         table = self.settings.table(entry.table) if entry.step.per_table else None
+        if table is not None and table.name in self.failed_tables:
+            reason = f"skipped: the models of {table.name} failed in transform"
+
+            def skipped(log: Callable[[str], None]) -> StepResult:
+                raise StepSkipped(reason)
+
+            self._execute(entry.step.name, entry.table, skipped)
+            return
+        tables = [t for t in self.tables if t.name not in self.failed_tables]
 
         def body(log: Callable[[str], None]) -> StepResult:
             context = StepContext(
                 self.settings,
-                self.tables,
+                tables,
                 table,
                 self.full_tables,
                 log,
@@ -435,6 +450,7 @@ class _Runner:
 
         started = time.monotonic()
         state, error = "ok", None
+        partial = False
         counts: StepResult = {}
         self.notice = notice
         try:
@@ -443,6 +459,11 @@ class _Runner:
             counts = body(log) or {}
         except StepCancelled as exc:
             state, error = "cancelled", str(exc)
+        except TablesFailed as exc:  # the other tables' steps go on; the run fails at its end
+            state, error = "failed", self.redact(str(exc))
+            self.failed_tables |= exc.tables
+            self.partial_failure = (f"{table}:{step}", error)
+            partial = True
         except StepSkipped as exc:  # before ServiceUnreachable: an optional service switched off
             state = "skipped"
             notice(f"skipped: {self.redact(exc.notice)}")
@@ -460,7 +481,7 @@ class _Runner:
         finished = StepFinished(run_id, table, step, state, time.monotonic() - started, counts, error, notices)
         self.run.steps.append(finished)
         self.on_event(finished)
-        if state not in ("ok", "skipped"):
+        if state not in ("ok", "skipped") and not partial:
             self.run.outcome = "cancelled" if state == "cancelled" else "failed"
             self.run.failed_step = f"{table}:{step}"
             self.run.error = error

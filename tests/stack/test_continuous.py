@@ -231,6 +231,7 @@ def test_kill_9_is_a_failed_check_and_a_restart_loses_and_doubles_nothing(stack)
     assert checks["runner_freshness:product"]["status"] == "pass"
 
 
+@pytest.mark.anyio
 async def test_the_pipeline_view_shows_the_runner_and_c_stops_and_starts_it(stack):
     from tests.support.tui import wait_for as wait_in_app
     from tui.app import BiConsoleApp

@@ -295,7 +295,16 @@ def test_a_retyped_column_fails_the_check_naming_it_and_keeps_the_last_good_stag
     _source(refreshed, 'UPDATE dbo."ProductPricing" SET "Price" = 101 WHERE "ID" = 1001')
     _wait_for_topic(refreshed, topic, before + 1)
 
-    refreshed.cli("refresh", "--json", "--incremental")
+    result = refreshed.cli("refresh", "--json", "--incremental")
+    assert result.returncode == 1
+    run = json.loads(result.stdout)
+    # Only the retyped table's models stop: the other tables' steps go on, its own are skipped.
+    assert run["outcome"] == "failed" and run["failed_step"] == "all:transform"
+    assert "dbt run failed for product_pricing" in run["error"] and "PricingTypeID" in run["error"]
+    states = {(s["table"], s["step"]): s["state"] for s in run["steps"]}
+    assert states[("product", "validate")] == "ok" and states[("product_image", "validate")] == "ok"
+    assert states[("product_pricing", "validate")] == "skipped"
+    assert states[("all", "test")] == "ok"
     assert refreshed.psql("SELECT count(*) FROM staging_staging.stg_product_pricing") == kept
     check = refreshed.cli("--check", "--json")
     assert check.returncode == 1

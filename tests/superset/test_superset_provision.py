@@ -36,12 +36,16 @@ def test_provision_twice_creates_each_object_once(superset, pg):
 
     assert first["database_id"] == second["database_id"]
     assert first["datasets"] == second["datasets"]
-    # Every validated table gets datasets (managed_tables): MeasureUnit has a suite too.
+    # Every validated table of the shipped config gets datasets (managed_tables): MeasureUnit
+    # has a suite, the three staging-only tables their source contract's.
     assert set(first["datasets"]) == {
         "marts.dim_product",
         "staging_staging.stg_product",
         "marts.dim_measure_unit",
         "staging_staging.stg_measure_unit",
+        "staging_staging.stg_product_pricing",
+        "staging_staging.stg_product_availability",
+        "staging_staging.stg_product_image",
     }
     assert first["dashboards"][0]["id"] == second["dashboards"][0]["id"]
     assert first["dashboards"][0]["charts"] == second["dashboards"][0]["charts"]
@@ -56,6 +60,9 @@ def test_provision_twice_creates_each_object_once(superset, pg):
             "marts.dim_product",
             "staging_staging.stg_measure_unit",
             "staging_staging.stg_product",
+            "staging_staging.stg_product_availability",
+            "staging_staging.stg_product_image",
+            "staging_staging.stg_product_pricing",
         ]
         dashboards = client.get("/api/v1/dashboard/")["result"]
         assert [d["dashboard_title"] for d in dashboards] == ["Product Catalog"]
